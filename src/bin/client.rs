@@ -1,0 +1,74 @@
+//! `lottery-client`: one agency. Uploads its bets, waits for the draw, logs its winners.
+//! Exit codes: 0 when done (or stopped by SIGTERM/Ctrl-C), 1 on failure, 2 on a bad configuration.
+
+use std::process::ExitCode;
+
+use lottery::client::{self, ClientError};
+use lottery::config::{BetSource, ClientConfig};
+use lottery::telemetry;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let config = match ClientConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            telemetry::init(tracing::Level::INFO, None);
+            error!(action = "config", result = "fail", error = %e);
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_level, rust_log.as_deref());
+    let data = match &config.source {
+        BetSource::File(path) => path.display().to_string(),
+        BetSource::Single(_) => "single bet (NOMBRE, APELLIDO, …)".to_owned(),
+    };
+    info!(
+        action = "config",
+        result = "success",
+        client_id = %config.id,
+        server_address = %config.server_address,
+        batch_max_amount = config.batch_max_amount,
+        log_level = %config.log_level,
+        data = %data,
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(action = "client", result = "fail", error = %e);
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) | Err(ClientError::Cancelled) => {
+            info!(action = "exit", result = "success");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let action = match e {
+                ClientError::Connect { .. } => "connect",
+                ClientError::DataFile { .. } | ClientError::BadRow { .. } => "leer_apuestas",
+                _ => "upload",
+            };
+            error!(action, result = "fail", error = %e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: ClientConfig) -> Result<(), ClientError> {
+    let token = CancellationToken::new();
+    let on_signal = token.clone();
+    tokio::spawn(async move {
+        if let Ok(signal) = lottery::signal::shutdown_signal().await {
+            info!(action = "shutdown", result = "in_progress", signal);
+            on_signal.cancel();
+        }
+    });
+    let result = client::run(&config, &token).await.map(drop);
+    if token.is_cancelled() {
+        info!(action = "shutdown", result = "success");
+    }
+    result
+}

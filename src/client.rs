@@ -1,0 +1,388 @@
+//! The agency side: connect, upload bets in batches, declare readiness, receive winners.
+//!
+//! [`Connection`] speaks the protocol on one socket; [`run`] is the whole agency session the
+//! `lottery-client` binary performs. The agency file is read on a blocking thread and handed over
+//! in ready-made batches through a small channel, so reading overlaps sending and memory holds a
+//! few batches, never the file.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{BetSource, ClientConfig};
+use crate::domain::{AgencyId, Bet};
+use crate::protocol::{
+    ClientCodec, ClientMessage, CodecError, ErrorCode, MAX_BATCH_BYTES, PROTOCOL_VERSION,
+    RejectReason, ServerMessage, WireBet, batch_end_frame_max_len,
+};
+use crate::storage::{fields, record_line};
+
+/// First pause between connection attempts; it doubles up to `MAX_RETRY_DELAY`.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// Batches read ahead of the one being sent.
+const READ_AHEAD_BATCHES: usize = 4;
+
+/// Why an agency session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the central at {address} (tried for {waited:?}): {source}")]
+    Connect { address: String, waited: Duration, source: io::Error },
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("the central closed the connection")]
+    Closed,
+    #[error("the central ended the session ({code:?}): {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("the central rejected batch {seq} ({reason:?}): {message}")]
+    Rejected { seq: u64, reason: RejectReason, message: String },
+    #[error("unexpected reply from the central: expected {expected}, got {got}")]
+    Unexpected { expected: &'static str, got: String },
+    #[error("cannot read agency file {path}: {source}")]
+    DataFile { path: PathBuf, source: io::Error },
+    #[error("{path}, line {line}: {reason}")]
+    BadRow { path: PathBuf, line: u64, reason: String },
+    #[error("stopped by a shutdown signal")]
+    Cancelled,
+}
+
+/// One protocol session with the central, past its `Hello`.
+#[derive(Debug)]
+pub struct Connection {
+    frames: Framed<TcpStream, ClientCodec>,
+    next_seq: u64,
+}
+
+impl Connection {
+    /// Connects to `address` (`host:port`) once and introduces itself as `agency`.
+    ///
+    /// # Errors
+    /// `Connect` when the central cannot be reached; `Server` when it refuses the agency.
+    pub async fn connect(address: &str, agency: AgencyId) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(address).await.map_err(|source| ClientError::Connect {
+            address: address.to_owned(),
+            waited: Duration::ZERO,
+            source,
+        })?;
+        stream.set_nodelay(true).map_err(CodecError::Io)?;
+        let mut frames = Framed::new(stream, ClientCodec::new());
+        frames
+            .send(ClientMessage::Hello { version: PROTOCOL_VERSION, agency: agency.get() })
+            .await?;
+        let mut connection = Self { frames, next_seq: 1 };
+        match connection.receive().await? {
+            ServerMessage::Welcome { next_seq, .. } => connection.next_seq = next_seq,
+            other => return Err(unexpected("Welcome", &other)),
+        }
+        Ok(connection)
+    }
+
+    /// Like [`Connection::connect`], retrying with backoff while the central is unreachable,
+    /// for at most `timeout`.
+    ///
+    /// # Errors
+    /// The last `Connect` error once `timeout` has passed; any other error at once.
+    pub async fn connect_with_retry(
+        address: &str,
+        agency: AgencyId,
+        timeout: Duration,
+        token: &CancellationToken,
+    ) -> Result<Self, ClientError> {
+        let started = Instant::now();
+        let mut delay = FIRST_RETRY_DELAY;
+        loop {
+            let attempt = token.run_until_cancelled(Self::connect(address, agency)).await;
+            match attempt.ok_or(ClientError::Cancelled)? {
+                Err(ClientError::Connect { source, .. }) if started.elapsed() + delay < timeout => {
+                    warn!(action = "connect", result = "in_progress", address, retry_in_ms = delay.as_millis() as u64, error = %source);
+                    let paused = token.run_until_cancelled(tokio::time::sleep(delay)).await;
+                    paused.ok_or(ClientError::Cancelled)?;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+                Err(ClientError::Connect { address, source, .. }) => {
+                    return Err(ClientError::Connect {
+                        address,
+                        waited: started.elapsed(),
+                        source,
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The first batch sequence number the central has not stored for this agency.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Sends batch `seq` and waits for its acknowledgement; returns the count the central stored.
+    ///
+    /// # Errors
+    /// `Rejected` when the central refuses the batch (nothing of it is stored).
+    pub async fn send_batch(&mut self, seq: u64, bets: &[WireBet]) -> Result<u32, ClientError> {
+        for bet in bets {
+            self.frames.feed(ClientMessage::Bet(bet.clone())).await?;
+        }
+        self.frames.send(ClientMessage::BetBatchEnd { seq }).await?;
+        match self.receive().await? {
+            ServerMessage::BatchAccepted { seq: acked, count } if acked == seq => Ok(count),
+            ServerMessage::BatchRejected { seq, reason, message } => {
+                Err(ClientError::Rejected { seq, reason, message })
+            }
+            other => Err(unexpected("BatchAccepted", &other)),
+        }
+    }
+
+    /// Declares every bet sent and waits for this agency's winners (after the draw).
+    ///
+    /// # Errors
+    /// `Server` when the central refuses or cannot run the draw.
+    pub async fn winners(&mut self) -> Result<Vec<String>, ClientError> {
+        self.frames.send(ClientMessage::ReadyForLottery).await?;
+        let mut winners = Vec::new();
+        loop {
+            match self.receive().await? {
+                ServerMessage::Winners { documents, last } => {
+                    winners.extend(documents);
+                    if last {
+                        return Ok(winners);
+                    }
+                }
+                other => return Err(unexpected("Winners", &other)),
+            }
+        }
+    }
+
+    /// Checks that the central answers.
+    ///
+    /// # Errors
+    /// Any failure to get a `Pong`.
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        self.frames.send(ClientMessage::Ping).await?;
+        match self.receive().await? {
+            ServerMessage::Pong => Ok(()),
+            other => Err(unexpected("Pong", &other)),
+        }
+    }
+
+    async fn receive(&mut self) -> Result<ServerMessage, ClientError> {
+        match self.frames.next().await {
+            None => Err(ClientError::Closed),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok(ServerMessage::Error { code, message })) => {
+                Err(ClientError::Server { code, message })
+            }
+            Some(Ok(message)) => Ok(message),
+        }
+    }
+}
+
+fn unexpected(expected: &'static str, got: &ServerMessage) -> ClientError {
+    ClientError::Unexpected { expected, got: format!("{got:?}") }
+}
+
+/// Runs the agency: uploads every bet of `config.source`, then waits for and returns its winners.
+/// Stops early, with `ClientError::Cancelled`, when `token` is cancelled.
+///
+/// # Errors
+/// Any `ClientError`; batches acknowledged before it stay stored at the central.
+pub async fn run(
+    config: &ClientConfig,
+    token: &CancellationToken,
+) -> Result<Vec<String>, ClientError> {
+    let agency = config.id;
+    let mut connection = Connection::connect_with_retry(
+        &config.server_address,
+        agency,
+        config.connect_timeout,
+        token,
+    )
+    .await?;
+    let next_seq = connection.next_seq();
+    let mut batches = spawn_reader(config);
+    let mut seq = 0;
+    let mut sent = 0u64;
+    while let Some(batch) =
+        token.run_until_cancelled(batches.recv()).await.ok_or(ClientError::Cancelled)?
+    {
+        let batch = batch?;
+        seq += 1;
+        if seq < next_seq {
+            continue; // stored in an earlier session
+        }
+        let count = token
+            .run_until_cancelled(connection.send_batch(seq, &batch))
+            .await
+            .ok_or(ClientError::Cancelled)??;
+        sent += u64::from(count);
+        debug!(action = "batch_enviado", result = "success", seq, cantidad = count);
+        if let BetSource::Single(bet) = &config.source {
+            info!(action = "apuesta_enviada", result = "success", dni = %bet.document, numero = %bet.number);
+        }
+    }
+    info!(action = "upload", result = "success", batches = seq, sent);
+    let winners =
+        token.run_until_cancelled(connection.winners()).await.ok_or(ClientError::Cancelled)??;
+    info!(action = "consulta_ganadores", result = "success", cant_ganadores = winners.len());
+    Ok(winners)
+}
+
+type BatchResult = Result<Vec<WireBet>, ClientError>;
+
+fn spawn_reader(config: &ClientConfig) -> mpsc::Receiver<BatchResult> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD_BATCHES);
+    match &config.source {
+        BetSource::Single(bet) => {
+            // The channel has room: this cannot fail.
+            let _ = tx.try_send(Ok(vec![WireBet::from_bet(bet)]));
+        }
+        BetSource::File(path) => {
+            let (path, agency, max) = (path.clone(), config.id, config.batch_max_amount.get());
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) =
+                    read_batches(&path, agency, max, |batch| tx.blocking_send(Ok(batch)).is_ok())
+                {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            });
+        }
+    }
+    rx
+}
+
+/// Reads an agency file (CSV, no header: `first_name,last_name,document,birthdate,number`) and
+/// hands `deliver` batches of at most `max_amount` bets and `MAX_BATCH_BYTES` on the wire. Stops
+/// quietly when `deliver` returns false.
+///
+/// # Errors
+/// `DataFile` when the file cannot be opened; `BadRow` at the first invalid row (its batch is not
+/// delivered).
+pub fn read_batches(
+    path: &Path,
+    agency: AgencyId,
+    max_amount: usize,
+    mut deliver: impl FnMut(Vec<WireBet>) -> bool,
+) -> Result<(), ClientError> {
+    let file = std::fs::File::open(path)
+        .map_err(|source| ClientError::DataFile { path: path.to_owned(), source })?;
+    let mut reader = crate::storage::csv_reader(io::BufReader::new(file));
+    let today = chrono::Local::now().date_naive();
+    let bad_row =
+        |line: u64, reason: String| ClientError::BadRow { path: path.to_owned(), line, reason };
+    let empty_bytes = batch_end_frame_max_len();
+    let mut batch = Vec::new();
+    let mut bytes = empty_bytes;
+    let mut record = csv::StringRecord::new();
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map_or(reader.position().line(), csv::Position::line);
+                return Err(bad_row(line, e.to_string()));
+            }
+        }
+        let line = record_line(&record);
+        let fields = fields::<5>(&record).map_err(|e| {
+            bad_row(line, format!("{e} (first_name,last_name,document,birthdate,number)"))
+        })?;
+        let bet =
+            Bet::from_text(agency, fields, today).map_err(|e| bad_row(line, e.to_string()))?;
+        let bet = WireBet::from_bet(&bet);
+        let len = bet.frame_len();
+        // A bet is at most a few hundred bytes, so it always fits an empty batch.
+        if !batch.is_empty() && bytes + len > MAX_BATCH_BYTES {
+            if !deliver(std::mem::take(&mut batch)) {
+                return Ok(());
+            }
+            bytes = empty_bytes;
+        }
+        bytes += len;
+        batch.push(bet);
+        // Deliver a full batch at once, so it is sent even if a later row is bad.
+        if batch.len() == max_amount {
+            if !deliver(std::mem::take(&mut batch)) {
+                return Ok(());
+            }
+            bytes = empty_bytes;
+        }
+    }
+    if !batch.is_empty() {
+        deliver(batch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ClientCodec, FRAME_HEADER_LEN};
+    use bytes::BytesMut;
+    use tokio_util::codec::Encoder;
+
+    fn batches(contents: &str, max_amount: usize) -> (Vec<Vec<WireBet>>, Result<(), ClientError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agency-1.csv");
+        std::fs::write(&path, contents).unwrap();
+        let mut out = Vec::new();
+        let agency = AgencyId::new(1).unwrap();
+        let result = read_batches(&path, agency, max_amount, |b| {
+            out.push(b);
+            true
+        });
+        (out, result)
+    }
+
+    fn wire_len(batch: &[WireBet], seq: u64) -> usize {
+        let mut codec = ClientCodec::new();
+        let mut buf = BytesMut::new();
+        for bet in batch {
+            codec.encode(ClientMessage::Bet(bet.clone()), &mut buf).unwrap();
+        }
+        codec.encode(ClientMessage::BetBatchEnd { seq }, &mut buf).unwrap();
+        buf.len()
+    }
+
+    #[test]
+    fn batches_respect_both_the_amount_and_8_kb() {
+        let long = "Ñ".repeat(96);
+        let rows: String =
+            (0..300).map(|i| format!("{long},\"{long}, jr\",{i},2000-01-01,{i}\r\n")).collect();
+        let (out, result) = batches(&rows, 1000);
+        result.unwrap();
+        assert_eq!(out.iter().map(Vec::len).sum::<usize>(), 300);
+        assert!(out.len() > 1);
+        for (i, batch) in out.iter().enumerate() {
+            let len = wire_len(batch, u64::MAX);
+            assert!(len <= MAX_BATCH_BYTES, "batch {i} is {len} bytes");
+            assert!(len + 450 > MAX_BATCH_BYTES || i == out.len() - 1, "batch {i} is full");
+        }
+        let (out, _) = batches("Ana,Paz,1,2000-01-01,1\n".repeat(25).as_str(), 10);
+        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+        assert!(FRAME_HEADER_LEN < 8);
+    }
+
+    #[test]
+    fn a_bad_row_names_its_line_and_reason() {
+        for (contents, line, reason) in [
+            ("Ana,Paz,1,2000-01-01,1\r\n\"Ana, M\",Paz,2,2000-01-01,2\r\nAna,Paz\r\n", 3, "5 fields"),
+            ("Ana,Paz,1,2000-01-01,1\nAna,Paz,x,2000-01-01,2\n", 2, "invalid document \"x\""),
+            ("Ana,,1,2000-01-01,1\n", 1, "invalid last_name \"\""),
+        ] {
+            let (_, result) = batches(contents, 100);
+            let err = result.unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, ClientError::BadRow { line: l, .. } if l == line), "{text}");
+            assert!(text.contains(reason), "{text}");
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! `ServerConfig` and `ClientConfig`, read from environment variables.
+//!
+//! Both are built on `from_lookup(|name| …)`, so tests pass a map instead of touching the
+//! process environment. An empty variable counts as unset (compose writes `VAR=` for "no value").
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use tracing::Level;
+
+use crate::domain::{AgencyId, Bet, BetNumber, Document, parse_date};
+
+/// A variable that is missing or does not parse. Its message names the variable, the value and
+/// what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is required: expected {expected}")]
+    Missing { var: &'static str, expected: &'static str },
+    #[error("{var}={value:?} is invalid: expected {expected}")]
+    Invalid { var: &'static str, value: String, expected: String },
+}
+
+/// The most agencies a central accepts (each gets a barrier party and a little state).
+pub const MAX_AGENCIES: u32 = 100_000;
+
+/// `lottery-server` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `SERVER_IP`: address to listen on. Default `0.0.0.0`.
+    pub ip: IpAddr,
+    /// `SERVER_PORT`: 0 picks a free port. Default 12345.
+    pub port: u16,
+    /// `SERVER_LISTEN_BACKLOG`: pending connections the kernel queues. Default 128.
+    pub listen_backlog: u32,
+    /// `LOGGING_LEVEL`. Default INFO.
+    pub logging_level: Level,
+    /// `LOTTERY_AGENCIES`: agencies that must be ready before the draw, numbered 1..=N. Default 5.
+    pub agencies: NonZeroU32,
+    /// `BETS_FILE`. Default `./bets.csv`.
+    pub bets_file: PathBuf,
+    /// `LOTTERY_BATCH_MAX_BETS`: bets in one batch. Default 500 (more than 8 kB can hold).
+    pub batch_max_bets: NonZeroUsize,
+}
+
+impl ServerConfig {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// The first variable that does not parse.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(env_lookup)
+    }
+
+    /// Reads the configuration through `lookup` (a variable name → its value).
+    ///
+    /// # Errors
+    /// The first variable that does not parse.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&lookup);
+        let agencies: NonZeroU32 = vars.parse_or(
+            "LOTTERY_AGENCIES",
+            NonZeroU32::MIN.saturating_add(4),
+            "a whole number from 1 to 100000",
+        )?;
+        if agencies.get() > MAX_AGENCIES {
+            return Err(vars.invalid("LOTTERY_AGENCIES", "a whole number from 1 to 100000"));
+        }
+        Ok(Self {
+            ip: vars.parse_or(
+                "SERVER_IP",
+                IpAddr::from([0, 0, 0, 0]),
+                "an IP address such as 0.0.0.0",
+            )?,
+            port: vars.parse_or("SERVER_PORT", 12345, "a port number from 0 to 65535")?,
+            listen_backlog: vars.parse_or("SERVER_LISTEN_BACKLOG", 128, "a whole number")?,
+            logging_level: vars.level("LOGGING_LEVEL")?,
+            agencies,
+            bets_file: vars.get("BETS_FILE").map_or_else(|| "./bets.csv".into(), PathBuf::from),
+            batch_max_bets: vars.parse_or(
+                "LOTTERY_BATCH_MAX_BETS",
+                NonZeroUsize::MIN.saturating_add(499),
+                "a whole number of 1 or more",
+            )?,
+        })
+    }
+
+    /// Whether `agency` is one of the `1..=agencies` this central expects.
+    pub fn expects(&self, agency: u32) -> bool {
+        (1..=self.agencies.get()).contains(&agency)
+    }
+}
+
+/// The default `CLI_BATCH_MAXAMOUNT`: see README ("Batches") for how it was chosen.
+pub const DEFAULT_BATCH_MAXAMOUNT: usize = 150;
+
+/// `lottery-client` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// `CLI_ID`: this agency's number.
+    pub id: AgencyId,
+    /// `CLI_SERVER_ADDRESS`: the central, `host:port`. Default `server:12345`.
+    pub server_address: String,
+    /// `CLI_BATCH_MAXAMOUNT`: most bets per batch (batches also stay under 8 kB).
+    pub batch_max_amount: NonZeroUsize,
+    /// `CLI_LOG_LEVEL`. Default INFO.
+    pub log_level: Level,
+    /// `CLI_CONNECT_TIMEOUT`: how long to keep retrying while the central is unreachable.
+    /// Default 30 s.
+    pub connect_timeout: Duration,
+    /// Where the bets come from.
+    pub source: BetSource,
+}
+
+/// The bets an agency sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BetSource {
+    /// `CLI_DATA_FILE`: an agency file (default `/data/agency-{CLI_ID}.csv`).
+    File(PathBuf),
+    /// `NOMBRE`, `APELLIDO`, `DOCUMENTO`, `NACIMIENTO`, `NUMERO`: one bet (the original exercise 5).
+    Single(Bet),
+}
+
+const SINGLE_BET_VARS: [&str; 5] = ["NOMBRE", "APELLIDO", "DOCUMENTO", "NACIMIENTO", "NUMERO"];
+
+impl ClientConfig {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// The first variable that is missing or does not parse.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(env_lookup)
+    }
+
+    /// Reads the configuration through `lookup` (a variable name → its value).
+    ///
+    /// # Errors
+    /// The first variable that is missing or does not parse.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&lookup);
+        let id_text = vars.get("CLI_ID").ok_or(ConfigError::Missing {
+            var: "CLI_ID",
+            expected: "this agency's number, 1 or more",
+        })?;
+        let id = AgencyId::parse(&id_text)
+            .map_err(|_| vars.invalid("CLI_ID", "this agency's number, 1 or more"))?;
+        let server_address =
+            vars.get("CLI_SERVER_ADDRESS").unwrap_or_else(|| "server:12345".into());
+        if !has_host_and_port(&server_address) {
+            return Err(vars.invalid("CLI_SERVER_ADDRESS", "host:port, such as server:12345"));
+        }
+        Ok(Self {
+            id,
+            server_address,
+            batch_max_amount: vars.parse_or(
+                "CLI_BATCH_MAXAMOUNT",
+                NonZeroUsize::MIN.saturating_add(DEFAULT_BATCH_MAXAMOUNT - 1),
+                "a whole number of 1 or more",
+            )?,
+            log_level: vars.level("CLI_LOG_LEVEL")?,
+            connect_timeout: vars.duration("CLI_CONNECT_TIMEOUT", Duration::from_secs(30))?,
+            source: vars.source(id)?,
+        })
+    }
+}
+
+fn has_host_and_port(address: &str) -> bool {
+    address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) => Some(value),
+        Err(std::env::VarError::NotPresent) => None,
+        // Not UTF-8: keep it visible so the parse error names it rather than ignoring it.
+        Err(std::env::VarError::NotUnicode(raw)) => Some(raw.to_string_lossy().into_owned()),
+    }
+}
+
+/// Typed access to the variables, with errors that name them.
+struct Vars<'a, F>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&self, var: &'static str, expected: impl fmt::Display) -> ConfigError {
+        let value = self.get(var).unwrap_or_default();
+        ConfigError::Invalid { var, value, expected: expected.to_string() }
+    }
+
+    fn parse_or<T: FromStr>(
+        &self,
+        var: &'static str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(v) => v.trim().parse().map_err(|_| self.invalid(var, expected)),
+        }
+    }
+
+    fn level(&self, var: &'static str) -> Result<Level, ConfigError> {
+        let Some(v) = self.get(var) else {
+            return Ok(Level::INFO);
+        };
+        match v.trim().to_ascii_uppercase().as_str() {
+            "ERROR" | "CRITICAL" => Ok(Level::ERROR),
+            "WARN" | "WARNING" => Ok(Level::WARN),
+            "INFO" => Ok(Level::INFO),
+            "DEBUG" => Ok(Level::DEBUG),
+            "TRACE" => Ok(Level::TRACE),
+            _ => Err(self.invalid(var, "one of ERROR, WARN, INFO, DEBUG, TRACE")),
+        }
+    }
+
+    fn duration(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let Some(v) = self.get(var) else {
+            return Ok(default);
+        };
+        parse_duration(v.trim())
+            .ok_or_else(|| self.invalid(var, "a duration such as 30, 30s or 500ms"))
+    }
+
+    fn source(&self, id: AgencyId) -> Result<BetSource, ConfigError> {
+        let single: HashMap<&str, String> =
+            SINGLE_BET_VARS.iter().filter_map(|&var| Some((var, self.get(var)?))).collect();
+        if single.is_empty() || self.get("CLI_DATA_FILE").is_some() {
+            let default = format!("/data/agency-{id}.csv");
+            return Ok(BetSource::File(self.get("CLI_DATA_FILE").unwrap_or(default).into()));
+        }
+        let [nombre, apellido, documento, nacimiento, numero] = SINGLE_BET_VARS.map(|var| {
+            single.get(var).cloned().ok_or(ConfigError::Missing {
+                var,
+                expected: "all of NOMBRE, APELLIDO, DOCUMENTO, NACIMIENTO, NUMERO for a single bet",
+            })
+        });
+        let (nombre, apellido) = (nombre?, apellido?);
+        let document =
+            Document::parse(&documento?).map_err(|e| self.invalid("DOCUMENTO", e.expected))?;
+        let birthdate =
+            parse_date(&nacimiento?).map_err(|e| self.invalid("NACIMIENTO", e.expected))?;
+        let number =
+            BetNumber::parse_text(&numero?).map_err(|e| self.invalid("NUMERO", e.expected))?;
+        let today = chrono::Local::now().date_naive();
+        let bet =
+            Bet::new(id, nombre, apellido, document, birthdate, number, today).map_err(|e| {
+                let var = match e.field {
+                    "first_name" => "NOMBRE",
+                    "last_name" => "APELLIDO",
+                    _ => "NACIMIENTO",
+                };
+                self.invalid(var, e.expected)
+            })?;
+        Ok(BetSource::Single(bet))
+    }
+}
+
+/// `30`, `30s`, `1500ms`, `2m`: a whole number of seconds, or with a unit.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    match unit.trim() {
+        "" | "s" => Some(Duration::from_secs(number)),
+        "ms" => Some(Duration::from_millis(number)),
+        "m" => number.checked_mul(60).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn server_defaults() {
+        let config = ServerConfig::from_lookup(lookup(&[])).unwrap();
+        assert_eq!(config.port, 12345);
+        assert_eq!(config.agencies.get(), 5);
+        assert_eq!(config.logging_level, Level::INFO);
+        assert_eq!(config.bets_file, PathBuf::from("./bets.csv"));
+        assert!(config.expects(5) && !config.expects(0) && !config.expects(6));
+    }
+
+    #[test]
+    fn server_values_and_errors_name_the_variable() {
+        let config = ServerConfig::from_lookup(lookup(&[
+            ("SERVER_PORT", "0"),
+            ("LOGGING_LEVEL", "debug"),
+            ("LOTTERY_AGENCIES", "20"),
+            ("SERVER_IP", "127.0.0.1"),
+        ]))
+        .unwrap();
+        assert_eq!((config.port, config.agencies.get()), (0, 20));
+        assert_eq!(config.logging_level, Level::DEBUG);
+
+        for (var, value) in [
+            ("SERVER_PORT", "70000"),
+            ("SERVER_PORT", "abc"),
+            ("LOTTERY_AGENCIES", "0"),
+            ("LOTTERY_AGENCIES", "100001"),
+            ("LOGGING_LEVEL", "LOUD"),
+            ("SERVER_IP", "server"),
+            ("LOTTERY_BATCH_MAX_BETS", "0"),
+        ] {
+            let err = ServerConfig::from_lookup(lookup(&[(var, value)])).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("{var}={value:?} is invalid: expected ")), "{text}");
+        }
+    }
+
+    #[test]
+    fn client_needs_an_id_and_reads_its_file_by_default() {
+        let err = ClientConfig::from_lookup(lookup(&[])).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { var: "CLI_ID", .. }));
+        let config = ClientConfig::from_lookup(lookup(&[("CLI_ID", "3")])).unwrap();
+        assert_eq!(config.server_address, "server:12345");
+        assert_eq!(config.batch_max_amount.get(), DEFAULT_BATCH_MAXAMOUNT);
+        assert_eq!(config.source, BetSource::File("/data/agency-3.csv".into()));
+        assert_eq!(config.connect_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn client_errors_name_the_variable() {
+        for (var, value) in [
+            ("CLI_ID", "0"),
+            ("CLI_SERVER_ADDRESS", "server"),
+            ("CLI_SERVER_ADDRESS", "server:port"),
+            ("CLI_BATCH_MAXAMOUNT", "0"),
+            ("CLI_LOG_LEVEL", "x"),
+            ("CLI_CONNECT_TIMEOUT", "soon"),
+        ] {
+            let vars = [("CLI_ID", "1"), (var, value)];
+            let vars = if var == "CLI_ID" { &vars[1..] } else { &vars[..] };
+            let err = ClientConfig::from_lookup(lookup(vars)).unwrap_err();
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("{var}={value:?} is invalid")), "{text}");
+        }
+    }
+
+    #[test]
+    fn single_bet_mode_needs_all_five_variables() {
+        let full = [
+            ("CLI_ID", "2"),
+            ("NOMBRE", "Ana María"),
+            ("APELLIDO", "Núñez"),
+            ("DOCUMENTO", "30904465"),
+            ("NACIMIENTO", "1999-03-17"),
+            ("NUMERO", "7574"),
+        ];
+        let config = ClientConfig::from_lookup(lookup(&full)).unwrap();
+        let BetSource::Single(bet) = config.source else { panic!("single bet mode") };
+        assert_eq!((bet.agency.get(), bet.number.get()), (2, 7574));
+
+        let err = ClientConfig::from_lookup(lookup(&full[..5])).unwrap_err();
+        assert!(matches!(err, ConfigError::Missing { var: "NUMERO", .. }), "{err}");
+        let mut bad = full;
+        bad[5] = ("NUMERO", "10000");
+        let err = ClientConfig::from_lookup(lookup(&bad)).unwrap_err();
+        assert!(err.to_string().starts_with("NUMERO=\"10000\" is invalid"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("2h"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+}

@@ -1,0 +1,10 @@
+//! Validated domain types (`Bet`, `AgencyId`, …) and the winner rule.
+//!
+//! Everything that crosses a trust boundary (an agency file, a network message, the bets file) is
+//! turned into these types by a checking constructor; code past that point never re-validates.
+
+mod bet;
+mod lottery;
+
+pub use bet::{AgencyId, Bet, BetError, BetNumber, Document, NAME_MAX_CHARS, parse_date};
+pub use lottery::{Draw, WINNING_NUMBER, has_won};

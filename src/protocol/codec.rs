@@ -1,0 +1,371 @@
+//! `MessageCodec`: bytes on a socket ⇄ typed lottery messages.
+//!
+//! ```text
+//! +----------------------+--------------------------------------------+
+//! | length: u32, BE      | payload: bincode (varint ints, LE), length |
+//! | (4 bytes)            | bytes, at most MAX_FRAME_LEN (8 KiB)       |
+//! +----------------------+--------------------------------------------+
+//! ```
+//!
+//! Decoding goes through `LengthDelimitedCodec`, which checks the announced length against
+//! [`MAX_FRAME_LEN`] *before* buffering the payload: a peer announcing 4 GiB gets
+//! `CodecError::FrameTooLarge` and no allocation. Partial reads are its job too: `Ok(None)` means
+//! "read more".
+
+use std::io;
+use std::marker::PhantomData;
+
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
+
+use super::{ClientMessage, FRAME_HEADER_LEN, MAX_FRAME_LEN, ServerMessage};
+
+/// What goes wrong turning bytes into messages and back. Any of these ends the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge { len: u64, max: usize },
+    #[error("undecodable frame: {0}")]
+    Decode(bincode::Error),
+    #[error("unencodable message: {0}")]
+    Encode(bincode::Error),
+    #[error("connection closed in the middle of a frame ({buffered} bytes buffered)")]
+    Truncated { buffered: usize },
+}
+
+/// Decodes `In` frames and encodes `Out` frames. Use [`ServerCodec`] or [`ClientCodec`].
+#[derive(Debug)]
+pub struct MessageCodec<In, Out> {
+    frames: LengthDelimitedCodec,
+    /// A header was consumed and its payload is still incomplete.
+    mid_frame: bool,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+/// The central's side: reads `ClientMessage`, writes `ServerMessage`.
+pub type ServerCodec = MessageCodec<ClientMessage, ServerMessage>;
+/// The agency's side: reads `ServerMessage`, writes `ClientMessage`.
+pub type ClientCodec = MessageCodec<ServerMessage, ClientMessage>;
+
+impl<In, Out> MessageCodec<In, Out> {
+    pub fn new() -> Self {
+        let frames = LengthDelimitedCodec::builder()
+            .length_field_type::<u32>()
+            .max_frame_length(MAX_FRAME_LEN)
+            .new_codec();
+        Self { frames, mid_frame: false, _types: PhantomData }
+    }
+}
+
+impl<In, Out> Default for MessageCodec<In, Out> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<In: DeserializeOwned, Out> Decoder for MessageCodec<In, Out> {
+    type Item = In;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        // Peek at the header for the error message; LengthDelimitedCodec does the real check.
+        let announced = src.get(..FRAME_HEADER_LEN).map(|h| {
+            let mut len = [0; FRAME_HEADER_LEN];
+            len.copy_from_slice(h);
+            u64::from(u32::from_be_bytes(len))
+        });
+        let frame = match self.frames.decode(src) {
+            Ok(Some(frame)) => {
+                self.mid_frame = false;
+                frame
+            }
+            Ok(None) => {
+                // LengthDelimitedCodec consumes the header as soon as it has all 4 bytes.
+                self.mid_frame |= announced.is_some();
+                return Ok(None);
+            }
+            Err(e) if e.get_ref().is_some_and(|e| e.is::<LengthDelimitedCodecError>()) => {
+                return Err(CodecError::FrameTooLarge {
+                    len: announced.unwrap_or_default(),
+                    max: MAX_FRAME_LEN,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        super::decode(&frame).map(Some).map_err(CodecError::Decode)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        match self.decode(src)? {
+            Some(message) => Ok(Some(message)),
+            None if src.is_empty() && !self.mid_frame => Ok(None),
+            None => Err(CodecError::Truncated { buffered: src.len() }),
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for MessageCodec<In, Out> {
+    type Error = CodecError;
+
+    fn encode(&mut self, message: Out, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let start = dst.len();
+        dst.put_u32(0);
+        let written = super::encode_into((&mut *dst).writer(), &message);
+        let len = dst.len() - start - FRAME_HEADER_LEN;
+        // bincode's limit is MAX_FRAME_LEN, so an oversized message fails in encode_into.
+        if let Err(e) = written {
+            dst.truncate(start);
+            return Err(match *e {
+                bincode::ErrorKind::SizeLimit => {
+                    CodecError::FrameTooLarge { len: len as u64, max: MAX_FRAME_LEN }
+                }
+                _ => CodecError::Encode(e),
+            });
+        }
+        // len <= MAX_FRAME_LEN (8 KiB) per the limit above, so it fits the u32 header.
+        let header = (len as u32).to_be_bytes();
+        dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{
+        ErrorCode, MAX_BATCH_BYTES, RejectReason, WINNERS_PER_FRAME, WireBet, WireDate,
+        batch_end_frame_max_len,
+    };
+    use proptest::prelude::*;
+
+    fn bet(first_name: &str) -> WireBet {
+        WireBet {
+            first_name: first_name.into(),
+            last_name: "Núñez, \"el\" O'Brien".into(),
+            document: "30904465".into(),
+            birthdate: WireDate { year: 1999, month: 3, day: 17 },
+            number: 7574,
+        }
+    }
+
+    fn every_client_message() -> Vec<ClientMessage> {
+        vec![
+            ClientMessage::Hello { version: 1, agency: 5 },
+            ClientMessage::Bet(bet("Santiago Lionel")),
+            ClientMessage::BetBatchEnd { seq: u64::MAX },
+            ClientMessage::ReadyForLottery,
+            ClientMessage::Ping,
+        ]
+    }
+
+    fn every_server_message() -> Vec<ServerMessage> {
+        vec![
+            ServerMessage::Welcome { version: 1, next_seq: 7 },
+            ServerMessage::BatchAccepted { seq: 3, count: 120 },
+            ServerMessage::BatchRejected {
+                seq: 4,
+                reason: RejectReason::InvalidBet,
+                message: "bet 3: invalid number \"10000\"".into(),
+            },
+            ServerMessage::Winners { documents: vec!["1".into(), "0123456789".into()], last: true },
+            ServerMessage::Error { code: ErrorCode::SequenceGap, message: "expected 2".into() },
+            ServerMessage::Pong,
+        ]
+    }
+
+    fn encode_all<M: Serialize + Clone>(messages: &[M]) -> BytesMut {
+        let mut codec = MessageCodec::<(), M>::new();
+        let mut buf = BytesMut::new();
+        for m in messages {
+            codec.encode(m.clone(), &mut buf).unwrap();
+        }
+        buf
+    }
+
+    fn decode_all(codec: &mut ServerCodec, buf: &mut BytesMut) -> Vec<ClientMessage> {
+        std::iter::from_fn(|| codec.decode(buf).unwrap()).collect()
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let sent = every_client_message();
+        let mut buf = encode_all(&sent);
+        assert_eq!(decode_all(&mut ServerCodec::new(), &mut buf), sent);
+        assert!(buf.is_empty());
+
+        let sent = every_server_message();
+        let mut buf = encode_all(&sent);
+        let mut codec = ClientCodec::new();
+        let got: Vec<_> = std::iter::from_fn(|| codec.decode(&mut buf).unwrap()).collect();
+        assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn a_stream_split_at_every_offset_decodes_the_same() {
+        let sent = every_client_message();
+        let whole = encode_all(&sent);
+        for cut in 0..=whole.len() {
+            let mut codec = ServerCodec::new();
+            let mut buf = BytesMut::from(&whole[..cut]);
+            let mut got = decode_all(&mut codec, &mut buf);
+            buf.extend_from_slice(&whole[cut..]);
+            got.extend(decode_all(&mut codec, &mut buf));
+            assert_eq!(got, sent, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_stream_fed_one_byte_at_a_time_decodes_the_same() {
+        let sent = every_client_message();
+        let whole = encode_all(&sent);
+        let mut codec = ServerCodec::new();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for byte in whole.iter() {
+            buf.put_u8(*byte);
+            got.extend(decode_all(&mut codec, &mut buf));
+        }
+        assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_buffering() {
+        let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        buf.extend_from_slice(b"abc");
+        let err = ServerCodec::new().decode(&mut buf).unwrap_err();
+        assert!(
+            matches!(err, CodecError::FrameTooLarge { len, max } if len == u64::from(u32::MAX) && max == MAX_FRAME_LEN),
+            "{err}"
+        );
+        assert!(buf.capacity() < 1024, "no room was reserved for the announced payload");
+    }
+
+    #[test]
+    fn a_frame_at_the_limit_is_read_and_one_past_it_is_not() {
+        let mut ok = BytesMut::new();
+        ok.put_u32(MAX_FRAME_LEN as u32);
+        ok.put_bytes(0xff, MAX_FRAME_LEN);
+        assert!(matches!(ServerCodec::new().decode(&mut ok), Err(CodecError::Decode(_))));
+        let mut too_big = BytesMut::new();
+        too_big.put_u32(MAX_FRAME_LEN as u32 + 1);
+        assert!(matches!(
+            ServerCodec::new().decode(&mut too_big),
+            Err(CodecError::FrameTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_decode_errors() {
+        for payload in [&[0xff, 0xff, 0xff][..], &[3, 1][..], &[], &[4, 0]] {
+            let mut buf = BytesMut::new();
+            buf.put_u32(payload.len() as u32);
+            buf.extend_from_slice(payload);
+            let got = ServerCodec::new().decode(&mut buf);
+            assert!(matches!(got, Err(CodecError::Decode(_))), "{payload:?}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn clean_eof_is_the_end_and_eof_mid_frame_is_an_error() {
+        let mut codec = ServerCodec::new();
+        assert!(codec.decode_eof(&mut BytesMut::new()).unwrap().is_none());
+        let whole = encode_all(&[ClientMessage::Ping]);
+        for cut in 1..whole.len() {
+            let mut codec = ServerCodec::new();
+            let mut buf = BytesMut::from(&whole[..cut]);
+            let err = codec.decode_eof(&mut buf).unwrap_err();
+            assert!(matches!(err, CodecError::Truncated { .. }), "cut at {cut}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_message_is_not_encoded() {
+        let mut codec = ClientCodec::new();
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        let huge = bet(&"x".repeat(MAX_FRAME_LEN));
+        let err = codec.encode(ClientMessage::Bet(huge), &mut buf).unwrap_err();
+        assert!(matches!(err, CodecError::FrameTooLarge { .. }), "{err}");
+        assert_eq!(&buf[..], b"kept", "nothing half-written");
+    }
+
+    #[test]
+    fn frame_len_matches_the_encoding() {
+        for name in ["A", "José María", &"ñ".repeat(100)] {
+            let b = bet(name);
+            let buf = encode_all(&[ClientMessage::Bet(b.clone())]);
+            assert_eq!(b.frame_len(), buf.len(), "{name}");
+        }
+        let end = encode_all(&[ClientMessage::BetBatchEnd { seq: u64::MAX }]);
+        assert_eq!(batch_end_frame_max_len(), end.len());
+    }
+
+    #[test]
+    fn a_full_winners_chunk_fits_a_frame() {
+        let documents = vec!["9".repeat(10); WINNERS_PER_FRAME];
+        let buf = encode_all(&[ServerMessage::Winners { documents, last: false }]);
+        assert!(buf.len() <= MAX_FRAME_LEN + FRAME_HEADER_LEN);
+        const { assert!(MAX_BATCH_BYTES <= MAX_FRAME_LEN + FRAME_HEADER_LEN) };
+    }
+
+    fn arb_bet() -> impl Strategy<Value = WireBet> {
+        (".{0,40}", ".{0,40}", "[0-9]{0,12}", any::<(i32, u8, u8)>(), any::<u16>()).prop_map(
+            |(first_name, last_name, document, (year, month, day), number)| WireBet {
+                first_name,
+                last_name,
+                document,
+                birthdate: WireDate { year, month, day },
+                number,
+            },
+        )
+    }
+
+    fn arb_client_message() -> impl Strategy<Value = ClientMessage> {
+        prop_oneof![
+            (any::<u16>(), any::<u32>())
+                .prop_map(|(version, agency)| ClientMessage::Hello { version, agency }),
+            arb_bet().prop_map(ClientMessage::Bet),
+            any::<u64>().prop_map(|seq| ClientMessage::BetBatchEnd { seq }),
+            Just(ClientMessage::ReadyForLottery),
+            Just(ClientMessage::Ping),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_messages_round_trip_across_any_split(
+            sent in proptest::collection::vec(arb_client_message(), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let whole = encode_all(&sent);
+            let cut = cut.index(whole.len() + 1);
+            let mut codec = ServerCodec::new();
+            let mut buf = BytesMut::from(&whole[..cut]);
+            let mut got = decode_all(&mut codec, &mut buf);
+            buf.extend_from_slice(&whole[cut..]);
+            got.extend(decode_all(&mut codec, &mut buf));
+            prop_assert_eq!(got, sent);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut codec = ServerCodec::new();
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = codec.decode(&mut buf) {}
+            let _ = ClientCodec::new().decode_eof(&mut BytesMut::from(&bytes[..]));
+        }
+
+        #[test]
+        fn random_payloads_in_a_valid_frame_never_panic(
+            payload in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut buf = BytesMut::new();
+            buf.put_u32(payload.len() as u32);
+            buf.extend_from_slice(&payload);
+            let _ = ServerCodec::new().decode(&mut buf);
+        }
+    }
+}

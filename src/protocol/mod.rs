@@ -1,0 +1,202 @@
+//! The lottery protocol: the messages agencies and the central exchange, and their encoding.
+//!
+//! Every message is a variant of [`ClientMessage`] (agency → central) or [`ServerMessage`]
+//! (central → agency), sent as one length-prefixed frame (see [`codec`] for the frame layout).
+//! bincode writes enum variants by their index, so **new variants go at the end** and existing
+//! ones never change shape without bumping [`PROTOCOL_VERSION`].
+//!
+//! This module is the only place that names bincode: [`encode_into`] and [`decode`] are the single
+//! pair of helpers both directions use, so the two sides' options cannot drift apart.
+
+pub mod codec;
+
+use bincode::Options;
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{AgencyId, Bet, BetError, BetNumber, Document};
+
+pub use codec::{ClientCodec, CodecError, MessageCodec, ServerCodec};
+
+/// Version spoken by this build; sent in [`ClientMessage::Hello`] and echoed in
+/// [`ServerMessage::Welcome`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest payload of one frame, either direction, checked before the payload is buffered.
+/// No valid message comes near it: a bet is at most a few hundred bytes, and [`Winners`] are sent
+/// in chunks of [`WINNERS_PER_FRAME`].
+///
+/// [`Winners`]: ServerMessage::Winners
+pub const MAX_FRAME_LEN: usize = 8 * 1024;
+
+/// Bytes of the frame header: a big-endian `u32` payload length.
+pub const FRAME_HEADER_LEN: usize = 4;
+
+/// Largest batch on the wire (the original exercise's 8 kB rule): every `Bet` frame of the batch
+/// plus its `BetBatchEnd` frame, headers included.
+pub const MAX_BATCH_BYTES: usize = 8192;
+
+/// Most documents in one `Winners` frame: 500 documents of at most 10 digits stay under 6 kB.
+pub const WINNERS_PER_FRAME: usize = 500;
+
+/// Agency → central.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// First message of every connection.
+    Hello { version: u16, agency: u32 },
+    /// One bet of the batch being sent. The agency is the session's, never the message's.
+    Bet(WireBet),
+    /// Closes the batch made of the `Bet`s since the previous end. `seq` counts the agency's
+    /// batches from 1; a batch the central already stored is acknowledged again, not stored twice.
+    BetBatchEnd { seq: u64 },
+    /// The agency has sent all its bets; the answer is `Winners`, after the draw.
+    ReadyForLottery,
+    /// Liveness check, answered with `Pong` at any point of a session (health checks).
+    Ping,
+}
+
+/// Central → agency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// Answer to `Hello`: the next batch sequence number the central expects from this agency.
+    Welcome { version: u16, next_seq: u64 },
+    /// The batch `seq` is stored (or was already stored); `count` bets.
+    BatchAccepted { seq: u64, count: u32 },
+    /// The batch `seq` was refused whole: nothing of it is stored.
+    BatchRejected { seq: u64, reason: RejectReason, message: String },
+    /// This agency's winning documents, after the draw; `last` marks the final chunk.
+    Winners { documents: Vec<String>, last: bool },
+    /// A protocol violation or a condition that ends the session; the central closes it next.
+    Error { code: ErrorCode, message: String },
+    /// Answer to `Ping`.
+    Pong,
+}
+
+/// Why a batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// A bet failed validation; the message names the bet, field and value.
+    InvalidBet,
+    /// More bets than the central accepts in one batch.
+    TooManyBets,
+    /// More than [`MAX_BATCH_BYTES`] on the wire.
+    TooLarge,
+    /// The bets could not be written; nothing of the batch is stored.
+    Storage,
+}
+
+/// Why the central is ending a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The first message was not `Hello`, or `Hello` came twice.
+    HelloRequired,
+    /// `Hello` named a protocol version this central does not speak.
+    UnsupportedVersion,
+    /// `Hello` named an agency outside 1..=N.
+    UnknownAgency,
+    /// A frame could not be decoded or was too large.
+    Malformed,
+    /// A batch sequence number skipped ahead of the next expected one.
+    SequenceGap,
+    /// Bets after `ReadyForLottery`, or `ReadyForLottery` in the middle of a batch.
+    AgencyClosed,
+    /// The draw could not be run (the bets file could not be read).
+    DrawFailed,
+    /// The central is shutting down.
+    ShuttingDown,
+}
+
+/// A bet as sent: unvalidated fields, checked by [`WireBet::into_bet`] on arrival.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireBet {
+    pub first_name: String,
+    pub last_name: String,
+    pub document: String,
+    pub birthdate: WireDate,
+    pub number: u16,
+}
+
+/// A calendar date as sent; whether the day exists is checked on arrival.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireDate {
+    pub year: i32,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl WireBet {
+    /// The wire form of a validated bet (its agency travels in `Hello`).
+    pub fn from_bet(bet: &Bet) -> Self {
+        Self {
+            first_name: bet.first_name.clone(),
+            last_name: bet.last_name.clone(),
+            document: bet.document.as_str().to_owned(),
+            birthdate: WireDate {
+                year: bet.birthdate.year(),
+                // chrono's month() is 1..=12 and day() 1..=31: both fit a u8.
+                month: bet.birthdate.month() as u8,
+                day: bet.birthdate.day() as u8,
+            },
+            number: bet.number.get(),
+        }
+    }
+
+    /// Validates the bet for `agency`, with `today` as the latest possible birthdate.
+    ///
+    /// # Errors
+    /// `BetError` naming the first wrong field.
+    pub fn into_bet(self, agency: AgencyId, today: NaiveDate) -> Result<Bet, BetError> {
+        let WireDate { year, month, day } = self.birthdate;
+        let birthdate =
+            NaiveDate::from_ymd_opt(year, month.into(), day.into()).ok_or_else(|| {
+                BetError::new(
+                    "birthdate",
+                    format!("{year:04}-{month:02}-{day:02}"),
+                    "a real calendar date",
+                )
+            })?;
+        let document = Document::parse(&self.document)?;
+        let number = BetNumber::parse(self.number.into())?;
+        Bet::new(agency, self.first_name, self.last_name, document, birthdate, number, today)
+    }
+
+    /// Bytes this bet takes on the wire as a `ClientMessage::Bet` frame, header included.
+    pub fn frame_len(&self) -> usize {
+        // A varint enum tag below 251 is one byte, so `(tag, bet)` encodes exactly like
+        // `ClientMessage::Bet(bet)` without cloning the bet (checked by a test in `codec`).
+        const BET_VARIANT_INDEX: u32 = 1;
+        FRAME_HEADER_LEN + encoded_len(&(BET_VARIANT_INDEX, self))
+    }
+}
+
+/// Bytes a `BetBatchEnd` frame takes at most, header included (its varint `seq` varies).
+pub fn batch_end_frame_max_len() -> usize {
+    FRAME_HEADER_LEN + encoded_len(&ClientMessage::BetBatchEnd { seq: u64::MAX })
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_varint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+        .with_limit(MAX_FRAME_LEN as u64)
+}
+
+fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    // Sizing never fails for our types; the limit only matters for values no valid message has,
+    // and their encode fails with FrameTooLarge anyway.
+    options().serialized_size(value).map_or(usize::MAX, |n| n as usize)
+}
+
+/// Serialises `message` onto the end of `out`.
+pub(crate) fn encode_into<T: Serialize>(
+    out: impl std::io::Write,
+    message: &T,
+) -> Result<(), bincode::Error> {
+    options().serialize_into(out, message)
+}
+
+/// Deserialises one whole payload; trailing bytes are an error.
+pub(crate) fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, bincode::Error> {
+    options().deserialize(payload)
+}

@@ -1,0 +1,150 @@
+//! The central: `run` accepts agencies on a bound listener until its token is cancelled.
+//!
+//! Each accepted connection is one task, spawned on a `TaskTracker` and handled by a
+//! [`handler::Handler`]. Tasks share one [`Shared`]: the [`BetStore`] (the bets file behind a
+//! `tokio::sync::Mutex`), a `tokio::sync::Barrier` with one party per agency, and a `watch`
+//! channel that carries the draw's result to every task waiting for it.
+
+mod handler;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{Barrier, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::ServerConfig;
+use crate::domain::Draw;
+use crate::storage::{BetStore, StorageError};
+
+/// How long shutdown waits for open connections to close before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Pause after an accept error that is not about one connection (e.g. out of file descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// What stops the central.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Binds `SERVER_IP:SERVER_PORT` with `SERVER_LISTEN_BACKLOG`.
+///
+/// # Errors
+/// `ServerError::Bind` when the address is taken or not local.
+pub fn bind(config: &ServerConfig) -> Result<TcpListener, ServerError> {
+    let addr = SocketAddr::new(config.ip, config.port);
+    let bind = || -> io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(config.listen_backlog)
+    };
+    bind().map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Serves agencies on `listener` until `token` is cancelled, then closes every connection,
+/// flushes the bets file and returns.
+///
+/// # Errors
+/// `ServerError::Storage` when the bets file cannot be opened or flushed.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    token: CancellationToken,
+) -> Result<(), ServerError> {
+    let store = BetStore::open(&config.bets_file).await?;
+    let path = store.path().display().to_string();
+    let bytes = store.file_len().await;
+    info!(action = "bets_file", result = "success", path = %path, bytes);
+    let shared = Arc::new(Shared::new(config, store));
+    let tracker = TaskTracker::new();
+
+    accept_loop(&listener, &shared, &tracker, &token).await;
+
+    drop(listener);
+    info!(action = "shutdown", result = "in_progress", step = "listener closed");
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_ok() {
+        info!(action = "shutdown", result = "in_progress", step = "connections closed");
+    } else {
+        let open = tracker.len();
+        warn!(action = "shutdown", result = "in_progress", step = "connections abandoned", open);
+    }
+    shared.store.flush().await?;
+    info!(action = "shutdown", result = "in_progress", step = "bets file flushed");
+    info!(action = "shutdown", result = "success");
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    token: &CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = token.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let handler =
+                    handler::Handler::new(shared.clone(), stream, peer, token.child_token());
+                tracker.spawn(handler.run());
+            }
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => {
+                error!(action = "accept", result = "fail", error = %e);
+                if token.run_until_cancelled(tokio::time::sleep(ACCEPT_ERROR_PAUSE)).await.is_none()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// State every connection task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: ServerConfig,
+    store: BetStore,
+    /// One party per agency; each agency waits on it once, at its first `ReadyForLottery`.
+    barrier: Barrier,
+    /// Set once, by the barrier's leader, when the draw has run.
+    draw: watch::Sender<DrawStatus>,
+}
+
+#[derive(Debug, Clone)]
+enum DrawStatus {
+    Pending,
+    Done(Arc<Draw>),
+    Failed(Arc<str>),
+}
+
+impl Shared {
+    fn new(config: ServerConfig, store: BetStore) -> Self {
+        let barrier = Barrier::new(config.agencies.get() as usize);
+        let (draw, _) = watch::channel(DrawStatus::Pending);
+        Self { config, store, barrier, draw }
+    }
+}
