@@ -374,7 +374,11 @@ mod tests {
     #[test]
     fn a_bad_row_names_its_line_and_reason() {
         for (contents, line, reason) in [
-            ("Ana,Paz,1,2000-01-01,1\r\n\"Ana, M\",Paz,2,2000-01-01,2\r\nAna,Paz\r\n", 3, "5 fields"),
+            (
+                "Ana,Paz,1,2000-01-01,1\r\n\"Ana, M\",Paz,2,2000-01-01,2\r\nAna,Paz\r\n",
+                3,
+                "5 fields",
+            ),
             ("Ana,Paz,1,2000-01-01,1\nAna,Paz,x,2000-01-01,2\n", 2, "invalid document \"x\""),
             ("Ana,,1,2000-01-01,1\n", 1, "invalid last_name \"\""),
         ] {
