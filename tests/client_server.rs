@@ -238,3 +238,28 @@ async fn shutdown_completes_while_agencies_wait_at_the_barrier() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn batches_over_either_limit_are_rejected_whole() {
+    let server =
+        common::spawn_server_with(&[("LOTTERY_AGENCIES", "1"), ("LOTTERY_BATCH_MAX_BETS", "10")])
+            .await;
+    let mut agency = connect(&server, 1).await;
+    let eleven: Vec<WireBet> = (0..11).map(|i| wire_bet(&i.to_string(), 7574)).collect();
+    let err = agency.send_batch(1, &eleven).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::Rejected { reason: RejectReason::TooManyBets, .. }),
+        "{err}"
+    );
+
+    let mut long = wire_bet("1", 7574);
+    long.first_name = "Ñ".repeat(100);
+    long.last_name = "Ñ".repeat(100);
+    let big = vec![long; 10]; // 10 × ~430 bytes: over 8 kB, within the count
+    let err = agency.send_batch(1, &big).await.unwrap_err();
+    assert!(matches!(err, ClientError::Rejected { reason: RejectReason::TooLarge, .. }), "{err}");
+
+    assert_eq!(agency.send_batch(1, &eleven[..10]).await.unwrap(), 10);
+    assert_eq!(stored_multiset(&server.bets_file).len(), 10, "only the batch within limits");
+    server.stop().await;
+}
