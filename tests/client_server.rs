@@ -242,11 +242,11 @@ async fn shutdown_completes_while_agencies_wait_at_the_barrier() {
 #[tokio::test]
 async fn batches_over_either_limit_are_rejected_whole() {
     let server =
-        common::spawn_server_with(&[("LOTTERY_AGENCIES", "1"), ("LOTTERY_BATCH_MAX_BETS", "10")])
+        common::spawn_server_with(&[("LOTTERY_AGENCIES", "1"), ("LOTTERY_BATCH_MAX_BETS", "25")])
             .await;
     let mut agency = connect(&server, 1).await;
-    let eleven: Vec<WireBet> = (0..11).map(|i| wire_bet(&i.to_string(), 7574)).collect();
-    let err = agency.send_batch(1, &eleven).await.unwrap_err();
+    let many: Vec<WireBet> = (0..26).map(|i| wire_bet(&i.to_string(), 7574)).collect();
+    let err = agency.send_batch(1, &many).await.unwrap_err();
     assert!(
         matches!(err, ClientError::Rejected { reason: RejectReason::TooManyBets, .. }),
         "{err}"
@@ -255,11 +255,11 @@ async fn batches_over_either_limit_are_rejected_whole() {
     let mut long = wire_bet("1", 7574);
     long.first_name = "Ñ".repeat(100);
     long.last_name = "Ñ".repeat(100);
-    let big = vec![long; 10]; // 10 × ~430 bytes: over 8 kB, within the count
+    let big = vec![long; 20]; // 20 × ~420 bytes: over 8 kB, within the count
     let err = agency.send_batch(1, &big).await.unwrap_err();
     assert!(matches!(err, ClientError::Rejected { reason: RejectReason::TooLarge, .. }), "{err}");
 
-    assert_eq!(agency.send_batch(1, &eleven[..10]).await.unwrap(), 10);
-    assert_eq!(stored_multiset(&server.bets_file).len(), 10, "only the batch within limits");
+    assert_eq!(agency.send_batch(1, &many[..25]).await.unwrap(), 25);
+    assert_eq!(stored_multiset(&server.bets_file).len(), 25, "only the batch within limits");
     server.stop().await;
 }
