@@ -186,6 +186,27 @@ impl Connection {
     }
 }
 
+/// Checks that a central listens at `address` and answers the protocol (`Ping` → `Pong`, no
+/// `Hello`): the container health check.
+///
+/// # Errors
+/// `Connect` when nothing listens there; any other error when the answer is not `Pong`.
+pub async fn ping(address: &str) -> Result<(), ClientError> {
+    let stream = TcpStream::connect(address).await.map_err(|source| ClientError::Connect {
+        address: address.to_owned(),
+        waited: Duration::ZERO,
+        source,
+    })?;
+    let mut frames = Framed::new(stream, ClientCodec::new());
+    frames.send(ClientMessage::Ping).await?;
+    match frames.next().await {
+        Some(Ok(ServerMessage::Pong)) => Ok(()),
+        Some(Ok(other)) => Err(unexpected("Pong", &other)),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(ClientError::Closed),
+    }
+}
+
 fn unexpected(expected: &'static str, got: &ServerMessage) -> ClientError {
     ClientError::Unexpected { expected, got: format!("{got:?}") }
 }

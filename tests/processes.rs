@@ -195,3 +195,21 @@ async fn an_unreachable_central_fails_after_the_connect_timeout() {
         "{lines:#?}"
     );
 }
+
+#[tokio::test]
+async fn the_healthcheck_pings_the_central() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, address) = start_server_process(&dir.path().join("bets.csv"), 1).await;
+    let port = address.rsplit(':').next().unwrap().to_owned();
+    let (code, _) = Process::start_with_args(SERVER_BIN, &[("SERVER_PORT", port)], ["healthcheck"])
+        .finish()
+        .await;
+    assert_eq!(code, Some(0));
+    server.signal("TERM");
+    assert_eq!(server.finish().await.0, Some(0));
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let env = [("SERVER_PORT", free.to_string())];
+    let (code, _) = Process::start_with_args(SERVER_BIN, &env, ["healthcheck"]).finish().await;
+    assert_eq!(code, Some(1), "nothing listens there");
+}

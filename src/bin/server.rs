@@ -1,12 +1,15 @@
 //! `lottery-server`: the central. Reads its configuration from the environment, binds, and serves
 //! until SIGTERM or Ctrl-C. Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on
 //! a bad configuration.
+//!
+//! `lottery-server healthcheck` instead checks that the central configured by the same
+//! environment answers a protocol `Ping` on 127.0.0.1 (the container health check): exit 0 if so.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use lottery::config::ServerConfig;
-use lottery::{server, telemetry};
+use lottery::{client, server, telemetry};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -20,6 +23,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return healthcheck(&config);
+    }
     telemetry::init(config.logging_level, rust_log.as_deref());
     info!(
         action = "config",
@@ -39,6 +45,33 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(action = "server", result = "fail", error = format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How long the health check waits for its `Pong`.
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn healthcheck(config: &ServerConfig) -> ExitCode {
+    let address = format!("127.0.0.1:{}", config.port);
+    let ping = async { tokio::time::timeout(HEALTHCHECK_TIMEOUT, client::ping(&address)).await };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(ping));
+    match result {
+        Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
+        Ok(Ok(Err(e))) => {
+            eprintln!("healthcheck: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(_)) => {
+            eprintln!("healthcheck: no Pong from {address} within {HEALTHCHECK_TIMEOUT:?}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("healthcheck: cannot start the runtime: {e}");
             ExitCode::FAILURE
         }
     }

@@ -134,7 +134,16 @@ pub struct Process {
 
 impl Process {
     pub fn start(binary: &str, env: &[(&str, String)]) -> Self {
+        Self::start_with_args(binary, env, [])
+    }
+
+    pub fn start_with_args<const N: usize>(
+        binary: &str,
+        env: &[(&str, String)],
+        args: [&str; N],
+    ) -> Self {
         let mut command = Command::new(binary);
+        command.args(args);
         command
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
