@@ -49,7 +49,8 @@ fn run() -> Result<(), String> {
         let rows: Vec<Row> = agency_rows(agency, count, seed).collect();
         let winners = rows.iter().filter(|r| r.wins()).count();
         let path = out.join(format!("agency-{agency}.csv"));
-        write_agency_file(&path, rows).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        write_agency_file(&path, rows)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("{}: {count} bets, {winners} winners", path.display());
     }
     Ok(())
