@@ -34,8 +34,12 @@ const READ_AHEAD_BATCHES: usize = 4;
 /// Why an agency session failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the central at {address} (tried for {waited:?}): {source}")]
-    Connect { address: String, waited: Duration, source: io::Error },
+    #[error("cannot connect to the central at {address}: {source}")]
+    Connect { address: String, source: io::Error },
+    #[error("cannot reach the central at {address} (tried for {waited:.1?}): {last}")]
+    Unreachable { address: String, waited: Duration, last: Box<ClientError> },
+    #[error("no progress for {waited:.1?}, giving up: {last}")]
+    Stalled { waited: Duration, last: Box<ClientError> },
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("the central closed the connection")]
@@ -50,8 +54,26 @@ pub enum ClientError {
     DataFile { path: PathBuf, source: io::Error },
     #[error("{path}, line {line}: {reason}")]
     BadRow { path: PathBuf, line: u64, reason: String },
+    #[error("the central holds {stored} bets of this agency, but {path} has only {rows} rows")]
+    FileShorter { path: PathBuf, stored: u64, rows: u64 },
     #[error("stopped by a shutdown signal")]
     Cancelled,
+}
+
+impl ClientError {
+    /// Whether reconnecting may help: the connection broke, the central restarted or is
+    /// shutting down, or it could not write to disk for a moment.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Closed => true,
+            Self::Codec(e) => matches!(e, CodecError::Io(_) | CodecError::Truncated { .. }),
+            Self::Server { code, .. } => {
+                matches!(code, ErrorCode::ShuttingDown | ErrorCode::StorageFailed)
+            }
+            Self::Rejected { reason, .. } => *reason == RejectReason::Storage,
+            _ => false,
+        }
+    }
 }
 
 /// One protocol session with the central, past its `Hello`.
@@ -59,6 +81,7 @@ pub enum ClientError {
 pub struct Connection {
     frames: Framed<TcpStream, ClientCodec>,
     next_seq: u64,
+    stored_bets: u64,
 }
 
 impl Connection {
@@ -67,29 +90,32 @@ impl Connection {
     /// # Errors
     /// `Connect` when the central cannot be reached; `Server` when it refuses the agency.
     pub async fn connect(address: &str, agency: AgencyId) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(address).await.map_err(|source| ClientError::Connect {
-            address: address.to_owned(),
-            waited: Duration::ZERO,
-            source,
-        })?;
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|source| ClientError::Connect { address: address.to_owned(), source })?;
         stream.set_nodelay(true).map_err(CodecError::Io)?;
         let mut frames = Framed::new(stream, ClientCodec::new());
         frames
             .send(ClientMessage::Hello { version: PROTOCOL_VERSION, agency: agency.get() })
             .await?;
-        let mut connection = Self { frames, next_seq: 1 };
-        match connection.receive().await? {
-            ServerMessage::Welcome { next_seq, .. } => connection.next_seq = next_seq,
-            other => return Err(unexpected("Welcome", &other)),
+        match frames.next().await {
+            Some(Ok(ServerMessage::Welcome { next_seq, stored_bets, .. })) => {
+                Ok(Self { frames, next_seq, stored_bets })
+            }
+            Some(Ok(ServerMessage::Error { code, message })) => {
+                Err(ClientError::Server { code, message })
+            }
+            Some(Ok(other)) => Err(unexpected("Welcome", &other)),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(ClientError::Closed),
         }
-        Ok(connection)
     }
 
-    /// Like [`Connection::connect`], retrying with backoff while the central is unreachable,
-    /// for at most `timeout`.
+    /// Like [`Connection::connect`], retrying with backoff while the central is unreachable (or
+    /// drops the connection before its `Welcome`), for at most `timeout`.
     ///
     /// # Errors
-    /// The last `Connect` error once `timeout` has passed; any other error at once.
+    /// `Unreachable` once `timeout` has passed; a non-transient error at once.
     pub async fn connect_with_retry(
         address: &str,
         agency: AgencyId,
@@ -101,17 +127,17 @@ impl Connection {
         loop {
             let attempt = token.run_until_cancelled(Self::connect(address, agency)).await;
             match attempt.ok_or(ClientError::Cancelled)? {
-                Err(ClientError::Connect { source, .. }) if started.elapsed() + delay < timeout => {
-                    warn!(action = "connect", result = "in_progress", address, retry_in_ms = delay.as_millis() as u64, error = %source);
-                    let paused = token.run_until_cancelled(tokio::time::sleep(delay)).await;
-                    paused.ok_or(ClientError::Cancelled)?;
+                Err(e) if e.is_transient() && started.elapsed() + delay < timeout => {
+                    warn!(action = "connect", result = "in_progress", address, retry_in_ms = delay.as_millis() as u64, error = %e);
+                    pause(delay, token).await?;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
-                Err(ClientError::Connect { address, source, .. }) => {
-                    return Err(ClientError::Connect {
-                        address,
-                        waited: started.elapsed(),
-                        source,
+                Err(e) if e.is_transient() => {
+                    let waited = started.elapsed();
+                    return Err(ClientError::Unreachable {
+                        address: address.to_owned(),
+                        waited,
+                        last: Box::new(e),
                     });
                 }
                 other => return other,
@@ -122,6 +148,11 @@ impl Connection {
     /// The first batch sequence number the central has not stored for this agency.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// How many of this agency's bets the central holds.
+    pub fn stored_bets(&self) -> u64 {
+        self.stored_bets
     }
 
     /// Sends batch `seq` and waits for its acknowledgement; returns the count the central stored.
@@ -192,11 +223,9 @@ impl Connection {
 /// # Errors
 /// `Connect` when nothing listens there; any other error when the answer is not `Pong`.
 pub async fn ping(address: &str) -> Result<(), ClientError> {
-    let stream = TcpStream::connect(address).await.map_err(|source| ClientError::Connect {
-        address: address.to_owned(),
-        waited: Duration::ZERO,
-        source,
-    })?;
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|source| ClientError::Connect { address: address.to_owned(), source })?;
     let mut frames = Framed::new(stream, ClientCodec::new());
     frames.send(ClientMessage::Ping).await?;
     match frames.next().await {
@@ -211,8 +240,17 @@ fn unexpected(expected: &'static str, got: &ServerMessage) -> ClientError {
     ClientError::Unexpected { expected, got: format!("{got:?}") }
 }
 
+async fn pause(delay: Duration, token: &CancellationToken) -> Result<(), ClientError> {
+    token.run_until_cancelled(tokio::time::sleep(delay)).await.ok_or(ClientError::Cancelled)
+}
+
 /// Runs the agency: uploads every bet of `config.source`, then waits for and returns its winners.
 /// Stops early, with `ClientError::Cancelled`, when `token` is cancelled.
+///
+/// When the connection breaks (the central restarts, the network drops, the central cannot
+/// write for a moment) it reconnects with backoff and resumes after the bets the central's
+/// `Welcome` says it holds, re-reading its file from there. It gives up when nothing was
+/// acknowledged for `config.connect_timeout`.
 ///
 /// # Errors
 /// Any `ClientError`; batches acknowledged before it stay stored at the central.
@@ -220,37 +258,70 @@ pub async fn run(
     config: &ClientConfig,
     token: &CancellationToken,
 ) -> Result<Vec<String>, ClientError> {
-    let agency = config.id;
-    let mut connection = Connection::connect_with_retry(
-        &config.server_address,
-        agency,
-        config.connect_timeout,
-        token,
-    )
-    .await?;
-    let next_seq = connection.next_seq();
-    let mut batches = spawn_reader(config);
-    let mut seq = 0;
+    let mut last_progress = Instant::now();
+    let mut delay = FIRST_RETRY_DELAY;
+    loop {
+        let mut connection = Connection::connect_with_retry(
+            &config.server_address,
+            config.id,
+            config.connect_timeout,
+            token,
+        )
+        .await?;
+        let mut acked = 0;
+        let error = match session(&mut connection, config, token, &mut acked).await {
+            Ok(winners) => return Ok(winners),
+            Err(e) if e.is_transient() => e,
+            Err(e) => return Err(e),
+        };
+        if acked > 0 {
+            last_progress = Instant::now();
+            delay = FIRST_RETRY_DELAY;
+        }
+        let waited = last_progress.elapsed();
+        if waited >= config.connect_timeout {
+            return Err(ClientError::Stalled { waited, last: Box::new(error) });
+        }
+        warn!(action = "reconnect", result = "in_progress", retry_in_ms = delay.as_millis() as u64, error = %error);
+        pause(delay, token).await?;
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
+    }
+}
+
+/// One connection's share of the work: the bets the central does not hold yet, then the winners.
+async fn session(
+    connection: &mut Connection,
+    config: &ClientConfig,
+    token: &CancellationToken,
+    acked: &mut u64,
+) -> Result<Vec<String>, ClientError> {
+    let mut seq = connection.next_seq();
+    let skip = connection.stored_bets();
+    let mut batches = spawn_reader(config, skip);
     let mut sent = 0u64;
     while let Some(batch) =
         token.run_until_cancelled(batches.recv()).await.ok_or(ClientError::Cancelled)?
     {
         let batch = batch?;
-        seq += 1;
-        if seq < next_seq {
-            continue; // stored in an earlier session
-        }
         let count = token
             .run_until_cancelled(connection.send_batch(seq, &batch))
             .await
             .ok_or(ClientError::Cancelled)??;
+        *acked += 1;
         sent += u64::from(count);
         debug!(action = "batch_enviado", result = "success", seq, cantidad = count);
         if let BetSource::Single(bet) = &config.source {
             info!(action = "apuesta_enviada", result = "success", dni = %bet.document, numero = %bet.number);
         }
+        seq += 1;
     }
-    info!(action = "upload", result = "success", batches = seq, sent);
+    info!(
+        action = "upload",
+        result = "success",
+        batches = seq - 1,
+        bets = skip + sent,
+        resumed_after = skip
+    );
     let winners =
         token.run_until_cancelled(connection.winners()).await.ok_or(ClientError::Cancelled)??;
     info!(action = "consulta_ganadores", result = "success", cant_ganadores = winners.len());
@@ -259,19 +330,21 @@ pub async fn run(
 
 type BatchResult = Result<Vec<WireBet>, ClientError>;
 
-fn spawn_reader(config: &ClientConfig) -> mpsc::Receiver<BatchResult> {
+/// Reads the agency's bets after the first `skip` on a blocking thread, in batches.
+fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<BatchResult> {
     let (tx, rx) = mpsc::channel(READ_AHEAD_BATCHES);
     match &config.source {
         BetSource::Single(bet) => {
-            // The channel has room: this cannot fail.
-            let _ = tx.try_send(Ok(vec![WireBet::from_bet(bet)]));
+            if skip == 0 {
+                // The channel has room: this cannot fail.
+                let _ = tx.try_send(Ok(vec![WireBet::from_bet(bet)]));
+            }
         }
         BetSource::File(path) => {
             let (path, agency, max) = (path.clone(), config.id, config.batch_max_amount.get());
             tokio::task::spawn_blocking(move || {
-                if let Err(e) =
-                    read_batches(&path, agency, max, |batch| tx.blocking_send(Ok(batch)).is_ok())
-                {
+                let deliver = |batch| tx.blocking_send(Ok(batch)).is_ok();
+                if let Err(e) = read_batches(&path, agency, max, skip, deliver) {
                     let _ = tx.blocking_send(Err(e));
                 }
             });
@@ -280,17 +353,19 @@ fn spawn_reader(config: &ClientConfig) -> mpsc::Receiver<BatchResult> {
     rx
 }
 
-/// Reads an agency file (CSV, no header: `first_name,last_name,document,birthdate,number`) and
-/// hands `deliver` batches of at most `max_amount` bets and `MAX_BATCH_BYTES` on the wire. Stops
-/// quietly when `deliver` returns false.
+/// Reads an agency file (CSV, no header: `first_name,last_name,document,birthdate,number`),
+/// skips its first `skip` rows (already stored at the central) and hands `deliver` batches of at
+/// most `max_amount` bets and `MAX_BATCH_BYTES` on the wire. Stops quietly when `deliver` returns
+/// false.
 ///
 /// # Errors
 /// `DataFile` when the file cannot be opened; `BadRow` at the first invalid row (its batch is not
-/// delivered).
+/// delivered); `FileShorter` when the file has fewer than `skip` rows.
 pub fn read_batches(
     path: &Path,
     agency: AgencyId,
     max_amount: usize,
+    skip: u64,
     mut deliver: impl FnMut(Vec<WireBet>) -> bool,
 ) -> Result<(), ClientError> {
     let file = std::fs::File::open(path)
@@ -303,6 +378,7 @@ pub fn read_batches(
     let mut batch = Vec::new();
     let mut bytes = empty_bytes;
     let mut record = csv::StringRecord::new();
+    let mut skipped = 0;
     loop {
         match reader.read_record(&mut record) {
             Ok(false) => break,
@@ -311,6 +387,10 @@ pub fn read_batches(
                 let line = e.position().map_or(reader.position().line(), csv::Position::line);
                 return Err(bad_row(line, e.to_string()));
             }
+        }
+        if skipped < skip {
+            skipped += 1;
+            continue;
         }
         let line = record_line(&record);
         let fields = fields::<5>(&record).map_err(|e| {
@@ -337,6 +417,13 @@ pub fn read_batches(
             bytes = empty_bytes;
         }
     }
+    if skipped < skip {
+        return Err(ClientError::FileShorter {
+            path: path.to_owned(),
+            stored: skip,
+            rows: skipped,
+        });
+    }
     if !batch.is_empty() {
         deliver(batch);
     }
@@ -356,7 +443,7 @@ mod tests {
         std::fs::write(&path, contents).unwrap();
         let mut out = Vec::new();
         let agency = AgencyId::new(1).unwrap();
-        let result = read_batches(&path, agency, max_amount, |b| {
+        let result = read_batches(&path, agency, max_amount, 0, |b| {
             out.push(b);
             true
         });

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub bets_file: PathBuf,
     /// `LOTTERY_BATCH_MAX_BETS`: bets in one batch. Default 500 (more than 8 kB can hold).
     pub batch_max_bets: NonZeroUsize,
+    /// `LOTTERY_FSYNC`: sync every batch to disk before acknowledging it. Default true; false is
+    /// only for measuring what durability costs.
+    pub fsync: bool,
 }
 
 impl ServerConfig {
@@ -86,6 +89,7 @@ impl ServerConfig {
                 NonZeroUsize::MIN.saturating_add(499),
                 "a whole number of 1 or more",
             )?,
+            fsync: vars.boolean("LOTTERY_FSYNC", true)?,
         })
     }
 
@@ -208,6 +212,15 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
         }
     }
 
+    fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+        let Some(v) = self.get(var) else { return Ok(default) };
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(self.invalid(var, "true or false")),
+        }
+    }
+
     fn level(&self, var: &'static str) -> Result<Level, ConfigError> {
         let Some(v) = self.get(var) else {
             return Ok(Level::INFO);
@@ -292,6 +305,7 @@ mod tests {
         assert_eq!(config.agencies.get(), 5);
         assert_eq!(config.logging_level, Level::INFO);
         assert_eq!(config.bets_file, PathBuf::from("./bets.csv"));
+        assert!(config.fsync);
         assert!(config.expects(5) && !config.expects(0) && !config.expects(6));
     }
 
@@ -315,6 +329,7 @@ mod tests {
             ("LOGGING_LEVEL", "LOUD"),
             ("SERVER_IP", "server"),
             ("LOTTERY_BATCH_MAX_BETS", "0"),
+            ("LOTTERY_FSYNC", "maybe"),
         ] {
             let err = ServerConfig::from_lookup(lookup(&[(var, value)])).unwrap_err();
             let text = err.to_string();

@@ -116,7 +116,10 @@ async fn a_client_that_disconnects_mid_batch_leaves_nothing_of_it() {
     let mut frames = Framed::new(stream, ClientCodec::new());
     frames.send(ClientMessage::Hello { version: PROTOCOL_VERSION, agency: 1 }).await.unwrap();
     let welcome = within("welcome", frames.next()).await.unwrap().unwrap();
-    assert_eq!(welcome, ServerMessage::Welcome { version: PROTOCOL_VERSION, next_seq: 1 });
+    assert_eq!(
+        welcome,
+        ServerMessage::Welcome { version: PROTOCOL_VERSION, next_seq: 1, stored_bets: 0 }
+    );
     frames.send(ClientMessage::Bet(wire_bet("111", 7574))).await.unwrap();
     frames.send(ClientMessage::Bet(wire_bet("222", 7574))).await.unwrap();
     drop(frames);

@@ -59,7 +59,9 @@ async fn sigterm_while_agencies_wait_at_the_barrier_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, address) = start_server_process(&dir.path().join("bets.csv"), 3).await;
     let data = AgencyData::generate(dir.path(), 2, 500);
-    let client = Process::start(CLIENT_BIN, &client_env(&address, &data));
+    let mut env = client_env(&address, &data);
+    env.push(("CLI_CONNECT_TIMEOUT", "300ms".to_owned())); // the later of the two wins
+    let client = Process::start(CLIENT_BIN, &env);
     server.wait_for_line("action: ready_for_lottery | result: success | agency: 2").await;
 
     server.signal("TERM");
@@ -69,14 +71,17 @@ async fn sigterm_while_agencies_wait_at_the_barrier_exits_zero() {
         "signal: SIGTERM",
         "step: listener closed",
         "step: connections closed",
-        "step: bets file flushed",
+        "step: bets file closed",
     ] {
         assert!(lines.iter().any(|l| l.contains("action: shutdown") && l.contains(step)), "{step}");
     }
     assert!(lines.last().unwrap().ends_with("action: shutdown | result: success"), "{lines:#?}");
     let (code, lines) = client.finish().await;
     assert_eq!(code, Some(1), "no winners: the draw never ran: {lines:#?}");
-    assert!(lines.iter().any(|l| l.contains("ShuttingDown")), "{lines:#?}");
+    let told = "action: reconnect | result: in_progress";
+    assert!(lines.iter().any(|l| l.contains(told) && l.contains("ShuttingDown")), "{lines:#?}");
+    let failure = lines.iter().find(|l| l.contains("action: connect | result: fail")).unwrap();
+    assert!(failure.contains("cannot reach the central"), "{failure}");
 }
 
 #[tokio::test]

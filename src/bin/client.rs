@@ -47,8 +47,12 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let action = match e {
-                ClientError::Connect { .. } => "connect",
-                ClientError::DataFile { .. } | ClientError::BadRow { .. } => "leer_apuestas",
+                ClientError::Connect { .. }
+                | ClientError::Unreachable { .. }
+                | ClientError::Stalled { .. } => "connect",
+                ClientError::DataFile { .. }
+                | ClientError::BadRow { .. }
+                | ClientError::FileShorter { .. } => "leer_apuestas",
                 _ => "upload",
             };
             error!(action, result = "fail", error = %e);

@@ -164,7 +164,7 @@ mod tests {
 
     fn every_server_message() -> Vec<ServerMessage> {
         vec![
-            ServerMessage::Welcome { version: 1, next_seq: 7 },
+            ServerMessage::Welcome { version: 2, next_seq: 7, stored_bets: 900 },
             ServerMessage::BatchAccepted { seq: 3, count: 120 },
             ServerMessage::BatchRejected {
                 seq: 4,

@@ -20,7 +20,7 @@ pub use codec::{ClientCodec, CodecError, MessageCodec, ServerCodec};
 
 /// Version spoken by this build; sent in [`ClientMessage::Hello`] and echoed in
 /// [`ServerMessage::Welcome`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Largest payload of one frame, either direction, checked before the payload is buffered.
 /// No valid message comes near it: a bet is at most a few hundred bytes, and [`Winners`] are sent
@@ -58,8 +58,10 @@ pub enum ClientMessage {
 /// Central → agency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerMessage {
-    /// Answer to `Hello`: the next batch sequence number the central expects from this agency.
-    Welcome { version: u16, next_seq: u64 },
+    /// Answer to `Hello`: where the central's durable state for this agency ends. `next_seq` is
+    /// the next batch it expects; `stored_bets` how many of the agency's bets it holds, so an
+    /// agency resumes after exactly that many bets of its file.
+    Welcome { version: u16, next_seq: u64, stored_bets: u64 },
     /// The batch `seq` is stored (or was already stored); `count` bets.
     BatchAccepted { seq: u64, count: u32 },
     /// The batch `seq` was refused whole: nothing of it is stored.
@@ -104,6 +106,8 @@ pub enum ErrorCode {
     DrawFailed,
     /// The central is shutting down.
     ShuttingDown,
+    /// The central could not write its journal; try again later.
+    StorageFailed,
 }
 
 /// A bet as sent: unvalidated fields, checked by [`WireBet::into_bet`] on arrival.

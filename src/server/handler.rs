@@ -159,9 +159,10 @@ impl Handler {
                     format!("agency {agency}; this central expects agencies 1 to {agencies}");
                 protocol(ErrorCode::UnknownAgency, message)
             })?;
-        let next_seq = self.shared.store.next_seq(agency).await;
-        info!(action = "hello", result = "success", agency = %agency, ip = %self.peer, next_seq);
-        let welcome = ServerMessage::Welcome { version: PROTOCOL_VERSION, next_seq };
+        let progress = self.shared.store.progress(agency).await;
+        let (next_seq, stored_bets) = (progress.last_seq + 1, progress.stored_bets);
+        info!(action = "hello", result = "success", agency = %agency, ip = %self.peer, next_seq, stored_bets);
+        let welcome = ServerMessage::Welcome { version: PROTOCOL_VERSION, next_seq, stored_bets };
         self.frames.send(welcome).await?;
         Ok(Some(agency))
     }
@@ -209,7 +210,10 @@ impl Handler {
     /// Counts the agency in (once), waits for the draw and sends its winners.
     /// Returns false when the central is shutting down.
     async fn ready(&mut self, agency: AgencyId) -> Result<bool, HandlerError> {
-        let readiness = self.shared.store.mark_ready(agency).await;
+        let readiness = self.shared.store.mark_ready(agency).await.map_err(|e| {
+            error!(action = "ready_for_lottery", result = "fail", agency = %agency, error = %e);
+            protocol(ErrorCode::StorageFailed, e.to_string())
+        })?;
         if readiness.newly_ready {
             let expected = self.shared.config.agencies;
             info!(action = "ready_for_lottery", result = "success", agency = %agency, ready = readiness.ready, expected);
@@ -221,7 +225,7 @@ impl Handler {
                 return Ok(false);
             };
             if arrival.is_leader() {
-                self.run_draw().await;
+                self.shared.run_draw().await;
             }
         }
         let mut status = self.shared.draw.subscribe();
@@ -243,25 +247,6 @@ impl Handler {
             DrawStatus::Pending => unreachable!("waited until the draw is no longer pending"),
         }
         Ok(true)
-    }
-
-    async fn run_draw(&self) {
-        let status = match self.shared.store.draw().await {
-            Ok(draw) => {
-                info!(
-                    action = "sorteo",
-                    result = "success",
-                    apuestas = draw.bets(),
-                    ganadores = draw.total_winners()
-                );
-                DrawStatus::Done(Arc::new(draw))
-            }
-            Err(e) => {
-                error!(action = "sorteo", result = "fail", error = %e);
-                DrawStatus::Failed(e.to_string().into())
-            }
-        };
-        self.shared.draw.send_replace(status);
     }
 
     async fn send_winners(&mut self, agency: AgencyId, draw: &Draw) -> Result<(), HandlerError> {

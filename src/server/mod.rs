@@ -61,12 +61,38 @@ pub async fn run(
     config: ServerConfig,
     token: CancellationToken,
 ) -> Result<(), ServerError> {
-    let store = BetStore::open(&config.bets_file).await?;
-    let path = store.path().display().to_string();
-    let bytes = store.file_len().await;
-    info!(action = "bets_file", result = "success", path = %path, bytes);
+    let (store, recovery) = BetStore::open(&config.bets_file, config.fsync).await?;
+    info!(
+        action = "recovery",
+        result = "success",
+        path = %store.path().display(),
+        bytes = recovery.bets_len,
+        batches = recovery.batches,
+        cut_bets_bytes = recovery.cut_bets_bytes,
+        cut_journal_bytes = recovery.cut_journal_bytes,
+        ready = recovery.ready.len(),
+        drawn = recovery.drawn,
+        adopted = recovery.adopted,
+    );
+    if recovery.cut_bets_bytes > 0 || recovery.cut_journal_bytes > 0 {
+        warn!(
+            action = "recovery",
+            result = "success",
+            cut_bets_bytes = recovery.cut_bets_bytes,
+            cut_journal_bytes = recovery.cut_journal_bytes,
+            detail = "removed the unacknowledged tail a crash left behind"
+        );
+    }
     let shared = Arc::new(Shared::new(config, store));
     let tracker = TaskTracker::new();
+    // Agencies that were ready before a restart keep their barrier party: a task waits for them.
+    for agency in recovery.ready {
+        if shared.config.expects(agency.get()) {
+            tracker.spawn(restored_party(shared.clone(), token.clone()));
+        } else {
+            warn!(action = "recovery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
+        }
+    }
 
     accept_loop(&listener, &shared, &tracker, &token).await;
 
@@ -79,8 +105,8 @@ pub async fn run(
         let open = tracker.len();
         warn!(action = "shutdown", result = "in_progress", step = "connections abandoned", open);
     }
-    shared.store.flush().await?;
-    info!(action = "shutdown", result = "in_progress", step = "bets file flushed");
+    shared.store.close().await;
+    info!(action = "shutdown", result = "in_progress", step = "bets file closed");
     info!(action = "shutdown", result = "success");
     Ok(())
 }
@@ -146,5 +172,34 @@ impl Shared {
         let barrier = Barrier::new(config.agencies.get() as usize);
         let (draw, _) = watch::channel(DrawStatus::Pending);
         Self { config, store, barrier, draw }
+    }
+
+    /// Runs the draw (the barrier's leader does, once per process) and publishes the result.
+    async fn run_draw(&self) {
+        let status = match self.store.draw().await {
+            Ok(draw) => {
+                info!(
+                    action = "sorteo",
+                    result = "success",
+                    apuestas = draw.bets(),
+                    ganadores = draw.total_winners()
+                );
+                DrawStatus::Done(Arc::new(draw))
+            }
+            Err(e) => {
+                error!(action = "sorteo", result = "fail", error = %e);
+                DrawStatus::Failed(e.to_string().into())
+            }
+        };
+        self.draw.send_replace(status);
+    }
+}
+
+/// The barrier party of an agency that was ready before a restart.
+async fn restored_party(shared: Arc<Shared>, token: CancellationToken) {
+    if let Some(arrival) = token.run_until_cancelled(shared.barrier.wait()).await
+        && arrival.is_leader()
+    {
+        shared.run_draw().await;
     }
 }

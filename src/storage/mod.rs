@@ -1,0 +1,741 @@
+//! `BetStore`: the bets file, its journal, and the per-agency state that changes with them.
+//!
+//! # Durability
+//! A batch is acknowledged only once its rows *and* its journal record are on disk: rows are
+//! written at the committed end of the bets file and `fdatasync`ed, then the `batch` record is
+//! appended to the journal and `fdatasync`ed (see [`journal`] for the format). Recovery at
+//! start-up replays the journal and cuts the bets file back to the last recorded end, so a crash
+//! at any point leaves exactly the acknowledged batches, each whole, and a file the original
+//! Python `load_bets` reads.
+//!
+//! # Group commit
+//! Every write goes through one `tokio::sync::Mutex` (held across the `.await` of the disk work,
+//! hence Tokio's). A batch first joins a queue, then takes the mutex; whoever holds it commits
+//! *everything* queued so far with one write and one sync per file, and answers each batch. Batches
+//! that arrive while a sync is in flight wait for the mutex and are committed together by the next
+//! holder, so a sync serves every agency that was waiting for one.
+//!
+//! The mutex also guards each agency's batch sequence number and ready flag, so "is this agency
+//! still open, is this its next batch, append it" is one atomic step, and the draw reads a file
+//! no append can interleave with.
+
+mod journal;
+mod rows;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
+
+use tokio::sync::{Mutex, oneshot};
+
+use crate::domain::{AgencyId, Bet, Draw};
+use journal::{Ledger, Record};
+
+pub use journal::Progress;
+pub(crate) use rows::{csv_reader, fields, record_line};
+pub use rows::{load_bets, store_bets};
+
+/// What can go wrong storing or reading bets.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read bets file {path}: {source}")]
+    Read { path: PathBuf, source: csv::Error },
+    #[error("bets file {path}, line {line}: {reason}")]
+    BadRow { path: PathBuf, line: u64, reason: String },
+    #[error("{path} is inconsistent: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("reading bets file {path} was interrupted: {reason}")]
+    Interrupted { path: PathBuf, reason: String },
+    #[error("agency {agency} already declared ReadyForLottery: it cannot add bets")]
+    AgencyClosed { agency: AgencyId },
+    #[error("agency {agency} sent batch {got}, but its next batch is {expected}")]
+    SequenceGap { agency: AgencyId, expected: u64, got: u64 },
+}
+
+/// Whether `store_batch` wrote the batch or had it already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Appended now.
+    New,
+    /// A retry of a batch already stored: nothing written.
+    Duplicate,
+}
+
+/// Where `mark_ready` left the lottery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    /// False when this agency had already declared itself ready.
+    pub newly_ready: bool,
+    /// Agencies ready so far, this one included.
+    pub ready: usize,
+}
+
+/// What `BetStore::open` found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Committed bytes of the bets file.
+    pub bets_len: u64,
+    /// Bytes past the last committed batch that were cut (a crash mid-write).
+    pub cut_bets_bytes: u64,
+    /// Bytes of a torn journal tail that were cut.
+    pub cut_journal_bytes: u64,
+    /// The bets file had no journal: its complete rows were adopted as they are.
+    pub adopted: bool,
+    /// Batches recorded in the journal.
+    pub batches: u64,
+    /// Agencies that had declared ReadyForLottery.
+    pub ready: Vec<AgencyId>,
+    /// Whether the draw had run.
+    pub drawn: bool,
+}
+
+/// The bets file and the state that goes with it. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct BetStore {
+    path: PathBuf,
+    journal_path: PathBuf,
+    sync: bool,
+    queue: std::sync::Mutex<Vec<Pending>>,
+    files: Mutex<Files>,
+    groups: AtomicU64,
+}
+
+/// Counters for benchmarks and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Group commits that wrote rows (each one write and, with sync on, one fdatasync per file).
+    pub groups: u64,
+    /// fdatasync calls made for batches and journal records.
+    pub syncs: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    agency: AgencyId,
+    seq: u64,
+    bets: u64,
+    rows: Vec<u8>,
+    done: oneshot::Sender<Result<Stored, StorageError>>,
+}
+
+#[derive(Debug)]
+struct Files {
+    bets: Arc<File>,
+    journal: Arc<File>,
+    ledger: Ledger,
+    journal_len: u64,
+    /// A failed write may have left bytes past the committed ends: cut them before the next one.
+    dirty: bool,
+}
+
+impl BetStore {
+    /// Opens (creating if needed) the bets file and its journal `<path>.journal`, and recovers
+    /// from a crash: a torn journal tail and bytes past the last committed batch are cut.
+    /// `sync: false` skips every fsync (for measuring their cost only: acknowledgements are then
+    /// not durable).
+    ///
+    /// # Errors
+    /// `Open` when a file cannot be opened or created; `Corrupt` when the journal contradicts
+    /// itself or records more bytes than the bets file has (acknowledged bets were lost).
+    pub async fn open(
+        path: impl Into<PathBuf>,
+        sync: bool,
+    ) -> Result<(Self, Recovery), StorageError> {
+        let path = path.into();
+        let mut journal_path = path.clone().into_os_string();
+        journal_path.push(".journal");
+        let journal_path = PathBuf::from(journal_path);
+        let (bets, jp) = (path.clone(), journal_path.clone());
+        let recovered = tokio::task::spawn_blocking(move || recover(&bets, &jp, sync)).await;
+        let (files, recovery) = recovered.map_err(|e| interrupted(&path, &e))??;
+        let store = Self {
+            path,
+            journal_path,
+            sync,
+            queue: std::sync::Mutex::default(),
+            files: Mutex::new(files),
+            groups: AtomicU64::new(0),
+        };
+        Ok((store, recovery))
+    }
+
+    /// Commits and syncs so far.
+    pub fn stats(&self) -> StoreStats {
+        let groups = self.groups.load(Ordering::Relaxed);
+        StoreStats { groups, syncs: if self.sync { 2 * groups } else { 0 } }
+    }
+
+    /// The bets file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The journal's path.
+    pub fn journal_path(&self) -> &Path {
+        &self.journal_path
+    }
+
+    /// Committed bytes of the bets file.
+    pub async fn committed_len(&self) -> u64 {
+        self.files.lock().await.ledger.committed
+    }
+
+    /// `agency`'s durable progress: its last stored batch, bets stored, and ready flag.
+    pub async fn progress(&self, agency: AgencyId) -> Progress {
+        self.files.lock().await.ledger.progress(agency)
+    }
+
+    /// Stores batch `seq` of `agency` whole, durably, or nothing of it.
+    ///
+    /// A `seq` at or below the last stored one is a retry: acknowledged as `Stored::Duplicate`,
+    /// not written again.
+    ///
+    /// # Errors
+    /// `AgencyClosed` after the agency's `ReadyForLottery`; `SequenceGap` when `seq` skips ahead;
+    /// `Write` when the write or sync fails (nothing of the batch is left in the file).
+    pub async fn store_batch(
+        &self,
+        agency: AgencyId,
+        seq: u64,
+        bets: &[Bet],
+    ) -> Result<Stored, StorageError> {
+        let rows = rows::encode_rows(bets);
+        let (done, outcome) = oneshot::channel();
+        let pending = Pending { agency, seq, bets: bets.len() as u64, rows, done };
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(pending);
+        {
+            let mut files = self.files.lock().await;
+            // An earlier holder may have committed this batch already; then this commits
+            // whatever queued up since (possibly nothing).
+            let group =
+                std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+            if !group.is_empty() {
+                self.commit(&mut files, group).await;
+            }
+        }
+        // Answered by whoever committed the group it was in, before releasing the mutex.
+        outcome.await.unwrap_or_else(|_| Err(interrupted(&self.path, &"the commit was abandoned")))
+    }
+
+    async fn commit(&self, files: &mut Files, group: Vec<Pending>) {
+        let mut ledger = files.ledger.clone();
+        let (start, journal_start) = (ledger.committed, files.journal_len);
+        let mut rows = Vec::new();
+        let mut records = String::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+        for pending in &group {
+            let progress = ledger.progress(pending.agency);
+            let outcome = if progress.ready || ledger.draw.is_some() {
+                Err(StorageError::AgencyClosed { agency: pending.agency })
+            } else if pending.seq <= progress.last_seq {
+                Ok(Stored::Duplicate)
+            } else if pending.seq != progress.last_seq + 1 {
+                let expected = progress.last_seq + 1;
+                Err(StorageError::SequenceGap {
+                    agency: pending.agency,
+                    expected,
+                    got: pending.seq,
+                })
+            } else {
+                rows.extend_from_slice(&pending.rows);
+                let record = Record::Batch {
+                    agency: pending.agency,
+                    seq: pending.seq,
+                    bets: pending.bets,
+                    end: start + rows.len() as u64,
+                };
+                record.write_to(&mut records);
+                // Applying a record built from the checks above cannot fail.
+                let _ = ledger.apply(&record);
+                Ok(Stored::New)
+            };
+            outcomes.push(outcome);
+        }
+        if !rows.is_empty() {
+            self.groups.fetch_add(1, Ordering::Relaxed);
+            let written = self.write(files, start, rows, journal_start, records).await;
+            match written {
+                Ok(journal_len) => {
+                    files.ledger = ledger;
+                    files.journal_len = journal_len;
+                }
+                Err(e) => {
+                    for outcome in outcomes.iter_mut().filter(|o| matches!(o, Ok(Stored::New))) {
+                        let source = io::Error::new(e.kind(), e.to_string());
+                        *outcome = Err(StorageError::Write { path: self.path.clone(), source });
+                    }
+                }
+            }
+        }
+        for (pending, outcome) in group.into_iter().zip(outcomes) {
+            // The agency's task may be gone (its connection closed); its batch still counts.
+            let _ = pending.done.send(outcome);
+        }
+    }
+
+    /// Writes `rows` at `at` and `records` at `journal_at`, syncing each; on failure cuts both
+    /// files back. Returns the journal's new length.
+    async fn write(
+        &self,
+        files: &mut Files,
+        at: u64,
+        rows: Vec<u8>,
+        journal_at: u64,
+        records: String,
+    ) -> io::Result<u64> {
+        let (bets, journal, sync, dirty) =
+            (files.bets.clone(), files.journal.clone(), self.sync, files.dirty);
+        let written = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                if dirty {
+                    bets.set_len(at)?;
+                    journal.set_len(journal_at)?;
+                }
+                bets.write_all_at(&rows, at)?;
+                if sync {
+                    bets.sync_data()?;
+                }
+                journal.write_all_at(records.as_bytes(), journal_at)?;
+                if sync {
+                    journal.sync_data()?;
+                }
+                Ok(journal_at + records.len() as u64)
+            })();
+            if result.is_err() {
+                // Best effort: what cannot be cut now is cut before the next write, or at start-up.
+                let cut = bets.set_len(at).and_then(|()| journal.set_len(journal_at));
+                return (result, cut.is_err());
+            }
+            (result, false)
+        })
+        .await;
+        let (result, still_dirty) =
+            written.unwrap_or_else(|e| (Err(io::Error::other(e.to_string())), true));
+        files.dirty = still_dirty;
+        result
+    }
+
+    /// Records, durably, that `agency` has sent everything; from now on its batches are refused.
+    ///
+    /// # Errors
+    /// `Write` when the journal cannot be written.
+    pub async fn mark_ready(&self, agency: AgencyId) -> Result<Readiness, StorageError> {
+        let mut files = self.files.lock().await;
+        let newly_ready = !files.ledger.progress(agency).ready;
+        if newly_ready {
+            self.append_record(&mut files, Record::Ready { agency }).await?;
+        }
+        let ready = files.ledger.agencies.values().filter(|p| p.ready).count();
+        Ok(Readiness { newly_ready, ready })
+    }
+
+    /// Agencies that have declared ReadyForLottery, in order.
+    pub async fn ready_agencies(&self) -> Vec<AgencyId> {
+        let files = self.files.lock().await;
+        let mut ready: Vec<AgencyId> =
+            files.ledger.agencies.iter().filter(|(_, p)| p.ready).map(|(a, _)| *a).collect();
+        ready.sort();
+        ready
+    }
+
+    /// Runs the draw over every stored bet (`load_bets` + `has_won`) and records it. Once
+    /// recorded, running it again (after a restart) reads the same bytes and checks the result
+    /// covers the same bets, so the winners are identical.
+    ///
+    /// # Errors
+    /// `Read` or `BadRow` when the file cannot be read back; `Corrupt` when it changed since the
+    /// recorded draw; `Write` when the record cannot be written.
+    pub async fn draw(&self) -> Result<Draw, StorageError> {
+        let mut files = self.files.lock().await;
+        let path = self.path.clone();
+        let end = files.ledger.committed;
+        let read = tokio::task::spawn_blocking(move || Draw::from_bets(load_bets(&path)?)).await;
+        let draw = read.unwrap_or_else(|e| Err(interrupted(&self.path, &e)))?;
+        match files.ledger.draw {
+            Some((bets, recorded_end)) if (bets, recorded_end) != (draw.bets(), end) => {
+                let reason = format!(
+                    "the draw ran over {bets} bets ({recorded_end} bytes); the file now has {} ({end} bytes)",
+                    draw.bets()
+                );
+                Err(StorageError::Corrupt { path: self.path.clone(), reason })
+            }
+            Some(_) => Ok(draw),
+            None => {
+                self.append_record(&mut files, Record::Draw { bets: draw.bets(), end }).await?;
+                Ok(draw)
+            }
+        }
+    }
+
+    /// Waits for any commit in flight to finish, so the process can exit with nothing half-written.
+    pub async fn close(&self) {
+        drop(self.files.lock().await);
+    }
+
+    /// Whether the draw has run (and is recorded).
+    pub async fn drawn(&self) -> bool {
+        self.files.lock().await.ledger.draw.is_some()
+    }
+
+    async fn append_record(&self, files: &mut Files, record: Record) -> Result<(), StorageError> {
+        let mut line = String::new();
+        record.write_to(&mut line);
+        let (journal, at, sync) = (files.journal.clone(), files.journal_len, self.sync);
+        let written = tokio::task::spawn_blocking(move || {
+            journal.write_all_at(line.as_bytes(), at)?;
+            if sync {
+                journal.sync_data()?;
+            }
+            Ok::<_, io::Error>(at + line.len() as u64)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        match written {
+            Ok(len) => {
+                files.journal_len = len;
+                // The record was built from the ledger's own state: applying it cannot fail.
+                let _ = files.ledger.apply(&record);
+                Ok(())
+            }
+            Err(source) => {
+                files.dirty = true;
+                Err(StorageError::Write { path: self.journal_path.clone(), source })
+            }
+        }
+    }
+}
+
+fn write_error(path: &Path) -> impl Fn(io::Error) -> StorageError + '_ {
+    move |source| StorageError::Write { path: path.to_owned(), source }
+}
+
+fn interrupted(path: &Path, reason: &dyn std::fmt::Display) -> StorageError {
+    StorageError::Interrupted { path: path.to_owned(), reason: reason.to_string() }
+}
+
+/// Opens both files and brings the bets file back to its last committed batch.
+fn recover(
+    path: &Path,
+    journal_path: &Path,
+    sync: bool,
+) -> Result<(Files, Recovery), StorageError> {
+    let open = |p: &Path| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .map_err(|source| StorageError::Open { path: p.to_owned(), source })
+    };
+    let journal_existed = journal_path.exists();
+    let bets = open(path)?;
+    let mut journal = open(journal_path)?;
+    let mut bytes = Vec::new();
+    journal
+        .read_to_end(&mut bytes)
+        .map_err(|source| StorageError::Open { path: journal_path.to_owned(), source })?;
+    let replay = journal::replay(&bytes);
+    let corrupt = |reason| StorageError::Corrupt { path: journal_path.to_owned(), reason };
+    let mut ledger = Ledger::replay(&replay.records).map_err(corrupt)?;
+    let mut journal_len = replay.valid_len;
+    let mut recovery = Recovery {
+        cut_journal_bytes: bytes.len() as u64 - replay.valid_len,
+        ..Recovery::default()
+    };
+    if recovery.cut_journal_bytes > 0 {
+        journal.set_len(journal_len).map_err(write_error(journal_path))?;
+    }
+
+    let bets_len = bets
+        .metadata()
+        .map_err(|source| StorageError::Open { path: path.to_owned(), source })?
+        .len();
+    if !journal_existed && bets_len > 0 {
+        // A bets file from before the journal (or written by hand): keep its complete rows.
+        let end = complete_rows_len(&bets)
+            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+        let mut line = String::new();
+        Record::Base { end }.write_to(&mut line);
+        journal.write_all_at(line.as_bytes(), 0).map_err(write_error(journal_path))?;
+        journal_len = line.len() as u64;
+        ledger.apply(&Record::Base { end }).map_err(corrupt)?;
+        recovery.adopted = true;
+    }
+    if bets_len < ledger.committed {
+        let reason = format!(
+            "the journal records {} bytes of acknowledged bets, the file has {bets_len}",
+            ledger.committed
+        );
+        return Err(StorageError::Corrupt { path: path.to_owned(), reason });
+    }
+    recovery.cut_bets_bytes = bets_len - ledger.committed;
+    if recovery.cut_bets_bytes > 0 {
+        bets.set_len(ledger.committed).map_err(write_error(path))?;
+    }
+    if sync {
+        bets.sync_all().map_err(write_error(path))?;
+        journal.sync_all().map_err(write_error(journal_path))?;
+        if !journal_existed {
+            // The journal's directory entry must be durable before anything relies on it.
+            let dir = journal_path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            File::open(dir).and_then(|d| d.sync_all()).map_err(write_error(dir))?;
+        }
+    }
+    recovery.bets_len = ledger.committed;
+    recovery.batches = ledger.batches;
+    recovery.drawn = ledger.draw.is_some();
+    let mut ready: Vec<AgencyId> =
+        ledger.agencies.iter().filter(|(_, p)| p.ready).map(|(a, _)| *a).collect();
+    ready.sort();
+    recovery.ready = ready;
+    let files = Files {
+        bets: Arc::new(bets),
+        journal: Arc::new(journal),
+        ledger,
+        journal_len,
+        dirty: false,
+    };
+    Ok((files, recovery))
+}
+
+/// Length of `file` up to and including its last `\n`.
+fn complete_rows_len(file: &File) -> io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut file = file;
+    let mut end = file.seek(SeekFrom::End(0))?;
+    let mut buf = vec![0; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{BetNumber, Document};
+    use chrono::NaiveDate;
+    use std::fs;
+
+    fn bet(agency: u32, document: &str, number: u32) -> Bet {
+        Bet::new(
+            AgencyId::new(agency).unwrap(),
+            "Ana, \"la\"".into(),
+            "Núñez".into(),
+            Document::parse(document).unwrap(),
+            NaiveDate::from_ymd_opt(1985, 12, 1).unwrap(),
+            BetNumber::parse(number).unwrap(),
+            NaiveDate::MAX,
+        )
+        .unwrap()
+    }
+
+    fn agency(n: u32) -> AgencyId {
+        AgencyId::new(n).unwrap()
+    }
+
+    async fn open(dir: &tempfile::TempDir) -> (BetStore, Recovery) {
+        BetStore::open(dir.path().join("bets.csv"), true).await.unwrap()
+    }
+
+    fn loaded(store: &BetStore) -> Vec<Bet> {
+        load_bets(store.path()).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    #[tokio::test]
+    async fn stored_batches_load_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, recovery) = open(&dir).await;
+        assert_eq!(recovery, Recovery::default());
+        let one = [bet(1, "11", 7574), bet(1, "12", 1)];
+        let two = [bet(2, "21", 5)];
+        assert_eq!(store.store_batch(agency(1), 1, &one).await.unwrap(), Stored::New);
+        assert_eq!(store.store_batch(agency(2), 1, &two).await.unwrap(), Stored::New);
+        assert_eq!(loaded(&store), [&one[..], &two[..]].concat());
+        let journal = fs::read_to_string(store.journal_path()).unwrap();
+        let len = fs::metadata(store.path()).unwrap().len();
+        assert!(journal.ends_with(&format!("batch 2 1 1 {len}\n")), "{journal}");
+    }
+
+    #[tokio::test]
+    async fn batches_follow_the_sequence_and_retries_are_not_stored_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(&dir).await;
+        let batch = [bet(1, "1", 1), bet(1, "2", 2)];
+        assert_eq!(store.progress(agency(1)).await, Progress::default());
+        assert_eq!(store.store_batch(agency(1), 1, &batch).await.unwrap(), Stored::New);
+        let len = store.committed_len().await;
+        assert_eq!(store.store_batch(agency(1), 1, &batch).await.unwrap(), Stored::Duplicate);
+        assert_eq!(store.committed_len().await, len, "a retry writes nothing");
+        let gap = store.store_batch(agency(1), 3, &batch).await.unwrap_err();
+        assert!(matches!(gap, StorageError::SequenceGap { expected: 2, got: 3, .. }), "{gap}");
+        let progress = store.progress(agency(1)).await;
+        assert_eq!(progress, Progress { last_seq: 1, stored_bets: 2, ready: false });
+        assert_eq!(store.progress(agency(2)).await.last_seq, 0, "sequences are per agency");
+    }
+
+    #[tokio::test]
+    async fn a_ready_agency_cannot_add_bets_and_counts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(&dir).await;
+        assert_eq!(
+            store.mark_ready(agency(1)).await.unwrap(),
+            Readiness { newly_ready: true, ready: 1 }
+        );
+        assert_eq!(
+            store.mark_ready(agency(1)).await.unwrap(),
+            Readiness { newly_ready: false, ready: 1 }
+        );
+        assert_eq!(
+            store.mark_ready(agency(2)).await.unwrap(),
+            Readiness { newly_ready: true, ready: 2 }
+        );
+        let closed = store.store_batch(agency(1), 1, &[bet(1, "1", 1)]).await.unwrap_err();
+        assert!(matches!(closed, StorageError::AgencyClosed { .. }), "{closed}");
+        assert_eq!(store.committed_len().await, 0);
+        assert_eq!(store.ready_agencies().await, [agency(1), agency(2)]);
+    }
+
+    #[tokio::test]
+    async fn everything_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) = open(&dir).await;
+            store.store_batch(agency(1), 1, &[bet(1, "11", 7574)]).await.unwrap();
+            store.store_batch(agency(1), 2, &[bet(1, "12", 7574), bet(1, "13", 3)]).await.unwrap();
+            store.store_batch(agency(2), 1, &[bet(2, "21", 7574)]).await.unwrap();
+            store.mark_ready(agency(1)).await.unwrap();
+            store.mark_ready(agency(2)).await.unwrap();
+            store.draw().await.unwrap();
+        }
+        let (store, recovery) = open(&dir).await;
+        assert_eq!((recovery.batches, recovery.drawn), (3, true));
+        assert_eq!(recovery.ready, [agency(1), agency(2)]);
+        assert_eq!(
+            store.progress(agency(1)).await,
+            Progress { last_seq: 2, stored_bets: 3, ready: true }
+        );
+        let draw = store.draw().await.unwrap();
+        let docs: Vec<&str> = draw.winners_for(agency(1)).iter().map(Document::as_str).collect();
+        assert_eq!(docs, ["11", "12"], "the same winners after a restart");
+        let journal = fs::read_to_string(store.journal_path()).unwrap();
+        assert_eq!(journal.matches("draw ").count(), 1, "the draw is recorded once: {journal}");
+    }
+
+    #[tokio::test]
+    async fn a_crash_mid_write_is_cut_back_to_the_last_committed_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let committed = {
+            let (store, _) = open(&dir).await;
+            store.store_batch(agency(1), 1, &[bet(1, "11", 1), bet(1, "12", 2)]).await.unwrap();
+            loaded(&store)
+        };
+        let path = dir.path().join("bets.csv");
+        let journal_path = dir.path().join("bets.csv.journal");
+        let len = fs::metadata(&path).unwrap().len();
+        // Rows of an unacknowledged batch, the last one torn, and a torn journal record.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"1,Ana,Paz,13,1985-12-01,3\r\n1,Ana,P");
+        fs::write(&path, bytes).unwrap();
+        let mut journal = fs::read(&journal_path).unwrap();
+        journal.extend_from_slice(b"batch 1 2 2 1");
+        fs::write(&journal_path, journal).unwrap();
+
+        let (store, recovery) = open(&dir).await;
+        assert_eq!(recovery.cut_bets_bytes, 34);
+        assert_eq!(recovery.cut_journal_bytes, 13);
+        assert_eq!(fs::metadata(&path).unwrap().len(), len);
+        assert_eq!(loaded(&store), committed);
+        assert_eq!(store.progress(agency(1)).await.last_seq, 1);
+        assert_eq!(store.store_batch(agency(1), 2, &[bet(1, "14", 4)]).await.unwrap(), Stored::New);
+        assert_eq!(loaded(&store).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_bets_file_shorter_than_its_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) = open(&dir).await;
+            store.store_batch(agency(1), 1, &[bet(1, "11", 1)]).await.unwrap();
+        }
+        let path = dir.path().join("bets.csv");
+        let len = fs::metadata(&path).unwrap().len();
+        File::options().write(true).open(&path).unwrap().set_len(len - 1).unwrap();
+        let err = BetStore::open(&path, true).await.unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("acknowledged"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_bets_file_without_journal_is_adopted_up_to_its_last_complete_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        fs::write(&path, "3,Ana,Paz,1,2000-01-01,7574\r\n3,Ana,Paz,2,2000-01-01,5\r\n3,Ana")
+            .unwrap();
+        let (store, recovery) = BetStore::open(&path, true).await.unwrap();
+        assert!(recovery.adopted);
+        assert_eq!(recovery.cut_bets_bytes, 5);
+        assert_eq!(loaded(&store).len(), 2);
+        assert_eq!(store.store_batch(agency(3), 1, &[bet(3, "9", 1)]).await.unwrap(), Stored::New);
+        drop(store);
+        let (store, recovery) = BetStore::open(&path, true).await.unwrap();
+        assert!(!recovery.adopted, "adopted once; the journal now exists");
+        assert_eq!(loaded(&store).len(), 3);
+    }
+
+    #[tokio::test]
+    async fn concurrent_batches_share_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(&dir).await;
+        let store = Arc::new(store);
+        let mut tasks = tokio::task::JoinSet::new();
+        for a in 1..=50 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let batch = [bet(a, &a.to_string(), a)];
+                store.store_batch(agency(a), 1, &batch).await.unwrap()
+            });
+        }
+        while let Some(stored) = tasks.join_next().await {
+            assert_eq!(stored.unwrap(), Stored::New);
+        }
+        assert_eq!(loaded(&store).len(), 50);
+        let stats = store.stats();
+        assert!(stats.groups < 50, "batches waiting for a sync share the next one: {stats:?}");
+        assert_eq!(stats.syncs, 2 * stats.groups);
+    }
+
+    #[tokio::test]
+    async fn the_draw_reads_the_stored_bets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(&dir).await;
+        store.store_batch(agency(1), 1, &[bet(1, "11", 7574), bet(1, "12", 1)]).await.unwrap();
+        store.store_batch(agency(5), 1, &[bet(5, "7", 7574)]).await.unwrap();
+        let draw = store.draw().await.unwrap();
+        assert_eq!(draw.bets(), 3);
+        assert_eq!(draw.winners_for(agency(1)), [Document::parse("11").unwrap()]);
+        assert_eq!(draw.winners_for(agency(5)), [Document::parse("7").unwrap()]);
+        let late = store.store_batch(agency(2), 1, &[bet(2, "21", 1)]).await.unwrap_err();
+        assert!(
+            matches!(late, StorageError::AgencyClosed { .. }),
+            "no bets after the draw: {late}"
+        );
+    }
+}
