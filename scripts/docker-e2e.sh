@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end check of the Docker workflow, as a user runs it from a fresh clone:
 #   1. `docker compose up` of docker-compose.yaml: every agency exits 0 with the winners its data
-#      file holds, and the central logs exactly one draw;
+#      file holds, and the central logs exactly one draw; after `down` (volume kept) and `up`
+#      again, nothing is stored twice and every agency gets the same winners;
 #   2. a graceful stop while agencies are mid-upload (`stop -t 10`): every container logs its
 #      shutdown and exits 0, well before the grace period;
 #   3. ./generate-compose.sh for 3 agencies: that file runs the lottery to the end too.
@@ -91,6 +92,13 @@ say "1. docker compose up: the default lottery, 5 agencies"
 timeout 120 "${compose[@]}" -p "$project" up -d >/dev/null 2>&1 || fail "up failed"
 default=("${compose[@]}" -p "$project")
 check_lottery default 5
+say "1b. down (keeping the bets volume) and up again: nothing stored twice, the same winners"
+dc down -t 10 >/dev/null 2>&1
+timeout 120 "${compose[@]}" -p "$project" up -d >/dev/null 2>&1 || fail "second up failed"
+check_lottery default 5
+grep -q "^server_1 .*action: apuesta_recibida" <<<"$(dc logs --no-color server)" &&
+    fail "the second run stored bets again"
+echo "   server: no batch stored again"
 dc down -t 10 -v >/dev/null 2>&1
 
 say "2. graceful stop (-t 10) while the agencies are mid-upload"

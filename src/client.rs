@@ -299,14 +299,17 @@ async fn session(
     let skip = connection.stored_bets();
     let mut batches = spawn_reader(config, skip);
     let mut sent = 0u64;
+    let mut latencies = Vec::new();
     while let Some(batch) =
         token.run_until_cancelled(batches.recv()).await.ok_or(ClientError::Cancelled)?
     {
         let batch = batch?;
+        let started = Instant::now();
         let count = token
             .run_until_cancelled(connection.send_batch(seq, &batch))
             .await
             .ok_or(ClientError::Cancelled)??;
+        latencies.push(started.elapsed());
         *acked += 1;
         sent += u64::from(count);
         debug!(action = "batch_enviado", result = "success", seq, cantidad = count);
@@ -315,12 +318,20 @@ async fn session(
         }
         seq += 1;
     }
+    latencies.sort();
+    let percentile = |p: usize| {
+        let at = (latencies.len() * p / 100).min(latencies.len().saturating_sub(1));
+        latencies.get(at).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     info!(
         action = "upload",
         result = "success",
         batches = seq - 1,
         bets = skip + sent,
-        resumed_after = skip
+        resumed_after = skip,
+        ack_p50_ms = format_args!("{:.2}", percentile(50)),
+        ack_p99_ms = format_args!("{:.2}", percentile(99)),
+        ack_max_ms = format_args!("{:.2}", percentile(100)),
     );
     let winners =
         token.run_until_cancelled(connection.winners()).await.ok_or(ClientError::Cancelled)??;

@@ -74,15 +74,6 @@ pub async fn run(
         drawn = recovery.drawn,
         adopted = recovery.adopted,
     );
-    if recovery.cut_bets_bytes > 0 || recovery.cut_journal_bytes > 0 {
-        warn!(
-            action = "recovery",
-            result = "success",
-            cut_bets_bytes = recovery.cut_bets_bytes,
-            cut_journal_bytes = recovery.cut_journal_bytes,
-            detail = "removed the unacknowledged tail a crash left behind"
-        );
-    }
     let shared = Arc::new(Shared::new(config, store));
     let tracker = TaskTracker::new();
     // Agencies that were ready before a restart keep their barrier party: a task waits for them.
@@ -106,7 +97,14 @@ pub async fn run(
         warn!(action = "shutdown", result = "in_progress", step = "connections abandoned", open);
     }
     shared.store.close().await;
-    info!(action = "shutdown", result = "in_progress", step = "bets file closed");
+    let stats = shared.store.stats();
+    info!(
+        action = "shutdown",
+        result = "in_progress",
+        step = "bets file closed",
+        commits = stats.groups,
+        fsyncs = stats.syncs
+    );
     info!(action = "shutdown", result = "success");
     Ok(())
 }

@@ -1,10 +1,13 @@
 //! Shared test harness: an in-process central on 127.0.0.1:0, agency data, and real processes.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lottery::config::{ClientConfig, ServerConfig};
@@ -31,7 +34,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub token: CancellationToken,
     pub handle: JoinHandle<Result<(), lottery::ServerError>>,
-    pub dir: tempfile::TempDir,
+    pub dir: Arc<tempfile::TempDir>,
     pub bets_file: PathBuf,
 }
 
@@ -40,7 +43,11 @@ pub async fn spawn_server(agencies: u32) -> TestServer {
 }
 
 pub async fn spawn_server_with(vars: &[(&str, &str)]) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_server_in(Arc::new(tempfile::tempdir().unwrap()), vars).await
+}
+
+/// A central whose bets file is `bets.csv` in `dir` (reused across restarts).
+pub async fn spawn_server_in(dir: Arc<tempfile::TempDir>, vars: &[(&str, &str)]) -> TestServer {
     let bets_file = dir.path().join("bets.csv");
     let mut env: HashMap<String, String> =
         vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -54,10 +61,11 @@ pub async fn spawn_server_with(vars: &[(&str, &str)]) -> TestServer {
 }
 
 impl TestServer {
-    /// Stops the central and checks it stopped cleanly.
-    pub async fn stop(self) {
+    /// Stops the central, checks it stopped cleanly, and hands back its directory.
+    pub async fn stop(self) -> Arc<tempfile::TempDir> {
         self.token.cancel();
         within("server shutdown", self.handle).await.unwrap().unwrap();
+        self.dir
     }
 }
 

@@ -1,0 +1,305 @@
+//! Nothing lost, nothing duplicated: lost replies, torn files, a full disk, restarts, and a
+//! crash loop of `kill -9` against the real server binary.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use common::proxy::Proxy;
+use common::{
+    AgencyData, CLIENT_BIN, Process, sorted, spawn_server_in, spawn_server_with,
+    start_server_process, stored_multiset, within,
+};
+use lottery::client::{self, ClientError};
+use lottery::protocol::{RejectReason, ServerMessage, WireBet, WireDate};
+use lottery::{AgencyId, Connection};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+fn wire_bet(document: &str, number: u16) -> WireBet {
+    WireBet {
+        first_name: "Ana".into(),
+        last_name: "Paz".into(),
+        document: document.into(),
+        birthdate: WireDate { year: 1990, month: 2, day: 28 },
+        number,
+    }
+}
+
+async fn connect(address: &str, agency: u32) -> Connection {
+    within("connect", Connection::connect(address, AgencyId::new(agency).unwrap())).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_lost_reply_is_not_stored_twice() {
+    let server = spawn_server_with(&[("LOTTERY_AGENCIES", "1")]).await;
+    let proxy = Proxy::start().await;
+    proxy.set_backend(server.addr);
+    proxy.cut_reply_when(|reply| matches!(reply, ServerMessage::BatchAccepted { seq: 3, .. }));
+    let data = AgencyData::generate(server.dir.path(), 1, 1500);
+    let mut config = data.client_config(proxy.addr);
+    config.batch_max_amount = 100.try_into().unwrap();
+    let winners = within("agency", client::run(&config, &CancellationToken::new())).await.unwrap();
+    assert_eq!(proxy.cuts(), 1, "the reply to batch 3 was lost");
+    assert_eq!(winners, data.winners());
+    assert_eq!(stored_multiset(&server.bets_file), sorted(data.stored_rows()), "no duplicate");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_removed_and_uploads_continue() {
+    let server = spawn_server_with(&[("LOTTERY_AGENCIES", "2")]).await;
+    let first = AgencyData::generate(server.dir.path(), 1, 700);
+    let address = server.addr.to_string();
+    let mut agency = connect(&address, 1).await;
+    agency.send_batch(1, &[wire_bet("11", 7574), wire_bet("12", 1)]).await.unwrap();
+    drop(agency);
+    let dir = server.stop().await;
+    let bets_file = dir.path().join("bets.csv");
+    let whole = std::fs::read(&bets_file).unwrap();
+    let mut torn = whole.clone();
+    torn.extend_from_slice(b"1,Ana,Paz,13,1990-0");
+    std::fs::write(&bets_file, &torn).unwrap();
+
+    let server = spawn_server_in(dir, &[("LOTTERY_AGENCIES", "2")]).await;
+    let mut agency = connect(&server.addr.to_string(), 1).await;
+    assert_eq!((agency.next_seq(), agency.stored_bets()), (2, 2));
+    assert_eq!(std::fs::read(&bets_file).unwrap(), whole, "the half row is gone");
+    agency.send_batch(2, &[wire_bet("13", 7574)]).await.unwrap();
+    let mut second = first.client_config(server.addr);
+    second.id = AgencyId::new(2).unwrap();
+    let second = tokio::spawn(async move { client::run(&second, &CancellationToken::new()).await });
+    assert_eq!(within("winners", agency.winners()).await.unwrap(), ["11", "13"]);
+    let second_winners = within("agency 2", second).await.unwrap().unwrap();
+    assert_eq!(second_winners, first.winners());
+    let rows = stored_multiset(&bets_file);
+    assert_eq!(rows.len(), 3 + first.rows.len());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_central_answers_the_same_winners_and_takes_no_more_bets() {
+    let server = spawn_server_with(&[("LOTTERY_AGENCIES", "2")]).await;
+    let data: Vec<AgencyData> =
+        (1..=2).map(|a| AgencyData::generate(server.dir.path(), a, 2000)).collect();
+    let mut runs = JoinSet::new();
+    for agency in &data {
+        let config = agency.client_config(server.addr);
+        runs.spawn(async move { client::run(&config, &CancellationToken::new()).await.unwrap() });
+    }
+    while let Some(run) = within("agencies", runs.join_next()).await {
+        run.unwrap();
+    }
+    let dir = server.stop().await;
+
+    let server = spawn_server_in(dir, &[("LOTTERY_AGENCIES", "2")]).await;
+    for agency in &data {
+        let mut again = connect(&server.addr.to_string(), agency.agency).await;
+        assert_eq!(again.stored_bets(), agency.rows.len() as u64);
+        let err = again.send_batch(again.next_seq(), &[wire_bet("1", 7574)]).await.unwrap_err();
+        assert!(matches!(err, ClientError::Server { .. }), "no bets after the draw: {err}");
+        let mut again = connect(&server.addr.to_string(), agency.agency).await;
+        assert_eq!(within("winners", again.winners()).await.unwrap(), agency.winners());
+        // A whole agency run against the restarted central resumes after its last bet.
+        let config = agency.client_config(server.addr);
+        let winners = within("rerun", client::run(&config, &CancellationToken::new())).await;
+        assert_eq!(winners.unwrap(), agency.winners());
+    }
+    let expected = sorted(data.iter().flat_map(AgencyData::stored_rows).collect());
+    assert_eq!(stored_multiset(&server.bets_file), expected);
+    server.stop().await;
+}
+
+/// A tmpfs of `size`, unmounted when dropped. None where this machine does not allow mounting.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .is_ok_and(|out| out.status.success());
+        mounted.then_some(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// Fills the filesystem holding `dir` with `dir/filler`.
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
+    let chunk = vec![0u8; 4096];
+    while filler.write_all(&chunk).is_ok() {}
+}
+
+#[tokio::test]
+async fn a_full_disk_rejects_batches_cleanly_and_uploads_resume() {
+    let Some(tmpfs) = Tmpfs::mount("1m") else {
+        eprintln!(
+            "SKIPPED a_full_disk_rejects_batches_cleanly_and_uploads_resume: cannot mount a tmpfs here (needs root)"
+        );
+        return;
+    };
+    let disk = Arc::new(tempfile::tempdir_in(tmpfs.0.path()).unwrap());
+    let server = spawn_server_in(disk.clone(), &[("LOTTERY_AGENCIES", "2")]).await;
+    let address = server.addr.to_string();
+    let mut agency = connect(&address, 1).await;
+    agency.send_batch(1, &[wire_bet("11", 7574)]).await.unwrap();
+    let own = |file: &Path| -> Vec<String> {
+        // Reading the whole file also proves no partial row was left in it.
+        stored_multiset(file).into_iter().filter(|row| row.starts_with("1|")).collect()
+    };
+    let stored = own(&server.bets_file);
+
+    fill(disk.path());
+    let data_dir = tempfile::tempdir().unwrap();
+    let other = AgencyData::generate(data_dir.path(), 2, 3000);
+    let mut config = other.client_config(server.addr);
+    config.connect_timeout = std::time::Duration::from_secs(60);
+    let honest = tokio::spawn(async move { client::run(&config, &CancellationToken::new()).await });
+
+    // 250 rows of 31 bytes: more than the free end of the file's last page can take.
+    let batch: Vec<WireBet> = (0..250).map(|i| wire_bet(&i.to_string(), 7574)).collect();
+    let err = agency.send_batch(2, &batch).await.unwrap_err();
+    assert!(matches!(err, ClientError::Rejected { reason: RejectReason::Storage, .. }), "{err}");
+    assert_eq!(own(&server.bets_file), stored, "nothing of the batch was left");
+    agency.ping().await.unwrap();
+
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    assert_eq!(agency.send_batch(2, &batch).await.unwrap(), 250, "space is back");
+    assert_eq!(within("winners", agency.winners()).await.unwrap().len(), 251);
+    assert_eq!(within("agency 2", honest).await.unwrap().unwrap(), other.winners());
+    assert_eq!(stored_multiset(&server.bets_file).len(), 251 + other.rows.len());
+    server.stop().await;
+    drop(disk);
+}
+
+/// A small seeded generator for the crash schedule (printed, so a failure can be replayed).
+struct Schedule(u64);
+
+impl Schedule {
+    fn from_env() -> Self {
+        let seed = std::env::var("LOTTERY_CRASH_SEED").ok().and_then(|s| s.parse().ok());
+        let seed = seed.unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            nanos.map_or(1, |d| d.subsec_nanos().into())
+        });
+        println!("crash schedule seed: {seed} (LOTTERY_CRASH_SEED={seed} replays it)");
+        Self(seed)
+    }
+
+    /// 1..=max
+    fn next(&mut self, max: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        1 + (z ^ (z >> 31)) % max
+    }
+}
+
+/// Five agencies upload through a proxy while the central is stopped with `signal` after a random
+/// number (1..=`every`) of its log lines, again and again, and once right after the first
+/// `ready_for_lottery` and once right after the draw; it is restarted on the same bets file each
+/// time. Returns how many times it was stopped.
+async fn stop_and_restart(signal: &str, every: u64, bets: usize) -> usize {
+    let mut schedule = Schedule::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let bets_file = dir.path().join("bets.csv");
+    let data: Vec<AgencyData> =
+        (1..=5).map(|a| AgencyData::generate(dir.path(), a, bets + a as usize)).collect();
+    let proxy = Proxy::start().await;
+    let (mut server, address) = start_server_process(&bets_file, 5).await;
+    proxy.set_backend(address.parse().unwrap());
+    let mut clients = JoinSet::new();
+    for agency in &data {
+        let env = [
+            ("CLI_ID", agency.agency.to_string()),
+            ("CLI_SERVER_ADDRESS", proxy.addr.to_string()),
+            ("CLI_DATA_FILE", agency.path.display().to_string()),
+            ("CLI_BATCH_MAXAMOUNT", "100".to_owned()),
+            ("CLI_CONNECT_TIMEOUT", "60s".to_owned()),
+        ];
+        let (id, expected) = (agency.agency, agency.winners().len());
+        let client = Process::start(CLIENT_BIN, &env);
+        clients.spawn(async move { (id, expected, client.finish().await) });
+    }
+
+    let mut stops = 0;
+    let mut recoveries_cutting = 0;
+    let (mut at_ready, mut at_draw) = (false, false);
+    let (mut lines, mut target) = (0, schedule.next(every));
+    loop {
+        tokio::select! {
+            line = server.lines.recv() => {
+                let line = line.unwrap_or_else(|| panic!("the central died on its own: {:#?}", server.seen));
+                lines += 1;
+                let ready = !at_ready && line.contains("action: ready_for_lottery");
+                let draw = !at_draw && line.contains("action: sorteo | result: success");
+                at_ready |= ready;
+                at_draw |= draw;
+                if line.contains("action: recovery") && !line.contains("cut_bets_bytes: 0 |") {
+                    recoveries_cutting += 1;
+                }
+                if lines >= target || ready || draw {
+                    server.signal(signal);
+                    let (code, seen) = within("stopped central", server.finish()).await;
+                    if signal == "TERM" {
+                        assert_eq!(code, Some(0), "{seen:#?}");
+                    }
+                    stops += 1;
+                    let (restarted, address) = start_server_process(&bets_file, 5).await;
+                    server = restarted;
+                    proxy.set_backend(address.parse().unwrap());
+                    (lines, target) = (0, schedule.next(every));
+                }
+            }
+            done = clients.join_next() => {
+                let Some(done) = done else { break };
+                let (id, expected, (code, seen)) = done.unwrap();
+                assert_eq!(code, Some(0), "agency {id}: {seen:#?}");
+                let winners = format!("action: consulta_ganadores | result: success | cant_ganadores: {expected}");
+                assert!(seen.iter().any(|l| l.ends_with(&winners)), "agency {id}: {winners}");
+            }
+        }
+    }
+    server.signal("TERM");
+    assert_eq!(within("last central", server.finish()).await.0, Some(0));
+
+    let expected = sorted(data.iter().flat_map(AgencyData::stored_rows).collect());
+    let stored = stored_multiset(&bets_file);
+    let duplicates = stored.windows(2).filter(|w| w[0] == w[1]).count();
+    let lost = expected.iter().filter(|row| stored.binary_search(row).is_err()).count();
+    println!(
+        "{stops} stops with SIG{signal} ({recoveries_cutting} restarts cut an unacknowledged tail), \
+         {} bets expected, {} stored, {duplicates} duplicates, {lost} lost",
+        expected.len(),
+        stored.len()
+    );
+    assert_eq!(stored, expected, "every bet exactly once");
+    assert!(at_ready && at_draw, "stopped during the draw too");
+    stops
+}
+
+// 5 × 20,000 bets in batches of 100 log at least 1,000 lines; a stop every 40 lines at most
+// gives at least 25 kills whatever the seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop_kill_9_loses_and_duplicates_nothing() {
+    let stops = within("crash loop", stop_and_restart("KILL", 40, 20_000)).await;
+    assert!(stops >= 20, "only {stops} kills");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_upload_then_restart_loses_and_duplicates_nothing() {
+    let stops = within("sigterm loop", stop_and_restart("TERM", 60, 5_000)).await;
+    assert!(stops >= 3, "only {stops} stops");
+}
