@@ -67,9 +67,13 @@ impl ClientError {
         match self {
             Self::Connect { .. } | Self::Closed => true,
             Self::Codec(e) => matches!(e, CodecError::Io(_) | CodecError::Truncated { .. }),
-            Self::Server { code, .. } => {
-                matches!(code, ErrorCode::ShuttingDown | ErrorCode::StorageFailed)
-            }
+            Self::Server { code, .. } => matches!(
+                code,
+                ErrorCode::ShuttingDown
+                    | ErrorCode::StorageFailed
+                    | ErrorCode::Busy
+                    | ErrorCode::Timeout
+            ),
             Self::Rejected { reason, .. } => *reason == RejectReason::Storage,
             _ => false,
         }
@@ -85,18 +89,27 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `address` (`host:port`) once and introduces itself as `agency`.
+    /// Connects to `address` (`host:port`) once and introduces itself as `agency`, with its
+    /// `token` when the central requires one.
     ///
     /// # Errors
     /// `Connect` when the central cannot be reached; `Server` when it refuses the agency.
-    pub async fn connect(address: &str, agency: AgencyId) -> Result<Self, ClientError> {
+    pub async fn connect(
+        address: &str,
+        agency: AgencyId,
+        token: Option<&str>,
+    ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(address)
             .await
             .map_err(|source| ClientError::Connect { address: address.to_owned(), source })?;
         stream.set_nodelay(true).map_err(CodecError::Io)?;
         let mut frames = Framed::new(stream, ClientCodec::new());
         frames
-            .send(ClientMessage::Hello { version: PROTOCOL_VERSION, agency: agency.get() })
+            .send(ClientMessage::Hello {
+                version: PROTOCOL_VERSION,
+                agency: agency.get(),
+                token: token.map(str::to_owned),
+            })
             .await?;
         match frames.next().await {
             Some(Ok(ServerMessage::Welcome { next_seq, stored_bets, .. })) => {
@@ -111,25 +124,26 @@ impl Connection {
         }
     }
 
-    /// Like [`Connection::connect`], retrying with backoff while the central is unreachable (or
-    /// drops the connection before its `Welcome`), for at most `timeout`.
+    /// Like [`Connection::connect`] to `config`'s central as its agency, retrying with backoff
+    /// while the central is unreachable, busy, or drops the connection before its `Welcome`,
+    /// for at most `config.connect_timeout`.
     ///
     /// # Errors
     /// `Unreachable` once `timeout` has passed; a non-transient error at once.
     pub async fn connect_with_retry(
-        address: &str,
-        agency: AgencyId,
-        timeout: Duration,
-        token: &CancellationToken,
+        config: &ClientConfig,
+        cancel: &CancellationToken,
     ) -> Result<Self, ClientError> {
+        let (address, timeout) = (config.server_address.as_str(), config.connect_timeout);
         let started = Instant::now();
         let mut delay = FIRST_RETRY_DELAY;
         loop {
-            let attempt = token.run_until_cancelled(Self::connect(address, agency)).await;
+            let connect = Self::connect(address, config.id, config.token.as_deref());
+            let attempt = cancel.run_until_cancelled(connect).await;
             match attempt.ok_or(ClientError::Cancelled)? {
                 Err(e) if e.is_transient() && started.elapsed() + delay < timeout => {
                     warn!(action = "connect", result = "in_progress", address, retry_in_ms = delay.as_millis() as u64, error = %e);
-                    pause(delay, token).await?;
+                    pause(delay, cancel).await?;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
                 Err(e) if e.is_transient() => {
@@ -261,13 +275,7 @@ pub async fn run(
     let mut last_progress = Instant::now();
     let mut delay = FIRST_RETRY_DELAY;
     loop {
-        let mut connection = Connection::connect_with_retry(
-            &config.server_address,
-            config.id,
-            config.connect_timeout,
-            token,
-        )
-        .await?;
+        let mut connection = Connection::connect_with_retry(config, token).await?;
         let mut acked = 0;
         let error = match session(&mut connection, config, token, &mut acked).await {
             Ok(winners) => return Ok(winners),

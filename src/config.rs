@@ -23,6 +23,10 @@ pub enum ConfigError {
     Missing { var: &'static str, expected: &'static str },
     #[error("{var}={value:?} is invalid: expected {expected}")]
     Invalid { var: &'static str, value: String, expected: String },
+    #[error("{var}: {path}, line {line}: {reason}")]
+    File { var: &'static str, path: PathBuf, line: usize, reason: String },
+    #[error("{var}: cannot read {path}: {reason}")]
+    Unreadable { var: &'static str, path: PathBuf, reason: String },
 }
 
 /// The most agencies a central accepts (each gets a barrier party and a little state).
@@ -48,6 +52,88 @@ pub struct ServerConfig {
     /// `LOTTERY_FSYNC`: sync every batch to disk before acknowledging it. Default true; false is
     /// only for measuring what durability costs.
     pub fsync: bool,
+    /// `LOTTERY_MAX_CONNECTIONS`: connections served at once; more are refused with `Busy`.
+    /// Default 1024.
+    pub max_connections: NonZeroUsize,
+    /// `LOTTERY_MAX_FRAME_BYTES`: largest frame payload accepted, checked before it is buffered.
+    /// Default 8192.
+    pub max_frame_bytes: usize,
+    /// `LOTTERY_HELLO_TIMEOUT`: time a new connection has to send `Hello`. Default 10 s.
+    pub hello_timeout: Duration,
+    /// `LOTTERY_READ_TIMEOUT`: time an agency has to send each whole message once the central
+    /// waits for one (a slow trickle of bytes does not reset it). Default 30 s.
+    pub read_timeout: Duration,
+    /// `LOTTERY_WRITE_TIMEOUT`: time a reply may take to be written (a peer that never reads).
+    /// Default 10 s.
+    pub write_timeout: Duration,
+    /// `LOTTERY_AGENCY_TOKENS_FILE`: `agency:token` lines; when set, every agency must present its
+    /// token in `Hello`. Default: no tokens.
+    pub agency_tokens: Option<AgencyTokens>,
+}
+
+/// Each agency's secret token, from `LOTTERY_AGENCY_TOKENS_FILE`. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AgencyTokens(HashMap<u32, String>);
+
+impl fmt::Debug for AgencyTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgencyTokens({} agencies)", self.0.len())
+    }
+}
+
+impl AgencyTokens {
+    /// Parses `agency:token` lines (blank lines and `#` comments allowed) for agencies 1..=`agencies`.
+    ///
+    /// # Errors
+    /// The first bad line's number and what is wrong with it.
+    pub fn parse(text: &str, agencies: u32) -> Result<Self, (usize, String)> {
+        let mut tokens = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fail = |reason: String| (i + 1, reason);
+            let (agency, token) =
+                line.split_once(':').ok_or_else(|| fail("expected agency:token".into()))?;
+            let agency = agency
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|a| (1..=agencies).contains(a))
+                .ok_or_else(|| {
+                fail(format!("agency {:?} is not in 1..={agencies}", agency.trim()))
+            })?;
+            let token = token.trim();
+            if token.is_empty() || token.chars().any(char::is_whitespace) {
+                return Err(fail(format!("agency {agency}'s token is empty or has spaces")));
+            }
+            if tokens.insert(agency, token.to_owned()).is_some() {
+                return Err(fail(format!("agency {agency} appears twice")));
+            }
+        }
+        Ok(Self(tokens))
+    }
+
+    /// Whether `token` is `agency`'s, compared in constant time. An agency without a line has no
+    /// valid token.
+    pub fn check(&self, agency: u32, token: Option<&str>) -> bool {
+        use subtle::ConstantTimeEq;
+        match (self.0.get(&agency), token) {
+            (Some(expected), Some(given)) => expected.as_bytes().ct_eq(given.as_bytes()).into(),
+            _ => false,
+        }
+    }
+
+    /// How many agencies have a token.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the file named no agency.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl ServerConfig {
@@ -90,6 +176,26 @@ impl ServerConfig {
                 "a whole number of 1 or more",
             )?,
             fsync: vars.boolean("LOTTERY_FSYNC", true)?,
+            max_connections: vars.parse_or(
+                "LOTTERY_MAX_CONNECTIONS",
+                NonZeroUsize::MIN.saturating_add(1023),
+                "a whole number of 1 or more",
+            )?,
+            max_frame_bytes: {
+                let bytes: usize =
+                    vars.parse_or("LOTTERY_MAX_FRAME_BYTES", 8192, "a whole number")?;
+                if !(1024..=65536).contains(&bytes) {
+                    return Err(vars.invalid(
+                        "LOTTERY_MAX_FRAME_BYTES",
+                        "a number of bytes from 1024 to 65536",
+                    ));
+                }
+                bytes
+            },
+            hello_timeout: vars.duration("LOTTERY_HELLO_TIMEOUT", Duration::from_secs(10))?,
+            read_timeout: vars.duration("LOTTERY_READ_TIMEOUT", Duration::from_secs(30))?,
+            write_timeout: vars.duration("LOTTERY_WRITE_TIMEOUT", Duration::from_secs(10))?,
+            agency_tokens: vars.tokens("LOTTERY_AGENCY_TOKENS_FILE", agencies.get())?,
         })
     }
 
@@ -113,9 +219,10 @@ pub struct ClientConfig {
     pub batch_max_amount: NonZeroUsize,
     /// `CLI_LOG_LEVEL`. Default INFO.
     pub log_level: Level,
-    /// `CLI_CONNECT_TIMEOUT`: how long to keep retrying while the central is unreachable.
-    /// Default 30 s.
+    /// `CLI_CONNECT_TIMEOUT`: how long to keep retrying without progress. Default 30 s.
     pub connect_timeout: Duration,
+    /// `CLI_TOKEN`: this agency's secret, when the central requires tokens.
+    pub token: Option<String>,
     /// Where the bets come from.
     pub source: BetSource,
 }
@@ -167,6 +274,7 @@ impl ClientConfig {
             )?,
             log_level: vars.level("CLI_LOG_LEVEL")?,
             connect_timeout: vars.duration("CLI_CONNECT_TIMEOUT", Duration::from_secs(30))?,
+            token: vars.get("CLI_TOKEN"),
             source: vars.source(id)?,
         })
     }
@@ -212,6 +320,26 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
         }
     }
 
+    fn tokens(
+        &self,
+        var: &'static str,
+        agencies: u32,
+    ) -> Result<Option<AgencyTokens>, ConfigError> {
+        let Some(path) = self.get(var) else { return Ok(None) };
+        let path = PathBuf::from(path);
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Unreadable {
+            var,
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        AgencyTokens::parse(&text, agencies).map(Some).map_err(|(line, reason)| ConfigError::File {
+            var,
+            path,
+            line,
+            reason,
+        })
+    }
+
     fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
         let Some(v) = self.get(var) else { return Ok(default) };
         match v.trim().to_ascii_lowercase().as_str() {
@@ -240,7 +368,8 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
             return Ok(default);
         };
         parse_duration(v.trim())
-            .ok_or_else(|| self.invalid(var, "a duration such as 30, 30s or 500ms"))
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| self.invalid(var, "a duration above zero such as 30, 30s or 500ms"))
     }
 
     fn source(&self, id: AgencyId) -> Result<BetSource, ConfigError> {
@@ -330,6 +459,10 @@ mod tests {
             ("SERVER_IP", "server"),
             ("LOTTERY_BATCH_MAX_BETS", "0"),
             ("LOTTERY_FSYNC", "maybe"),
+            ("LOTTERY_MAX_CONNECTIONS", "0"),
+            ("LOTTERY_MAX_FRAME_BYTES", "100"),
+            ("LOTTERY_HELLO_TIMEOUT", "0s"),
+            ("LOTTERY_READ_TIMEOUT", "soon"),
         ] {
             let err = ServerConfig::from_lookup(lookup(&[(var, value)])).unwrap_err();
             let text = err.to_string();
@@ -386,6 +519,38 @@ mod tests {
         bad[5] = ("NUMERO", "10000");
         let err = ClientConfig::from_lookup(lookup(&bad)).unwrap_err();
         assert!(err.to_string().starts_with("NUMERO=\"10000\" is invalid"), "{err}");
+    }
+
+    #[test]
+    fn agency_tokens() {
+        let text = "# agency:token\n1:s3cret\n\n 2 : other-token \n";
+        let tokens = AgencyTokens::parse(text, 5).unwrap();
+        assert_eq!(tokens.len(), 2);
+        assert!(tokens.check(1, Some("s3cret")));
+        assert!(tokens.check(2, Some("other-token")));
+        assert!(!tokens.check(1, Some("other-token")), "another agency's token");
+        assert!(!tokens.check(1, Some("s3cre")));
+        assert!(!tokens.check(1, None));
+        assert!(!tokens.check(3, Some("s3cret")), "no line, no valid token");
+        assert!(!format!("{tokens:?}").contains("s3cret"), "never printed");
+        for (text, line, reason) in [
+            ("1:a\n1:b\n", 2, "twice"),
+            ("1:a\nx\n", 2, "agency:token"),
+            ("9:a\n", 1, "not in 1..=5"),
+            ("1: \n", 1, "empty"),
+            ("1:a b\n", 1, "spaces"),
+        ] {
+            let (at, why) = AgencyTokens::parse(text, 5).unwrap_err();
+            assert_eq!(at, line, "{text:?}");
+            assert!(why.contains(reason), "{why}");
+        }
+        let err =
+            ServerConfig::from_lookup(lookup(&[("LOTTERY_AGENCY_TOKENS_FILE", "/nonexistent")]))
+                .unwrap_err();
+        assert!(
+            err.to_string().starts_with("LOTTERY_AGENCY_TOKENS_FILE: cannot read /nonexistent"),
+            "{err}"
+        );
     }
 
     #[test]

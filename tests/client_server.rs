@@ -78,9 +78,12 @@ fn wire_bet(document: &str, number: u16) -> WireBet {
 }
 
 async fn connect(server: &TestServer, agency: u32) -> Connection {
-    within("connect", Connection::connect(&server.addr.to_string(), AgencyId::new(agency).unwrap()))
-        .await
-        .unwrap()
+    within(
+        "connect",
+        Connection::connect(&server.addr.to_string(), AgencyId::new(agency).unwrap(), None),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -114,7 +117,10 @@ async fn a_client_that_disconnects_mid_batch_leaves_nothing_of_it() {
     let server = spawn_server(1).await;
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let mut frames = Framed::new(stream, ClientCodec::new());
-    frames.send(ClientMessage::Hello { version: PROTOCOL_VERSION, agency: 1 }).await.unwrap();
+    frames
+        .send(ClientMessage::Hello { version: PROTOCOL_VERSION, agency: 1, token: None })
+        .await
+        .unwrap();
     let welcome = within("welcome", frames.next()).await.unwrap().unwrap();
     assert_eq!(
         welcome,
@@ -173,12 +179,18 @@ async fn hello_is_checked() {
     for (agency, code) in [(0, ErrorCode::UnknownAgency), (4, ErrorCode::UnknownAgency)] {
         let stream = TcpStream::connect(server.addr).await.unwrap();
         let mut frames = Framed::new(stream, ClientCodec::new());
-        frames.send(ClientMessage::Hello { version: PROTOCOL_VERSION, agency }).await.unwrap();
+        frames
+            .send(ClientMessage::Hello { version: PROTOCOL_VERSION, agency, token: None })
+            .await
+            .unwrap();
         let reply = within("reply", frames.next()).await.unwrap().unwrap();
         assert!(matches!(&reply, ServerMessage::Error { code: c, .. } if *c == code), "{reply:?}");
     }
     let cases = [
-        (ClientMessage::Hello { version: 99, agency: 1 }, ErrorCode::UnsupportedVersion),
+        (
+            ClientMessage::Hello { version: 99, agency: 1, token: None },
+            ErrorCode::UnsupportedVersion,
+        ),
         (ClientMessage::Bet(wire_bet("1", 1)), ErrorCode::HelloRequired),
         (ClientMessage::ReadyForLottery, ErrorCode::HelloRequired),
     ];
@@ -195,30 +207,22 @@ async fn hello_is_checked() {
 }
 
 #[tokio::test]
-async fn each_agency_counts_once_and_winners_wait_for_the_draw() {
-    let server = spawn_server(2).await;
-    let mut first = connect(&server, 1).await;
-    first.send_batch(1, &[wire_bet("111", 7574), wire_bet("112", 3)]).await.unwrap();
-    let first = tokio::spawn(async move { first.winners().await });
-    // The same agency declaring itself ready again, from another connection, must not count as
-    // the second agency: if it did, the draw would run now, before agency 2's bets.
-    let mut repeat = connect(&server, 1).await;
-    let repeat = tokio::spawn(async move { repeat.winners().await });
-
-    let mut late = connect(&server, 1).await;
-    let err = late.send_batch(2, &[wire_bet("113", 7574)]).await.unwrap_err();
-    assert!(matches!(err, ClientError::Server { code: ErrorCode::AgencyClosed, .. }), "{err}");
-
-    let mut second = connect(&server, 2).await;
-    assert_eq!(second.send_batch(1, &[wire_bet("211", 7574)]).await.unwrap(), 1);
-    assert!(!first.is_finished() && !repeat.is_finished(), "no winners before the draw");
-    assert_eq!(within("winners 2", second.winners()).await.unwrap(), ["211"]);
-    assert_eq!(within("winners 1", first).await.unwrap().unwrap(), ["111"]);
-    assert_eq!(within("winners 1 again", repeat).await.unwrap().unwrap(), ["111"]);
-
-    // After the draw, a reconnecting agency still gets its own winners, at once.
-    let mut after = connect(&server, 2).await;
-    assert_eq!(within("winners after", after.winners()).await.unwrap(), ["211"]);
+async fn a_newer_connection_of_an_agency_fences_the_older_one() {
+    let server = spawn_server(1).await;
+    let mut old = connect(&server, 1).await;
+    assert_eq!(old.send_batch(1, &[wire_bet("111", 7574)]).await.unwrap(), 1);
+    let mut new = connect(&server, 1).await;
+    assert_eq!((new.next_seq(), new.stored_bets()), (2, 1));
+    let err = old.send_batch(2, &[wire_bet("112", 7574)]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ClientError::Server { code: ErrorCode::SessionReplaced, .. } | ClientError::Closed
+        ),
+        "the old session is over: {err}"
+    );
+    assert_eq!(new.send_batch(2, &[wire_bet("113", 7574)]).await.unwrap(), 1);
+    assert_eq!(within("winners", new.winners()).await.unwrap(), ["111", "113"]);
     server.stop().await;
 }
 

@@ -29,7 +29,9 @@ fn wire_bet(document: &str, number: u16) -> WireBet {
 }
 
 async fn connect(address: &str, agency: u32) -> Connection {
-    within("connect", Connection::connect(address, AgencyId::new(agency).unwrap())).await.unwrap()
+    within("connect", Connection::connect(address, AgencyId::new(agency).unwrap(), None))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

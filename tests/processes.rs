@@ -8,6 +8,10 @@ use common::{
 };
 use std::path::Path;
 
+use lottery::client::ClientError;
+use lottery::protocol::{ErrorCode, WireBet, WireDate};
+use lottery::{AgencyId, Connection};
+
 fn client_env(address: &str, data: &AgencyData) -> Vec<(&'static str, String)> {
     vec![
         ("CLI_ID", data.agency.to_string()),
@@ -217,4 +221,60 @@ async fn the_healthcheck_pings_the_central() {
     let env = [("SERVER_PORT", free.to_string())];
     let (code, _) = Process::start_with_args(SERVER_BIN, &env, ["healthcheck"]).finish().await;
     assert_eq!(code, Some(1), "nothing listens there");
+}
+
+fn wire_bet(document: &str, number: u16) -> WireBet {
+    WireBet {
+        first_name: "Ana".into(),
+        last_name: "Paz".into(),
+        document: document.into(),
+        birthdate: WireDate { year: 1990, month: 2, day: 28 },
+        number,
+    }
+}
+
+#[tokio::test]
+async fn each_agency_counts_once_and_gets_winners_only_after_the_draw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, address) = start_server_process(&dir.path().join("bets.csv"), 2).await;
+    let connect = |agency| {
+        let address = address.clone();
+        async move { Connection::connect(&address, AgencyId::new(agency).unwrap(), None).await.unwrap() }
+    };
+    let mut first = connect(1).await;
+    first.send_batch(1, &[wire_bet("111", 7574), wire_bet("112", 3)]).await.unwrap();
+    let first = tokio::spawn(async move { first.winners().await });
+    server
+        .wait_for_line("action: ready_for_lottery | result: success | agency: 1 | ready: 1")
+        .await;
+
+    // Agency 1 again, from a new connection: it takes over the session, and its second
+    // ReadyForLottery does not count as agency 2 (if it did, the draw would run now).
+    let mut repeat = connect(1).await;
+    let err = first.await.unwrap().unwrap_err();
+    assert!(matches!(err, ClientError::Server { code: ErrorCode::SessionReplaced, .. }), "{err}");
+    let repeat = tokio::spawn(async move { repeat.winners().await });
+    server
+        .wait_for_line("action: ready_for_lottery | result: success | agency: 1 | again: true")
+        .await;
+
+    let mut late = connect(1).await;
+    let err = repeat.await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, ClientError::Server { code: ErrorCode::SessionReplaced, .. }),
+        "no winners before the draw: {err}"
+    );
+    let err = late.send_batch(2, &[wire_bet("113", 7574)]).await.unwrap_err();
+    assert!(matches!(err, ClientError::Server { code: ErrorCode::AgencyClosed, .. }), "{err}");
+
+    let mut second = connect(2).await;
+    assert_eq!(second.send_batch(1, &[wire_bet("211", 7574)]).await.unwrap(), 1);
+    assert_eq!(second.winners().await.unwrap(), ["211"]);
+    // After the draw, each agency still gets its own winners, at once, from any new connection.
+    assert_eq!(connect(1).await.winners().await.unwrap(), ["111"]);
+    assert_eq!(connect(2).await.winners().await.unwrap(), ["211"]);
+    server.signal("TERM");
+    let (code, lines) = server.finish().await;
+    assert_eq!(code, Some(0));
+    assert_eq!(lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count(), 1);
 }

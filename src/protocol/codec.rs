@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
-use super::{ClientMessage, FRAME_HEADER_LEN, MAX_FRAME_LEN, ServerMessage};
+use super::{ClientMessage, FRAME_HEADER_LEN, FRAME_LEN_CAP, MAX_FRAME_LEN, ServerMessage};
 
 /// What goes wrong turning bytes into messages and back. Any of these ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,7 @@ pub enum CodecError {
 #[derive(Debug)]
 pub struct MessageCodec<In, Out> {
     frames: LengthDelimitedCodec,
+    max_frame_len: usize,
     /// A header was consumed and its payload is still incomplete.
     mid_frame: bool,
     _types: PhantomData<fn(Out) -> In>,
@@ -52,12 +53,19 @@ pub type ServerCodec = MessageCodec<ClientMessage, ServerMessage>;
 pub type ClientCodec = MessageCodec<ServerMessage, ClientMessage>;
 
 impl<In, Out> MessageCodec<In, Out> {
+    /// A codec with the default [`MAX_FRAME_LEN`].
     pub fn new() -> Self {
+        Self::with_max_frame_len(MAX_FRAME_LEN)
+    }
+
+    /// A codec refusing frames over `max_frame_len` bytes (capped at [`FRAME_LEN_CAP`]).
+    pub fn with_max_frame_len(max_frame_len: usize) -> Self {
+        let max_frame_len = max_frame_len.min(FRAME_LEN_CAP);
         let frames = LengthDelimitedCodec::builder()
             .length_field_type::<u32>()
-            .max_frame_length(MAX_FRAME_LEN)
+            .max_frame_length(max_frame_len)
             .new_codec();
-        Self { frames, mid_frame: false, _types: PhantomData }
+        Self { frames, max_frame_len, mid_frame: false, _types: PhantomData }
     }
 }
 
@@ -91,7 +99,7 @@ impl<In: DeserializeOwned, Out> Decoder for MessageCodec<In, Out> {
             Err(e) if e.get_ref().is_some_and(|e| e.is::<LengthDelimitedCodecError>()) => {
                 return Err(CodecError::FrameTooLarge {
                     len: announced.unwrap_or_default(),
-                    max: MAX_FRAME_LEN,
+                    max: self.max_frame_len,
                 });
             }
             Err(e) => return Err(e.into()),
@@ -116,17 +124,19 @@ impl<In, Out: Serialize> Encoder<Out> for MessageCodec<In, Out> {
         dst.put_u32(0);
         let written = super::encode_into((&mut *dst).writer(), &message);
         let len = dst.len() - start - FRAME_HEADER_LEN;
-        // bincode's limit is MAX_FRAME_LEN, so an oversized message fails in encode_into.
+        let too_large = CodecError::FrameTooLarge { len: len as u64, max: self.max_frame_len };
         if let Err(e) = written {
             dst.truncate(start);
             return Err(match *e {
-                bincode::ErrorKind::SizeLimit => {
-                    CodecError::FrameTooLarge { len: len as u64, max: MAX_FRAME_LEN }
-                }
+                bincode::ErrorKind::SizeLimit => too_large,
                 _ => CodecError::Encode(e),
             });
         }
-        // len <= MAX_FRAME_LEN (8 KiB) per the limit above, so it fits the u32 header.
+        if len > self.max_frame_len {
+            dst.truncate(start);
+            return Err(too_large);
+        }
+        // len <= max_frame_len <= FRAME_LEN_CAP (64 KiB), so it fits the u32 header.
         let header = (len as u32).to_be_bytes();
         dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);
         Ok(())
@@ -154,7 +164,8 @@ mod tests {
 
     fn every_client_message() -> Vec<ClientMessage> {
         vec![
-            ClientMessage::Hello { version: 1, agency: 5 },
+            ClientMessage::Hello { version: 1, agency: 5, token: Some("s3cret".into()) },
+            ClientMessage::Hello { version: 1, agency: 5, token: None },
             ClientMessage::Bet(bet("Santiago Lionel")),
             ClientMessage::BetBatchEnd { seq: u64::MAX },
             ClientMessage::ReadyForLottery,
@@ -259,6 +270,19 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_limit_applies_both_ways() {
+        let mut small = ServerCodec::with_max_frame_len(1024);
+        let mut buf = BytesMut::new();
+        buf.put_u32(1025);
+        assert!(matches!(small.decode(&mut buf), Err(CodecError::FrameTooLarge { max: 1024, .. })));
+        let mut encoder = ClientCodec::with_max_frame_len(1024);
+        let mut out = BytesMut::new();
+        let err = encoder.encode(ClientMessage::Bet(bet(&"x".repeat(1100))), &mut out).unwrap_err();
+        assert!(matches!(err, CodecError::FrameTooLarge { .. }), "{err}");
+        assert!(out.is_empty());
+    }
+
+    #[test]
     fn garbage_and_trailing_bytes_are_decode_errors() {
         for payload in [&[0xff, 0xff, 0xff][..], &[3, 1][..], &[], &[4, 0]] {
             let mut buf = BytesMut::new();
@@ -325,8 +349,9 @@ mod tests {
 
     fn arb_client_message() -> impl Strategy<Value = ClientMessage> {
         prop_oneof![
-            (any::<u16>(), any::<u32>())
-                .prop_map(|(version, agency)| ClientMessage::Hello { version, agency }),
+            (any::<u16>(), any::<u32>(), proptest::option::of("[a-z0-9]{0,20}")).prop_map(
+                |(version, agency, token)| ClientMessage::Hello { version, agency, token }
+            ),
             arb_bet().prop_map(ClientMessage::Bet),
             any::<u64>().prop_map(|seq| ClientMessage::BetBatchEnd { seq }),
             Just(ClientMessage::ReadyForLottery),

@@ -20,9 +20,10 @@ pub use codec::{ClientCodec, CodecError, MessageCodec, ServerCodec};
 
 /// Version spoken by this build; sent in [`ClientMessage::Hello`] and echoed in
 /// [`ServerMessage::Welcome`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
-/// Largest payload of one frame, either direction, checked before the payload is buffered.
+/// Largest payload of one frame by default, either direction, checked before the payload is
+/// buffered (the central's `LOTTERY_MAX_FRAME_BYTES` can change it within 1 KiB..=64 KiB).
 /// No valid message comes near it: a bet is at most a few hundred bytes, and [`Winners`] are sent
 /// in chunks of [`WINNERS_PER_FRAME`].
 ///
@@ -42,8 +43,9 @@ pub const WINNERS_PER_FRAME: usize = 500;
 /// Agency → central.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMessage {
-    /// First message of every connection.
-    Hello { version: u16, agency: u32 },
+    /// First message of every connection. `token` is the agency's secret, required when the
+    /// central has agency tokens.
+    Hello { version: u16, agency: u32, token: Option<String> },
     /// One bet of the batch being sent. The agency is the session's, never the message's.
     Bet(WireBet),
     /// Closes the batch made of the `Bet`s since the previous end. `seq` counts the agency's
@@ -108,6 +110,14 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The central could not write its journal; try again later.
     StorageFailed,
+    /// The central serves as many connections as it may; try again later.
+    Busy,
+    /// `Hello`'s token is missing or is not this agency's.
+    Unauthorized,
+    /// A newer connection of the same agency took over this session.
+    SessionReplaced,
+    /// A whole message did not arrive in time (`Hello`, or the next one).
+    Timeout,
 }
 
 /// A bet as sent: unvalidated fields, checked by [`WireBet::into_bet`] on arrival.
@@ -178,12 +188,15 @@ pub fn batch_end_frame_max_len() -> usize {
     FRAME_HEADER_LEN + encoded_len(&ClientMessage::BetBatchEnd { seq: u64::MAX })
 }
 
+/// The largest frame any configuration accepts; bincode never reads or writes more.
+pub const FRAME_LEN_CAP: usize = 64 * 1024;
+
 fn options() -> impl Options {
     bincode::DefaultOptions::new()
         .with_varint_encoding()
         .with_little_endian()
         .reject_trailing_bytes()
-        .with_limit(MAX_FRAME_LEN as u64)
+        .with_limit(FRAME_LEN_CAP as u64)
 }
 
 fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {

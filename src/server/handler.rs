@@ -5,25 +5,28 @@
 //!                  ├→ Ping → Pong (at any point)
 //!                  └→ ReadyForLottery → … barrier … draw … → Winners (in chunks)
 //! ```
-//! Any protocol violation is answered with `Error` and ends the connection; the reason is logged
-//! once, at the task boundary, with the peer address.
+//! The protocol rules are the [`Session`]'s; the handler does the I/O, under deadlines: `Hello`
+//! within `hello_timeout`, every later message within `read_timeout` of the central waiting for
+//! it, every reply written within `write_timeout`. Any violation is answered with `Error` and ends
+//! the connection; the reason is logged once, at the task boundary, with the peer address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::NaiveDate;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedMutexGuard;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::session::{Session, Step};
 use super::{DrawStatus, Shared};
 use crate::domain::{AgencyId, Bet, Draw};
 use crate::protocol::{
-    ClientMessage, CodecError, ErrorCode, MAX_BATCH_BYTES, PROTOCOL_VERSION, RejectReason,
-    ServerCodec, ServerMessage, WINNERS_PER_FRAME, WireBet,
+    ClientMessage, CodecError, ErrorCode, PROTOCOL_VERSION, RejectReason, ServerCodec,
+    ServerMessage, WINNERS_PER_FRAME,
 };
 use crate::storage::{StorageError, Stored};
 
@@ -37,6 +40,8 @@ enum HandlerError {
     Codec(#[from] CodecError),
     #[error("{code:?}: {message}")]
     Protocol { code: ErrorCode, message: String },
+    #[error("the peer did not read its replies for {0:?}")]
+    WriteTimeout(Duration),
 }
 
 /// One connection's task.
@@ -44,7 +49,12 @@ pub(super) struct Handler {
     shared: Arc<Shared>,
     frames: Framed<TcpStream, ServerCodec>,
     peer: SocketAddr,
+    /// Cancelled when the central shuts down or a newer connection takes over this agency.
     token: CancellationToken,
+    server_token: CancellationToken,
+    session: Session,
+    /// Held while this connection is its agency's session (see `Sessions`).
+    _claim: Option<OwnedMutexGuard<()>>,
 }
 
 impl Handler {
@@ -52,10 +62,21 @@ impl Handler {
         shared: Arc<Shared>,
         stream: TcpStream,
         peer: SocketAddr,
-        token: CancellationToken,
+        server_token: &CancellationToken,
     ) -> Self {
-        let frames = Framed::new(stream, ServerCodec::new());
-        Self { shared, frames, peer, token }
+        let codec = ServerCodec::with_max_frame_len(shared.config.max_frame_bytes);
+        let frames = Framed::new(stream, codec);
+        let session = Session::new(&shared.rules);
+        let token = server_token.child_token();
+        Self {
+            shared,
+            frames,
+            peer,
+            token,
+            server_token: server_token.clone(),
+            session,
+            _claim: None,
+        }
     }
 
     /// Serves the connection to its end; errors are logged here, never returned.
@@ -66,123 +87,136 @@ impl Handler {
                 let farewell = ServerMessage::Error { code: *code, message: message.clone() };
                 let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.frames.send(farewell)).await;
             }
-            warn!(action = "connection", result = "fail", ip = %self.peer, error = %e);
+            let agency = self.session.agency().map(|a| a.to_string()).unwrap_or_default();
+            warn!(action = "connection", result = "fail", ip = %self.peer, agency, error = %e);
         }
     }
 
     async fn serve(&mut self) -> Result<(), HandlerError> {
-        let Some(agency) = self.hello().await? else {
-            return Ok(());
-        };
-        let mut batch = PendingBatch::new(self.shared.config.batch_max_bets.get());
         while let Some(message) = self.next().await? {
-            match message {
-                ClientMessage::Bet(bet) => batch.push(bet, agency),
-                ClientMessage::BetBatchEnd { seq } => {
-                    let done = std::mem::replace(
-                        &mut batch,
-                        PendingBatch::new(self.shared.config.batch_max_bets.get()),
-                    );
-                    self.end_batch(agency, seq, done).await?;
+            match self.session.on_message(message, &self.shared.rules) {
+                Step::Continue => {}
+                Step::Reply(reply) => self.send(reply).await?,
+                Step::Welcome(agency) => {
+                    if !self.welcome(agency).await? {
+                        return Ok(());
+                    }
                 }
-                ClientMessage::ReadyForLottery if batch.count > 0 => {
-                    return Err(protocol(
-                        ErrorCode::AgencyClosed,
-                        "ReadyForLottery inside a batch",
-                    ));
+                Step::Store { agency, seq, bets } => self.store(agency, seq, bets).await?,
+                Step::Reject { agency, seq, count, reason, message } => {
+                    warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %message);
+                    self.send(ServerMessage::BatchRejected { seq, reason, message }).await?;
                 }
-                ClientMessage::ReadyForLottery => {
+                Step::Ready(agency) => {
                     if !self.ready(agency).await? {
                         return Ok(());
                     }
                 }
-                ClientMessage::Ping => self.frames.send(ServerMessage::Pong).await?,
-                ClientMessage::Hello { .. } => {
-                    return Err(protocol(ErrorCode::HelloRequired, "Hello was already received"));
+                Step::Unauthorized(agency) => {
+                    warn!(action = "auth", result = "fail", agency, ip = %self.peer);
+                    let message = format!("missing or wrong token for agency {agency}");
+                    return Err(protocol(ErrorCode::Unauthorized, message));
                 }
+                Step::Close { code, message } => return Err(protocol(code, message)),
             }
         }
-        if batch.count > 0 {
-            warn!(action = "apuesta_recibida", result = "fail", cantidad = batch.count, agency = %agency, error = "connection ended inside a batch: nothing of it stored");
+        let pending = self.session.pending_bets();
+        if let Some(agency) = self.session.agency()
+            && pending > 0
+        {
+            warn!(action = "apuesta_recibida", result = "fail", cantidad = pending, agency = %agency, error = "connection ended inside a batch: nothing of it stored");
         }
         Ok(())
     }
 
-    /// The next message; `None` when the peer closed or the central is shutting down.
+    /// The next message; `None` when the peer closed, the central is shutting down, or a newer
+    /// connection took over.
     async fn next(&mut self) -> Result<Option<ClientMessage>, HandlerError> {
+        let (deadline, what) = match self.session.agency() {
+            None => (self.shared.config.hello_timeout, "Hello"),
+            Some(_) => (self.shared.config.read_timeout, "the next message"),
+        };
         let next = tokio::select! {
-            () = self.token.cancelled() => return self.shutting_down().await,
-            next = self.frames.next() => next,
+            () = self.token.cancelled() => return self.cancelled().await,
+            next = tokio::time::timeout(deadline, self.frames.next()) => next,
         };
         match next {
-            None => Ok(None),
-            Some(Ok(message)) => Ok(Some(message)),
-            Some(Err(CodecError::Io(e))) => Err(CodecError::Io(e).into()),
-            Some(Err(e)) => Err(protocol(ErrorCode::Malformed, e.to_string())),
+            Err(_) => {
+                let message = format!("{what} did not arrive within {deadline:?}");
+                Err(protocol(ErrorCode::Timeout, message))
+            }
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(message))) => Ok(Some(message)),
+            Ok(Some(Err(CodecError::Io(e)))) => Err(CodecError::Io(e).into()),
+            Ok(Some(Err(e))) => Err(protocol(ErrorCode::Malformed, e.to_string())),
         }
     }
 
-    async fn shutting_down(&mut self) -> Result<Option<ClientMessage>, HandlerError> {
-        let farewell = ServerMessage::Error {
-            code: ErrorCode::ShuttingDown,
-            message: "the central is shutting down; unacknowledged bets were not stored".into(),
+    /// Says goodbye when the token was cancelled, and why.
+    async fn cancelled(&mut self) -> Result<Option<ClientMessage>, HandlerError> {
+        let farewell = if self.server_token.is_cancelled() {
+            let message = "the central is shutting down; unacknowledged bets were not stored";
+            ServerMessage::Error { code: ErrorCode::ShuttingDown, message: message.into() }
+        } else {
+            let message = "a newer connection of this agency took over";
+            ServerMessage::Error { code: ErrorCode::SessionReplaced, message: message.into() }
         };
         let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.frames.send(farewell)).await;
         Ok(None)
     }
 
-    async fn hello(&mut self) -> Result<Option<AgencyId>, HandlerError> {
-        let (version, agency) = loop {
-            match self.next().await? {
-                None => return Ok(None),
-                Some(ClientMessage::Hello { version, agency }) => break (version, agency),
-                Some(ClientMessage::Ping) => self.frames.send(ServerMessage::Pong).await?,
-                Some(_) => {
-                    return Err(protocol(
-                        ErrorCode::HelloRequired,
-                        "the first message must be Hello",
-                    ));
-                }
+    /// Sends `messages` (and flushes) within the write deadline.
+    async fn send_all(
+        &mut self,
+        messages: impl IntoIterator<Item = ServerMessage>,
+    ) -> Result<(), HandlerError> {
+        let deadline = self.shared.config.write_timeout;
+        let frames = &mut self.frames;
+        let write = async move {
+            for message in messages {
+                frames.feed(message).await?;
             }
+            frames.flush().await
         };
-        if version != PROTOCOL_VERSION {
-            let message =
-                format!("protocol version {version}; this central speaks {PROTOCOL_VERSION}");
-            return Err(protocol(ErrorCode::UnsupportedVersion, message));
+        match tokio::time::timeout(deadline, write).await {
+            Ok(written) => Ok(written?),
+            Err(_) => Err(HandlerError::WriteTimeout(deadline)),
         }
-        let agencies = self.shared.config.agencies;
-        let agency = AgencyId::new(agency)
-            .ok()
-            .filter(|a| self.shared.config.expects(a.get()))
-            .ok_or_else(|| {
-                let message =
-                    format!("agency {agency}; this central expects agencies 1 to {agencies}");
-                protocol(ErrorCode::UnknownAgency, message)
-            })?;
+    }
+
+    async fn send(&mut self, message: ServerMessage) -> Result<(), HandlerError> {
+        self.send_all([message]).await
+    }
+
+    /// Takes over the agency's session (fencing an older connection of the same agency, and
+    /// waiting for it to finish its batch in flight) and answers `Welcome`.
+    /// Returns false when this connection was itself cancelled meanwhile.
+    async fn welcome(&mut self, agency: AgencyId) -> Result<bool, HandlerError> {
+        let claim = self.shared.sessions.claim(agency, &self.token);
+        let Some(claim) = self.token.run_until_cancelled(claim).await else {
+            self.cancelled().await?;
+            return Ok(false);
+        };
+        self._claim = claim;
         let progress = self.shared.store.progress(agency).await;
         let (next_seq, stored_bets) = (progress.last_seq + 1, progress.stored_bets);
         info!(action = "hello", result = "success", agency = %agency, ip = %self.peer, next_seq, stored_bets);
-        let welcome = ServerMessage::Welcome { version: PROTOCOL_VERSION, next_seq, stored_bets };
-        self.frames.send(welcome).await?;
-        Ok(Some(agency))
+        self.send(ServerMessage::Welcome { version: PROTOCOL_VERSION, next_seq, stored_bets })
+            .await?;
+        Ok(true)
     }
 
-    async fn end_batch(
+    async fn store(
         &mut self,
         agency: AgencyId,
         seq: u64,
-        batch: PendingBatch,
+        bets: Vec<Bet>,
     ) -> Result<(), HandlerError> {
-        let count = batch.count;
-        if let Some((reason, message)) = batch.problem {
-            warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %message);
-            let reply = ServerMessage::BatchRejected { seq, reason, message };
-            return Ok(self.frames.send(reply).await?);
-        }
-        let reply = match self.shared.store.store_batch(agency, seq, &batch.bets).await {
+        let count = bets.len();
+        let reply = match self.shared.store.store_batch(agency, seq, &bets).await {
             Ok(Stored::New) => {
                 info!(action = "apuesta_recibida", result = "success", cantidad = count, agency = %agency, seq);
-                for bet in &batch.bets {
+                for bet in &bets {
                     debug!(action = "apuesta_almacenada", result = "success", dni = %bet.document, numero = %bet.number);
                 }
                 ServerMessage::BatchAccepted { seq, count: count as u32 }
@@ -204,11 +238,11 @@ impl Handler {
                 ServerMessage::BatchRejected { seq, reason: RejectReason::Storage, message }
             }
         };
-        Ok(self.frames.send(reply).await?)
+        self.send(reply).await
     }
 
     /// Counts the agency in (once), waits for the draw and sends its winners.
-    /// Returns false when the central is shutting down.
+    /// Returns false when this connection was cancelled meanwhile.
     async fn ready(&mut self, agency: AgencyId) -> Result<bool, HandlerError> {
         let readiness = self.shared.store.mark_ready(agency).await.map_err(|e| {
             error!(action = "ready_for_lottery", result = "fail", agency = %agency, error = %e);
@@ -221,46 +255,47 @@ impl Handler {
             // what we want here: the agency counts once, and a shutdown must not block on it.
             let Some(arrival) = self.token.run_until_cancelled(self.shared.barrier.wait()).await
             else {
-                self.shutting_down().await?;
+                self.cancelled().await?;
                 return Ok(false);
             };
             if arrival.is_leader() {
                 self.shared.run_draw().await;
             }
+        } else {
+            info!(action = "ready_for_lottery", result = "success", agency = %agency, again = true);
         }
         let mut status = self.shared.draw.subscribe();
         let waited = status.wait_for(|s| !matches!(s, DrawStatus::Pending));
         let status = self.token.run_until_cancelled(waited).await.map(|s| s.map(|s| s.clone()));
-        let status = match status {
-            Some(Ok(status)) => status,
-            // The sender lives in `Shared`, which this task holds: it cannot be dropped.
-            Some(Err(_)) | None => {
-                self.shutting_down().await?;
-                return Ok(false);
-            }
-        };
         match status {
-            DrawStatus::Done(draw) => self.send_winners(agency, &draw).await?,
-            DrawStatus::Failed(reason) => {
+            Some(Ok(DrawStatus::Done(draw))) => self.send_winners(agency, &draw).await?,
+            Some(Ok(DrawStatus::Failed(reason))) => {
                 return Err(protocol(ErrorCode::DrawFailed, reason.to_string()));
             }
-            DrawStatus::Pending => unreachable!("waited until the draw is no longer pending"),
+            // The sender lives in `Shared`, which this task holds, so it is never dropped;
+            // `Pending` is what wait_for waited past.
+            Some(Ok(DrawStatus::Pending) | Err(_)) | None => {
+                self.cancelled().await?;
+                return Ok(false);
+            }
         }
         Ok(true)
     }
 
     async fn send_winners(&mut self, agency: AgencyId, draw: &Draw) -> Result<(), HandlerError> {
         let winners = draw.winners_for(agency);
-        let mut chunks = winners.chunks(WINNERS_PER_FRAME).peekable();
-        if chunks.peek().is_none() {
-            self.frames.feed(ServerMessage::Winners { documents: Vec::new(), last: true }).await?;
+        let mut chunks: Vec<ServerMessage> = winners
+            .chunks(WINNERS_PER_FRAME)
+            .map(|chunk| ServerMessage::Winners {
+                documents: chunk.iter().map(|d| d.as_str().to_owned()).collect(),
+                last: false,
+            })
+            .collect();
+        match chunks.last_mut() {
+            Some(ServerMessage::Winners { last, .. }) => *last = true,
+            _ => chunks.push(ServerMessage::Winners { documents: Vec::new(), last: true }),
         }
-        while let Some(chunk) = chunks.next() {
-            let documents = chunk.iter().map(|d| d.as_str().to_owned()).collect();
-            let last = chunks.peek().is_none();
-            self.frames.feed(ServerMessage::Winners { documents, last }).await?;
-        }
-        self.frames.flush().await?;
+        self.send_all(chunks).await?;
         info!(action = "ganadores_enviados", result = "success", agency = %agency, cant_ganadores = winners.len());
         Ok(())
     }
@@ -268,51 +303,4 @@ impl Handler {
 
 fn protocol(code: ErrorCode, message: impl Into<String>) -> HandlerError {
     HandlerError::Protocol { code, message: message.into() }
-}
-
-/// The bets of the batch being received. Past the first problem, bets are counted and dropped,
-/// so a bad or oversized batch holds no memory; it is rejected whole at its `BetBatchEnd`.
-struct PendingBatch {
-    bets: Vec<Bet>,
-    count: usize,
-    bytes: usize,
-    max_bets: usize,
-    problem: Option<(RejectReason, String)>,
-    today: Option<NaiveDate>,
-}
-
-impl PendingBatch {
-    fn new(max_bets: usize) -> Self {
-        Self { bets: Vec::new(), count: 0, bytes: 0, max_bets, problem: None, today: None }
-    }
-
-    fn push(&mut self, bet: WireBet, agency: AgencyId) {
-        self.count += 1;
-        self.bytes = self.bytes.saturating_add(bet.frame_len());
-        if self.problem.is_some() {
-            return;
-        }
-        // The batch end frame is a few more bytes; the limit leaves room for it.
-        let end_room = crate::protocol::batch_end_frame_max_len();
-        let problem = if self.count > self.max_bets {
-            let message = format!("more than {} bets in one batch", self.max_bets);
-            Some((RejectReason::TooManyBets, message))
-        } else if self.bytes + end_room > MAX_BATCH_BYTES {
-            let message = format!("batch exceeds {MAX_BATCH_BYTES} bytes on the wire");
-            Some((RejectReason::TooLarge, message))
-        } else {
-            let today = *self.today.get_or_insert_with(|| chrono::Local::now().date_naive());
-            match bet.into_bet(agency, today) {
-                Ok(bet) => {
-                    self.bets.push(bet);
-                    None
-                }
-                Err(e) => Some((RejectReason::InvalidBet, format!("bet {}: {e}", self.count))),
-            }
-        };
-        if problem.is_some() {
-            self.bets = Vec::new();
-            self.problem = problem;
-        }
-    }
 }

@@ -6,26 +6,38 @@
 //! channel that carries the draw's result to every task waiting for it.
 
 mod handler;
+pub mod session;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Mutex as StdMutex, PoisonError};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{Barrier, watch};
+
+use futures::FutureExt;
+use tokio::sync::{Barrier, Mutex, OwnedMutexGuard, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::ServerConfig;
-use crate::domain::Draw;
+use crate::domain::{AgencyId, Draw};
+use crate::protocol::{ErrorCode, ServerCodec, ServerMessage};
 use crate::storage::{BetStore, StorageError};
+use session::Rules;
 
 /// How long shutdown waits for open connections to close before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after an accept error that is not about one connection (e.g. out of file descriptors).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How long a refusal (`Busy`) may take to write before the connection is dropped anyway.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a new session of an agency waits for the one it replaces to finish its batch.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What stops the central.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +127,8 @@ async fn accept_loop(
     tracker: &TaskTracker,
     token: &CancellationToken,
 ) {
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections.get()));
+    let mut refused = Refusals::default();
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => return,
@@ -122,9 +136,20 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let handler =
-                    handler::Handler::new(shared.clone(), stream, peer, token.child_token());
-                tracker.spawn(handler.run());
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    refused.log(peer, shared.config.max_connections.get());
+                    tracker.spawn(refuse(stream));
+                    continue;
+                };
+                let handler = handler::Handler::new(shared.clone(), stream, peer, token);
+                tracker.spawn(async move {
+                    // A panic is a bug, but it must cost one connection, not the central: the
+                    // store's locks do not poison, and the permit is released on unwind.
+                    if AssertUnwindSafe(handler.run()).catch_unwind().await.is_err() {
+                        error!(action = "connection", result = "fail", ip = %peer, error = "panic in the connection task");
+                    }
+                    drop(permit);
+                });
             }
             Err(e) if is_connection_error(&e) => {}
             Err(e) => {
@@ -134,6 +159,35 @@ async fn accept_loop(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Tells a connection over `LOTTERY_MAX_CONNECTIONS` to come back later, and closes it.
+async fn refuse(stream: tokio::net::TcpStream) {
+    use futures::SinkExt;
+    let mut frames = tokio_util::codec::Framed::new(stream, ServerCodec::new());
+    let busy = ServerMessage::Error {
+        code: ErrorCode::Busy,
+        message: "the central is serving as many connections as it may; try again".into(),
+    };
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, frames.send(busy)).await;
+}
+
+/// Logs refused connections at most once a second, with how many there were.
+#[derive(Default)]
+struct Refusals {
+    since_log: u64,
+    last_log: Option<tokio::time::Instant>,
+}
+
+impl Refusals {
+    fn log(&mut self, peer: SocketAddr, limit: usize) {
+        self.since_log += 1;
+        if self.last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections: refused with Busy", limit, refused = self.since_log);
+            self.since_log = 0;
+            self.last_log = Some(tokio::time::Instant::now());
         }
     }
 }
@@ -151,7 +205,9 @@ fn is_connection_error(e: &io::Error) -> bool {
 #[derive(Debug)]
 pub(crate) struct Shared {
     config: ServerConfig,
+    rules: Rules,
     store: BetStore,
+    sessions: Sessions,
     /// One party per agency; each agency waits on it once, at its first `ReadyForLottery`.
     barrier: Barrier,
     /// Set once, by the barrier's leader, when the draw has run.
@@ -169,7 +225,8 @@ impl Shared {
     fn new(config: ServerConfig, store: BetStore) -> Self {
         let barrier = Barrier::new(config.agencies.get() as usize);
         let (draw, _) = watch::channel(DrawStatus::Pending);
-        Self { config, store, barrier, draw }
+        let rules = Rules::from_config(&config);
+        Self { config, rules, store, sessions: Sessions::default(), barrier, draw }
     }
 
     /// Runs the draw (the barrier's leader does, once per process) and publishes the result.
@@ -199,5 +256,47 @@ async fn restored_party(shared: Arc<Shared>, token: CancellationToken) {
         && arrival.is_leader()
     {
         shared.run_draw().await;
+    }
+}
+
+/// Which connection is each agency's session. One agency has one live session: a newer
+/// connection (after a network cut the old one may linger, half open) fences the older one,
+/// whose batch in flight finishes first, so two connections never interleave batches.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions(StdMutex<HashMap<AgencyId, Slot>>);
+
+#[derive(Debug)]
+struct Slot {
+    /// Held by the live session for as long as it lives.
+    lock: Arc<Mutex<()>>,
+    holder: Option<CancellationToken>,
+}
+
+impl Sessions {
+    /// Makes the connection with `token` the agency's session: cancels the current one and waits
+    /// (up to `TAKEOVER_TIMEOUT`) for it to end. The guard is the session's; `None` when the old
+    /// one did not end in time (e.g. stuck writing to a peer that never reads, which the write
+    /// timeout ends soon): the store's own lock and sequence checks still keep its batches
+    /// apart, so the new session goes ahead.
+    async fn claim(
+        &self,
+        agency: AgencyId,
+        token: &CancellationToken,
+    ) -> Option<OwnedMutexGuard<()>> {
+        let (lock, previous) = {
+            let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let slot = slots
+                .entry(agency)
+                .or_insert_with(|| Slot { lock: Arc::new(Mutex::new(())), holder: None });
+            (slot.lock.clone(), slot.holder.replace(token.clone()))
+        };
+        if let Some(previous) = previous {
+            previous.cancel();
+        }
+        let claimed = tokio::time::timeout(TAKEOVER_TIMEOUT, lock.lock_owned()).await.ok();
+        if claimed.is_none() {
+            warn!(action = "hello", result = "in_progress", agency = %agency, error = "the previous session did not end in time");
+        }
+        claimed
     }
 }

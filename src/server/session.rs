@@ -1,0 +1,317 @@
+//! `Session`: one connection's protocol state machine, with no I/O.
+//!
+//! The handler reads a message, asks the session what it means ([`Session::on_message`]) and
+//! carries out the [`Step`]: reply, store a batch, wait for the draw, or close. Everything that
+//! depends only on the messages (order, limits, validation, authentication) lives here, where it
+//! is unit-tested and fuzzed (`fuzz/fuzz_targets/session.rs`) without sockets or files.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+
+use chrono::NaiveDate;
+
+use crate::config::{AgencyTokens, ServerConfig};
+use crate::domain::{AgencyId, Bet};
+use crate::protocol::{
+    ClientMessage, ErrorCode, MAX_BATCH_BYTES, PROTOCOL_VERSION, RejectReason, ServerMessage,
+    WireBet, batch_end_frame_max_len,
+};
+
+/// What the central accepts from an agency.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Agencies are numbered 1..=agencies.
+    pub agencies: NonZeroU32,
+    /// Most bets in one batch.
+    pub batch_max_bets: NonZeroUsize,
+    /// When set, `Hello` must carry the agency's token.
+    pub tokens: Option<AgencyTokens>,
+}
+
+impl Rules {
+    /// The rules a central configured by `config` applies.
+    pub fn from_config(config: &ServerConfig) -> Self {
+        Self {
+            agencies: config.agencies,
+            batch_max_bets: config.batch_max_bets,
+            tokens: config.agency_tokens.clone(),
+        }
+    }
+}
+
+/// What the handler must do about a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing yet (a bet joined the batch being received).
+    Continue,
+    /// Send this reply.
+    Reply(ServerMessage),
+    /// `Hello` accepted: take over the agency's session, then answer `Welcome`.
+    Welcome(AgencyId),
+    /// A whole, valid batch: store it, then acknowledge it.
+    Store { agency: AgencyId, seq: u64, bets: Vec<Bet> },
+    /// A batch refused whole: nothing of it is stored.
+    Reject { agency: AgencyId, seq: u64, count: usize, reason: RejectReason, message: String },
+    /// The agency has sent everything: count it in and, after the draw, send its winners.
+    Ready(AgencyId),
+    /// `Hello` had a missing or wrong token for this agency.
+    Unauthorized(u32),
+    /// A protocol violation: answer `Error` and close.
+    Close { code: ErrorCode, message: String },
+}
+
+/// One connection's state.
+#[derive(Debug)]
+pub struct Session {
+    agency: Option<AgencyId>,
+    batch: PendingBatch,
+}
+
+impl Session {
+    pub fn new(rules: &Rules) -> Self {
+        Self { agency: None, batch: PendingBatch::new(rules.batch_max_bets.get()) }
+    }
+
+    /// The agency this connection speaks for, once `Hello` was accepted.
+    pub fn agency(&self) -> Option<AgencyId> {
+        self.agency
+    }
+
+    /// Bets received of a batch that has not ended (dropped if the connection ends now).
+    pub fn pending_bets(&self) -> usize {
+        self.batch.count
+    }
+
+    /// What `message` means at this point of the session.
+    pub fn on_message(&mut self, message: ClientMessage, rules: &Rules) -> Step {
+        let Some(agency) = self.agency else {
+            return match message {
+                ClientMessage::Hello { version, agency, token } => {
+                    self.hello(version, agency, token.as_deref(), rules)
+                }
+                ClientMessage::Ping => Step::Reply(ServerMessage::Pong),
+                _ => close(ErrorCode::HelloRequired, "the first message must be Hello"),
+            };
+        };
+        match message {
+            ClientMessage::Bet(bet) => {
+                self.batch.push(bet, agency);
+                Step::Continue
+            }
+            ClientMessage::BetBatchEnd { seq } => {
+                let fresh = PendingBatch::new(self.batch.max_bets);
+                let batch = std::mem::replace(&mut self.batch, fresh);
+                match batch.problem {
+                    Some((reason, message)) => {
+                        Step::Reject { agency, seq, count: batch.count, reason, message }
+                    }
+                    None => Step::Store { agency, seq, bets: batch.bets },
+                }
+            }
+            ClientMessage::ReadyForLottery if self.batch.count > 0 => {
+                close(ErrorCode::AgencyClosed, "ReadyForLottery inside a batch")
+            }
+            ClientMessage::ReadyForLottery => Step::Ready(agency),
+            ClientMessage::Ping => Step::Reply(ServerMessage::Pong),
+            ClientMessage::Hello { .. } => {
+                close(ErrorCode::HelloRequired, "Hello was already received")
+            }
+        }
+    }
+
+    fn hello(&mut self, version: u16, agency: u32, token: Option<&str>, rules: &Rules) -> Step {
+        if version != PROTOCOL_VERSION {
+            let message =
+                format!("protocol version {version}; this central speaks {PROTOCOL_VERSION}");
+            return close(ErrorCode::UnsupportedVersion, message);
+        }
+        let expected = 1..=rules.agencies.get();
+        let Some(id) = AgencyId::new(agency).ok().filter(|a| expected.contains(&a.get())) else {
+            let message =
+                format!("agency {agency}; this central expects agencies 1 to {}", rules.agencies);
+            return close(ErrorCode::UnknownAgency, message);
+        };
+        if let Some(tokens) = &rules.tokens
+            && !tokens.check(agency, token)
+        {
+            return Step::Unauthorized(agency);
+        }
+        self.agency = Some(id);
+        Step::Welcome(id)
+    }
+}
+
+fn close(code: ErrorCode, message: impl Into<String>) -> Step {
+    Step::Close { code, message: message.into() }
+}
+
+/// The bets of the batch being received. Past the first problem, bets are counted and dropped,
+/// so a bad or oversized batch holds no memory; it is rejected whole at its `BetBatchEnd`.
+#[derive(Debug)]
+struct PendingBatch {
+    bets: Vec<Bet>,
+    count: usize,
+    bytes: usize,
+    max_bets: usize,
+    problem: Option<(RejectReason, String)>,
+    today: Option<NaiveDate>,
+}
+
+impl PendingBatch {
+    fn new(max_bets: usize) -> Self {
+        Self { bets: Vec::new(), count: 0, bytes: 0, max_bets, problem: None, today: None }
+    }
+
+    fn push(&mut self, bet: WireBet, agency: AgencyId) {
+        self.count += 1;
+        let bytes = self.bytes.saturating_add(bet.frame_len());
+        if self.problem.is_some() {
+            return;
+        }
+        // The batch end frame is a few more bytes; the limit leaves room for it.
+        let problem = if self.count > self.max_bets {
+            let message = format!("more than {} bets in one batch", self.max_bets);
+            Some((RejectReason::TooManyBets, message))
+        } else if bytes + batch_end_frame_max_len() > MAX_BATCH_BYTES {
+            let message = format!("batch exceeds {MAX_BATCH_BYTES} bytes on the wire");
+            Some((RejectReason::TooLarge, message))
+        } else {
+            self.bytes = bytes;
+            let today = *self.today.get_or_insert_with(|| chrono::Local::now().date_naive());
+            match bet.into_bet(agency, today) {
+                Ok(bet) => {
+                    self.bets.push(bet);
+                    None
+                }
+                Err(e) => Some((RejectReason::InvalidBet, format!("bet {}: {e}", self.count))),
+            }
+        };
+        if problem.is_some() {
+            self.bets = Vec::new();
+            self.problem = problem;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::WireDate;
+
+    fn rules(tokens: Option<&str>) -> Rules {
+        Rules {
+            agencies: NonZeroU32::new(3).unwrap(),
+            batch_max_bets: NonZeroUsize::new(4).unwrap(),
+            tokens: tokens.map(|t| AgencyTokens::parse(t, 3).unwrap()),
+        }
+    }
+
+    fn hello(agency: u32) -> ClientMessage {
+        ClientMessage::Hello { version: PROTOCOL_VERSION, agency, token: None }
+    }
+
+    fn bet(number: u16) -> ClientMessage {
+        ClientMessage::Bet(WireBet {
+            first_name: "Ana".into(),
+            last_name: "Paz".into(),
+            document: "123".into(),
+            birthdate: WireDate { year: 1990, month: 1, day: 2 },
+            number,
+        })
+    }
+
+    fn code(step: Step) -> ErrorCode {
+        match step {
+            Step::Close { code, .. } => code,
+            other => panic!("expected Close, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hello_comes_first_and_once() {
+        let rules = rules(None);
+        let mut session = Session::new(&rules);
+        assert_eq!(
+            session.on_message(ClientMessage::Ping, &rules),
+            Step::Reply(ServerMessage::Pong)
+        );
+        assert_eq!(code(Session::new(&rules).on_message(bet(1), &rules)), ErrorCode::HelloRequired);
+        assert_eq!(session.on_message(hello(2), &rules), Step::Welcome(AgencyId::new(2).unwrap()));
+        assert_eq!(session.agency(), AgencyId::new(2).ok());
+        assert_eq!(code(session.on_message(hello(2), &rules)), ErrorCode::HelloRequired);
+    }
+
+    #[test]
+    fn hello_checks_version_agency_and_token() {
+        let open = rules(None);
+        for (message, expected) in [
+            (
+                ClientMessage::Hello { version: 1, agency: 1, token: None },
+                ErrorCode::UnsupportedVersion,
+            ),
+            (hello(0), ErrorCode::UnknownAgency),
+            (hello(4), ErrorCode::UnknownAgency),
+        ] {
+            assert_eq!(code(Session::new(&open).on_message(message, &open)), expected);
+        }
+        let locked = rules(Some("1:one\n2:two\n"));
+        let with = |agency, token: Option<&str>| ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            agency,
+            token: token.map(str::to_owned),
+        };
+        let step = |m| Session::new(&locked).on_message(m, &locked);
+        assert_eq!(step(with(1, Some("one"))), Step::Welcome(AgencyId::new(1).unwrap()));
+        assert_eq!(step(with(1, Some("two"))), Step::Unauthorized(1), "another agency's token");
+        assert_eq!(step(with(1, None)), Step::Unauthorized(1));
+        assert_eq!(step(with(3, Some("one"))), Step::Unauthorized(3), "no token on file");
+    }
+
+    #[test]
+    fn batches_are_stored_or_rejected_whole() {
+        let rules = rules(None);
+        let mut session = Session::new(&rules);
+        session.on_message(hello(1), &rules);
+        assert_eq!(session.on_message(bet(7574), &rules), Step::Continue);
+        assert_eq!(session.on_message(bet(1), &rules), Step::Continue);
+        let Step::Store { seq: 1, bets, .. } =
+            session.on_message(ClientMessage::BetBatchEnd { seq: 1 }, &rules)
+        else {
+            panic!("a valid batch is stored")
+        };
+        assert_eq!(bets.len(), 2);
+
+        session.on_message(bet(1), &rules);
+        session.on_message(bet(10_000), &rules);
+        session.on_message(bet(2), &rules);
+        let step = session.on_message(ClientMessage::BetBatchEnd { seq: 2 }, &rules);
+        let Step::Reject { seq: 2, count: 3, reason: RejectReason::InvalidBet, message, .. } = step
+        else {
+            panic!("{step:?}")
+        };
+        assert!(message.starts_with("bet 2: invalid number"), "{message}");
+
+        for _ in 0..5 {
+            session.on_message(bet(1), &rules);
+        }
+        let step = session.on_message(ClientMessage::BetBatchEnd { seq: 2 }, &rules);
+        assert!(matches!(step, Step::Reject { count: 5, reason: RejectReason::TooManyBets, .. }));
+        assert_eq!(session.pending_bets(), 0);
+    }
+
+    #[test]
+    fn ready_is_refused_inside_a_batch() {
+        let rules = rules(None);
+        let mut session = Session::new(&rules);
+        session.on_message(hello(1), &rules);
+        session.on_message(bet(1), &rules);
+        assert_eq!(session.pending_bets(), 1);
+        assert_eq!(
+            code(session.on_message(ClientMessage::ReadyForLottery, &rules)),
+            ErrorCode::AgencyClosed
+        );
+        let mut fresh = Session::new(&rules);
+        fresh.on_message(hello(1), &rules);
+        let ready = fresh.on_message(ClientMessage::ReadyForLottery, &rules);
+        assert_eq!(ready, Step::Ready(AgencyId::new(1).unwrap()));
+    }
+}
