@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         batch_max_amount = config.batch_max_amount,
         log_level = %config.log_level,
         data = %data,
+        token = if config.token.is_some() { "set" } else { "unset" },
     );
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -37,6 +37,13 @@ fn main() -> ExitCode {
         ip = %config.ip,
         bets_file = %config.bets_file.display(),
         batch_max_bets = config.batch_max_bets,
+        fsync = config.fsync,
+        max_connections = config.max_connections,
+        max_frame_bytes = config.max_frame_bytes,
+        hello_timeout = ?config.hello_timeout,
+        read_timeout = ?config.read_timeout,
+        write_timeout = ?config.write_timeout,
+        agency_tokens = config.agency_tokens.as_ref().map_or(0, |t| t.len()),
     );
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the Tokio runtime")

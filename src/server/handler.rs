@@ -53,6 +53,8 @@ pub(super) struct Handler {
     token: CancellationToken,
     server_token: CancellationToken,
     session: Session,
+    /// `Hello` must arrive within `hello_timeout` of this, whatever came before it (`Ping`s).
+    connected_at: tokio::time::Instant,
     /// Held while this connection is its agency's session (see `Sessions`).
     _claim: Option<OwnedMutexGuard<()>>,
 }
@@ -75,6 +77,7 @@ impl Handler {
             token,
             server_token: server_token.clone(),
             session,
+            connected_at: tokio::time::Instant::now(),
             _claim: None,
         }
     }
@@ -132,17 +135,21 @@ impl Handler {
     /// The next message; `None` when the peer closed, the central is shutting down, or a newer
     /// connection took over.
     async fn next(&mut self) -> Result<Option<ClientMessage>, HandlerError> {
-        let (deadline, what) = match self.session.agency() {
-            None => (self.shared.config.hello_timeout, "Hello"),
-            Some(_) => (self.shared.config.read_timeout, "the next message"),
+        let config = &self.shared.config;
+        let (deadline, limit, what) = match self.session.agency() {
+            None => (self.connected_at + config.hello_timeout, config.hello_timeout, "Hello"),
+            Some(_) => {
+                let now = tokio::time::Instant::now();
+                (now + config.read_timeout, config.read_timeout, "the next message")
+            }
         };
         let next = tokio::select! {
             () = self.token.cancelled() => return self.cancelled().await,
-            next = tokio::time::timeout(deadline, self.frames.next()) => next,
+            next = tokio::time::timeout_at(deadline, self.frames.next()) => next,
         };
         match next {
             Err(_) => {
-                let message = format!("{what} did not arrive within {deadline:?}");
+                let message = format!("{what} did not arrive within {limit:?}");
                 Err(protocol(ErrorCode::Timeout, message))
             }
             Ok(None) => Ok(None),
