@@ -5,8 +5,10 @@
 //! in ready-made batches through a small channel, so reading overlaps sending and memory holds a
 //! few batches, never the file.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -178,6 +180,30 @@ impl Connection {
             self.frames.feed(ClientMessage::Bet(bet.clone())).await?;
         }
         self.frames.send(ClientMessage::BetBatchEnd { seq }).await?;
+        self.receive_ack(seq).await
+    }
+
+    /// Queues batch `seq` as one `Batch` frame, to go out with the next [`Connection::flush`].
+    ///
+    /// # Errors
+    /// When the frame cannot be written.
+    pub async fn feed_batch(&mut self, seq: u64, bets: Vec<WireBet>) -> Result<(), ClientError> {
+        Ok(self.frames.feed(ClientMessage::Batch { seq, bets }).await?)
+    }
+
+    /// Sends whatever was queued.
+    ///
+    /// # Errors
+    /// When the socket fails.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        Ok(self.frames.flush().await?)
+    }
+
+    /// Waits for the acknowledgement of batch `seq` (the oldest in flight); returns its count.
+    ///
+    /// # Errors
+    /// `Rejected` when the central refuses the batch; `Unexpected` for any other reply.
+    pub async fn receive_ack(&mut self, seq: u64) -> Result<u32, ClientError> {
         match self.receive().await? {
             ServerMessage::BatchAccepted { seq: acked, count } if acked == seq => Ok(count),
             ServerMessage::BatchRejected { seq, reason, message } => {
@@ -254,35 +280,68 @@ fn unexpected(expected: &'static str, got: &ServerMessage) -> ClientError {
     ClientError::Unexpected { expected, got: format!("{got:?}") }
 }
 
+/// `future`'s output, or `Cancelled` if `token` is cancelled first.
+async fn cancellable<F: Future>(
+    token: &CancellationToken,
+    future: F,
+) -> Result<F::Output, ClientError> {
+    token.run_until_cancelled(future).await.ok_or(ClientError::Cancelled)
+}
+
 async fn pause(delay: Duration, token: &CancellationToken) -> Result<(), ClientError> {
     token.run_until_cancelled(tokio::time::sleep(delay)).await.ok_or(ClientError::Cancelled)
+}
+
+/// What an agency's run did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The agency's winning documents.
+    pub winners: Vec<String>,
+    /// Bets acknowledged during this run (bets stored by an earlier run are not counted).
+    pub sent_bets: u64,
+    /// Each batch's time from being sent to being acknowledged.
+    pub ack_latencies: Vec<Duration>,
+    /// When the last batch was acknowledged and `ReadyForLottery` went out.
+    pub uploaded_at: Option<Instant>,
+    /// Connections that broke and were resumed.
+    pub reconnects: u32,
 }
 
 /// Runs the agency: uploads every bet of `config.source`, then waits for and returns its winners.
 /// Stops early, with `ClientError::Cancelled`, when `token` is cancelled.
 ///
-/// When the connection breaks (the central restarts, the network drops, the central cannot
-/// write for a moment) it reconnects with backoff and resumes after the bets the central's
-/// `Welcome` says it holds, re-reading its file from there. It gives up when nothing was
-/// acknowledged for `config.connect_timeout`.
+/// Up to `config.batch_window` batches are in flight at once. When the connection breaks (the
+/// central restarts, the network drops, the central cannot write for a moment) it reconnects
+/// with backoff and resumes after the bets the central's `Welcome` says it holds, re-reading its
+/// file from there. It gives up when nothing was acknowledged for `config.connect_timeout`.
 ///
 /// # Errors
 /// Any `ClientError`; batches acknowledged before it stay stored at the central.
-pub async fn run(
+pub async fn run(config: &ClientConfig, token: &CancellationToken) -> Result<Outcome, ClientError> {
+    run_with_progress(config, token, &AtomicU64::new(0)).await
+}
+
+/// [`run`], adding every acknowledged bet to `acked_bets` as it goes (for progress displays).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_progress(
     config: &ClientConfig,
     token: &CancellationToken,
-) -> Result<Vec<String>, ClientError> {
+    acked_bets: &AtomicU64,
+) -> Result<Outcome, ClientError> {
+    let mut outcome = Outcome::default();
     let mut last_progress = Instant::now();
     let mut delay = FIRST_RETRY_DELAY;
     loop {
         let mut connection = Connection::connect_with_retry(config, token).await?;
-        let mut acked = 0;
-        let error = match session(&mut connection, config, token, &mut acked).await {
-            Ok(winners) => return Ok(winners),
+        let acked_before = outcome.ack_latencies.len();
+        let error = match session(&mut connection, config, token, acked_bets, &mut outcome).await {
+            Ok(()) => return Ok(outcome),
             Err(e) if e.is_transient() => e,
             Err(e) => return Err(e),
         };
-        if acked > 0 {
+        if outcome.ack_latencies.len() > acked_before {
             last_progress = Instant::now();
             delay = FIRST_RETRY_DELAY;
         }
@@ -290,41 +349,75 @@ pub async fn run(
         if waited >= config.connect_timeout {
             return Err(ClientError::Stalled { waited, last: Box::new(error) });
         }
+        outcome.reconnects += 1;
         warn!(action = "reconnect", result = "in_progress", retry_in_ms = delay.as_millis() as u64, error = %error);
         pause(delay, token).await?;
         delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
 }
 
-/// One connection's share of the work: the bets the central does not hold yet, then the winners.
+/// One connection's share of the work: the bets the central does not hold yet, with up to
+/// `batch_window` batches in flight, then the winners.
 async fn session(
     connection: &mut Connection,
     config: &ClientConfig,
     token: &CancellationToken,
-    acked: &mut u64,
-) -> Result<Vec<String>, ClientError> {
+    acked_bets: &AtomicU64,
+    outcome: &mut Outcome,
+) -> Result<(), ClientError> {
     let mut seq = connection.next_seq();
     let skip = connection.stored_bets();
     let mut batches = spawn_reader(config, skip);
-    let mut sent = 0u64;
+    let window = config.batch_window.get();
+    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(window);
+    let mut reading = true;
+    // A bad row stops the reading, but the batches before it are still acknowledged first.
+    let mut failed = None;
     let mut latencies = Vec::new();
-    while let Some(batch) =
-        token.run_until_cancelled(batches.recv()).await.ok_or(ClientError::Cancelled)?
-    {
-        let batch = batch?;
-        let started = Instant::now();
-        let count = token
-            .run_until_cancelled(connection.send_batch(seq, &batch))
-            .await
-            .ok_or(ClientError::Cancelled)??;
-        latencies.push(started.elapsed());
-        *acked += 1;
+    let mut sent = 0u64;
+    loop {
+        while reading && in_flight.len() < window {
+            let next = if in_flight.is_empty() {
+                cancellable(token, batches.recv()).await?
+            } else {
+                match batches.try_recv() {
+                    Ok(batch) => Some(batch),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let batch = match next {
+                Some(Ok(batch)) => batch,
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    reading = false;
+                    break;
+                }
+                None => {
+                    reading = false;
+                    break;
+                }
+            };
+            connection.feed_batch(seq, batch).await?;
+            in_flight.push_back((seq, Instant::now()));
+            seq += 1;
+        }
+        cancellable(token, connection.flush()).await??;
+        let Some(&(expected, sent_at)) = in_flight.front() else { break };
+        let count = cancellable(token, connection.receive_ack(expected)).await??;
+        in_flight.pop_front();
+        latencies.push(sent_at.elapsed());
+        outcome.ack_latencies.push(sent_at.elapsed());
+        acked_bets.fetch_add(u64::from(count), Ordering::Relaxed);
         sent += u64::from(count);
-        debug!(action = "batch_enviado", result = "success", seq, cantidad = count);
+        outcome.sent_bets += u64::from(count);
+        debug!(action = "batch_enviado", result = "success", seq = expected, cantidad = count);
         if let BetSource::Single(bet) = &config.source {
             info!(action = "apuesta_enviada", result = "success", dni = %bet.document, numero = %bet.number);
         }
-        seq += 1;
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     latencies.sort();
     let percentile = |p: usize| {
@@ -341,10 +434,14 @@ async fn session(
         ack_p99_ms = format_args!("{:.2}", percentile(99)),
         ack_max_ms = format_args!("{:.2}", percentile(100)),
     );
-    let winners =
-        token.run_until_cancelled(connection.winners()).await.ok_or(ClientError::Cancelled)??;
-    info!(action = "consulta_ganadores", result = "success", cant_ganadores = winners.len());
-    Ok(winners)
+    outcome.uploaded_at = Some(Instant::now());
+    outcome.winners = cancellable(token, connection.winners()).await??;
+    info!(
+        action = "consulta_ganadores",
+        result = "success",
+        cant_ganadores = outcome.winners.len()
+    );
+    Ok(())
 }
 
 type BatchResult = Result<Vec<WireBet>, ClientError>;

@@ -208,6 +208,10 @@ impl ServerConfig {
 /// The default `CLI_BATCH_MAXAMOUNT`: see README ("Batches") for how it was chosen.
 pub const DEFAULT_BATCH_MAXAMOUNT: usize = 150;
 
+/// The default `CLI_BATCH_WINDOW`: enough batches in flight to keep the central's group commits
+/// full while one syncs (see README, "Performance").
+pub const DEFAULT_BATCH_WINDOW: usize = 8;
+
 /// `lottery-client` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -217,6 +221,8 @@ pub struct ClientConfig {
     pub server_address: String,
     /// `CLI_BATCH_MAXAMOUNT`: most bets per batch (batches also stay under 8 kB).
     pub batch_max_amount: NonZeroUsize,
+    /// `CLI_BATCH_WINDOW`: batches sent ahead of their acknowledgements. Default 8.
+    pub batch_window: NonZeroUsize,
     /// `CLI_LOG_LEVEL`. Default INFO.
     pub log_level: Level,
     /// `CLI_CONNECT_TIMEOUT`: how long to keep retrying without progress. Default 30 s.
@@ -271,6 +277,11 @@ impl ClientConfig {
                 "CLI_BATCH_MAXAMOUNT",
                 NonZeroUsize::MIN.saturating_add(DEFAULT_BATCH_MAXAMOUNT - 1),
                 "a whole number of 1 or more",
+            )?,
+            batch_window: vars.parse_or(
+                "CLI_BATCH_WINDOW",
+                NonZeroUsize::MIN.saturating_add(DEFAULT_BATCH_WINDOW - 1),
+                "a whole number from 1 to 32",
             )?,
             log_level: vars.level("CLI_LOG_LEVEL")?,
             connect_timeout: vars.duration("CLI_CONNECT_TIMEOUT", Duration::from_secs(30))?,

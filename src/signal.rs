@@ -1,26 +1,49 @@
-//! The shutdown signal both binaries wait for. Only binaries call this: the library's tasks stop
+//! The shutdown signals both binaries wait for. Only binaries use this: the library's tasks stop
 //! through a `CancellationToken`.
 
 use std::io;
 
-/// Completes at the first SIGTERM or Ctrl-C (SIGINT) and names it.
-///
-/// # Errors
-/// When the signal handlers cannot be installed.
-pub async fn shutdown_signal() -> io::Result<&'static str> {
+/// SIGTERM and SIGINT (Ctrl-C) handlers, installed when this is created, so a signal that
+/// arrives before anyone waits for it is not lost (nor does it kill the process).
+#[derive(Debug)]
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers. Needs a Tokio runtime.
+    ///
+    /// # Errors
+    /// When the handlers cannot be installed.
+    pub fn install() -> io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await?;
-        Ok("Ctrl-C")
+
+    /// Completes at the first signal and names it.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }

@@ -101,7 +101,8 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
         config.token = Some(token(agency.agency));
         let expected = agency.winners();
         honest.spawn(async move {
-            let winners = client::run(&config, &CancellationToken::new()).await.unwrap();
+            let winners =
+                client::run(&config, &CancellationToken::new()).await.map(|o| o.winners).unwrap();
             assert_eq!(winners, expected, "agency {}", config.id);
         });
     }
@@ -257,7 +258,9 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
     }
     let mut agency_four = data[3].client_config(address.parse().unwrap());
     agency_four.token = Some(token(4));
-    let winners = within("agency 4", client::run(&agency_four, &CancellationToken::new())).await;
+    let winners = within("agency 4", client::run(&agency_four, &CancellationToken::new()))
+        .await
+        .map(|o| o.winners);
     assert_eq!(winners.unwrap(), data[3].winners());
     while let Some(done) = within("honest agencies", honest.join_next()).await {
         done.unwrap();

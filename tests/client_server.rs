@@ -23,7 +23,8 @@ async fn run_agencies(server: &TestServer, data: &[AgencyData]) {
         let config = agency.client_config(server.addr);
         let expected = agency.winners();
         clients.spawn(async move {
-            let winners = client::run(&config, &CancellationToken::new()).await.unwrap();
+            let winners =
+                client::run(&config, &CancellationToken::new()).await.map(|o| o.winners).unwrap();
             assert_eq!(winners, expected, "agency {}", config.id);
         });
     }
@@ -91,7 +92,9 @@ async fn an_invalid_bet_rejects_its_whole_batch_and_others_finish() {
     let server = spawn_server(2).await;
     let other = AgencyData::generate(server.dir.path(), 1, 2000);
     let config = other.client_config(server.addr);
-    let honest = tokio::spawn(async move { client::run(&config, &CancellationToken::new()).await });
+    let honest = tokio::spawn(async move {
+        client::run(&config, &CancellationToken::new()).await.map(|o| o.winners)
+    });
 
     let mut agency = connect(&server, 2).await;
     let batch = [wire_bet("111", 7574), wire_bet("222", 10_000), wire_bet("333", 1)];

@@ -43,7 +43,10 @@ async fn a_lost_reply_is_not_stored_twice() {
     let data = AgencyData::generate(server.dir.path(), 1, 1500);
     let mut config = data.client_config(proxy.addr);
     config.batch_max_amount = 100.try_into().unwrap();
-    let winners = within("agency", client::run(&config, &CancellationToken::new())).await.unwrap();
+    let winners = within("agency", client::run(&config, &CancellationToken::new()))
+        .await
+        .map(|o| o.winners)
+        .unwrap();
     assert_eq!(proxy.cuts(), 1, "the reply to batch 3 was lost");
     assert_eq!(winners, data.winners());
     assert_eq!(stored_multiset(&server.bets_file), sorted(data.stored_rows()), "no duplicate");
@@ -72,7 +75,9 @@ async fn a_torn_tail_is_removed_and_uploads_continue() {
     agency.send_batch(2, &[wire_bet("13", 7574)]).await.unwrap();
     let mut second = first.client_config(server.addr);
     second.id = AgencyId::new(2).unwrap();
-    let second = tokio::spawn(async move { client::run(&second, &CancellationToken::new()).await });
+    let second = tokio::spawn(async move {
+        client::run(&second, &CancellationToken::new()).await.map(|o| o.winners)
+    });
     assert_eq!(within("winners", agency.winners()).await.unwrap(), ["11", "13"]);
     let second_winners = within("agency 2", second).await.unwrap().unwrap();
     assert_eq!(second_winners, first.winners());
@@ -89,7 +94,9 @@ async fn a_restarted_central_answers_the_same_winners_and_takes_no_more_bets() {
     let mut runs = JoinSet::new();
     for agency in &data {
         let config = agency.client_config(server.addr);
-        runs.spawn(async move { client::run(&config, &CancellationToken::new()).await.unwrap() });
+        runs.spawn(async move {
+            client::run(&config, &CancellationToken::new()).await.map(|o| o.winners).unwrap()
+        });
     }
     while let Some(run) = within("agencies", runs.join_next()).await {
         run.unwrap();
@@ -106,7 +113,9 @@ async fn a_restarted_central_answers_the_same_winners_and_takes_no_more_bets() {
         assert_eq!(within("winners", again.winners()).await.unwrap(), agency.winners());
         // A whole agency run against the restarted central resumes after its last bet.
         let config = agency.client_config(server.addr);
-        let winners = within("rerun", client::run(&config, &CancellationToken::new())).await;
+        let winners = within("rerun", client::run(&config, &CancellationToken::new()))
+            .await
+            .map(|o| o.winners);
         assert_eq!(winners.unwrap(), agency.winners());
     }
     let expected = sorted(data.iter().flat_map(AgencyData::stored_rows).collect());
@@ -167,7 +176,9 @@ async fn a_full_disk_rejects_batches_cleanly_and_uploads_resume() {
     let other = AgencyData::generate(data_dir.path(), 2, 3000);
     let mut config = other.client_config(server.addr);
     config.connect_timeout = std::time::Duration::from_secs(60);
-    let honest = tokio::spawn(async move { client::run(&config, &CancellationToken::new()).await });
+    let honest = tokio::spawn(async move {
+        client::run(&config, &CancellationToken::new()).await.map(|o| o.winners)
+    });
 
     // 250 rows of 31 bytes: more than the free end of the file's last page can take.
     let batch: Vec<WireBet> = (0..250).map(|i| wire_bet(&i.to_string(), 7574)).collect();

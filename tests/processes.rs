@@ -4,7 +4,7 @@ mod common;
 
 use common::{
     AgencyData, CLIENT_BIN, Process, SERVER_BIN, assert_grader_line, sorted, start_server_process,
-    stored_multiset,
+    stored_multiset, within,
 };
 use std::path::Path;
 
@@ -239,7 +239,10 @@ async fn each_agency_counts_once_and_gets_winners_only_after_the_draw() {
     let (mut server, address) = start_server_process(&dir.path().join("bets.csv"), 2).await;
     let connect = |agency| {
         let address = address.clone();
-        async move { Connection::connect(&address, AgencyId::new(agency).unwrap(), None).await.unwrap() }
+        async move {
+            let connect = Connection::connect(&address, AgencyId::new(agency).unwrap(), None);
+            within("connect", connect).await.unwrap()
+        }
     };
     let mut first = connect(1).await;
     first.send_batch(1, &[wire_bet("111", 7574), wire_bet("112", 3)]).await.unwrap();
@@ -251,7 +254,7 @@ async fn each_agency_counts_once_and_gets_winners_only_after_the_draw() {
     // Agency 1 again, from a new connection: it takes over the session, and its second
     // ReadyForLottery does not count as agency 2 (if it did, the draw would run now).
     let mut repeat = connect(1).await;
-    let err = first.await.unwrap().unwrap_err();
+    let err = within("first", first).await.unwrap().unwrap_err();
     assert!(matches!(err, ClientError::Server { code: ErrorCode::SessionReplaced, .. }), "{err}");
     let repeat = tokio::spawn(async move { repeat.winners().await });
     server
@@ -259,7 +262,7 @@ async fn each_agency_counts_once_and_gets_winners_only_after_the_draw() {
         .await;
 
     let mut late = connect(1).await;
-    let err = repeat.await.unwrap().unwrap_err();
+    let err = within("repeat", repeat).await.unwrap().unwrap_err();
     assert!(
         matches!(err, ClientError::Server { code: ErrorCode::SessionReplaced, .. }),
         "no winners before the draw: {err}"
@@ -269,10 +272,10 @@ async fn each_agency_counts_once_and_gets_winners_only_after_the_draw() {
 
     let mut second = connect(2).await;
     assert_eq!(second.send_batch(1, &[wire_bet("211", 7574)]).await.unwrap(), 1);
-    assert_eq!(second.winners().await.unwrap(), ["211"]);
+    assert_eq!(within("winners 2", second.winners()).await.unwrap(), ["211"]);
     // After the draw, each agency still gets its own winners, at once, from any new connection.
-    assert_eq!(connect(1).await.winners().await.unwrap(), ["111"]);
-    assert_eq!(connect(2).await.winners().await.unwrap(), ["211"]);
+    assert_eq!(within("again 1", connect(1).await.winners()).await.unwrap(), ["111"]);
+    assert_eq!(within("again 2", connect(2).await.winners()).await.unwrap(), ["211"]);
     server.signal("TERM");
     let (code, lines) = server.finish().await;
     assert_eq!(code, Some(0));

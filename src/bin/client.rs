@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use lottery::client::{self, ClientError};
 use lottery::config::{BetSource, ClientConfig};
+use lottery::signal::ShutdownSignals;
 use lottery::telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -64,13 +65,17 @@ fn main() -> ExitCode {
 
 async fn run(config: ClientConfig) -> Result<(), ClientError> {
     let token = CancellationToken::new();
-    let on_signal = token.clone();
-    tokio::spawn(async move {
-        if let Ok(signal) = lottery::signal::shutdown_signal().await {
-            info!(action = "shutdown", result = "in_progress", signal);
-            on_signal.cancel();
+    match ShutdownSignals::install() {
+        Ok(mut signals) => {
+            let on_signal = token.clone();
+            tokio::spawn(async move {
+                let signal = signals.recv().await;
+                info!(action = "shutdown", result = "in_progress", signal);
+                on_signal.cancel();
+            });
         }
-    });
+        Err(e) => error!(action = "shutdown", result = "fail", error = %e),
+    }
     let result = client::run(&config, &token).await.map(drop);
     if token.is_cancelled() {
         info!(action = "shutdown", result = "success");

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use lottery::config::ServerConfig;
+use lottery::signal::ShutdownSignals;
 use lottery::{client, server, telemetry};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -85,16 +86,16 @@ fn healthcheck(config: &ServerConfig) -> ExitCode {
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    // Installed before the address is announced: whoever saw it may signal at once.
+    let mut signals = ShutdownSignals::install().context("cannot install signal handlers")?;
     let listener = server::bind(&config)?;
     let address = listener.local_addr().context("cannot read the bound address")?;
     info!(action = "listen", result = "success", address = %address);
     let token = CancellationToken::new();
     let on_signal = token.clone();
     tokio::spawn(async move {
-        match lottery::signal::shutdown_signal().await {
-            Ok(signal) => info!(action = "shutdown", result = "in_progress", signal),
-            Err(e) => error!(action = "shutdown", result = "in_progress", error = %e),
-        }
+        let signal = signals.recv().await;
+        info!(action = "shutdown", result = "in_progress", signal);
         on_signal.cancel();
     });
     server::run(listener, config, token).await?;

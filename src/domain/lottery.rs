@@ -36,6 +36,11 @@ impl Draw {
         Ok(draw)
     }
 
+    /// The draw from an index of winners kept as bets were stored, over `bets` bets.
+    pub fn from_winners(winners: HashMap<AgencyId, Vec<Document>>, bets: u64) -> Self {
+        Self { winners, bets }
+    }
+
     /// The winning documents of `agency`'s bets, and of no other agency's.
     pub fn winners_for(&self, agency: AgencyId) -> &[Document] {
         self.winners.get(&agency).map_or(&[], Vec::as_slice)

@@ -170,6 +170,7 @@ mod tests {
             ClientMessage::BetBatchEnd { seq: u64::MAX },
             ClientMessage::ReadyForLottery,
             ClientMessage::Ping,
+            ClientMessage::Batch { seq: 9, bets: vec![bet("Ana"), bet("José")] },
         ]
     }
 
@@ -356,6 +357,8 @@ mod tests {
             any::<u64>().prop_map(|seq| ClientMessage::BetBatchEnd { seq }),
             Just(ClientMessage::ReadyForLottery),
             Just(ClientMessage::Ping),
+            (any::<u64>(), proptest::collection::vec(arb_bet(), 0..4))
+                .prop_map(|(seq, bets)| ClientMessage::Batch { seq, bets }),
         ]
     }
 

@@ -10,11 +10,12 @@
 //! it, every reply written within `write_timeout`. Any violation is answered with `Error` and ends
 //! the connection; the reason is logged once, at the task boundary, with the peer address.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::codec::Framed;
@@ -28,7 +29,7 @@ use crate::protocol::{
     ClientMessage, CodecError, ErrorCode, PROTOCOL_VERSION, RejectReason, ServerCodec,
     ServerMessage, WINNERS_PER_FRAME,
 };
-use crate::storage::{StorageError, Stored};
+use crate::storage::{Ack, StorageError, Stored};
 
 /// How long a farewell `Error` may take to send before the connection is dropped anyway.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -96,21 +97,48 @@ impl Handler {
     }
 
     async fn serve(&mut self) -> Result<(), HandlerError> {
-        while let Some(message) = self.next().await? {
+        // Replies owed to the agency, in the order its messages came: a batch's acknowledgement
+        // waits for its group commit while later batches are already being read and queued.
+        let mut outgoing = VecDeque::new();
+        loop {
+            self.send_ready(&mut outgoing).await?;
+            let acking = matches!(outgoing.front(), Some(Outgoing::Ack { .. }));
+            let message = tokio::select! {
+                biased;
+                answer = front_ack(&mut outgoing), if acking => {
+                    if let Some(Outgoing::Ack { agency, seq, count, bets, .. }) = outgoing.pop_front() {
+                        let reply = acknowledge(agency, seq, count, bets.as_deref(), answer)?;
+                        outgoing.push_front(Outgoing::Reply(reply));
+                    }
+                    continue;
+                }
+                message = self.next(), if outgoing.len() < MAX_IN_FLIGHT => message?,
+            };
+            let Some(message) = message else { break };
             match self.session.on_message(message, &self.shared.rules) {
                 Step::Continue => {}
-                Step::Reply(reply) => self.send(reply).await?,
+                Step::Reply(reply) => outgoing.push_back(Outgoing::Reply(reply)),
                 Step::Welcome(agency) => {
                     if !self.welcome(agency).await? {
                         return Ok(());
                     }
                 }
-                Step::Store { agency, seq, bets } => self.store(agency, seq, bets).await?,
+                Step::Store { agency, seq, bets } => {
+                    let ack = self.shared.store.submit(agency, seq, &bets);
+                    let count = bets.len();
+                    let bets = tracing::enabled!(tracing::Level::DEBUG).then_some(bets);
+                    outgoing.push_back(Outgoing::Ack { agency, seq, count, bets, ack });
+                }
                 Step::Reject { agency, seq, count, reason, message } => {
                     warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %message);
-                    self.send(ServerMessage::BatchRejected { seq, reason, message }).await?;
+                    outgoing.push_back(Outgoing::Reply(ServerMessage::BatchRejected {
+                        seq,
+                        reason,
+                        message,
+                    }));
                 }
                 Step::Ready(agency) => {
+                    self.drain(&mut outgoing).await?;
                     if !self.ready(agency).await? {
                         return Ok(());
                     }
@@ -120,7 +148,11 @@ impl Handler {
                     let message = format!("missing or wrong token for agency {agency}");
                     return Err(protocol(ErrorCode::Unauthorized, message));
                 }
-                Step::Close { code, message } => return Err(protocol(code, message)),
+                Step::Close { code, message } => {
+                    // Acknowledge what was stored before saying why the session ends.
+                    self.drain(&mut outgoing).await?;
+                    return Err(protocol(code, message));
+                }
             }
         }
         let pending = self.session.pending_bets();
@@ -130,6 +162,44 @@ impl Handler {
             warn!(action = "apuesta_recibida", result = "fail", cantidad = pending, agency = %agency, error = "connection ended inside a batch: nothing of it stored");
         }
         Ok(())
+    }
+
+    /// Sends the replies at the front of `outgoing` that are ready, in one write.
+    async fn send_ready(&mut self, outgoing: &mut VecDeque<Outgoing>) -> Result<(), HandlerError> {
+        let mut ready = Vec::new();
+        loop {
+            match outgoing.front_mut() {
+                Some(Outgoing::Reply(_)) => {
+                    if let Some(Outgoing::Reply(reply)) = outgoing.pop_front() {
+                        ready.push(reply);
+                    }
+                }
+                Some(Outgoing::Ack { ack, .. }) => {
+                    let Some(answer) = ack.now_or_never() else { break };
+                    if let Some(Outgoing::Ack { agency, seq, count, bets, .. }) =
+                        outgoing.pop_front()
+                    {
+                        ready.push(acknowledge(agency, seq, count, bets.as_deref(), answer)?);
+                    }
+                }
+                None => break,
+            }
+        }
+        if ready.is_empty() { Ok(()) } else { self.send_all(ready).await }
+    }
+
+    /// Waits for every owed reply and sends them all.
+    async fn drain(&mut self, outgoing: &mut VecDeque<Outgoing>) -> Result<(), HandlerError> {
+        let mut replies = Vec::new();
+        while let Some(next) = outgoing.pop_front() {
+            replies.push(match next {
+                Outgoing::Reply(reply) => reply,
+                Outgoing::Ack { agency, seq, count, bets, ack } => {
+                    acknowledge(agency, seq, count, bets.as_deref(), ack.await)?
+                }
+            });
+        }
+        if replies.is_empty() { Ok(()) } else { self.send_all(replies).await }
     }
 
     /// The next message; `None` when the peer closed, the central is shutting down, or a newer
@@ -213,41 +283,6 @@ impl Handler {
         Ok(true)
     }
 
-    async fn store(
-        &mut self,
-        agency: AgencyId,
-        seq: u64,
-        bets: Vec<Bet>,
-    ) -> Result<(), HandlerError> {
-        let count = bets.len();
-        let reply = match self.shared.store.store_batch(agency, seq, &bets).await {
-            Ok(Stored::New) => {
-                info!(action = "apuesta_recibida", result = "success", cantidad = count, agency = %agency, seq);
-                for bet in &bets {
-                    debug!(action = "apuesta_almacenada", result = "success", dni = %bet.document, numero = %bet.number);
-                }
-                ServerMessage::BatchAccepted { seq, count: count as u32 }
-            }
-            Ok(Stored::Duplicate) => {
-                info!(action = "batch_retry", result = "success", agency = %agency, seq, cantidad = count);
-                ServerMessage::BatchAccepted { seq, count: count as u32 }
-            }
-            Err(e @ StorageError::SequenceGap { .. }) => {
-                return Err(protocol(ErrorCode::SequenceGap, e.to_string()));
-            }
-            Err(e @ StorageError::AgencyClosed { .. }) => {
-                warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
-                return Err(protocol(ErrorCode::AgencyClosed, e.to_string()));
-            }
-            Err(e) => {
-                error!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
-                let message = format!("not stored: {e}");
-                ServerMessage::BatchRejected { seq, reason: RejectReason::Storage, message }
-            }
-        };
-        self.send(reply).await
-    }
-
     /// Counts the agency in (once), waits for the draw and sends its winners.
     /// Returns false when this connection was cancelled meanwhile.
     async fn ready(&mut self, agency: AgencyId) -> Result<bool, HandlerError> {
@@ -258,16 +293,7 @@ impl Handler {
         if readiness.newly_ready {
             let expected = self.shared.config.agencies;
             info!(action = "ready_for_lottery", result = "success", agency = %agency, ready = readiness.ready, expected);
-            // Barrier::wait is not cancel safe: a cancelled wait still counts its party. That is
-            // what we want here: the agency counts once, and a shutdown must not block on it.
-            let Some(arrival) = self.token.run_until_cancelled(self.shared.barrier.wait()).await
-            else {
-                self.cancelled().await?;
-                return Ok(false);
-            };
-            if arrival.is_leader() {
-                self.shared.run_draw().await;
-            }
+            self.shared.join_barrier();
         } else {
             info!(action = "ready_for_lottery", result = "success", agency = %agency, again = true);
         }
@@ -305,6 +331,65 @@ impl Handler {
         self.send_all(chunks).await?;
         info!(action = "ganadores_enviados", result = "success", agency = %agency, cant_ganadores = winners.len());
         Ok(())
+    }
+}
+
+/// Most batches one connection keeps in flight (read, waiting for their commit).
+const MAX_IN_FLIGHT: usize = 32;
+
+/// A reply owed to the agency.
+enum Outgoing {
+    Reply(ServerMessage),
+    /// A batch waiting for its group commit; `bets` kept only for DEBUG logging.
+    Ack {
+        agency: AgencyId,
+        seq: u64,
+        count: usize,
+        bets: Option<Vec<Bet>>,
+        ack: Ack,
+    },
+}
+
+/// The front batch's answer, or never when the front is not a batch.
+async fn front_ack(outgoing: &mut VecDeque<Outgoing>) -> Result<Stored, StorageError> {
+    match outgoing.front_mut() {
+        Some(Outgoing::Ack { ack, .. }) => ack.await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// The reply to a committed (or refused) batch, logged.
+fn acknowledge(
+    agency: AgencyId,
+    seq: u64,
+    count: usize,
+    bets: Option<&[Bet]>,
+    answer: Result<Stored, StorageError>,
+) -> Result<ServerMessage, HandlerError> {
+    match answer {
+        Ok(Stored::New) => {
+            info!(action = "apuesta_recibida", result = "success", cantidad = count, agency = %agency, seq);
+            for bet in bets.unwrap_or_default() {
+                debug!(action = "apuesta_almacenada", result = "success", dni = %bet.document, numero = %bet.number);
+            }
+            Ok(ServerMessage::BatchAccepted { seq, count: count as u32 })
+        }
+        Ok(Stored::Duplicate) => {
+            info!(action = "batch_retry", result = "success", agency = %agency, seq, cantidad = count);
+            Ok(ServerMessage::BatchAccepted { seq, count: count as u32 })
+        }
+        Err(e @ StorageError::SequenceGap { .. }) => {
+            Err(protocol(ErrorCode::SequenceGap, e.to_string()))
+        }
+        Err(e @ StorageError::AgencyClosed { .. }) => {
+            warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
+            Err(protocol(ErrorCode::AgencyClosed, e.to_string()))
+        }
+        Err(e) => {
+            error!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
+            let message = format!("not stored: {e}");
+            Ok(ServerMessage::BatchRejected { seq, reason: RejectReason::Storage, message })
+        }
     }
 }
 

@@ -86,16 +86,24 @@ pub async fn run(
         drawn = recovery.drawn,
         adopted = recovery.adopted,
     );
-    let shared = Arc::new(Shared::new(config, store));
     let tracker = TaskTracker::new();
-    // Agencies that were ready before a restart keep their barrier party: a task waits for them.
+    let shared = Arc::new(Shared::new(config, store, tracker.clone(), token.clone()));
+    // Agencies that were ready before a restart keep their barrier party.
     for agency in recovery.ready {
         if shared.config.expects(agency.get()) {
-            tracker.spawn(restored_party(shared.clone(), token.clone()));
+            shared.join_barrier();
         } else {
             warn!(action = "recovery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
         }
     }
+
+    // Group commits run in their own task, so a connection can read its next batches while
+    // earlier ones are being synced. It outlives the connections: their last batches commit.
+    let committing = CancellationToken::new();
+    let committer = tokio::spawn({
+        let (shared, committing) = (shared.clone(), committing.clone());
+        async move { shared.store.run_committer(committing).await }
+    });
 
     accept_loop(&listener, &shared, &tracker, &token).await;
 
@@ -107,6 +115,10 @@ pub async fn run(
     } else {
         let open = tracker.len();
         warn!(action = "shutdown", result = "in_progress", step = "connections abandoned", open);
+    }
+    committing.cancel();
+    if let Err(e) = committer.await {
+        error!(action = "shutdown", result = "in_progress", step = "committer failed", error = %e);
     }
     shared.store.close().await;
     let stats = shared.store.stats();
@@ -212,6 +224,9 @@ pub(crate) struct Shared {
     barrier: Barrier,
     /// Set once, by the barrier's leader, when the draw has run.
     draw: watch::Sender<DrawStatus>,
+    /// Where the barrier parties run, and what stops them.
+    tasks: TaskTracker,
+    token: CancellationToken,
 }
 
 #[derive(Debug, Clone)]
@@ -222,11 +237,32 @@ enum DrawStatus {
 }
 
 impl Shared {
-    fn new(config: ServerConfig, store: BetStore) -> Self {
+    fn new(
+        config: ServerConfig,
+        store: BetStore,
+        tasks: TaskTracker,
+        token: CancellationToken,
+    ) -> Self {
         let barrier = Barrier::new(config.agencies.get() as usize);
         let (draw, _) = watch::channel(DrawStatus::Pending);
         let rules = Rules::from_config(&config);
-        Self { config, rules, store, sessions: Sessions::default(), barrier, draw }
+        let sessions = Sessions::default();
+        Self { config, rules, store, sessions, barrier, draw, tasks, token }
+    }
+
+    /// Adds an agency's party to the barrier, once it is durably ready (or was, before a
+    /// restart). The party is a task of its own, not the agency's connection: a connection can
+    /// end (closed, replaced by a newer one) at any moment, and the agency must still count,
+    /// exactly once. When the last party arrives, it runs the draw.
+    fn join_barrier(self: &Arc<Self>) {
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            if let Some(arrival) = shared.token.run_until_cancelled(shared.barrier.wait()).await
+                && arrival.is_leader()
+            {
+                shared.run_draw().await;
+            }
+        });
     }
 
     /// Runs the draw (the barrier's leader does, once per process) and publishes the result.
@@ -247,15 +283,6 @@ impl Shared {
             }
         };
         self.draw.send_replace(status);
-    }
-}
-
-/// The barrier party of an agency that was ready before a restart.
-async fn restored_party(shared: Arc<Shared>, token: CancellationToken) {
-    if let Some(arrival) = token.run_until_cancelled(shared.barrier.wait()).await
-        && arrival.is_leader()
-    {
-        shared.run_draw().await;
     }
 }
 

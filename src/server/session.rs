@@ -97,15 +97,15 @@ impl Session {
                 self.batch.push(bet, agency);
                 Step::Continue
             }
-            ClientMessage::BetBatchEnd { seq } => {
-                let fresh = PendingBatch::new(self.batch.max_bets);
-                let batch = std::mem::replace(&mut self.batch, fresh);
-                match batch.problem {
-                    Some((reason, message)) => {
-                        Step::Reject { agency, seq, count: batch.count, reason, message }
-                    }
-                    None => Step::Store { agency, seq, bets: batch.bets },
+            ClientMessage::BetBatchEnd { seq } => self.end_batch(agency, seq),
+            ClientMessage::Batch { .. } if self.batch.count > 0 => {
+                close(ErrorCode::Malformed, "a Batch inside a batch of Bet messages")
+            }
+            ClientMessage::Batch { seq, bets } => {
+                for bet in bets {
+                    self.batch.push(bet, agency);
                 }
+                self.end_batch(agency, seq)
             }
             ClientMessage::ReadyForLottery if self.batch.count > 0 => {
                 close(ErrorCode::AgencyClosed, "ReadyForLottery inside a batch")
@@ -115,6 +115,17 @@ impl Session {
             ClientMessage::Hello { .. } => {
                 close(ErrorCode::HelloRequired, "Hello was already received")
             }
+        }
+    }
+
+    fn end_batch(&mut self, agency: AgencyId, seq: u64) -> Step {
+        let fresh = PendingBatch::new(self.batch.max_bets);
+        let batch = std::mem::replace(&mut self.batch, fresh);
+        match batch.problem {
+            Some((reason, message)) => {
+                Step::Reject { agency, seq, count: batch.count, reason, message }
+            }
+            None => Step::Store { agency, seq, bets: batch.bets },
         }
     }
 
@@ -296,6 +307,29 @@ mod tests {
         let step = session.on_message(ClientMessage::BetBatchEnd { seq: 2 }, &rules);
         assert!(matches!(step, Step::Reject { count: 5, reason: RejectReason::TooManyBets, .. }));
         assert_eq!(session.pending_bets(), 0);
+    }
+
+    #[test]
+    fn a_batch_frame_is_a_whole_batch() {
+        let rules = rules(None);
+        let mut session = Session::new(&rules);
+        session.on_message(hello(1), &rules);
+        let wire = |n| match bet(n) {
+            ClientMessage::Bet(b) => b,
+            _ => unreachable!(),
+        };
+        let step = session
+            .on_message(ClientMessage::Batch { seq: 1, bets: vec![wire(1), wire(2)] }, &rules);
+        assert!(
+            matches!(step, Step::Store { seq: 1, ref bets, .. } if bets.len() == 2),
+            "{step:?}"
+        );
+        let step =
+            session.on_message(ClientMessage::Batch { seq: 2, bets: vec![wire(1); 5] }, &rules);
+        assert!(matches!(step, Step::Reject { reason: RejectReason::TooManyBets, .. }), "{step:?}");
+        session.on_message(bet(1), &rules);
+        let step = session.on_message(ClientMessage::Batch { seq: 2, bets: vec![] }, &rules);
+        assert!(matches!(step, Step::Close { .. }), "no Batch inside Bets: {step:?}");
     }
 
     #[test]

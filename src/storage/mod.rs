@@ -29,9 +29,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 
-use tokio::sync::{Mutex, oneshot};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use crate::domain::{AgencyId, Bet, Draw};
+use tokio::sync::{Mutex, Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{AgencyId, Bet, Document, Draw, has_won};
 use journal::{Ledger, Record};
 
 pub use journal::Progress;
@@ -103,6 +108,8 @@ pub struct BetStore {
     journal_path: PathBuf,
     sync: bool,
     queue: std::sync::Mutex<Vec<Pending>>,
+    /// Woken when a batch is queued.
+    queued: Notify,
     files: Mutex<Files>,
     groups: AtomicU64,
 }
@@ -122,7 +129,25 @@ struct Pending {
     seq: u64,
     bets: u64,
     rows: Vec<u8>,
+    winners: Vec<Document>,
     done: oneshot::Sender<Result<Stored, StorageError>>,
+}
+
+/// The answer to a submitted batch, once its group is committed (see [`BetStore::submit`]).
+#[derive(Debug)]
+pub struct Ack(oneshot::Receiver<Result<Stored, StorageError>>);
+
+impl Future for Ack {
+    type Output = Result<Stored, StorageError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                let reason = "the store stopped before committing the batch".into();
+                Err(StorageError::Interrupted { path: PathBuf::new(), reason })
+            })
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -161,6 +186,7 @@ impl BetStore {
             sync,
             queue: std::sync::Mutex::default(),
             files: Mutex::new(files),
+            queued: Notify::new(),
             groups: AtomicU64::new(0),
         };
         Ok((store, recovery))
@@ -206,33 +232,62 @@ impl BetStore {
         seq: u64,
         bets: &[Bet],
     ) -> Result<Stored, StorageError> {
+        let ack = self.submit(agency, seq, bets);
+        self.commit_queued().await;
+        // Answered by whoever committed the group it was in, before releasing the mutex.
+        ack.await
+    }
+
+    /// Queues batch `seq` of `agency` for the next group commit and returns its answer to await.
+    /// Batches are committed in the order they are submitted; [`BetStore::run_committer`] (or
+    /// any [`BetStore::commit_queued`]) commits them. This is how a connection keeps several
+    /// batches in flight.
+    pub fn submit(&self, agency: AgencyId, seq: u64, bets: &[Bet]) -> Ack {
         let rows = rows::encode_rows(bets);
-        let (done, outcome) = oneshot::channel();
-        let pending = Pending { agency, seq, bets: bets.len() as u64, rows, done };
+        let winners = bets.iter().filter(|b| has_won(b)).map(|b| b.document.clone()).collect();
+        let (done, answer) = oneshot::channel();
+        let pending = Pending { agency, seq, bets: bets.len() as u64, rows, winners, done };
         self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(pending);
-        {
-            let mut files = self.files.lock().await;
-            // An earlier holder may have committed this batch already; then this commits
-            // whatever queued up since (possibly nothing).
-            let group =
-                std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
-            if !group.is_empty() {
-                self.commit(&mut files, group).await;
+        self.queued.notify_one();
+        Ack(answer)
+    }
+
+    /// Commits everything queued so far as one group (waiting for a commit in flight first).
+    pub async fn commit_queued(&self) {
+        let mut files = self.files.lock().await;
+        // An earlier holder may have committed everything already; then there is nothing to do.
+        let group = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        if !group.is_empty() {
+            self.commit(&mut files, group).await;
+        }
+    }
+
+    /// Commits submitted batches as they come, each group while the next one queues, until
+    /// `token` is cancelled; then commits what is left and returns.
+    pub async fn run_committer(&self, token: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = self.queued.notified() => self.commit_queued().await,
+                () = token.cancelled() => break,
             }
         }
-        // Answered by whoever committed the group it was in, before releasing the mutex.
-        outcome.await.unwrap_or_else(|_| Err(interrupted(&self.path, &"the commit was abandoned")))
+        self.commit_queued().await;
     }
 
     async fn commit(&self, files: &mut Files, group: Vec<Pending>) {
-        let mut ledger = files.ledger.clone();
-        let (start, journal_start) = (ledger.committed, files.journal_len);
+        let (start, journal_start) = (files.ledger.committed, files.journal_len);
+        let closed = files.ledger.draw.is_some();
+        // Each agency's progress as this group would leave it, applied only once it is durable.
+        let mut tentative: HashMap<AgencyId, Progress> = HashMap::new();
+        let mut records = Vec::new();
         let mut rows = Vec::new();
-        let mut records = String::new();
+        let mut text = String::new();
         let mut outcomes = Vec::with_capacity(group.len());
         for pending in &group {
-            let progress = ledger.progress(pending.agency);
-            let outcome = if progress.ready || ledger.draw.is_some() {
+            let progress = tentative
+                .entry(pending.agency)
+                .or_insert_with(|| files.ledger.progress(pending.agency));
+            let outcome = if progress.ready || closed {
                 Err(StorageError::AgencyClosed { agency: pending.agency })
             } else if pending.seq <= progress.last_seq {
                 Ok(Stored::Duplicate)
@@ -245,25 +300,29 @@ impl BetStore {
                 })
             } else {
                 rows.extend_from_slice(&pending.rows);
+                progress.last_seq = pending.seq;
                 let record = Record::Batch {
                     agency: pending.agency,
                     seq: pending.seq,
                     bets: pending.bets,
                     end: start + rows.len() as u64,
+                    winners: Some(pending.winners.clone()),
                 };
-                record.write_to(&mut records);
-                // Applying a record built from the checks above cannot fail.
-                let _ = ledger.apply(&record);
+                record.write_to(&mut text);
+                records.push(record);
                 Ok(Stored::New)
             };
             outcomes.push(outcome);
         }
         if !rows.is_empty() {
             self.groups.fetch_add(1, Ordering::Relaxed);
-            let written = self.write(files, start, rows, journal_start, records).await;
+            let written = self.write(files, start, rows, journal_start, text).await;
             match written {
                 Ok(journal_len) => {
-                    files.ledger = ledger;
+                    for record in &records {
+                        // Built from the checks above, in order: applying cannot fail.
+                        let _ = files.ledger.apply(record);
+                    }
                     files.journal_len = journal_len;
                 }
                 Err(e) => {
@@ -345,19 +404,25 @@ impl BetStore {
         ready
     }
 
-    /// Runs the draw over every stored bet (`load_bets` + `has_won`) and records it. Once
-    /// recorded, running it again (after a restart) reads the same bytes and checks the result
-    /// covers the same bets, so the winners are identical.
+    /// Runs the draw over every stored bet and records it. The winners come from the index the
+    /// journal keeps as batches are stored (`has_won` on each bet), so the file is not re-read;
+    /// a file adopted without a journal is read with `load_bets`. Once recorded, running it
+    /// again (after a restart) checks the result covers the same bets, so the winners are
+    /// identical.
     ///
     /// # Errors
     /// `Read` or `BadRow` when the file cannot be read back; `Corrupt` when it changed since the
     /// recorded draw; `Write` when the record cannot be written.
     pub async fn draw(&self) -> Result<Draw, StorageError> {
         let mut files = self.files.lock().await;
-        let path = self.path.clone();
         let end = files.ledger.committed;
-        let read = tokio::task::spawn_blocking(move || Draw::from_bets(load_bets(&path)?)).await;
-        let draw = read.unwrap_or_else(|e| Err(interrupted(&self.path, &e)))?;
+        let draw = if files.ledger.winners_unknown {
+            let path = self.path.clone();
+            let read = tokio::task::spawn_blocking(move || Draw::from_bets(load_bets(&path)?));
+            read.await.unwrap_or_else(|e| Err(interrupted(&self.path, &e)))?
+        } else {
+            Draw::from_winners(files.ledger.winners.clone(), files.ledger.bets)
+        };
         match files.ledger.draw {
             Some((bets, recorded_end)) if (bets, recorded_end) != (draw.bets(), end) => {
                 let reason = format!(
@@ -571,7 +636,7 @@ mod tests {
         assert_eq!(loaded(&store), [&one[..], &two[..]].concat());
         let journal = fs::read_to_string(store.journal_path()).unwrap();
         let len = fs::metadata(store.path()).unwrap().len();
-        assert!(journal.ends_with(&format!("batch 2 1 1 {len}\n")), "{journal}");
+        assert!(journal.ends_with(&format!("batch 2 1 1 {len} -\n")), "{journal}");
     }
 
     #[tokio::test]
