@@ -28,7 +28,7 @@ use crate::protocol::{
 use crate::storage::{fields, record_line};
 
 /// First pause between connection attempts; it doubles up to `MAX_RETRY_DELAY`.
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// Batches read ahead of the one being sent.
 const READ_AHEAD_BATCHES: usize = 4;
@@ -302,7 +302,7 @@ pub struct Outcome {
     /// Each batch's time from being sent to being acknowledged.
     pub ack_latencies: Vec<Duration>,
     /// When the last batch was acknowledged and `ReadyForLottery` went out.
-    pub uploaded_at: Option<Instant>,
+    pub uploaded_at: Option<std::time::Instant>,
     /// Connections that broke and were resumed.
     pub reconnects: u32,
 }
@@ -434,7 +434,7 @@ async fn session(
         ack_p99_ms = format_args!("{:.2}", percentile(99)),
         ack_max_ms = format_args!("{:.2}", percentile(100)),
     );
-    outcome.uploaded_at = Some(Instant::now());
+    outcome.uploaded_at = Some(std::time::Instant::now());
     outcome.winners = cancellable(token, connection.winners()).await??;
     info!(
         action = "consulta_ganadores",
@@ -514,7 +514,7 @@ pub fn read_batches(
         })?;
         let bet =
             Bet::from_text(agency, fields, today).map_err(|e| bad_row(line, e.to_string()))?;
-        let bet = WireBet::from_bet(&bet);
+        let bet = WireBet::from_owned(bet);
         let len = bet.frame_len();
         // A bet is at most a few hundred bytes, so it always fits an empty batch.
         if !batch.is_empty() && bytes + len > MAX_BATCH_BYTES {

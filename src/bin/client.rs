@@ -10,6 +10,11 @@ use lottery::telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+/// mimalloc: every bet allocates a few small strings on both sides; glibc's malloc was ~15% of
+/// the central's and agencies' CPU in the load benchmark's profile (README, "Performance").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let rust_log = std::env::var("RUST_LOG").ok();
     let config = match ClientConfig::from_env() {

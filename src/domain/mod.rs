@@ -6,5 +6,6 @@
 mod bet;
 mod lottery;
 
+pub(crate) use bet::write_date;
 pub use bet::{AgencyId, Bet, BetError, BetNumber, Document, NAME_MAX_CHARS, parse_date};
 pub use lottery::{Draw, WINNING_NUMBER, has_won};

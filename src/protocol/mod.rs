@@ -141,6 +141,13 @@ pub struct WireDate {
     pub day: u8,
 }
 
+impl From<NaiveDate> for WireDate {
+    fn from(date: NaiveDate) -> Self {
+        // chrono's month() is 1..=12 and day() 1..=31: both fit a u8.
+        Self { year: date.year(), month: date.month() as u8, day: date.day() as u8 }
+    }
+}
+
 impl WireBet {
     /// The wire form of a validated bet (its agency travels in `Hello`).
     pub fn from_bet(bet: &Bet) -> Self {
@@ -148,12 +155,18 @@ impl WireBet {
             first_name: bet.first_name.clone(),
             last_name: bet.last_name.clone(),
             document: bet.document.as_str().to_owned(),
-            birthdate: WireDate {
-                year: bet.birthdate.year(),
-                // chrono's month() is 1..=12 and day() 1..=31: both fit a u8.
-                month: bet.birthdate.month() as u8,
-                day: bet.birthdate.day() as u8,
-            },
+            birthdate: WireDate::from(bet.birthdate),
+            number: bet.number.get(),
+        }
+    }
+
+    /// The wire form of a validated bet, moving its strings rather than copying them.
+    pub fn from_owned(bet: Bet) -> Self {
+        Self {
+            birthdate: WireDate::from(bet.birthdate),
+            first_name: bet.first_name,
+            last_name: bet.last_name,
+            document: bet.document.into_string(),
             number: bet.number.get(),
         }
     }
@@ -172,7 +185,7 @@ impl WireBet {
                     "a real calendar date",
                 )
             })?;
-        let document = Document::parse(&self.document)?;
+        let document = Document::from_string(self.document)?;
         let number = BetNumber::parse(self.number.into())?;
         Bet::new(agency, self.first_name, self.last_name, document, birthdate, number, today)
     }

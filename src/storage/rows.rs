@@ -11,21 +11,21 @@ use std::path::Path;
 use chrono::NaiveDate;
 
 use super::StorageError;
-use crate::domain::{AgencyId, Bet, BetError};
+use crate::domain::{AgencyId, Bet, BetError, write_date};
 
 /// Writes `bets` as bets-file rows, Python `csv.writer` style.
 pub fn store_bets(out: impl io::Write, bets: &[Bet]) -> io::Result<()> {
     let mut writer = csv_writer(out);
     let mut agency = itoa::Buffer::new();
     let mut number = itoa::Buffer::new();
+    let mut date = [0; 10];
     for bet in bets {
-        let birthdate = bet.birthdate.format("%Y-%m-%d").to_string();
         writer.write_record([
             agency.format(bet.agency.get()),
             &bet.first_name,
             &bet.last_name,
             bet.document.as_str(),
-            &birthdate,
+            write_date(bet.birthdate, &mut date),
             number.format(bet.number.get()),
         ])?;
     }
