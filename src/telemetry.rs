@@ -63,27 +63,55 @@ struct Fields<'a, 'w> {
 }
 
 impl Fields<'_, '_> {
-    fn write(&mut self, field: &Field, value: fmt::Arguments<'_>) {
-        if self.result.is_err() {
-            return;
-        }
+    fn key(&mut self, field: &Field) -> fmt::Result {
         let separator = if std::mem::take(&mut self.first) { "" } else { " | " };
-        // A value must not break the one-line format, so line breaks are escaped.
-        let value = value.to_string().replace('\n', "\\n").replace('\r', "\\r");
-        self.result = match field.name() {
-            "message" => write!(self.writer, "{separator}{value}"),
-            name => write!(self.writer, "{separator}{name}: {value}"),
-        };
+        match field.name() {
+            "message" => self.writer.write_str(separator),
+            name => write!(self.writer, "{separator}{name}: "),
+        }
+    }
+
+    /// Writes a text value; line breaks are escaped so a value never breaks the one-line format.
+    fn text(&mut self, field: &Field, value: &str) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| {
+                if value.contains(['\n', '\r']) {
+                    let escaped = value.replace('\n', "\\n").replace('\r', "\\r");
+                    self.writer.write_str(&escaped)
+                } else {
+                    self.writer.write_str(value)
+                }
+            });
+        }
+    }
+
+    /// Writes a value that cannot contain a line break (a number, a bool).
+    fn plain(&mut self, field: &Field, value: impl fmt::Display) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| write!(self.writer, "{value}"));
+        }
     }
 }
 
 impl Visit for Fields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.write(field, format_args!("{value}"));
+        self.text(field, value);
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.plain(field, value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.plain(field, value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.plain(field, value);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.write(field, format_args!("{value:?}"));
+        self.text(field, &format!("{value:?}"));
     }
 }
 

@@ -259,8 +259,11 @@ fn check_name(field: &'static str, name: &str) -> Result<(), BetError> {
     let bad = if name.is_ascii() {
         name.is_empty() || name.len() > NAME_MAX_CHARS || name.bytes().any(|b| b.is_ascii_control())
     } else {
-        let chars = name.chars().count();
-        chars > NAME_MAX_CHARS || name.chars().any(char::is_control)
+        let mut chars = 0;
+        name.chars().any(|c| {
+            chars += 1;
+            chars > NAME_MAX_CHARS || c.is_control()
+        })
     };
     if bad {
         return Err(BetError::new(field, name.escape_debug(), expected));

@@ -22,7 +22,7 @@ use futures::FutureExt;
 use tokio::sync::{Barrier, Mutex, OwnedMutexGuard, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::ServerConfig;
 use crate::domain::{AgencyId, Draw};
@@ -148,6 +148,12 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Replies are small frames written while the agency keeps sending: without
+                // TCP_NODELAY, Nagle holds them for the peer's delayed ACK (about 40 ms).
+                if let Err(e) = stream.set_nodelay(true) {
+                    debug!(action = "connection", result = "fail", ip = %peer, error = %e);
+                    continue;
+                }
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     refused.log(peer, shared.config.max_connections.get());
                     tracker.spawn(refuse(stream));

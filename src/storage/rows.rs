@@ -14,37 +14,52 @@ use super::StorageError;
 use crate::domain::{AgencyId, Bet, BetError, write_date};
 
 /// Writes `bets` as bets-file rows, Python `csv.writer` style.
-pub fn store_bets(out: impl io::Write, bets: &[Bet]) -> io::Result<()> {
-    let mut writer = csv_writer(out);
+///
+/// # Errors
+/// Any error writing to `out`.
+pub fn store_bets(mut out: impl io::Write, bets: &[Bet]) -> io::Result<()> {
+    out.write_all(&encode_rows(bets))
+}
+
+/// The bets-file rows of `bets`, exactly as Python's `csv.writer` (`QUOTE_MINIMAL`, `\r\n`)
+/// writes them. Written by hand: it is on every stored bet's path, and only the names can need
+/// quoting (the other fields are digits and dashes).
+pub(crate) fn encode_rows(bets: &[Bet]) -> Vec<u8> {
+    let mut rows = Vec::with_capacity(bets.len() * 64);
     let mut agency = itoa::Buffer::new();
     let mut number = itoa::Buffer::new();
     let mut date = [0; 10];
     for bet in bets {
-        writer.write_record([
-            agency.format(bet.agency.get()),
-            &bet.first_name,
-            &bet.last_name,
-            bet.document.as_str(),
-            write_date(bet.birthdate, &mut date),
-            number.format(bet.number.get()),
-        ])?;
+        rows.extend_from_slice(agency.format(bet.agency.get()).as_bytes());
+        rows.push(b',');
+        push_field(&mut rows, &bet.first_name);
+        rows.push(b',');
+        push_field(&mut rows, &bet.last_name);
+        rows.push(b',');
+        rows.extend_from_slice(bet.document.as_str().as_bytes());
+        rows.push(b',');
+        rows.extend_from_slice(write_date(bet.birthdate, &mut date).as_bytes());
+        rows.push(b',');
+        rows.extend_from_slice(number.format(bet.number.get()).as_bytes());
+        rows.extend_from_slice(b"\r\n");
     }
-    writer.flush()
-}
-
-pub(crate) fn encode_rows(bets: &[Bet]) -> Vec<u8> {
-    let mut rows = Vec::with_capacity(bets.len() * 64);
-    // Writing to a Vec cannot fail.
-    let _ = store_bets(&mut rows, bets);
     rows
 }
 
-fn csv_writer<W: io::Write>(out: W) -> csv::Writer<W> {
-    csv::WriterBuilder::new()
-        .has_headers(false)
-        .terminator(csv::Terminator::CRLF)
-        .quote_style(csv::QuoteStyle::Necessary)
-        .from_writer(out)
+/// A field, quoted (with its quotes doubled) when it holds a delimiter, a quote or a line break.
+fn push_field(out: &mut Vec<u8>, field: &str) {
+    if field.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
+        out.push(b'"');
+        for b in field.bytes() {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(field.as_bytes());
+    }
 }
 
 /// Streams every bet of a bets file, one row in memory at a time.
@@ -220,5 +235,22 @@ mod tests {
         assert!(rows[0].is_ok());
         let err = rows[1].as_ref().unwrap_err().to_string();
         assert!(err.contains("line 2") && err.contains("99999"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rows_match_the_csv_crates_minimal_quoting(first in "[^\\p{Cc}]{1,30}", last in "[ -~ñáé\"',]{1,30}") {
+            let bet = bet(7, &first, &last, "123", 42);
+            let mut expected = csv::WriterBuilder::new()
+                .has_headers(false)
+                .terminator(csv::Terminator::CRLF)
+                .quote_style(csv::QuoteStyle::Necessary)
+                .from_writer(Vec::new());
+            expected
+                .write_record(["7", &first, &last, "123", "1985-12-01", "42"])
+                .unwrap();
+            let expected = expected.into_inner().unwrap();
+            proptest::prop_assert_eq!(encode_rows(&[bet]), expected);
+        }
     }
 }
