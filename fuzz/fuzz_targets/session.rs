@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let mut session = Session::new(&rules);
     let mut bytes = Bytes(data.iter());
     while bytes.0.len() > 0 {
-        let message = match bytes.byte() % 5 {
+        let message = match bytes.byte() % 6 {
             0 => ClientMessage::Hello {
                 version: if bytes.byte() % 4 == 0 { 1 } else { PROTOCOL_VERSION },
                 agency: u32::from(bytes.byte() % 5),
@@ -59,7 +59,19 @@ fuzz_target!(|data: &[u8]| {
             }),
             2 => ClientMessage::BetBatchEnd { seq: u64::from(bytes.byte() % 8) },
             3 => ClientMessage::ReadyForLottery,
-            _ => ClientMessage::Ping,
+            4 => ClientMessage::Ping,
+            _ => {
+                let bets = (0..bytes.byte() % 12)
+                    .map(|_| WireBet {
+                        first_name: bytes.long_name(),
+                        last_name: bytes.pick(&NAMES).to_owned(),
+                        document: bytes.pick(&DOCUMENTS).to_owned(),
+                        birthdate: WireDate { year: 1990, month: 1 + bytes.byte() % 12, day: 1 },
+                        number: u16::from(bytes.byte()) * 40,
+                    })
+                    .collect();
+                ClientMessage::Batch { seq: u64::from(bytes.byte() % 8), bets }
+            }
         };
         let hello = match &message {
             ClientMessage::Hello { agency, token, .. } => Some((*agency, token.clone())),
