@@ -2,12 +2,11 @@
 
 mod common;
 
-use common::{AgencyData, TestServer, sorted, spawn_server, stored_multiset, within};
+use common::{AgencyData, TestServer, sorted, spawn_server, stored_multiset, wire_bet, within};
 use futures::{SinkExt, StreamExt};
 use lottery::client::{self, ClientError};
 use lottery::protocol::{
     ClientCodec, ClientMessage, ErrorCode, PROTOCOL_VERSION, RejectReason, ServerMessage, WireBet,
-    WireDate,
 };
 use lottery::{AgencyId, Connection};
 use tokio::io::AsyncWriteExt;
@@ -66,16 +65,6 @@ async fn an_agency_with_an_empty_file_gets_no_winners() {
     let empty = AgencyData::generate(server.dir.path(), 2, 0);
     run_agencies(&server, &[full, empty]).await;
     server.stop().await;
-}
-
-fn wire_bet(document: &str, number: u16) -> WireBet {
-    WireBet {
-        first_name: "Ana".into(),
-        last_name: "Núñez".into(),
-        document: document.into(),
-        birthdate: WireDate { year: 1990, month: 2, day: 28 },
-        number,
-    }
 }
 
 async fn connect(server: &TestServer, agency: u32) -> Connection {

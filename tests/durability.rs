@@ -10,23 +10,13 @@ use std::sync::Arc;
 use common::proxy::Proxy;
 use common::{
     AgencyData, CLIENT_BIN, Process, sorted, spawn_server_in, spawn_server_with,
-    start_server_process, stored_multiset, within,
+    start_server_process, stored_multiset, wire_bet, within,
 };
 use lottery::client::{self, ClientError};
-use lottery::protocol::{RejectReason, ServerMessage, WireBet, WireDate};
+use lottery::protocol::{RejectReason, ServerMessage, WireBet};
 use lottery::{AgencyId, Connection};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-fn wire_bet(document: &str, number: u16) -> WireBet {
-    WireBet {
-        first_name: "Ana".into(),
-        last_name: "Paz".into(),
-        document: document.into(),
-        birthdate: WireDate { year: 1990, month: 2, day: 28 },
-        number,
-    }
-}
 
 async fn connect(address: &str, agency: u32) -> Connection {
     within("connect", Connection::connect(address, AgencyId::new(agency).unwrap(), None))

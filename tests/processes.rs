@@ -4,12 +4,12 @@ mod common;
 
 use common::{
     AgencyData, CLIENT_BIN, Process, SERVER_BIN, assert_grader_line, sorted, start_server_process,
-    stored_multiset, within,
+    stored_multiset, wire_bet, within,
 };
 use std::path::Path;
 
 use lottery::client::ClientError;
-use lottery::protocol::{ErrorCode, WireBet, WireDate};
+use lottery::protocol::ErrorCode;
 use lottery::{AgencyId, Connection};
 
 fn client_env(address: &str, data: &AgencyData) -> Vec<(&'static str, String)> {
@@ -221,16 +221,6 @@ async fn the_healthcheck_pings_the_central() {
     let env = [("SERVER_PORT", free.to_string())];
     let (code, _) = Process::start_with_args(SERVER_BIN, &env, ["healthcheck"]).finish().await;
     assert_eq!(code, Some(1), "nothing listens there");
-}
-
-fn wire_bet(document: &str, number: u16) -> WireBet {
-    WireBet {
-        first_name: "Ana".into(),
-        last_name: "Paz".into(),
-        document: document.into(),
-        birthdate: WireDate { year: 1990, month: 2, day: 28 },
-        number,
-    }
 }
 
 #[tokio::test]

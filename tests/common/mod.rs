@@ -19,6 +19,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// A valid bet on the wire (born 1990-02-28), for tests that speak the protocol directly.
+pub fn wire_bet(document: &str, number: u16) -> lottery::protocol::WireBet {
+    lottery::protocol::WireBet {
+        first_name: "Ana".into(),
+        last_name: "Núñez".into(),
+        document: document.into(),
+        birthdate: lottery::protocol::WireDate { year: 1990, month: 2, day: 28 },
+        number,
+    }
+}
+
 /// Anything a test awaits is bounded by this, so a bug fails the test instead of hanging it.
 pub const LIMIT: Duration = Duration::from_secs(60);
 
