@@ -14,6 +14,7 @@ use std::time::Duration;
 use tracing::Level;
 
 use crate::domain::{AgencyId, Bet, BetNumber, Document, parse_date};
+use crate::protocol::{FRAME_LEN_CAP, MAX_BATCH_BYTES};
 
 /// A variable that is missing or does not parse. Its message names the variable, the value and
 /// what was expected.
@@ -184,10 +185,10 @@ impl ServerConfig {
             max_frame_bytes: {
                 let bytes: usize =
                     vars.parse_or("LOTTERY_MAX_FRAME_BYTES", 8192, "a whole number")?;
-                if !(1024..=65536).contains(&bytes) {
+                if !(MAX_BATCH_BYTES..=FRAME_LEN_CAP).contains(&bytes) {
                     return Err(vars.invalid(
                         "LOTTERY_MAX_FRAME_BYTES",
-                        "a number of bytes from 1024 to 65536",
+                        "a number of bytes from 8192 (a whole batch is one frame) to 65536",
                     ));
                 }
                 bytes

@@ -23,9 +23,10 @@ pub use codec::{ClientCodec, CodecError, MessageCodec, ServerCodec};
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest payload of one frame by default, either direction, checked before the payload is
-/// buffered (the central's `LOTTERY_MAX_FRAME_BYTES` can change it within 1 KiB..=64 KiB).
-/// No valid message comes near it: a bet is at most a few hundred bytes, and [`Winners`] are sent
-/// in chunks of [`WINNERS_PER_FRAME`].
+/// buffered (the central's `LOTTERY_MAX_FRAME_BYTES` can raise it up to 64 KiB).
+/// Every valid message fits: a `Batch` frame is smaller than the 8 kB its batch may take as `Bet`
+/// frames (one header and tag instead of one per bet), and [`Winners`] are sent in chunks of
+/// [`WINNERS_PER_FRAME`].
 ///
 /// [`Winners`]: ServerMessage::Winners
 pub const MAX_FRAME_LEN: usize = 8 * 1024;
