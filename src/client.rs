@@ -588,6 +588,10 @@ mod tests {
         for (i, batch) in out.iter().enumerate() {
             let len = wire_len(batch, u64::MAX);
             assert!(len <= MAX_BATCH_BYTES, "batch {i} is {len} bytes");
+            let mut frame = BytesMut::new();
+            let whole = ClientMessage::Batch { seq: u64::MAX, bets: batch.clone() };
+            ClientCodec::new().encode(whole, &mut frame).expect("a full batch fits one frame");
+            assert!(frame.len() <= len, "one Batch frame is smaller than its Bet frames");
             assert!(len + 450 > MAX_BATCH_BYTES || i == out.len() - 1, "batch {i} is full");
         }
         let (out, _) = batches("Ana,Paz,1,2000-01-01,1\n".repeat(25).as_str(), 10);
