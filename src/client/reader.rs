@@ -1,0 +1,189 @@
+//! The agency file, read on a blocking thread and cut into batches.
+
+use std::io;
+use std::path::Path;
+
+use tokio::sync::mpsc;
+
+use super::ClientError;
+use crate::config::{BetSource, ClientConfig};
+use crate::domain::{AgencyId, Bet};
+use crate::protocol::{MAX_BATCH_BYTES, WireBet, batch_end_frame_max_len};
+use crate::storage::{fields, record_line};
+
+/// Batches read ahead of the one being sent.
+const READ_AHEAD_BATCHES: usize = 4;
+
+type BatchResult = Result<Vec<WireBet>, ClientError>;
+
+/// Reads the agency's bets after the first `skip` on a blocking thread, in batches.
+pub(super) fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<BatchResult> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD_BATCHES);
+    match &config.source {
+        BetSource::Single(bet) => {
+            if skip == 0 {
+                // The channel has room: this cannot fail.
+                let _ = tx.try_send(Ok(vec![WireBet::from_bet(bet)]));
+            }
+        }
+        BetSource::File(path) => {
+            let (path, agency, max) = (path.clone(), config.id, config.batch_max_amount.get());
+            tokio::task::spawn_blocking(move || {
+                let deliver = |batch| tx.blocking_send(Ok(batch)).is_ok();
+                if let Err(e) = read_batches(&path, agency, max, skip, deliver) {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            });
+        }
+    }
+    rx
+}
+
+/// Reads an agency file (CSV, no header: `first_name,last_name,document,birthdate,number`),
+/// skips its first `skip` rows (already stored at the central) and hands `deliver` batches of at
+/// most `max_amount` bets and `MAX_BATCH_BYTES` on the wire. Stops quietly when `deliver` returns
+/// false.
+///
+/// # Errors
+/// `DataFile` when the file cannot be opened; `BadRow` at the first invalid row (its batch is not
+/// delivered); `FileShorter` when the file has fewer than `skip` rows.
+pub fn read_batches(
+    path: &Path,
+    agency: AgencyId,
+    max_amount: usize,
+    skip: u64,
+    mut deliver: impl FnMut(Vec<WireBet>) -> bool,
+) -> Result<(), ClientError> {
+    let file = std::fs::File::open(path)
+        .map_err(|source| ClientError::DataFile { path: path.to_owned(), source })?;
+    let mut reader = crate::storage::csv_reader(io::BufReader::new(file));
+    let today = chrono::Local::now().date_naive();
+    let bad_row =
+        |line: u64, reason: String| ClientError::BadRow { path: path.to_owned(), line, reason };
+    let empty_bytes = batch_end_frame_max_len();
+    let mut batch = Vec::new();
+    let mut bytes = empty_bytes;
+    let mut record = csv::StringRecord::new();
+    let mut skipped = 0;
+    loop {
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                let line = e.position().map_or(reader.position().line(), csv::Position::line);
+                return Err(bad_row(line, e.to_string()));
+            }
+        }
+        if skipped < skip {
+            skipped += 1;
+            continue;
+        }
+        let line = record_line(&record);
+        let fields = fields::<5>(&record).map_err(|e| {
+            bad_row(line, format!("{e} (first_name,last_name,document,birthdate,number)"))
+        })?;
+        let bet =
+            Bet::from_text(agency, fields, today).map_err(|e| bad_row(line, e.to_string()))?;
+        let bet = WireBet::from_owned(bet);
+        let len = bet.frame_len();
+        // A bet is at most a few hundred bytes, so it always fits an empty batch.
+        if !batch.is_empty() && bytes + len > MAX_BATCH_BYTES {
+            if !deliver(std::mem::take(&mut batch)) {
+                return Ok(());
+            }
+            bytes = empty_bytes;
+        }
+        bytes += len;
+        batch.push(bet);
+        // Deliver a full batch at once, so it is sent even if a later row is bad.
+        if batch.len() == max_amount {
+            if !deliver(std::mem::take(&mut batch)) {
+                return Ok(());
+            }
+            bytes = empty_bytes;
+        }
+    }
+    if skipped < skip {
+        return Err(ClientError::FileShorter {
+            path: path.to_owned(),
+            stored: skip,
+            rows: skipped,
+        });
+    }
+    if !batch.is_empty() {
+        deliver(batch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ClientCodec, ClientMessage};
+    use bytes::BytesMut;
+    use tokio_util::codec::Encoder;
+
+    fn batches(contents: &str, max_amount: usize) -> (Vec<Vec<WireBet>>, Result<(), ClientError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agency-1.csv");
+        std::fs::write(&path, contents).unwrap();
+        let mut out = Vec::new();
+        let agency = AgencyId::new(1).unwrap();
+        let result = read_batches(&path, agency, max_amount, 0, |b| {
+            out.push(b);
+            true
+        });
+        (out, result)
+    }
+
+    fn wire_len(batch: &[WireBet], seq: u64) -> usize {
+        let mut codec = ClientCodec::new();
+        let mut buf = BytesMut::new();
+        for bet in batch {
+            codec.encode(ClientMessage::Bet(bet.clone()), &mut buf).unwrap();
+        }
+        codec.encode(ClientMessage::BetBatchEnd { seq }, &mut buf).unwrap();
+        buf.len()
+    }
+
+    #[test]
+    fn batches_respect_both_the_amount_and_8_kb() {
+        let long = "Ñ".repeat(96);
+        let rows: String =
+            (0..300).map(|i| format!("{long},\"{long}, jr\",{i},2000-01-01,{i}\r\n")).collect();
+        let (out, result) = batches(&rows, 1000);
+        result.unwrap();
+        assert_eq!(out.iter().map(Vec::len).sum::<usize>(), 300);
+        assert!(out.len() > 1);
+        for (i, batch) in out.iter().enumerate() {
+            let len = wire_len(batch, u64::MAX);
+            assert!(len <= MAX_BATCH_BYTES, "batch {i} is {len} bytes");
+            let mut frame = BytesMut::new();
+            let whole = ClientMessage::Batch { seq: u64::MAX, bets: batch.clone() };
+            ClientCodec::new().encode(whole, &mut frame).expect("a full batch fits one frame");
+            assert!(frame.len() <= len, "one Batch frame is smaller than its Bet frames");
+            assert!(len + 450 > MAX_BATCH_BYTES || i == out.len() - 1, "batch {i} is full");
+        }
+        let (out, _) = batches("Ana,Paz,1,2000-01-01,1\n".repeat(25).as_str(), 10);
+        assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+    }
+
+    #[test]
+    fn a_bad_row_names_its_line_and_reason() {
+        for (contents, line, reason) in [
+            (
+                "Ana,Paz,1,2000-01-01,1\r\n\"Ana, M\",Paz,2,2000-01-01,2\r\nAna,Paz\r\n",
+                3,
+                "5 fields",
+            ),
+            ("Ana,Paz,1,2000-01-01,1\nAna,Paz,x,2000-01-01,2\n", 2, "invalid document \"x\""),
+            ("Ana,,1,2000-01-01,1\n", 1, "invalid last_name \"\""),
+        ] {
+            let (_, result) = batches(contents, 100);
+            let err = result.unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, ClientError::BadRow { line: l, .. } if l == line), "{text}");
+            assert!(text.contains(reason), "{text}");
+        }
+    }
+}
