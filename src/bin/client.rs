@@ -1,4 +1,5 @@
 //! `lottery-client`: one agency. Uploads its bets, waits for the draw, logs its winners.
+//! `--check` validates the agency file offline instead; `--help` lists every setting.
 //! Exit codes: 0 when done (or stopped by SIGTERM/Ctrl-C), 1 on failure, 2 on a bad configuration.
 
 use std::process::ExitCode;
@@ -17,15 +18,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let rust_log = std::env::var("RUST_LOG").ok();
-    let config = match ClientConfig::from_env() {
+    let config = match ClientConfig::load_from_process() {
         Ok(config) => config,
         Err(e) => {
+            if let Some(code) = e.print_usage() {
+                return ExitCode::from(code);
+            }
             telemetry::init(tracing::Level::INFO, None);
             error!(action = "config", result = "fail", error = %e);
             return ExitCode::from(2);
         }
     };
     telemetry::init(config.log_level, rust_log.as_deref());
+    if config.check {
+        return check(&config);
+    }
     let data = match &config.source {
         BetSource::File(path) => path.display().to_string(),
         BetSource::Single(_) => "single bet (NOMBRE, APELLIDO, …)".to_owned(),
@@ -63,6 +70,45 @@ fn main() -> ExitCode {
                 _ => "upload",
             };
             error!(action, result = "fail", error = %e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check`: validates the agency file offline; exit 0 when every row is a valid bet.
+fn check(config: &ClientConfig) -> ExitCode {
+    let BetSource::File(path) = &config.source else {
+        info!(
+            action = "check",
+            result = "success",
+            file = "single bet (NOMBRE, APELLIDO, …)",
+            rows = 1
+        );
+        return ExitCode::SUCCESS;
+    };
+    let file = path.display().to_string();
+    match client::check_file(path, config.id) {
+        Ok(report) if report.bad_rows == 0 => {
+            info!(action = "check", result = "success", file, rows = report.rows);
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            for (line, reason) in &report.first_bad {
+                error!(action = "check", result = "fail", file, line, error = %reason);
+            }
+            let shown = report.first_bad.len();
+            error!(
+                action = "check",
+                result = "fail",
+                file,
+                rows = report.rows,
+                bad_rows = report.bad_rows,
+                shown
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            error!(action = "check", result = "fail", file, error = %e);
             ExitCode::FAILURE
         }
     }

@@ -2,13 +2,14 @@
 //! until SIGTERM or Ctrl-C. Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on
 //! a bad configuration.
 //!
+//! `lottery-server --help` lists every setting with its flag, variable and default.
 //! `lottery-server healthcheck` instead checks that the central configured by the same
 //! environment answers a protocol `Ping` on 127.0.0.1 (the container health check): exit 0 if so.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use lottery::config::ServerConfig;
+use lottery::config::{self, ServerConfig};
 use lottery::signal::ShutdownSignals;
 use lottery::{client, server, telemetry};
 use tokio_util::sync::CancellationToken;
@@ -21,15 +22,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let rust_log = std::env::var("RUST_LOG").ok();
-    let config = match ServerConfig::from_env() {
+    let healthcheck_only = std::env::args().nth(1).as_deref() == Some("healthcheck");
+    let loaded = if healthcheck_only {
+        ServerConfig::load(["lottery-server"], config::env_lookup)
+    } else {
+        ServerConfig::load_from_process()
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
+            if let Some(code) = e.print_usage() {
+                return ExitCode::from(code);
+            }
             telemetry::init(tracing::Level::INFO, None);
             error!(action = "config", result = "fail", error = %e);
             return ExitCode::from(2);
         }
     };
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+    if healthcheck_only {
         return healthcheck(&config);
     }
     telemetry::init(config.logging_level, rust_log.as_deref());

@@ -5,10 +5,12 @@
 //! in ready-made batches through a small channel, so reading overlaps sending and memory holds a
 //! few batches, never the file (see [`reader`]).
 
+mod progress;
 mod reader;
 
-pub use reader::read_batches;
+use progress::Progress;
 use reader::spawn_reader;
+pub use reader::{CHECK_REPORTED_ROWS, CheckReport, check_file, read_batches};
 
 use std::collections::VecDeque;
 use std::io;
@@ -333,12 +335,22 @@ pub async fn run_with_progress(
     acked_bets: &AtomicU64,
 ) -> Result<Outcome, ClientError> {
     let mut outcome = Outcome::default();
+    let total = match &config.source {
+        BetSource::File(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || progress::count_rows(&path)).await.unwrap_or(0)
+        }
+        BetSource::Single(_) => 1,
+    };
+    let mut progress = Progress::new(total);
     let mut last_progress = Instant::now();
     let mut delay = FIRST_RETRY_DELAY;
     loop {
         let mut connection = Connection::connect_with_retry(config, token).await?;
         let acked_before = outcome.ack_latencies.len();
-        let error = match session(&mut connection, config, token, acked_bets, &mut outcome).await {
+        let session =
+            session(&mut connection, config, token, acked_bets, &mut outcome, &mut progress);
+        let error = match session.await {
             Ok(()) => return Ok(outcome),
             Err(e) if e.is_transient() => e,
             Err(e) => return Err(e),
@@ -366,12 +378,14 @@ async fn session(
     token: &CancellationToken,
     acked_bets: &AtomicU64,
     outcome: &mut Outcome,
+    progress: &mut Progress,
 ) -> Result<(), ClientError> {
     let mut seq = connection.next_seq();
     let skip = connection.stored_bets();
     let mut batches = spawn_reader(config, skip);
     let window = config.batch_window.get();
     let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(window);
+    let mut in_flight_bets = 0u64;
     let mut reading = true;
     // A bad row stops the reading, but the batches before it are still acknowledged first.
     let mut failed = None;
@@ -400,6 +414,7 @@ async fn session(
                     break;
                 }
             };
+            in_flight_bets += batch.len() as u64;
             connection.feed_batch(seq, batch).await?;
             in_flight.push_back((seq, Instant::now()));
             seq += 1;
@@ -413,11 +428,14 @@ async fn session(
         acked_bets.fetch_add(u64::from(count), Ordering::Relaxed);
         sent += u64::from(count);
         outcome.sent_bets += u64::from(count);
+        in_flight_bets = in_flight_bets.saturating_sub(u64::from(count));
+        progress.update(skip + sent + in_flight_bets, skip + sent);
         debug!(action = "batch_enviado", result = "success", seq = expected, cantidad = count);
         if let BetSource::Single(bet) = &config.source {
             info!(action = "apuesta_enviada", result = "success", dni = %bet.document, numero = %bet.number);
         }
     }
+    progress.finish();
     if let Some(e) = failed {
         return Err(e);
     }

@@ -54,37 +54,21 @@ pub fn read_batches(
     skip: u64,
     mut deliver: impl FnMut(Vec<WireBet>) -> bool,
 ) -> Result<(), ClientError> {
-    let file = std::fs::File::open(path)
-        .map_err(|source| ClientError::DataFile { path: path.to_owned(), source })?;
-    let mut reader = crate::storage::csv_reader(io::BufReader::new(file));
-    let today = chrono::Local::now().date_naive();
-    let bad_row =
-        |line: u64, reason: String| ClientError::BadRow { path: path.to_owned(), line, reason };
+    let mut rows = Rows::open(path, agency)?;
+    let bad_row = |(line, reason)| ClientError::BadRow { path: path.to_owned(), line, reason };
     let empty_bytes = batch_end_frame_max_len();
     let mut batch = Vec::new();
     let mut bytes = empty_bytes;
-    let mut record = csv::StringRecord::new();
-    let mut skipped = 0;
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                let line = e.position().map_or(reader.position().line(), csv::Position::line);
-                return Err(bad_row(line, e.to_string()));
-            }
-        }
-        if skipped < skip {
-            skipped += 1;
-            continue;
-        }
-        let line = record_line(&record);
-        let fields = fields::<5>(&record).map_err(|e| {
-            bad_row(line, format!("{e} (first_name,last_name,document,birthdate,number)"))
-        })?;
-        let bet =
-            Bet::from_text(agency, fields, today).map_err(|e| bad_row(line, e.to_string()))?;
-        let bet = WireBet::from_owned(bet);
+    let skipped = rows.pass_over(skip);
+    if skipped < skip {
+        return Err(ClientError::FileShorter {
+            path: path.to_owned(),
+            stored: skip,
+            rows: skipped,
+        });
+    }
+    for row in rows {
+        let bet = row.map_err(bad_row)?;
         let len = bet.frame_len();
         // A bet is at most a few hundred bytes, so it always fits an empty batch.
         if !batch.is_empty() && bytes + len > MAX_BATCH_BYTES {
@@ -103,17 +87,95 @@ pub fn read_batches(
             bytes = empty_bytes;
         }
     }
-    if skipped < skip {
-        return Err(ClientError::FileShorter {
-            path: path.to_owned(),
-            stored: skip,
-            rows: skipped,
-        });
-    }
     if !batch.is_empty() {
         deliver(batch);
     }
     Ok(())
+}
+
+/// What `check_file` found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Rows read.
+    pub rows: u64,
+    /// Rows that are not valid bets.
+    pub bad_rows: u64,
+    /// The first bad rows (at most [`CHECK_REPORTED_ROWS`]): line and reason.
+    pub first_bad: Vec<(u64, String)>,
+}
+
+/// How many bad rows `check_file` describes.
+pub const CHECK_REPORTED_ROWS: usize = 10;
+
+/// Validates every row of an agency file, offline, as the agency would before sending it.
+///
+/// # Errors
+/// `DataFile` when the file cannot be opened.
+pub fn check_file(path: &Path, agency: AgencyId) -> Result<CheckReport, ClientError> {
+    let mut report = CheckReport::default();
+    for row in Rows::open(path, agency)? {
+        report.rows += 1;
+        if let Err(bad) = row {
+            report.bad_rows += 1;
+            if report.first_bad.len() < CHECK_REPORTED_ROWS {
+                report.first_bad.push(bad);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// An agency file's rows, each a bet ready to send or the line and reason it is not one.
+struct Rows {
+    reader: csv::Reader<io::BufReader<std::fs::File>>,
+    record: csv::StringRecord,
+    agency: AgencyId,
+    today: chrono::NaiveDate,
+}
+
+impl Rows {
+    fn open(path: &Path, agency: AgencyId) -> Result<Self, ClientError> {
+        let file = std::fs::File::open(path)
+            .map_err(|source| ClientError::DataFile { path: path.to_owned(), source })?;
+        Ok(Self {
+            reader: crate::storage::csv_reader(io::BufReader::new(file)),
+            record: csv::StringRecord::new(),
+            agency,
+            today: chrono::Local::now().date_naive(),
+        })
+    }
+
+    /// Passes over the first `n` rows (already stored), unread; returns how many there were.
+    fn pass_over(&mut self, n: u64) -> u64 {
+        let mut skipped = 0;
+        while skipped < n && matches!(self.reader.read_record(&mut self.record), Ok(true)) {
+            skipped += 1;
+        }
+        skipped
+    }
+}
+
+impl Iterator for Rows {
+    type Item = Result<WireBet, (u64, String)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.reader.read_record(&mut self.record) {
+            Ok(false) => None,
+            Err(e) => {
+                let line = e.position().map_or(self.reader.position().line(), csv::Position::line);
+                Some(Err((line, e.to_string())))
+            }
+            Ok(true) => {
+                let line = record_line(&self.record);
+                let row = fields::<5>(&self.record)
+                    .map_err(|e| format!("{e} (first_name,last_name,document,birthdate,number)"))
+                    .and_then(|fields| {
+                        Bet::from_text(self.agency, fields, self.today).map_err(|e| e.to_string())
+                    });
+                Some(row.map(WireBet::from_owned).map_err(|reason| (line, reason)))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

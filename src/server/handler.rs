@@ -106,8 +106,8 @@ impl Handler {
             let message = tokio::select! {
                 biased;
                 answer = front_ack(&mut outgoing), if acking => {
-                    if let Some(Outgoing::Ack { agency, seq, count, bets, .. }) = outgoing.pop_front() {
-                        let reply = acknowledge(agency, seq, count, bets.as_deref(), answer)?;
+                    if let Some(Outgoing::Ack { agency, seq, count, bets, read_at, .. }) = outgoing.pop_front() {
+                        let reply = acknowledge(agency, seq, count, bets.as_deref(), read_at, answer)?;
                         outgoing.push_front(Outgoing::Reply(reply));
                     }
                     continue;
@@ -127,9 +127,11 @@ impl Handler {
                     let ack = self.shared.store.submit(agency, seq, &bets);
                     let count = bets.len();
                     let bets = tracing::enabled!(tracing::Level::DEBUG).then_some(bets);
-                    outgoing.push_back(Outgoing::Ack { agency, seq, count, bets, ack });
+                    let read_at = std::time::Instant::now();
+                    outgoing.push_back(Outgoing::Ack { agency, seq, count, bets, ack, read_at });
                 }
                 Step::Reject { agency, seq, count, reason, message } => {
+                    count_batch(agency, "rejected", count);
                     warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %message);
                     outgoing.push_back(Outgoing::Reply(ServerMessage::BatchRejected {
                         seq,
@@ -176,10 +178,17 @@ impl Handler {
                 }
                 Some(Outgoing::Ack { ack, .. }) => {
                     let Some(answer) = ack.now_or_never() else { break };
-                    if let Some(Outgoing::Ack { agency, seq, count, bets, .. }) =
+                    if let Some(Outgoing::Ack { agency, seq, count, bets, read_at, .. }) =
                         outgoing.pop_front()
                     {
-                        ready.push(acknowledge(agency, seq, count, bets.as_deref(), answer)?);
+                        ready.push(acknowledge(
+                            agency,
+                            seq,
+                            count,
+                            bets.as_deref(),
+                            read_at,
+                            answer,
+                        )?);
                     }
                 }
                 None => break,
@@ -194,8 +203,8 @@ impl Handler {
         while let Some(next) = outgoing.pop_front() {
             replies.push(match next {
                 Outgoing::Reply(reply) => reply,
-                Outgoing::Ack { agency, seq, count, bets, ack } => {
-                    acknowledge(agency, seq, count, bets.as_deref(), ack.await)?
+                Outgoing::Ack { agency, seq, count, bets, ack, read_at } => {
+                    acknowledge(agency, seq, count, bets.as_deref(), read_at, ack.await)?
                 }
             });
         }
@@ -293,6 +302,7 @@ impl Handler {
         if readiness.newly_ready {
             let expected = self.shared.config.agencies;
             info!(action = "ready_for_lottery", result = "success", agency = %agency, ready = readiness.ready, expected);
+            metrics::gauge!("lottery_agencies_ready").set(readiness.ready as f64);
             self.shared.join_barrier();
         } else {
             info!(action = "ready_for_lottery", result = "success", agency = %agency, again = true);
@@ -347,6 +357,8 @@ enum Outgoing {
         count: usize,
         bets: Option<Vec<Bet>>,
         ack: Ack,
+        /// When the batch was read: the start of its acknowledgement latency.
+        read_at: std::time::Instant,
     },
 }
 
@@ -364,10 +376,13 @@ fn acknowledge(
     seq: u64,
     count: usize,
     bets: Option<&[Bet]>,
+    read_at: std::time::Instant,
     answer: Result<Stored, StorageError>,
 ) -> Result<ServerMessage, HandlerError> {
+    metrics::histogram!("lottery_batch_ack_seconds").record(read_at.elapsed().as_secs_f64());
     match answer {
         Ok(Stored::New) => {
+            count_batch(agency, "stored", count);
             info!(action = "apuesta_recibida", result = "success", cantidad = count, agency = %agency, seq);
             for bet in bets.unwrap_or_default() {
                 debug!(action = "apuesta_almacenada", result = "success", dni = %bet.document, numero = %bet.number);
@@ -375,6 +390,7 @@ fn acknowledge(
             Ok(ServerMessage::BatchAccepted { seq, count: count as u32 })
         }
         Ok(Stored::Duplicate) => {
+            count_batch(agency, "duplicate", count);
             info!(action = "batch_retry", result = "success", agency = %agency, seq, cantidad = count);
             Ok(ServerMessage::BatchAccepted { seq, count: count as u32 })
         }
@@ -386,11 +402,25 @@ fn acknowledge(
             Err(protocol(ErrorCode::AgencyClosed, e.to_string()))
         }
         Err(e) => {
+            count_batch(agency, "rejected", count);
             error!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
             let message = format!("not stored: {e}");
             Ok(ServerMessage::BatchRejected { seq, reason: RejectReason::Storage, message })
         }
     }
+}
+
+/// Counts a batch and its bets by outcome (see `server::metrics`).
+fn count_batch(agency: AgencyId, result: &'static str, bets: usize) {
+    let agency = agency.to_string();
+    metrics::counter!("lottery_batches_total", "agency" => agency.clone(), "result" => result)
+        .increment(1);
+    match result {
+        "stored" => metrics::counter!("lottery_bets_stored_total", "agency" => agency),
+        "rejected" => metrics::counter!("lottery_bets_rejected_total", "agency" => agency),
+        _ => return,
+    }
+    .increment(bets as u64);
 }
 
 fn protocol(code: ErrorCode, message: impl Into<String>) -> HandlerError {

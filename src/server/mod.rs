@@ -6,6 +6,7 @@
 //! channel that carries the draw's result to every task waiting for it.
 
 mod handler;
+mod metrics;
 pub mod session;
 
 use std::io;
@@ -89,12 +90,24 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let shared = Arc::new(Shared::new(config, store, tracker.clone(), token.clone()));
     // Agencies that were ready before a restart keep their barrier party.
+    ::metrics::gauge!("lottery_agencies_ready").set(recovery.ready.len() as f64);
     for agency in recovery.ready {
         if shared.config.expects(agency.get()) {
             shared.join_barrier();
         } else {
             warn!(action = "recovery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
         }
+    }
+
+    if let Some(addr) = shared.config.metrics_addr
+        && let Some(handle) = self::metrics::install()
+    {
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        info!(action = "metrics", result = "success", address = %bound, path = "/metrics");
+        let serving = self::metrics::serve(listener, handle, tracker.clone(), token.clone());
+        tracker.spawn(serving);
     }
 
     // Group commits run in their own task, so a connection can read its next batches while
@@ -160,12 +173,14 @@ async fn accept_loop(
                     continue;
                 };
                 let handler = handler::Handler::new(shared.clone(), stream, peer, token);
+                ::metrics::gauge!("lottery_connections_open").increment(1.0);
                 tracker.spawn(async move {
                     // A panic is a bug, but it must cost one connection, not the central: the
                     // store's locks do not poison, and the permit is released on unwind.
                     if AssertUnwindSafe(handler.run()).catch_unwind().await.is_err() {
                         error!(action = "connection", result = "fail", ip = %peer, error = "panic in the connection task");
                     }
+                    ::metrics::gauge!("lottery_connections_open").decrement(1.0);
                     drop(permit);
                 });
             }
@@ -271,6 +286,22 @@ impl Shared {
         });
     }
 
+    /// One line per agency (bets, batches, winners) and one with the totals and how long this
+    /// process ingested for (first stored batch → draw).
+    async fn log_summary(&self, draw: &Draw) {
+        let agencies = self.store.agencies().await;
+        let mut batches = 0;
+        for (agency, progress) in &agencies {
+            batches += progress.last_seq;
+            let ganadores = draw.winners_for(*agency).len();
+            info!(action = "resumen", result = "success", agency = %agency, apuestas = progress.stored_bets, lotes = progress.last_seq, ganadores);
+        }
+        let ingest = self.store.first_commit().map(|t| t.elapsed().as_millis());
+        let ingesta_ms =
+            ingest.map_or_else(|| "none (restarted after the upload)".into(), |ms| ms.to_string());
+        info!(action = "resumen_total", result = "success", agencias = agencies.len(), apuestas = draw.bets(), lotes = batches, ganadores = draw.total_winners(), ingesta_ms = %ingesta_ms);
+    }
+
     /// Runs the draw (the barrier's leader does, once per process) and publishes the result.
     async fn run_draw(&self) {
         let status = match self.store.draw().await {
@@ -281,6 +312,8 @@ impl Shared {
                     apuestas = draw.bets(),
                     ganadores = draw.total_winners()
                 );
+                self.log_summary(&draw).await;
+                ::metrics::gauge!("lottery_draw_done").set(1.0);
                 DrawStatus::Done(Arc::new(draw))
             }
             Err(e) => {

@@ -28,7 +28,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, OnceLock, PoisonError};
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -113,6 +113,8 @@ pub struct BetStore {
     queued: Notify,
     files: Mutex<Files>,
     groups: AtomicU64,
+    /// When this process first committed a batch (the start of its ingest).
+    first_commit: OnceLock<std::time::Instant>,
 }
 
 /// Counters for benchmarks and tests.
@@ -190,6 +192,7 @@ impl BetStore {
             files: Mutex::new(files),
             queued: Notify::new(),
             groups: AtomicU64::new(0),
+            first_commit: OnceLock::new(),
         };
         Ok((store, recovery))
     }
@@ -321,6 +324,7 @@ impl BetStore {
             let written = self.write(files, start, rows, journal_start, text).await;
             match written {
                 Ok(journal_len) => {
+                    self.first_commit.get_or_init(std::time::Instant::now);
                     for record in &records {
                         // Built from the checks above, in order: applying cannot fail.
                         let _ = files.ledger.apply(record);
@@ -353,6 +357,7 @@ impl BetStore {
     ) -> io::Result<u64> {
         let (bets, journal, sync, dirty) =
             (files.bets.clone(), files.journal.clone(), self.sync, files.dirty);
+        let started = std::time::Instant::now();
         let written = tokio::task::spawn_blocking(move || {
             let result = (|| {
                 if dirty {
@@ -379,6 +384,7 @@ impl BetStore {
         .await;
         let (result, still_dirty) =
             written.unwrap_or_else(|e| (Err(io::Error::other(e.to_string())), true));
+        metrics::histogram!("lottery_commit_seconds").record(started.elapsed().as_secs_f64());
         files.dirty = still_dirty;
         result
     }
@@ -395,6 +401,20 @@ impl BetStore {
         }
         let ready = files.ledger.agencies.values().filter(|p| p.ready).count();
         Ok(Readiness { newly_ready, ready })
+    }
+
+    /// Every agency's durable progress, in agency order (agencies with no batch nor ready flag
+    /// are absent).
+    pub async fn agencies(&self) -> Vec<(AgencyId, Progress)> {
+        let files = self.files.lock().await;
+        let mut agencies: Vec<_> = files.ledger.agencies.iter().map(|(a, p)| (*a, *p)).collect();
+        agencies.sort_by_key(|(a, _)| *a);
+        agencies
+    }
+
+    /// When this process first committed a batch, if it did.
+    pub fn first_commit(&self) -> Option<std::time::Instant> {
+        self.first_commit.get().copied()
     }
 
     /// Agencies that have declared ReadyForLottery, in order.

@@ -1,11 +1,14 @@
-//! `ServerConfig` and `ClientConfig`, read from environment variables.
+//! `ServerConfig` and `ClientConfig`: from flags, environment variables, a configuration file and
+//! defaults, in that order of precedence (see [`sources`] for the table of settings).
 //!
-//! Both are built on `from_lookup(|name| …)`, so tests pass a map instead of touching the
-//! process environment. An empty variable counts as unset (compose writes `VAR=` for "no value").
+//! Both are built on `from_lookup(|name| …)`, keyed by the environment variable names, so tests
+//! pass a map instead of touching the process environment; `load(args, env)` layers the command
+//! line and the file on top. An empty value counts as unset (compose writes `VAR=` for "no value").
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -15,6 +18,12 @@ use tracing::Level;
 
 use crate::domain::{AgencyId, Bet, BetNumber, Document, parse_date};
 use crate::protocol::{FRAME_LEN_CAP, MAX_BATCH_BYTES};
+
+mod sources;
+mod tokens;
+
+pub use sources::{CLIENT_OPTIONS, ConfigOption, SERVER_OPTIONS};
+pub use tokens::AgencyTokens;
 
 /// A variable that is missing or does not parse. Its message names the variable, the value and
 /// what was expected.
@@ -28,6 +37,23 @@ pub enum ConfigError {
     File { var: &'static str, path: PathBuf, line: usize, reason: String },
     #[error("{var}: cannot read {path}: {reason}")]
     Unreadable { var: &'static str, path: PathBuf, reason: String },
+    /// `--help`, `--version` (exit code 0), or a command line that does not parse (2).
+    #[error("{message}")]
+    Usage { message: String, exit_code: i32 },
+}
+
+impl ConfigError {
+    /// Prints a `Usage` error as a command-line tool should (help on stdout, mistakes on stderr)
+    /// and returns its exit code; any other error is the caller's to log.
+    pub fn print_usage(&self) -> Option<u8> {
+        let Self::Usage { message, exit_code } = self else { return None };
+        if *exit_code == 0 {
+            print!("{message}");
+        } else {
+            eprint!("{message}");
+        }
+        Some(u8::try_from(*exit_code).unwrap_or(2))
+    }
 }
 
 /// The most agencies a central accepts (each gets a barrier party and a little state).
@@ -70,74 +96,43 @@ pub struct ServerConfig {
     /// `LOTTERY_AGENCY_TOKENS_FILE`: `agency:token` lines; when set, every agency must present its
     /// token in `Hello`. Default: no tokens.
     pub agency_tokens: Option<AgencyTokens>,
-}
-
-/// Each agency's secret token, from `LOTTERY_AGENCY_TOKENS_FILE`. Never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AgencyTokens(HashMap<u32, String>);
-
-impl fmt::Debug for AgencyTokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AgencyTokens({} agencies)", self.0.len())
-    }
-}
-
-impl AgencyTokens {
-    /// Parses `agency:token` lines (blank lines and `#` comments allowed) for agencies 1..=`agencies`.
-    ///
-    /// # Errors
-    /// The first bad line's number and what is wrong with it.
-    pub fn parse(text: &str, agencies: u32) -> Result<Self, (usize, String)> {
-        let mut tokens = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let fail = |reason: String| (i + 1, reason);
-            let (agency, token) =
-                line.split_once(':').ok_or_else(|| fail("expected agency:token".into()))?;
-            let agency = agency
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|a| (1..=agencies).contains(a))
-                .ok_or_else(|| {
-                fail(format!("agency {:?} is not in 1..={agencies}", agency.trim()))
-            })?;
-            let token = token.trim();
-            if token.is_empty() || token.chars().any(char::is_whitespace) {
-                return Err(fail(format!("agency {agency}'s token is empty or has spaces")));
-            }
-            if tokens.insert(agency, token.to_owned()).is_some() {
-                return Err(fail(format!("agency {agency} appears twice")));
-            }
-        }
-        Ok(Self(tokens))
-    }
-
-    /// Whether `token` is `agency`'s, compared in constant time. An agency without a line has no
-    /// valid token.
-    pub fn check(&self, agency: u32, token: Option<&str>) -> bool {
-        use subtle::ConstantTimeEq;
-        match (self.0.get(&agency), token) {
-            (Some(expected), Some(given)) => expected.as_bytes().ct_eq(given.as_bytes()).into(),
-            _ => false,
-        }
-    }
-
-    /// How many agencies have a token.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether the file named no agency.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
+    /// `METRICS_ADDR`: where to serve Prometheus metrics (`/metrics`). Default: off.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ServerConfig {
+    /// Reads the configuration from this process's command line, environment and configuration
+    /// file (flag > environment > file > default).
+    ///
+    /// # Errors
+    /// `Usage` for `--help`/`--version` or a bad command line; any other `ConfigError` for the
+    /// first setting or file that does not parse.
+    pub fn load_from_process() -> Result<Self, ConfigError> {
+        Self::load(std::env::args_os(), env_lookup)
+    }
+
+    /// Like [`ServerConfig::load_from_process`], with the command line `args` (program name
+    /// first) and the environment `env`.
+    ///
+    /// # Errors
+    /// As [`ServerConfig::load_from_process`].
+    pub fn load<T: Into<OsString> + Clone>(
+        args: impl IntoIterator<Item = T>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let about = "The Lotería Nacional central: collects agencies' bets and runs the draw.";
+        let flags = sources::parse_flags("lottery-server", about, SERVER_OPTIONS, false, args)?;
+        let named =
+            flags.values.get("LOTTERY_CONFIG_FILE").cloned().or_else(|| env("LOTTERY_CONFIG_FILE"));
+        let file = sources::read_config_file(
+            "LOTTERY_CONFIG_FILE",
+            named.filter(|v| !v.is_empty()),
+            "config.ini",
+            SERVER_OPTIONS,
+        )?;
+        Self::from_lookup(layered(&flags.values, &env, &file))
+    }
+
     /// Reads the configuration from the process environment.
     ///
     /// # Errors
@@ -197,6 +192,12 @@ impl ServerConfig {
             read_timeout: vars.duration("LOTTERY_READ_TIMEOUT", Duration::from_secs(30))?,
             write_timeout: vars.duration("LOTTERY_WRITE_TIMEOUT", Duration::from_secs(10))?,
             agency_tokens: vars.tokens("LOTTERY_AGENCY_TOKENS_FILE", agencies.get())?,
+            metrics_addr: match vars.get("METRICS_ADDR") {
+                None => None,
+                Some(addr) => Some(addr.trim().parse().map_err(|_| {
+                    vars.invalid("METRICS_ADDR", "an address with a port, such as 0.0.0.0:9100")
+                })?),
+            },
         })
     }
 
@@ -232,6 +233,8 @@ pub struct ClientConfig {
     pub token: Option<String>,
     /// Where the bets come from.
     pub source: BetSource,
+    /// `--check`: validate the agency file offline and exit.
+    pub check: bool,
 }
 
 /// The bets an agency sends.
@@ -246,6 +249,39 @@ pub enum BetSource {
 const SINGLE_BET_VARS: [&str; 5] = ["NOMBRE", "APELLIDO", "DOCUMENTO", "NACIMIENTO", "NUMERO"];
 
 impl ClientConfig {
+    /// Reads the configuration from this process's command line, environment and configuration
+    /// file (flag > environment > file > default).
+    ///
+    /// # Errors
+    /// `Usage` for `--help`/`--version` or a bad command line; any other `ConfigError` for the
+    /// first setting or file that does not parse.
+    pub fn load_from_process() -> Result<Self, ConfigError> {
+        Self::load(std::env::args_os(), env_lookup)
+    }
+
+    /// Like [`ClientConfig::load_from_process`], with the command line `args` (program name
+    /// first) and the environment `env`.
+    ///
+    /// # Errors
+    /// As [`ClientConfig::load_from_process`].
+    pub fn load<T: Into<OsString> + Clone>(
+        args: impl IntoIterator<Item = T>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let about = "A Lotería Nacional agency: uploads its bets and receives its winners.";
+        let flags = sources::parse_flags("lottery-client", about, CLIENT_OPTIONS, true, args)?;
+        let named = flags.values.get("CLI_CONFIG_FILE").cloned().or_else(|| env("CLI_CONFIG_FILE"));
+        let file = sources::read_config_file(
+            "CLI_CONFIG_FILE",
+            named.filter(|v| !v.is_empty()),
+            "config.yaml",
+            CLIENT_OPTIONS,
+        )?;
+        let mut config = Self::from_lookup(layered(&flags.values, &env, &file))?;
+        config.check = flags.check;
+        Ok(config)
+    }
+
     /// Reads the configuration from the process environment.
     ///
     /// # Errors
@@ -288,6 +324,7 @@ impl ClientConfig {
             connect_timeout: vars.duration("CLI_CONNECT_TIMEOUT", Duration::from_secs(30))?,
             token: vars.get("CLI_TOKEN"),
             source: vars.source(id)?,
+            check: false,
         })
     }
 }
@@ -298,7 +335,22 @@ fn has_host_and_port(address: &str) -> bool {
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
 }
 
-fn env_lookup(name: &str) -> Option<String> {
+/// The first non-empty value of `name` among the flags, the environment and the file.
+fn layered<'a>(
+    flags: &'a HashMap<&'static str, String>,
+    env: &'a impl Fn(&str) -> Option<String>,
+    file: &'a HashMap<&'static str, String>,
+) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        let from_flag = || flags.get(name).cloned();
+        let from_file = || file.get(name).cloned();
+        [from_flag(), env(name), from_file()].into_iter().flatten().find(|v| !v.is_empty())
+    }
+}
+
+/// The process environment as a lookup (a variable that is not UTF-8 is kept, lossily, so its
+/// parse error names it).
+pub fn env_lookup(name: &str) -> Option<String> {
     match std::env::var(name) {
         Ok(value) => Some(value),
         Err(std::env::VarError::NotPresent) => None,
@@ -563,6 +615,99 @@ mod tests {
             err.to_string().starts_with("LOTTERY_AGENCY_TOKENS_FILE: cannot read /nonexistent"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn flags_beat_the_environment_which_beats_the_file_which_beats_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().join("central.ini");
+        std::fs::write(
+            &ini,
+            "[DEFAULT]\nSERVER_PORT = 1111\nSERVER_LISTEN_BACKLOG = 7\nlogging_level = DEBUG\n",
+        )
+        .unwrap();
+        let env_vars = [
+            ("LOTTERY_CONFIG_FILE", ini.display().to_string()),
+            ("SERVER_PORT", "2222".to_owned()),
+            ("LOGGING_LEVEL", "WARN".to_owned()),
+        ];
+        let env = |name: &str| env_vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let config = ServerConfig::load(["lottery-server", "--port", "3333"], env).unwrap();
+        assert_eq!(config.port, 3333, "flag");
+        assert_eq!(config.logging_level, Level::WARN, "environment over file");
+        assert_eq!(config.listen_backlog, 7, "file over default");
+        assert_eq!(config.agencies.get(), 5, "default");
+        let config = ServerConfig::load(["lottery-server"], env).unwrap();
+        assert_eq!(config.port, 2222, "environment over file");
+
+        let yaml = dir.path().join("agency.yaml");
+        std::fs::write(
+            &yaml,
+            "id: 4\nserver:\n  address: \"file:1\"\nbatch:\n  maxAmount: 50\nloop:\n  amount: 5\n",
+        )
+        .unwrap();
+        let env_vars = [
+            ("CLI_CONFIG_FILE", yaml.display().to_string()),
+            ("CLI_BATCH_MAXAMOUNT", "60".to_owned()),
+        ];
+        let env = |name: &str| env_vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        let config =
+            ClientConfig::load(["lottery-client", "--server-address", "flag:2", "--check"], env)
+                .unwrap();
+        assert_eq!(config.id.get(), 4, "file");
+        assert_eq!(config.server_address, "flag:2", "flag");
+        assert_eq!(config.batch_max_amount.get(), 60, "environment");
+        assert_eq!(config.batch_window.get(), DEFAULT_BATCH_WINDOW, "default");
+        assert!(config.check);
+    }
+
+    #[test]
+    fn a_malformed_or_unknown_file_setting_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().join("bad.ini");
+        std::fs::write(&ini, "[DEFAULT]\nSERVER_PORT = 1\nthis is not a setting\n").unwrap();
+        let path = ini.display().to_string();
+        let env = |name: &str| (name == "LOTTERY_CONFIG_FILE").then(|| path.clone());
+        let err = ServerConfig::load(["lottery-server"], env).unwrap_err().to_string();
+        assert!(err.contains("bad.ini, line 3: expected key = value"), "{err}");
+
+        std::fs::write(&ini, "[DEFAULT]\nSERVER_PORT = 1\nSERVER_PROT = 2\n").unwrap();
+        let err = ServerConfig::load(["lottery-server"], env).unwrap_err().to_string();
+        assert!(err.contains("line 3: unknown key \"SERVER_PROT\""), "{err}");
+
+        std::fs::write(&ini, "[DEFAULT]\nSERVER_PORT = lots\n").unwrap();
+        let err = ServerConfig::load(["lottery-server"], env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("SERVER_PORT=\"lots\" is invalid"),
+            "a bad value names its setting: {err}"
+        );
+
+        let err = ServerConfig::load(["lottery-server", "--config", "/nonexistent.ini"], |_| None);
+        assert!(matches!(err, Err(ConfigError::Unreadable { .. })), "{err:?}");
+    }
+
+    #[test]
+    fn help_and_version_are_usage_with_exit_code_zero() {
+        let Err(ConfigError::Usage { message, exit_code: 0 }) =
+            ServerConfig::load(["lottery-server", "--help"], |_| None)
+        else {
+            panic!("--help")
+        };
+        for option in SERVER_OPTIONS {
+            assert!(message.contains(&format!("--{}", option.flag)), "{}", option.flag);
+            assert!(message.contains(&format!("[env: {}]", option.env)), "{}", option.env);
+        }
+        let Err(ConfigError::Usage { message, exit_code: 0 }) =
+            ClientConfig::load(["lottery-client", "--version"], |_| None)
+        else {
+            panic!("--version")
+        };
+        assert!(message.contains(env!("CARGO_PKG_VERSION")));
+        let Err(ConfigError::Usage { exit_code: 2, .. }) =
+            ClientConfig::load(["lottery-client", "--nope"], |_| None)
+        else {
+            panic!("a bad flag")
+        };
     }
 
     #[test]
