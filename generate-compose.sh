@@ -35,6 +35,7 @@ x-client: &client
     dockerfile: Dockerfile.client
   volumes:
     - ./.data:/data:ro
+    - ./config/client.yaml:/etc/lottery/config.yaml:ro
   networks:
     - lottery
   depends_on:
@@ -42,6 +43,7 @@ x-client: &client
       condition: service_healthy
 
 x-client-env: &client-env
+  CLI_CONFIG_FILE: /etc/lottery/config.yaml
   CLI_SERVER_ADDRESS: server:\${SERVER_PORT}
   CLI_BATCH_MAXAMOUNT: \${CLI_BATCH_MAXAMOUNT}
   CLI_LOG_LEVEL: \${CLI_LOG_LEVEL}
@@ -58,8 +60,10 @@ services:
       LOGGING_LEVEL: \${LOGGING_LEVEL}
       LOTTERY_AGENCIES: "${AGENCIES_VALUE:-$agencies}"
       BETS_FILE: /var/lib/lottery/bets.csv
+      LOTTERY_CONFIG_FILE: /etc/lottery/config.ini
     volumes:
       - bets:/var/lib/lottery
+      - ./config/server.ini:/etc/lottery/config.ini:ro
     networks:
       - lottery
     healthcheck:
