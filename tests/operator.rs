@@ -143,3 +143,17 @@ async fn config_files_progress_summary_and_metrics() {
     server.signal("TERM");
     assert_eq!(server.finish().await.0, Some(0));
 }
+
+#[test]
+fn the_readme_documents_every_setting() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let options = lottery::config::SERVER_OPTIONS.iter().chain(lottery::config::CLIENT_OPTIONS);
+    for setting in options {
+        assert!(readme.contains(&format!("`--{}`", setting.flag)), "--{}", setting.flag);
+        assert!(readme.contains(&format!("`{}`", setting.env)), "{}", setting.env);
+        if let Some(key) = setting.file_key {
+            assert!(readme.contains(&format!("`{key}`")), "{key}");
+        }
+    }
+}

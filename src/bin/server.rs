@@ -67,10 +67,22 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!(action = "server", result = "fail", error = format!("{e:#}"));
+            error!(action = "server", result = "fail", error = %chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each once (library errors already name their source).
+fn chain(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 /// How long the health check waits for its `Pong`.
