@@ -383,6 +383,7 @@ fn acknowledge(
     match answer {
         Ok(Stored::New) => {
             count_batch(agency, "stored", count);
+            debug!(action = "agency_progress", result = "in_progress", agency = %agency, lotes = seq);
             info!(action = "apuesta_recibida", result = "success", cantidad = count, agency = %agency, seq);
             for bet in bets.unwrap_or_default() {
                 debug!(action = "apuesta_almacenada", result = "success", dni = %bet.document, numero = %bet.number);
