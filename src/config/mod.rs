@@ -120,16 +120,7 @@ impl ServerConfig {
         args: impl IntoIterator<Item = T>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let about = "The Lotería Nacional central: collects agencies' bets and runs the draw.";
-        let flags = sources::parse_flags("lottery-server", about, SERVER_OPTIONS, false, args)?;
-        let named =
-            flags.values.get("LOTTERY_CONFIG_FILE").cloned().or_else(|| env("LOTTERY_CONFIG_FILE"));
-        let file = sources::read_config_file(
-            "LOTTERY_CONFIG_FILE",
-            named.filter(|v| !v.is_empty()),
-            "config.ini",
-            SERVER_OPTIONS,
-        )?;
+        let (flags, file) = sources::gather(&sources::SERVER, args, &env)?;
         Self::from_lookup(layered(&flags.values, &env, &file))
     }
 
@@ -268,15 +259,7 @@ impl ClientConfig {
         args: impl IntoIterator<Item = T>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let about = "A Lotería Nacional agency: uploads its bets and receives its winners.";
-        let flags = sources::parse_flags("lottery-client", about, CLIENT_OPTIONS, true, args)?;
-        let named = flags.values.get("CLI_CONFIG_FILE").cloned().or_else(|| env("CLI_CONFIG_FILE"));
-        let file = sources::read_config_file(
-            "CLI_CONFIG_FILE",
-            named.filter(|v| !v.is_empty()),
-            "config.yaml",
-            CLIENT_OPTIONS,
-        )?;
+        let (flags, file) = sources::gather(&sources::CLIENT, args, &env)?;
         let mut config = Self::from_lookup(layered(&flags.values, &env, &file))?;
         config.check = flags.check;
         Ok(config)

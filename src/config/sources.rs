@@ -203,6 +203,52 @@ pub const CLIENT_OPTIONS: &[ConfigOption] = &[
 /// accepted, so the course's files work unchanged.
 const IGNORED_YAML_KEYS: [&str; 2] = ["loop.amount", "loop.period"];
 
+/// A binary's command line and configuration file.
+pub(super) struct Program {
+    name: &'static str,
+    about: &'static str,
+    options: &'static [ConfigOption],
+    /// Whether it has `--check`.
+    check: bool,
+    /// The variable (and flag) naming the configuration file, and the file read if present.
+    config_var: &'static str,
+    default_file: &'static str,
+}
+
+pub(super) const SERVER: Program = Program {
+    name: "lottery-server",
+    about: "The Lotería Nacional central: collects agencies' bets and runs the draw.",
+    options: SERVER_OPTIONS,
+    check: false,
+    config_var: "LOTTERY_CONFIG_FILE",
+    default_file: "config.ini",
+};
+
+pub(super) const CLIENT: Program = Program {
+    name: "lottery-client",
+    about: "A Lotería Nacional agency: uploads its bets and receives its winners.",
+    options: CLIENT_OPTIONS,
+    check: true,
+    config_var: "CLI_CONFIG_FILE",
+    default_file: "config.yaml",
+};
+
+/// The command line's flags and the configuration file's settings of `program`.
+///
+/// # Errors
+/// `Usage` for `--help`, `--version` and bad command lines; `Unreadable` or `File` for the file.
+pub(super) fn gather<T: Into<OsString> + Clone>(
+    program: &Program,
+    args: impl IntoIterator<Item = T>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(Flags, HashMap<&'static str, String>), ConfigError> {
+    let flags = parse_flags(program.name, program.about, program.options, program.check, args)?;
+    let named = flags.values.get(program.config_var).cloned().or_else(|| env(program.config_var));
+    let named = named.filter(|v| !v.is_empty());
+    let file = read_config_file(program.config_var, named, program.default_file, program.options)?;
+    Ok((flags, file))
+}
+
 /// The flags given on a command line, by variable name, and the switches that were set.
 #[derive(Debug, Default)]
 pub(super) struct Flags {
@@ -214,7 +260,7 @@ pub(super) struct Flags {
 ///
 /// # Errors
 /// `ConfigError::Usage` for `--help`, `--version` (with exit code 0) and bad command lines.
-pub(super) fn parse_flags(
+fn parse_flags(
     name: &'static str,
     about: &'static str,
     options: &'static [ConfigOption],
@@ -252,7 +298,7 @@ pub(super) fn parse_flags(
 ///
 /// # Errors
 /// `Unreadable` or `File` (with the line) when the file cannot be read or parsed.
-pub(super) fn read_config_file(
+fn read_config_file(
     var: &'static str,
     named: Option<String>,
     default_path: &str,
