@@ -97,21 +97,29 @@ fn main() -> ExitCode {
 /// The child: a central configured by the environment; prints its address, then its counters
 /// when stdin closes.
 fn serve() -> ExitCode {
-    let runtime = tokio::runtime::Runtime::new().expect("a Tokio runtime");
-    runtime.block_on(async {
-        let config = ServerConfig::from_env().expect("the bench passes a valid configuration");
-        lottery::telemetry::init(tracing::Level::INFO, None);
-        let listener = lottery::server::bind(&config).expect("a free port on 127.0.0.1");
-        println!("LISTENING {}", listener.local_addr().expect("a bound address"));
-        let token = CancellationToken::new();
-        let stop = token.clone();
-        std::thread::spawn(move || {
-            let _ = std::io::stdin().read_to_end(&mut Vec::new());
-            stop.cancel();
-        });
-        lottery::server::run(listener, config, token).await.expect("the central runs");
+    let served = tokio::runtime::Runtime::new().map_err(|e| e.to_string()).and_then(|runtime| {
+        runtime.block_on(async {
+            let config = ServerConfig::from_env().map_err(|e| e.to_string())?;
+            lottery::telemetry::init(tracing::Level::INFO, None);
+            let listener = lottery::server::bind(&config).map_err(|e| e.to_string())?;
+            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            println!("LISTENING {address}");
+            let token = CancellationToken::new();
+            let stop = token.clone();
+            std::thread::spawn(move || {
+                let _ = std::io::stdin().read_to_end(&mut Vec::new());
+                stop.cancel();
+            });
+            lottery::server::run(listener, config, token).await.map_err(|e| e.to_string())
+        })
     });
-    ExitCode::SUCCESS
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench central: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn generate(args: &Args) -> Result<Vec<(PathBuf, Vec<String>)>, String> {
