@@ -186,17 +186,26 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
         let mut stream = TcpStream::connect(&a).await.unwrap();
         let mut replies = Vec::new();
         let mut frames = Framed::new(&mut stream, ClientCodec::new());
-        loop {
+        let mut closed = false;
+        // 100 Pings 50 ms apart outlast the 500 ms Hello deadline tenfold.
+        for _ in 0..100 {
             if frames.send(ClientMessage::Ping).await.is_err() {
+                closed = true;
                 break;
             }
             match within("pong or close", frames.next()).await {
                 Some(Ok(reply)) => replies.push(reply),
-                _ => break,
+                _ => {
+                    closed = true;
+                    break;
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(error_code(&replies), Some(ErrorCode::Timeout), "{replies:?}");
+        assert!(closed, "the central kept a connection without Hello open: {replies:?}");
+        // The Timeout reply comes just before the close; a Ping sent after the close can make the
+        // peer's kernel reset the connection and drop it unread, so it is not required.
+        assert!(matches!(error_code(&replies), None | Some(ErrorCode::Timeout)), "{replies:?}");
         "Pings instead of Hello"
     });
     let a = address.clone();

@@ -211,9 +211,10 @@ impl Schedule {
 }
 
 /// Five agencies upload through a proxy while the central is stopped with `signal` after a random
-/// number (1..=`every`) of its log lines, again and again, and once right after the first
-/// `ready_for_lottery` and once right after the draw; it is restarted on the same bets file each
-/// time. Returns how many times it was stopped.
+/// number (1..=`every`) of its log lines, again and again, once right after the first
+/// `ready_for_lottery`, and once right after the draw's line if the agencies have not finished
+/// by then; it is restarted on the same bets file each time. Returns how many times it was
+/// stopped.
 async fn stop_and_restart(signal: &str, every: u64, bets: usize) -> usize {
     let mut schedule = Schedule::from_env();
     let dir = tempfile::tempdir().unwrap();
@@ -243,6 +244,9 @@ async fn stop_and_restart(signal: &str, every: u64, bets: usize) -> usize {
     let (mut lines, mut target) = (0, schedule.next(every));
     loop {
         tokio::select! {
+            // The central's lines first: every line it printed before an agency finished is seen
+            // before that agency's exit (the first ready line always comes long before any).
+            biased;
             line = server.lines.recv() => {
                 let line = line.unwrap_or_else(|| panic!("the central died on its own: {:#?}", server.seen));
                 lines += 1;
@@ -283,13 +287,17 @@ async fn stop_and_restart(signal: &str, every: u64, bets: usize) -> usize {
     let duplicates = stored.windows(2).filter(|w| w[0] == w[1]).count();
     let lost = expected.iter().filter(|row| stored.binary_search(row).is_err()).count();
     println!(
-        "{stops} stops with SIG{signal} ({recoveries_cutting} restarts cut an unacknowledged tail), \
-         {} bets expected, {} stored, {duplicates} duplicates, {lost} lost",
+        "{stops} stops with SIG{signal} ({recoveries_cutting} restarts cut an unacknowledged tail; \
+         stopped after the draw's log line: {at_draw}), {} bets expected, {} stored, \
+         {duplicates} duplicates, {lost} lost",
         expected.len(),
         stored.len()
     );
     assert_eq!(stored, expected, "every bet exactly once");
-    assert!(at_ready && at_draw, "stopped during the draw too");
+    // Stopping at the first ready line is certain: no agency can finish before every agency is
+    // ready. Stopping right after the draw is a race with the agencies receiving their winners,
+    // so it is reported, not required.
+    assert!(at_ready, "stopped while agencies waited for the draw");
     stops
 }
 
