@@ -20,10 +20,13 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{Encoder, Framed};
 use tokio_util::sync::CancellationToken;
 
-const TOKENS: &str = "1:tok-one\n2:tok-two\n3:tok-three\n4:tok-four\n";
+/// Agencies 1-3 upload honestly during the attacks; 4-6 are the attackers' identities (each attack
+/// that completes a Hello has its own, so the attacks never take over each other's sessions), and
+/// upload honestly once the attacks are over, for the draw.
+const TOKENS: &str = "1:tok-1\n2:tok-2\n3:tok-3\n4:tok-4\n5:tok-5\n6:tok-6\n";
 
 fn token(agency: u32) -> String {
-    ["tok-one", "tok-two", "tok-three", "tok-four"][agency as usize - 1].to_owned()
+    format!("tok-{agency}")
 }
 
 fn hello(agency: u32, token: Option<String>) -> ClientMessage {
@@ -79,7 +82,7 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
     let env = [
         ("SERVER_IP", "127.0.0.1".to_owned()),
         ("SERVER_PORT", "0".to_owned()),
-        ("LOTTERY_AGENCIES", "4".to_owned()),
+        ("LOTTERY_AGENCIES", "6".to_owned()),
         ("BETS_FILE", dir.path().join("bets.csv").display().to_string()),
         ("LOTTERY_AGENCY_TOKENS_FILE", tokens_file.display().to_string()),
         ("LOTTERY_HELLO_TIMEOUT", "500ms".to_owned()),
@@ -94,7 +97,7 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
 
     // Honest agencies 1..3 upload meanwhile (agency 4 comes last, once the attacks are over).
     let data: Vec<AgencyData> =
-        (1..=4).map(|a| AgencyData::generate(dir.path(), a, 4000)).collect();
+        (1..=6).map(|a| AgencyData::generate(dir.path(), a, 4000)).collect();
     let mut honest = JoinSet::new();
     for agency in &data[..3] {
         let mut config = agency.client_config(address.parse().unwrap());
@@ -140,7 +143,7 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
     });
     let a = address.clone();
     attacks.spawn(async move {
-        let mut bytes = frame(hello(4, Some(token(4))));
+        let mut bytes = frame(hello(5, Some(token(5))));
         bytes.extend_from_slice(&[0, 0, 0, 3, 0xff, 0xfe, 0xfd]);
         expect_error(&a, &bytes, ErrorCode::Malformed, "Hello then garbage").await;
         "a valid Hello, then garbage"
@@ -148,7 +151,7 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
     let a = address.clone();
     attacks.spawn(async move {
         expect_error(&a, &frame(hello(0, None)), ErrorCode::UnknownAgency, "agency 0").await;
-        expect_error(&a, &frame(hello(5, None)), ErrorCode::UnknownAgency, "agency N+1").await;
+        expect_error(&a, &frame(hello(7, None)), ErrorCode::UnknownAgency, "agency N+1").await;
         "Hello for agency 0 and N+1"
     });
     let a = address.clone();
@@ -229,10 +232,10 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
     });
     let a = address.clone();
     attacks.spawn(async move {
-        // Agency 4 (with its token) pings without ever reading the Pongs: the central's writes
+        // Agency 6 (with its token) pings without ever reading the Pongs: the central's writes
         // block, the write deadline passes, and it drops the connection.
         let mut stream = TcpStream::connect(&a).await.unwrap();
-        stream.write_all(&frame(hello(4, Some(token(4))))).await.unwrap();
+        stream.write_all(&frame(hello(6, Some(token(6))))).await.unwrap();
         let pings: BytesMut = (0..4096).flat_map(|_| frame(ClientMessage::Ping)).collect();
         let mut written = 0usize;
         let dropped = loop {
@@ -257,7 +260,7 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
         }
         // A wrong token cannot take over a live session or read winners either.
         let id = AgencyId::new(3).unwrap();
-        let err = Connection::connect(&a, id, Some("tok-one")).await.unwrap_err();
+        let err = Connection::connect(&a, id, Some(&token(1))).await.unwrap_err();
         assert!(matches!(err, ClientError::Server { code: ErrorCode::Unauthorized, .. }), "{err}");
         "wrong tokens, and another agency's token"
     });
@@ -265,12 +268,15 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
     while let Some(attack) = within("attacks", attacks.join_next()).await {
         println!("survived: {}", attack.unwrap());
     }
-    let mut agency_four = data[3].client_config(address.parse().unwrap());
-    agency_four.token = Some(token(4));
-    let winners = within("agency 4", client::run(&agency_four, &CancellationToken::new()))
-        .await
-        .map(|o| o.winners);
-    assert_eq!(winners.unwrap(), data[3].winners());
+    for agency in &data[3..] {
+        let mut config = agency.client_config(address.parse().unwrap());
+        config.token = Some(token(agency.agency));
+        let expected = agency.winners();
+        honest.spawn(async move {
+            let winners = client::run(&config, &CancellationToken::new()).await.unwrap();
+            assert_eq!(winners.winners, expected, "agency {}", config.id);
+        });
+    }
     while let Some(done) = within("honest agencies", honest.join_next()).await {
         done.unwrap();
     }
@@ -282,7 +288,7 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
     server.signal("TERM");
     let (code, lines) = server.finish().await;
     assert_eq!(code, Some(0));
-    for agency in 1..=4 {
+    for agency in 1..=6 {
         assert!(!lines.iter().any(|l| l.contains(&token(agency))), "a token was logged");
     }
     let auth =
