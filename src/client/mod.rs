@@ -389,7 +389,7 @@ async fn session(
     let mut reading = true;
     // A bad row stops the reading, but the batches before it are still acknowledged first.
     let mut failed = None;
-    let mut latencies = Vec::new();
+    let first_ack = outcome.ack_latencies.len();
     let mut sent = 0u64;
     loop {
         while reading && in_flight.len() < window {
@@ -423,7 +423,6 @@ async fn session(
         let Some(&(expected, sent_at)) = in_flight.front() else { break };
         let count = cancellable(token, connection.receive_ack(expected)).await??;
         in_flight.pop_front();
-        latencies.push(sent_at.elapsed());
         outcome.ack_latencies.push(sent_at.elapsed());
         acked_bets.fetch_add(u64::from(count), Ordering::Relaxed);
         sent += u64::from(count);
@@ -439,6 +438,8 @@ async fn session(
     if let Some(e) = failed {
         return Err(e);
     }
+    // This session's latencies, sorted for the percentiles in its upload line.
+    let mut latencies = outcome.ack_latencies[first_ack..].to_vec();
     latencies.sort();
     let percentile = |p: usize| {
         let at = (latencies.len() * p / 100).min(latencies.len().saturating_sub(1));

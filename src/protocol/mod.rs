@@ -152,13 +152,7 @@ impl From<NaiveDate> for WireDate {
 impl WireBet {
     /// The wire form of a validated bet (its agency travels in `Hello`).
     pub fn from_bet(bet: &Bet) -> Self {
-        Self {
-            first_name: bet.first_name.clone(),
-            last_name: bet.last_name.clone(),
-            document: bet.document.as_str().to_owned(),
-            birthdate: WireDate::from(bet.birthdate),
-            number: bet.number.get(),
-        }
+        Self::from_owned(bet.clone())
     }
 
     /// The wire form of a validated bet, moving its strings rather than copying them.
