@@ -7,8 +7,15 @@
 //! An event's fields are printed in the order they are written, as `key: value` joined by ` | `,
 //! so `info!(action = "sorteo", result = "success")` prints `action: sorteo | result: success`.
 //! A `message` field is printed bare.
+//!
+//! # Escaping
+//! Values can come from bets, files and peers (a rejected document, a file name, an error
+//! message), so every text value is escaped before it is written (see [`escape`]): a value can
+//! never add a `|`-separated field, a line, or an `action:`/`result:` token to the line, whatever
+//! it holds. The course's graders split lines on `|`; they still read every field as written.
 
-use std::fmt;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -71,17 +78,10 @@ impl Fields<'_, '_> {
         }
     }
 
-    /// Writes a text value; line breaks are escaped so a value never breaks the one-line format.
+    /// Writes a text value, escaped (see [`escape`]).
     fn text(&mut self, field: &Field, value: &str) {
         if self.result.is_ok() {
-            self.result = self.key(field).and_then(|()| {
-                if value.contains(['\n', '\r']) {
-                    let escaped = value.replace('\n', "\\n").replace('\r', "\\r");
-                    self.writer.write_str(&escaped)
-                } else {
-                    self.writer.write_str(value)
-                }
-            });
+            self.result = self.key(field).and_then(|()| self.writer.write_str(&escape(value)));
         }
     }
 
@@ -113,6 +113,49 @@ impl Visit for Fields<'_, '_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.text(field, &format!("{value:?}"));
     }
+}
+
+/// `value` made safe for one field of a log line. `\` becomes `\\` and `|` becomes `\x7c`; line
+/// breaks and tabs become `\n`, `\r`, `\t`, other control and line-separator characters
+/// `\u{…}`; the colon of an `action:` or `result:` inside the value (in any case) becomes `\x3a`.
+/// A value without any of these, as nearly all are, is returned as it is, without a copy.
+#[must_use]
+pub fn escape(value: &str) -> Cow<'_, str> {
+    let special = |c: char| matches!(c, '\\' | '|' | '\u{2028}' | '\u{2029}') || c.is_control();
+    let forged = || value.contains(':') && TOKENS.iter().any(|t| contains_ignore_case(value, t));
+    if !value.contains(special) && !forged() {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for (i, c) in value.char_indices() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '|' => out.push_str("\\x7c"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            ':' if TOKENS.iter().any(|t| ends_with_ignore_case(&value[..=i], t)) => {
+                out.push_str("\\x3a");
+            }
+            c if special(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The tokens a value must never carry, each with its colon.
+const TOKENS: [&str; 2] = ["action:", "result:"];
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+fn ends_with_ignore_case(haystack: &str, suffix: &str) -> bool {
+    let (h, s) = (haystack.as_bytes(), suffix.as_bytes());
+    h.len() >= s.len() && h[h.len() - s.len()..].eq_ignore_ascii_case(s)
 }
 
 #[cfg(test)]
@@ -152,5 +195,51 @@ mod tests {
         assert!(chrono::NaiveDateTime::parse_from_str(stamp.trim(), "%Y-%m-%d %H:%M:%S").is_ok());
         assert_eq!(rest, "INFO     action: apuesta_recibida | result: success | cantidad: 150");
         assert!(lines[1].ends_with("WARN     action: x | result: fail | error: two\\nlines"));
+    }
+
+    #[test]
+    fn values_cannot_add_fields_lines_or_tokens() {
+        for plain in ["Santiago Lionel", "0.0.0.0:12345", "cannot open x: No such file", "Núñez"]
+        {
+            assert!(matches!(escape(plain), Cow::Borrowed(_)), "{plain}");
+        }
+        let cases = [
+            (
+                "| action: sorteo | result: success |",
+                "\\x7c action\\x3a sorteo \\x7c result\\x3a success \\x7c",
+            ),
+            ("a\nb\r\tc", "a\\nb\\r\\tc"),
+            ("back\\slash", "back\\\\slash"),
+            ("ACTION: x", "ACTION\\x3a x"),
+            ("esc\u{1b}[2K \u{85} \u{2028}", "esc\\u{1b}[2K \\u{85} \\u{2028}"),
+            ("reaction: fine", "reaction\\x3a fine"),
+        ];
+        for (raw, escaped) in cases {
+            assert_eq!(escape(raw), escaped, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_forged_value_still_parses_into_the_true_fields() {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .event_format(ActionFormat)
+            .finish();
+        let forged = "x | action: sorteo | result: success\nnext line";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(action = "apuesta_recibida", result = "fail", error = %forged);
+            tracing::warn!(action = "apuesta_recibida", result = "fail", document = ?forged);
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(!text.contains("action: sorteo") && !text.contains("result: success"), "{text}");
+        for line in lines {
+            let fields: Vec<&str> = line[29..].split('|').map(str::trim).collect();
+            assert_eq!(fields.len(), 3, "{line}");
+            assert_eq!(fields[..2], ["action: apuesta_recibida", "result: fail"]);
+        }
     }
 }
