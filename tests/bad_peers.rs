@@ -89,6 +89,8 @@ async fn the_central_survives_bad_peers_while_honest_agencies_finish() {
         ("LOTTERY_READ_TIMEOUT", "2s".to_owned()),
         ("LOTTERY_WRITE_TIMEOUT", "500ms".to_owned()),
         ("LOTTERY_MAX_CONNECTIONS", "1100".to_owned()),
+        // These attacks are about the other limits: no connection here is closed to make room.
+        ("LOTTERY_MAX_PENDING_HELLOS", "1050".to_owned()),
     ];
     let mut server = Process::start(SERVER_BIN, &env);
     let line = server.wait_for_line("action: listen | result: success").await;

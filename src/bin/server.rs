@@ -55,6 +55,7 @@ fn main() -> ExitCode {
         batch_max_bets = config.batch_max_bets,
         fsync = config.fsync,
         max_connections = config.max_connections,
+        max_pending_hellos = config.max_pending_hellos,
         max_frame_bytes = config.max_frame_bytes,
         hello_timeout = ?config.hello_timeout,
         read_timeout = ?config.read_timeout,

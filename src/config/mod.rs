@@ -82,10 +82,14 @@ pub struct ServerConfig {
     /// `LOTTERY_MAX_CONNECTIONS`: connections served at once; more are refused with `Busy`.
     /// Default 1024.
     pub max_connections: NonZeroUsize,
+    /// `LOTTERY_MAX_PENDING_HELLOS`: connections that have not completed `Hello` yet; a newer one
+    /// beyond it closes the oldest of them, so a flood cannot keep agencies out. Less than
+    /// `max_connections`. Default 64 (half of a `max_connections` under 128).
+    pub max_pending_hellos: NonZeroUsize,
     /// `LOTTERY_MAX_FRAME_BYTES`: largest frame payload accepted, checked before it is buffered.
     /// Default 8192.
     pub max_frame_bytes: usize,
-    /// `LOTTERY_HELLO_TIMEOUT`: time a new connection has to send `Hello`. Default 10 s.
+    /// `LOTTERY_HELLO_TIMEOUT`: time a new connection has to send `Hello`. Default 5 s.
     pub hello_timeout: Duration,
     /// `LOTTERY_READ_TIMEOUT`: time an agency has to send each whole message once the central
     /// waits for one (a slow trickle of bytes does not reset it). Default 30 s.
@@ -146,6 +150,14 @@ impl ServerConfig {
         if agencies.get() > MAX_AGENCIES {
             return Err(vars.invalid("LOTTERY_AGENCIES", "a whole number from 1 to 100000"));
         }
+        let max_connections: NonZeroUsize = vars.parse_or(
+            "LOTTERY_MAX_CONNECTIONS",
+            NonZeroUsize::MIN.saturating_add(1023),
+            "a whole number of 2 or more",
+        )?;
+        if max_connections.get() < 2 {
+            return Err(vars.invalid("LOTTERY_MAX_CONNECTIONS", "a whole number of 2 or more"));
+        }
         Ok(Self {
             ip: vars.parse_or(
                 "SERVER_IP",
@@ -163,11 +175,27 @@ impl ServerConfig {
                 "a whole number of 1 or more",
             )?,
             fsync: vars.boolean("LOTTERY_FSYNC", true)?,
-            max_connections: vars.parse_or(
-                "LOTTERY_MAX_CONNECTIONS",
-                NonZeroUsize::MIN.saturating_add(1023),
-                "a whole number of 1 or more",
-            )?,
+            max_connections,
+            max_pending_hellos: {
+                // Unset: 64, or half of a smaller LOTTERY_MAX_CONNECTIONS.
+                let default = NonZeroUsize::new((max_connections.get() / 2).min(64))
+                    .unwrap_or(NonZeroUsize::MIN);
+                let pending = vars.parse_or(
+                    "LOTTERY_MAX_PENDING_HELLOS",
+                    default,
+                    "a whole number of 1 or more",
+                )?;
+                if pending >= max_connections {
+                    return Err(vars.invalid(
+                        "LOTTERY_MAX_PENDING_HELLOS",
+                        format_args!(
+                            "fewer than LOTTERY_MAX_CONNECTIONS ({max_connections}): the rest is \
+                             kept for agencies that said Hello"
+                        ),
+                    ));
+                }
+                pending
+            },
             max_frame_bytes: {
                 let bytes: usize =
                     vars.parse_or("LOTTERY_MAX_FRAME_BYTES", 8192, "a whole number")?;
@@ -179,7 +207,7 @@ impl ServerConfig {
                 }
                 bytes
             },
-            hello_timeout: vars.duration("LOTTERY_HELLO_TIMEOUT", Duration::from_secs(10))?,
+            hello_timeout: vars.duration("LOTTERY_HELLO_TIMEOUT", Duration::from_secs(5))?,
             read_timeout: vars.duration("LOTTERY_READ_TIMEOUT", Duration::from_secs(30))?,
             write_timeout: vars.duration("LOTTERY_WRITE_TIMEOUT", Duration::from_secs(10))?,
             agency_tokens: vars.tokens("LOTTERY_AGENCY_TOKENS_FILE", agencies.get())?,
@@ -507,6 +535,9 @@ mod tests {
             ("LOTTERY_BATCH_MAX_BETS", "0"),
             ("LOTTERY_FSYNC", "maybe"),
             ("LOTTERY_MAX_CONNECTIONS", "0"),
+            ("LOTTERY_MAX_CONNECTIONS", "1"),
+            ("LOTTERY_MAX_PENDING_HELLOS", "0"),
+            ("LOTTERY_MAX_PENDING_HELLOS", "1024"),
             ("LOTTERY_MAX_FRAME_BYTES", "100"),
             ("LOTTERY_HELLO_TIMEOUT", "0s"),
             ("LOTTERY_READ_TIMEOUT", "soon"),

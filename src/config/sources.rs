@@ -94,6 +94,13 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "connections served at once; more get Busy",
     ),
     option(
+        "max-pending-hellos",
+        "LOTTERY_MAX_PENDING_HELLOS",
+        Some("LOTTERY_MAX_PENDING_HELLOS"),
+        "64",
+        "connections without Hello yet; a newer one closes the oldest",
+    ),
+    option(
         "max-frame-bytes",
         "LOTTERY_MAX_FRAME_BYTES",
         Some("LOTTERY_MAX_FRAME_BYTES"),
@@ -104,7 +111,7 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "hello-timeout",
         "LOTTERY_HELLO_TIMEOUT",
         Some("LOTTERY_HELLO_TIMEOUT"),
-        "10s",
+        "5s",
         "time from connecting to Hello",
     ),
     option(

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::session::{Session, Step};
-use super::{DrawStatus, Shared};
+use super::{DrawStatus, Newcomer, Shared};
 use crate::domain::{AgencyId, Bet, Draw};
 use crate::protocol::{
     ClientMessage, CodecError, ErrorCode, PROTOCOL_VERSION, RejectReason, ServerCodec,
@@ -56,6 +56,8 @@ pub(super) struct Handler {
     session: Session,
     /// `Hello` must arrive within `hello_timeout` of this, whatever came before it (`Ping`s).
     connected_at: tokio::time::Instant,
+    /// Its place among the connections without `Hello`, until `Hello` is accepted.
+    newcomer: Option<Newcomer>,
     /// Held while this connection is its agency's session (see `Sessions`).
     _claim: Option<OwnedMutexGuard<()>>,
 }
@@ -66,6 +68,7 @@ impl Handler {
         stream: TcpStream,
         peer: SocketAddr,
         server_token: &CancellationToken,
+        newcomer: Newcomer,
     ) -> Self {
         let codec = ServerCodec::with_max_frame_len(shared.config.max_frame_bytes);
         let frames = Framed::new(stream, codec);
@@ -79,6 +82,7 @@ impl Handler {
             server_token: server_token.clone(),
             session,
             connected_at: tokio::time::Instant::now(),
+            newcomer: Some(newcomer),
             _claim: None,
         }
     }
@@ -91,8 +95,12 @@ impl Handler {
                 let farewell = ServerMessage::Error { code: *code, message: message.clone() };
                 let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.frames.send(farewell)).await;
             }
-            let agency = self.session.agency().map(|a| a.to_string()).unwrap_or_default();
-            warn!(action = "connection", result = "fail", ip = %self.peer, agency, error = %e);
+            match self.session.agency() {
+                Some(agency) => {
+                    warn!(action = "connection", result = "fail", ip = %self.peer, agency = %agency, error = %e);
+                }
+                None => warn!(action = "connection", result = "fail", ip = %self.peer, error = %e),
+            }
         }
     }
 
@@ -222,8 +230,20 @@ impl Handler {
                 (now + config.read_timeout, config.read_timeout, "the next message")
             }
         };
+        let evicted = self.newcomer.as_ref().map(|n| n.evicted.clone());
+        let evicted = async move {
+            match evicted {
+                Some(token) => token.cancelled_owned().await,
+                None => std::future::pending().await,
+            }
+        };
         let next = tokio::select! {
             () = self.token.cancelled() => return self.cancelled().await,
+            () = evicted => {
+                let message = "too many connections without Hello: this one, the oldest, was \
+                    closed to make room; try again";
+                return Err(protocol(ErrorCode::Busy, message));
+            }
             next = tokio::time::timeout_at(deadline, self.frames.next()) => next,
         };
         match next {
@@ -278,6 +298,7 @@ impl Handler {
     /// waiting for it to finish its batch in flight) and answers `Welcome`.
     /// Returns false when this connection was itself cancelled meanwhile.
     async fn welcome(&mut self, agency: AgencyId) -> Result<bool, HandlerError> {
+        self.newcomer = None;
         let claim = self.shared.sessions.claim(agency, &self.token);
         let Some(claim) = self.token.run_until_cancelled(claim).await else {
             self.cancelled().await?;

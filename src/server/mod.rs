@@ -1,7 +1,8 @@
 //! The central: `run` accepts agencies on a bound listener until its token is cancelled.
 //!
 //! Each accepted connection is one task, spawned on a `TaskTracker` and handled by a
-//! [`handler::Handler`]. Tasks share one [`Shared`]: the [`BetStore`] (the bets file behind a
+//! [`handler::Handler`]. Connections that have not said `Hello` yet are [`Newcomers`]: a small
+//! budget of their own, so a flood of them never takes the places of agencies. Tasks share one [`Shared`]: the [`BetStore`] (the bets file behind a
 //! `tokio::sync::Mutex`), a `tokio::sync::Barrier` with one party per agency, and a `watch`
 //! channel that carries the draw's result to every task waiting for it.
 
@@ -154,6 +155,7 @@ async fn accept_loop(
 ) {
     let permits = Arc::new(Semaphore::new(shared.config.max_connections.get()));
     let mut refused = Refusals::default();
+    let mut evicted = Refusals::default();
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => return,
@@ -172,7 +174,11 @@ async fn accept_loop(
                     tracker.spawn(refuse(stream));
                     continue;
                 };
-                let handler = handler::Handler::new(shared.clone(), stream, peer, token);
+                let (newcomer, evicted_one) = shared.newcomers.admit();
+                if evicted_one {
+                    evicted.log_eviction(peer, shared.config.max_pending_hellos.get());
+                }
+                let handler = handler::Handler::new(shared.clone(), stream, peer, token, newcomer);
                 ::metrics::gauge!("lottery_connections_open").increment(1.0);
                 tracker.spawn(async move {
                     // A panic is a bug, but it must cost one connection, not the central: the
@@ -216,11 +222,78 @@ struct Refusals {
 
 impl Refusals {
     fn log(&mut self, peer: SocketAddr, limit: usize) {
+        if self.due() {
+            warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections: refused with Busy", limit, refused = std::mem::take(&mut self.since_log));
+        }
+    }
+
+    fn log_eviction(&mut self, peer: SocketAddr, limit: usize) {
+        if self.due() {
+            warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections without Hello: the oldest closed with Busy", limit, closed = std::mem::take(&mut self.since_log));
+        }
+    }
+
+    /// Counts one more; true when a line is due (the first, then at most one a second).
+    fn due(&mut self) -> bool {
         self.since_log += 1;
-        if self.last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections: refused with Busy", limit, refused = self.since_log);
-            self.since_log = 0;
+        let due = self.last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+        if due {
             self.last_log = Some(tokio::time::Instant::now());
+        }
+        due
+    }
+}
+
+/// Connections that have not completed `Hello`, oldest first. Their number is bounded by
+/// `LOTTERY_MAX_PENDING_HELLOS`: a new connection beyond it closes the oldest one (with `Busy`)
+/// rather than being refused, so however fast a flood of connections that never say `Hello`
+/// comes, an agency that says it right away gets through. Once `Hello` is accepted the connection
+/// leaves (one session per agency bounds the rest).
+#[derive(Debug)]
+pub(crate) struct Newcomers {
+    limit: usize,
+    queue: StdMutex<NewcomerQueue>,
+}
+
+#[derive(Debug, Default)]
+struct NewcomerQueue {
+    next_id: u64,
+    waiting: std::collections::VecDeque<(u64, CancellationToken)>,
+}
+
+/// One connection's place among the [`Newcomers`]; dropping it leaves.
+#[derive(Debug)]
+pub(crate) struct Newcomer {
+    id: u64,
+    /// Cancelled when a newer connection took this place.
+    pub(crate) evicted: CancellationToken,
+    newcomers: Arc<Newcomers>,
+}
+
+impl Newcomers {
+    fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self { limit, queue: StdMutex::default() })
+    }
+
+    /// A place for a new connection, and whether the oldest one was evicted to make it.
+    fn admit(self: &Arc<Self>) -> (Newcomer, bool) {
+        let evicted = CancellationToken::new();
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let oldest =
+            if queue.waiting.len() >= self.limit { queue.waiting.pop_front() } else { None };
+        let evicted_one = oldest.map(|(_, token)| token.cancel()).is_some();
+        let id = queue.next_id;
+        queue.next_id += 1;
+        queue.waiting.push_back((id, evicted.clone()));
+        (Newcomer { id, evicted, newcomers: self.clone() }, evicted_one)
+    }
+}
+
+impl Drop for Newcomer {
+    fn drop(&mut self) {
+        let mut queue = self.newcomers.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = queue.waiting.iter().position(|(id, _)| *id == self.id) {
+            queue.waiting.remove(i);
         }
     }
 }
@@ -241,6 +314,7 @@ pub(crate) struct Shared {
     rules: Rules,
     store: BetStore,
     sessions: Sessions,
+    newcomers: Arc<Newcomers>,
     /// One party per agency; each agency waits on it once, at its first `ReadyForLottery`.
     barrier: Barrier,
     /// Set once, by the barrier's leader, when the draw has run.
@@ -268,7 +342,8 @@ impl Shared {
         let (draw, _) = watch::channel(DrawStatus::Pending);
         let rules = Rules::from_config(&config);
         let sessions = Sessions::default();
-        Self { config, rules, store, sessions, barrier, draw, tasks, token }
+        let newcomers = Newcomers::new(config.max_pending_hellos.get());
+        Self { config, rules, store, sessions, newcomers, barrier, draw, tasks, token }
     }
 
     /// Adds an agency's party to the barrier, once it is durably ready (or was, before a

@@ -1,0 +1,73 @@
+//! Connections that never say `Hello` have a small budget of their own: a flood of them cannot
+//! take the places of agencies that authenticate.
+
+mod common;
+
+use common::{AgencyData, CLIENT_BIN, Process, SERVER_BIN, within};
+use futures::StreamExt;
+use lottery::protocol::{ClientCodec, ErrorCode, ServerMessage};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// What the central says on `stream` until it closes it.
+async fn replies_until_closed(stream: TcpStream) -> Vec<ServerMessage> {
+    let mut frames = Framed::new(stream, ClientCodec::new());
+    let mut replies = Vec::new();
+    while let Some(Ok(reply)) = within("the central closing the connection", frames.next()).await {
+        replies.push(reply);
+    }
+    replies
+}
+
+#[tokio::test]
+async fn idle_connections_cannot_keep_an_agency_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("SERVER_IP", "127.0.0.1".to_owned()),
+        ("SERVER_PORT", "0".to_owned()),
+        ("LOTTERY_AGENCIES", "1".to_owned()),
+        ("BETS_FILE", dir.path().join("bets.csv").display().to_string()),
+        ("LOTTERY_MAX_CONNECTIONS", "16".to_owned()),
+        ("LOTTERY_MAX_PENDING_HELLOS", "8".to_owned()),
+        // The idle connections would hold their places for the whole test.
+        ("LOTTERY_HELLO_TIMEOUT", "10m".to_owned()),
+    ];
+    let mut server = Process::start(SERVER_BIN, &env);
+    let line = server.wait_for_line("action: listen | result: success").await;
+    let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
+
+    // 40 connections that never say anything: more than every connection the central may serve.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(TcpStream::connect(&address).await.unwrap());
+    }
+    // The agency connects after all of them, and gets through.
+    let data = AgencyData::generate(dir.path(), 1, 300);
+    let client_env = [
+        ("CLI_ID", "1".to_owned()),
+        ("CLI_SERVER_ADDRESS", address.clone()),
+        ("CLI_DATA_FILE", data.path.display().to_string()),
+        ("CLI_CONNECT_TIMEOUT", "5s".to_owned()),
+    ];
+    let (code, lines) = Process::start(CLIENT_BIN, &client_env).finish().await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let winners = format!("cant_ganadores: {}", data.winners().len());
+    assert!(lines.iter().any(|l| l.contains(&winners)), "{lines:#?}");
+
+    // The central made room by closing the oldest connections without Hello.
+    let eviction = server.wait_for_line("too many connections without Hello").await;
+    assert!(eviction.contains("limit: 8"), "{eviction}");
+    let first_idle = idle.swap_remove(0);
+    let replies = replies_until_closed(first_idle).await;
+    let busy = |r: &ServerMessage| matches!(r, ServerMessage::Error { code: ErrorCode::Busy, .. });
+    assert!(replies.iter().any(busy), "the oldest connection was told Busy: {replies:?}");
+    server.signal("TERM");
+    let (code, lines) = server.finish().await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let closed: Vec<&String> =
+        lines.iter().filter(|l| l.contains("action: connection | result: fail")).collect();
+    assert!(!closed.is_empty(), "{lines:#?}");
+    for line in closed {
+        assert!(!line.contains(": |") && !line.ends_with(": "), "no empty field: {line}");
+    }
+}
