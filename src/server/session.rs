@@ -119,6 +119,13 @@ impl Session {
     }
 
     fn end_batch(&mut self, agency: AgencyId, seq: u64) -> Step {
+        if seq == 0 {
+            return close(ErrorCode::Malformed, "batch 0: batch numbers start at 1");
+        }
+        if self.batch.count == 0 {
+            let message = format!("batch {seq} has no bets: a batch holds at least one");
+            return close(ErrorCode::Malformed, message);
+        }
         let fresh = PendingBatch::new(self.batch.max_bets);
         let batch = std::mem::replace(&mut self.batch, fresh);
         match batch.problem {
