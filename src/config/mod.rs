@@ -506,6 +506,13 @@ mod tests {
         assert_eq!(config.bets_file, PathBuf::from("./bets.csv"));
         assert!(config.fsync);
         assert!(config.expects(5) && !config.expects(0) && !config.expects(6));
+        assert_eq!((config.max_bets_per_agency, config.min_free_bytes), (10_000_000, 64 << 20));
+        let config = ServerConfig::from_lookup(lookup(&[
+            ("LOTTERY_MAX_BETS_PER_AGENCY", "250"),
+            ("LOTTERY_MIN_FREE_BYTES", "0"),
+        ]))
+        .unwrap();
+        assert_eq!((config.max_bets_per_agency, config.min_free_bytes), (250, 0));
     }
 
     #[test]
@@ -533,6 +540,9 @@ mod tests {
             ("LOTTERY_MAX_FRAME_BYTES", "100"),
             ("LOTTERY_HELLO_TIMEOUT", "0s"),
             ("LOTTERY_READ_TIMEOUT", "soon"),
+            ("LOTTERY_MAX_BETS_PER_AGENCY", "0"),
+            ("LOTTERY_MAX_BETS_PER_AGENCY", "-1"),
+            ("LOTTERY_MIN_FREE_BYTES", "64MiB"),
         ] {
             let err = ServerConfig::from_lookup(lookup(&[(var, value)])).unwrap_err();
             let text = err.to_string();

@@ -340,6 +340,32 @@ mod tests {
     }
 
     #[test]
+    fn batch_zero_and_empty_batches_end_the_session() {
+        let rules = rules(None);
+        let wire = |n| match bet(n) {
+            ClientMessage::Bet(b) => b,
+            _ => unreachable!(),
+        };
+        let cases = [
+            vec![bet(1), ClientMessage::BetBatchEnd { seq: 0 }],
+            vec![ClientMessage::Batch { seq: 0, bets: vec![wire(1)] }],
+            vec![ClientMessage::BetBatchEnd { seq: 1 }],
+            vec![ClientMessage::Batch { seq: 1, bets: vec![] }],
+        ];
+        for messages in cases {
+            let mut session = Session::new(&rules);
+            session.on_message(hello(1), &rules);
+            let steps: Vec<Step> =
+                messages.iter().map(|m| session.on_message(m.clone(), &rules)).collect();
+            let last = steps.into_iter().last().unwrap();
+            assert!(
+                matches!(last, Step::Close { code: ErrorCode::Malformed, .. }),
+                "{messages:?}: {last:?}"
+            );
+        }
+    }
+
+    #[test]
     fn ready_is_refused_inside_a_batch() {
         let rules = rules(None);
         let mut session = Session::new(&rules);

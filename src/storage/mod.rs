@@ -867,6 +867,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_legacy_journal_is_rewritten_with_check_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let journal_path = dir.path().join("bets.csv.journal");
+        let rows = "1,Ana,Paz,1,2000-01-01,7574\r\n1,Ana,Paz,2,2000-01-01,5\r\n";
+        fs::write(&path, rows).unwrap();
+        // As main wrote it: no header, no check fields, a torn tail.
+        fs::write(&journal_path, format!("batch 1 1 2 {} 1\nready 1\nbatch 2 1", rows.len()))
+            .unwrap();
+        let (store, recovery) = BetStore::open(&path, true).await.unwrap();
+        assert!(recovery.journal_converted);
+        assert_eq!(recovery.cut_journal_bytes, 9);
+        assert_eq!(
+            store.progress(agency(1)).await,
+            Progress { last_seq: 1, stored_bets: 2, ready: true }
+        );
+        let journal = fs::read_to_string(&journal_path).unwrap();
+        assert!(journal.starts_with("journal 2 #"), "{journal}");
+        assert_eq!(journal.lines().count(), 3, "{journal}");
+        drop(store);
+        let (store, recovery) = BetStore::open(&path, true).await.unwrap();
+        assert!(!recovery.journal_converted);
+        assert_eq!(store.progress(agency(1)).await.stored_bets, 2);
+        assert!(!dir.path().join("bets.csv.journal.tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn a_journal_that_does_not_end_at_a_row_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) = open(&dir).await;
+            store.store_batch(agency(1), 1, &[bet(1, "11", 1)]).await.unwrap();
+        }
+        let path = dir.path().join("bets.csv");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.insert(3, b'x');
+        fs::write(&path, &bytes).unwrap();
+        let err = BetStore::open(&path, true).await.unwrap_err();
+        assert!(err.to_string().contains("does not end a row"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "nothing cut");
+    }
+
+    #[tokio::test]
     async fn a_second_store_on_the_same_files_is_refused_until_the_first_closes() {
         let dir = tempfile::tempdir().unwrap();
         let (first, _) = open(&dir).await;

@@ -62,7 +62,7 @@ pub(super) fn recover(
             let replay = journal::replay(&bytes).map_err(|d| {
                 let reason = format!(
                     "damaged at line {} (byte {}): {}. Only a torn last line can be a crash's \
-                     doing; nothing was changed. To start, {ADOPT_HINT}",
+                     doing. Nothing was changed. To start, {ADOPT_HINT}",
                     d.line, d.offset, d.reason
                 );
                 corrupt(journal_path, reason)
