@@ -418,8 +418,8 @@ mod tests {
         let mut changed = next.clone().into_bytes();
         changed[0] = b'R';
         for tail in [
-            next[..5].as_bytes().to_vec(),
-            next[..next.len() - 1].as_bytes().to_vec(),
+            next.as_bytes()[..5].to_vec(),
+            next.as_bytes()[..next.len() - 1].to_vec(),
             vec![0; 40],
             [&[0u8; 7][..], b"\n"].concat(),
             changed.clone(),
