@@ -151,7 +151,10 @@ async fn a_full_disk_rejects_batches_cleanly_and_uploads_resume() {
         return;
     };
     let disk = Arc::new(tempfile::tempdir_in(tmpfs.0.path()).unwrap());
-    let server = spawn_server_in(disk.clone(), &[("LOTTERY_AGENCIES", "2")]).await;
+    // The free-space floor would refuse every batch on a 1 MiB disk before the disk fills;
+    // this test is about a write that fails on a full disk.
+    let vars = [("LOTTERY_AGENCIES", "2"), ("LOTTERY_MIN_FREE_BYTES", "0")];
+    let server = spawn_server_in(disk.clone(), &vars).await;
     let address = server.addr.to_string();
     let mut agency = connect(&address, 1).await;
     agency.send_batch(1, &[wire_bet("11", 7574)]).await.unwrap();

@@ -86,8 +86,9 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(agency.get(), asked);
                 assert!(tokens.check(asked, token.as_deref()), "only with the agency's own token");
             }
-            Step::Store { agency, bets, .. } => {
+            Step::Store { agency, seq, bets } => {
                 assert_eq!(Some(agency), before, "stored only for the session's agency");
+                assert!(seq >= 1 && !bets.is_empty(), "batches are numbered from 1 and hold bets");
                 assert!(bets.len() <= rules.batch_max_bets.get());
                 assert!(bets.iter().all(|b| b.agency == agency));
                 let wire: usize = bets.iter().map(|b| WireBet::from_bet(b).frame_len()).sum();

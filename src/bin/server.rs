@@ -61,6 +61,8 @@ fn main() -> ExitCode {
         read_timeout = ?config.read_timeout,
         write_timeout = ?config.write_timeout,
         agency_tokens = config.agency_tokens.as_ref().map_or(0, |t| t.len()),
+        max_bets_per_agency = config.max_bets_per_agency,
+        min_free_bytes = config.min_free_bytes,
     );
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the Tokio runtime")

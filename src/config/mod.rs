@@ -102,6 +102,12 @@ pub struct ServerConfig {
     pub agency_tokens: Option<AgencyTokens>,
     /// `METRICS_ADDR`: where to serve Prometheus metrics (`/metrics`). Default: off.
     pub metrics_addr: Option<SocketAddr>,
+    /// `LOTTERY_MAX_BETS_PER_AGENCY`: most bets stored for one agency; a batch that would pass it
+    /// is refused (`Storage`). Default 10,000,000.
+    pub max_bets_per_agency: u64,
+    /// `LOTTERY_MIN_FREE_BYTES`: free bytes the bets file's filesystem must keep; below it
+    /// batches are refused (`Storage`). 0 turns the check off. Default 64 MiB.
+    pub min_free_bytes: u64,
 }
 
 impl ServerConfig {
@@ -217,6 +223,23 @@ impl ServerConfig {
                     vars.invalid("METRICS_ADDR", "an address with a port, such as 0.0.0.0:9100")
                 })?),
             },
+            max_bets_per_agency: {
+                let expected = "a whole number of bets of 1 or more";
+                let limit: u64 = vars.parse_or(
+                    "LOTTERY_MAX_BETS_PER_AGENCY",
+                    crate::storage::DEFAULT_MAX_BETS_PER_AGENCY,
+                    expected,
+                )?;
+                if limit == 0 {
+                    return Err(vars.invalid("LOTTERY_MAX_BETS_PER_AGENCY", expected));
+                }
+                limit
+            },
+            min_free_bytes: vars.parse_or(
+                "LOTTERY_MIN_FREE_BYTES",
+                crate::storage::DEFAULT_MIN_FREE_BYTES,
+                "a whole number of bytes, such as 67108864 (64 MiB); 0 turns the check off",
+            )?,
         })
     }
 
@@ -511,6 +534,13 @@ mod tests {
         assert_eq!(config.bets_file, PathBuf::from("./bets.csv"));
         assert!(config.fsync);
         assert!(config.expects(5) && !config.expects(0) && !config.expects(6));
+        assert_eq!((config.max_bets_per_agency, config.min_free_bytes), (10_000_000, 64 << 20));
+        let config = ServerConfig::from_lookup(lookup(&[
+            ("LOTTERY_MAX_BETS_PER_AGENCY", "250"),
+            ("LOTTERY_MIN_FREE_BYTES", "0"),
+        ]))
+        .unwrap();
+        assert_eq!((config.max_bets_per_agency, config.min_free_bytes), (250, 0));
     }
 
     #[test]
@@ -541,6 +571,9 @@ mod tests {
             ("LOTTERY_MAX_FRAME_BYTES", "100"),
             ("LOTTERY_HELLO_TIMEOUT", "0s"),
             ("LOTTERY_READ_TIMEOUT", "soon"),
+            ("LOTTERY_MAX_BETS_PER_AGENCY", "0"),
+            ("LOTTERY_MAX_BETS_PER_AGENCY", "-1"),
+            ("LOTTERY_MIN_FREE_BYTES", "64MiB"),
         ] {
             let err = ServerConfig::from_lookup(lookup(&[(var, value)])).unwrap_err();
             let text = err.to_string();

@@ -143,6 +143,20 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "serve Prometheus metrics at http://ADDR/metrics (port 0: a free one)",
     ),
     option(
+        "max-bets-per-agency",
+        "LOTTERY_MAX_BETS_PER_AGENCY",
+        Some("LOTTERY_MAX_BETS_PER_AGENCY"),
+        "10000000",
+        "most bets stored for one agency; batches past it are refused",
+    ),
+    option(
+        "min-free-bytes",
+        "LOTTERY_MIN_FREE_BYTES",
+        Some("LOTTERY_MIN_FREE_BYTES"),
+        "67108864",
+        "free bytes the bets file's filesystem keeps; below, batches are refused (0: off)",
+    ),
+    option(
         "config",
         "LOTTERY_CONFIG_FILE",
         None,

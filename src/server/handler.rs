@@ -419,6 +419,17 @@ fn acknowledge(
         Err(e @ StorageError::SequenceGap { .. }) => {
             Err(protocol(ErrorCode::SequenceGap, e.to_string()))
         }
+        Err(e @ StorageError::BadBatch { .. }) => {
+            Err(protocol(ErrorCode::Malformed, e.to_string()))
+        }
+        Err(e @ (StorageError::AgencyLimit { .. } | StorageError::LowDiskSpace { .. })) => {
+            // The store logs the condition once when it starts; a line per batch would let one
+            // agency flood the log.
+            count_batch(agency, "rejected", count);
+            debug!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
+            let message = format!("not stored: {e}");
+            Ok(ServerMessage::BatchRejected { seq, reason: RejectReason::Storage, message })
+        }
         Err(e @ StorageError::AgencyClosed { .. }) => {
             warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
             Err(protocol(ErrorCode::AgencyClosed, e.to_string()))

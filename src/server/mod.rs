@@ -29,7 +29,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::ServerConfig;
 use crate::domain::{AgencyId, Draw};
 use crate::protocol::{ErrorCode, ServerCodec, ServerMessage};
-use crate::storage::{BetStore, StorageError};
+use crate::storage::{BetStore, StorageError, StoreOptions};
 use session::Rules;
 
 /// How long shutdown waits for open connections to close before giving up on them.
@@ -75,7 +75,12 @@ pub async fn run(
     config: ServerConfig,
     token: CancellationToken,
 ) -> Result<(), ServerError> {
-    let (store, recovery) = BetStore::open(&config.bets_file, config.fsync).await?;
+    let options = StoreOptions {
+        sync: config.fsync,
+        max_bets_per_agency: config.max_bets_per_agency,
+        min_free_bytes: config.min_free_bytes,
+    };
+    let (store, recovery) = BetStore::open_with(&config.bets_file, options).await?;
     info!(
         action = "recovery",
         result = "success",
@@ -87,9 +92,12 @@ pub async fn run(
         ready = recovery.ready.len(),
         drawn = recovery.drawn,
         adopted = recovery.adopted,
+        journal_converted = recovery.journal_converted,
     );
     let tracker = TaskTracker::new();
-    let shared = Arc::new(Shared::new(config, store, tracker.clone(), token.clone()));
+    let mut shared = Shared::new(config, store, tracker.clone(), token.clone());
+    shared.draw_recorded = recovery.drawn;
+    let shared = Arc::new(shared);
     // Agencies that were ready before a restart keep their barrier party.
     ::metrics::gauge!("lottery_agencies_ready").set(recovery.ready.len() as f64);
     for agency in recovery.ready {
@@ -322,6 +330,8 @@ pub(crate) struct Shared {
     /// Where the barrier parties run, and what stops them.
     tasks: TaskTracker,
     token: CancellationToken,
+    /// The journal held the draw when this process started: running it again restores it.
+    draw_recorded: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -343,7 +353,18 @@ impl Shared {
         let rules = Rules::from_config(&config);
         let sessions = Sessions::default();
         let newcomers = Newcomers::new(config.max_pending_hellos.get());
-        Self { config, rules, store, sessions, newcomers, barrier, draw, tasks, token }
+        Self {
+            config,
+            rules,
+            store,
+            sessions,
+            newcomers,
+            barrier,
+            draw,
+            tasks,
+            token,
+            draw_recorded: false,
+        }
     }
 
     /// Adds an agency's party to the barrier, once it is durably ready (or was, before a
@@ -378,11 +399,14 @@ impl Shared {
     }
 
     /// Runs the draw (the barrier's leader does, once per process) and publishes the result.
+    /// `sorteo` is logged once per lottery: a draw the journal already held is restored, and
+    /// logged as `sorteo_restaurado`.
     async fn run_draw(&self) {
         let status = match self.store.draw().await {
             Ok(draw) => {
+                let action = if self.draw_recorded { "sorteo_restaurado" } else { "sorteo" };
                 info!(
-                    action = "sorteo",
+                    action,
                     result = "success",
                     apuestas = draw.bets(),
                     ganadores = draw.total_winners()

@@ -119,6 +119,13 @@ impl Session {
     }
 
     fn end_batch(&mut self, agency: AgencyId, seq: u64) -> Step {
+        if seq == 0 {
+            return close(ErrorCode::Malformed, "batch 0: batch numbers start at 1");
+        }
+        if self.batch.count == 0 {
+            let message = format!("batch {seq} has no bets: a batch holds at least one");
+            return close(ErrorCode::Malformed, message);
+        }
         let fresh = PendingBatch::new(self.batch.max_bets);
         let batch = std::mem::replace(&mut self.batch, fresh);
         match batch.problem {
@@ -330,6 +337,32 @@ mod tests {
         session.on_message(bet(1), &rules);
         let step = session.on_message(ClientMessage::Batch { seq: 2, bets: vec![] }, &rules);
         assert!(matches!(step, Step::Close { .. }), "no Batch inside Bets: {step:?}");
+    }
+
+    #[test]
+    fn batch_zero_and_empty_batches_end_the_session() {
+        let rules = rules(None);
+        let wire = |n| match bet(n) {
+            ClientMessage::Bet(b) => b,
+            _ => unreachable!(),
+        };
+        let cases = [
+            vec![bet(1), ClientMessage::BetBatchEnd { seq: 0 }],
+            vec![ClientMessage::Batch { seq: 0, bets: vec![wire(1)] }],
+            vec![ClientMessage::BetBatchEnd { seq: 1 }],
+            vec![ClientMessage::Batch { seq: 1, bets: vec![] }],
+        ];
+        for messages in cases {
+            let mut session = Session::new(&rules);
+            session.on_message(hello(1), &rules);
+            let steps: Vec<Step> =
+                messages.iter().map(|m| session.on_message(m.clone(), &rules)).collect();
+            let last = steps.into_iter().last().unwrap();
+            assert!(
+                matches!(last, Step::Close { code: ErrorCode::Malformed, .. }),
+                "{messages:?}: {last:?}"
+            );
+        }
     }
 
     #[test]

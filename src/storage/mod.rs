@@ -6,7 +6,14 @@
 //! appended to the journal and `fdatasync`ed (see [`journal`] for the format). Recovery at
 //! start-up replays the journal and cuts the bets file back to the last recorded end, so a crash
 //! at any point leaves exactly the acknowledged batches, each whole, and a file the original
-//! Python `load_bets` reads.
+//! Python `load_bets` reads. Recovery cuts nothing else: damage it cannot explain by a crash stops
+//! start-up instead (see [`recovery`]). Both files are locked (`flock`) while a store has them
+//! open, so a second central on the same files refuses to start.
+//!
+//! # Limits
+//! A batch that would take its agency past `max_bets_per_agency`, or a group commit that would
+//! leave less than `min_free_bytes` free on the bets file's filesystem (checked once per group),
+//! is refused before anything is written; each condition is logged once when it starts.
 //!
 //! # Group commit
 //! Every write goes through one `tokio::sync::Mutex` (held across the `.await` of the disk work,
@@ -36,6 +43,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{Mutex, Notify, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::domain::{AgencyId, Bet, Document, Draw, has_won};
 use journal::{Ledger, Record};
@@ -63,6 +71,49 @@ pub enum StorageError {
     AgencyClosed { agency: AgencyId },
     #[error("agency {agency} sent batch {got}, but its next batch is {expected}")]
     SequenceGap { agency: AgencyId, expected: u64, got: u64 },
+    #[error("{path} is locked by another central{}: two centrals on one bets file would corrupt it; stop the other one, or give this one its own BETS_FILE", holder.map(|pid| format!(" (process {pid})")).unwrap_or_default())]
+    Locked { path: PathBuf, holder: Option<u32> },
+    #[error(
+        "agency {agency} has {stored} bets stored; {bets} more would pass the limit of {limit} per agency (LOTTERY_MAX_BETS_PER_AGENCY)"
+    )]
+    AgencyLimit { agency: AgencyId, stored: u64, bets: u64, limit: u64 },
+    #[error(
+        "{path}: {free} bytes free on its filesystem, below the floor of {floor} (LOTTERY_MIN_FREE_BYTES) once this group is written; batches are refused until space is freed"
+    )]
+    LowDiskSpace { path: PathBuf, free: u64, floor: u64 },
+    #[error("agency {agency}, batch {seq}: {reason}")]
+    BadBatch { agency: AgencyId, seq: u64, reason: &'static str },
+}
+
+/// Most bytes of rows one group commit writes. Batches queued beyond it wait for the next group;
+/// recovery cuts at most this much past the last recorded batch (see [`recovery`]).
+pub const MAX_GROUP_BYTES: u64 = 1 << 20;
+
+/// The default of [`StoreOptions::max_bets_per_agency`] (`LOTTERY_MAX_BETS_PER_AGENCY`).
+pub const DEFAULT_MAX_BETS_PER_AGENCY: u64 = 10_000_000;
+
+/// The default of [`StoreOptions::min_free_bytes`] (`LOTTERY_MIN_FREE_BYTES`): 64 MiB.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
+
+/// How a [`BetStore`] writes, and what it refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// fdatasync every group commit before acknowledging it (`LOTTERY_FSYNC`).
+    pub sync: bool,
+    /// Most bets stored for one agency, adopted rows included.
+    pub max_bets_per_agency: u64,
+    /// Free bytes the bets file's filesystem must keep after a group commit; 0: no check.
+    pub min_free_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            sync: true,
+            max_bets_per_agency: DEFAULT_MAX_BETS_PER_AGENCY,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+        }
+    }
 }
 
 /// Whether `store_batch` wrote the batch or had it already.
@@ -92,8 +143,11 @@ pub struct Recovery {
     pub cut_bets_bytes: u64,
     /// Bytes of a torn journal tail that were cut.
     pub cut_journal_bytes: u64,
-    /// The bets file had no journal: its complete rows were adopted as they are.
+    /// The bets file had no journal: its rows, every one a valid bet, were adopted as they are,
+    /// counted per agency.
     pub adopted: bool,
+    /// The journal was written before records had check fields; it was rewritten with them.
+    pub journal_converted: bool,
     /// Batches recorded in the journal.
     pub batches: u64,
     /// Agencies that had declared ReadyForLottery.
@@ -108,6 +162,7 @@ pub struct BetStore {
     path: PathBuf,
     journal_path: PathBuf,
     sync: bool,
+    options: StoreOptions,
     queue: std::sync::Mutex<Vec<Pending>>,
     /// Woken when a batch is queued.
     queued: Notify,
@@ -161,22 +216,59 @@ struct Files {
     journal_len: u64,
     /// A failed write may have left bytes past the committed ends: cut them before the next one.
     dirty: bool,
+    /// Set by `close`: the files are unlocked, nothing more is written.
+    closed: bool,
+    /// Agencies whose limit was logged (once each).
+    limit_logged: std::collections::HashSet<AgencyId>,
+    /// Whether the free-space floor was hit and not yet left (logged once each way).
+    low_space: bool,
+}
+
+impl Files {
+    fn new(bets: File, journal: File, ledger: Ledger, journal_len: u64) -> Self {
+        Self {
+            bets: Arc::new(bets),
+            journal: Arc::new(journal),
+            ledger,
+            journal_len,
+            dirty: false,
+            closed: false,
+            limit_logged: std::collections::HashSet::new(),
+            low_space: false,
+        }
+    }
 }
 
 impl BetStore {
-    /// Opens (creating if needed) the bets file and its journal `<path>.journal`, and recovers
-    /// from a crash: a torn journal tail and bytes past the last committed batch are cut.
-    /// `sync: false` skips every fsync (for measuring their cost only: acknowledgements are then
-    /// not durable).
+    /// Opens (creating if needed) the bets file and its journal `<path>.journal`, with the
+    /// default limits; `sync: false` skips every fsync (for measuring their cost only:
+    /// acknowledgements are then not durable). See [`BetStore::open_with`].
     ///
     /// # Errors
-    /// `Open` when a file cannot be opened or created; `Corrupt` when the journal contradicts
-    /// itself or records more bytes than the bets file has (acknowledged bets were lost).
+    /// As [`BetStore::open_with`].
     pub async fn open(
         path: impl Into<PathBuf>,
         sync: bool,
     ) -> Result<(Self, Recovery), StorageError> {
+        Self::open_with(path, StoreOptions { sync, ..StoreOptions::default() }).await
+    }
+
+    /// Opens (creating if needed) the bets file and its journal `<path>.journal`, locks both,
+    /// and recovers from a crash: a torn journal tail and bytes past the last committed batch
+    /// are cut (see [`recovery`] for exactly what may be cut). A bets file without a journal is
+    /// adopted when every row is a valid bet.
+    ///
+    /// # Errors
+    /// `Open` when a file cannot be opened, created or locked; `Locked` when another process
+    /// has them; `Corrupt` when the journal is damaged beyond a torn last line, contradicts
+    /// itself, or does not match the bets file (nothing is changed then); `BadRow` or `Read`
+    /// when a bets file to adopt has a row that is not a valid bet.
+    pub async fn open_with(
+        path: impl Into<PathBuf>,
+        options: StoreOptions,
+    ) -> Result<(Self, Recovery), StorageError> {
         let path = path.into();
+        let sync = options.sync;
         let mut journal_path = path.clone().into_os_string();
         journal_path.push(".journal");
         let journal_path = PathBuf::from(journal_path);
@@ -188,6 +280,7 @@ impl BetStore {
             path,
             journal_path,
             sync,
+            options,
             queue: std::sync::Mutex::default(),
             files: Mutex::new(files),
             queued: Notify::new(),
@@ -257,12 +350,27 @@ impl BetStore {
         Ack(answer)
     }
 
-    /// Commits everything queued so far as one group (waiting for a commit in flight first).
+    /// Commits everything queued so far (waiting for a commit in flight first), in groups of at
+    /// most [`MAX_GROUP_BYTES`] of rows.
     pub async fn commit_queued(&self) {
         let mut files = self.files.lock().await;
         // An earlier holder may have committed everything already; then there is nothing to do.
-        let group = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
-        if !group.is_empty() {
+        loop {
+            let group = {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                let (mut taken, mut bytes) = (0, 0u64);
+                for pending in queue.iter() {
+                    bytes += pending.rows.len() as u64;
+                    if taken > 0 && bytes > MAX_GROUP_BYTES {
+                        break;
+                    }
+                    taken += 1;
+                }
+                queue.drain(..taken).collect::<Vec<_>>()
+            };
+            if group.is_empty() {
+                break;
+            }
             self.commit(&mut files, group).await;
         }
     }
@@ -282,6 +390,7 @@ impl BetStore {
     async fn commit(&self, files: &mut Files, group: Vec<Pending>) {
         let (start, journal_start) = (files.ledger.committed, files.journal_len);
         let closed = files.ledger.draw.is_some();
+        let limit = self.options.max_bets_per_agency;
         // Each agency's progress as this group would leave it, applied only once it is durable.
         let mut tentative: HashMap<AgencyId, Progress> = HashMap::new();
         let mut records = Vec::new();
@@ -292,7 +401,16 @@ impl BetStore {
             let progress = tentative
                 .entry(pending.agency)
                 .or_insert_with(|| files.ledger.progress(pending.agency));
-            let outcome = if progress.ready || closed {
+            let outcome = if files.closed {
+                Err(interrupted(&self.path, &"the store is closed"))
+            } else if pending.seq == 0 || pending.bets == 0 {
+                let reason = if pending.seq == 0 {
+                    "batch numbers start at 1"
+                } else {
+                    "a batch holds at least one bet"
+                };
+                Err(StorageError::BadBatch { agency: pending.agency, seq: pending.seq, reason })
+            } else if progress.ready || closed {
                 Err(StorageError::AgencyClosed { agency: pending.agency })
             } else if pending.seq <= progress.last_seq {
                 Ok(Stored::Duplicate)
@@ -303,9 +421,16 @@ impl BetStore {
                     expected,
                     got: pending.seq,
                 })
+            } else if progress.stored_bets.saturating_add(pending.bets) > limit {
+                let (agency, stored) = (pending.agency, progress.stored_bets);
+                if files.limit_logged.insert(agency) {
+                    warn!(action = "agency_limit", result = "fail", agency = %agency, stored, limit, error = "the agency's batches are refused: it reached LOTTERY_MAX_BETS_PER_AGENCY");
+                }
+                Err(StorageError::AgencyLimit { agency, stored, bets: pending.bets, limit })
             } else {
                 rows.extend_from_slice(&pending.rows);
                 progress.last_seq = pending.seq;
+                progress.stored_bets += pending.bets;
                 let record = Record::Batch {
                     agency: pending.agency,
                     seq: pending.seq,
@@ -324,6 +449,10 @@ impl BetStore {
             let written = self.write(files, start, rows, journal_start, text).await;
             match written {
                 Ok(journal_len) => {
+                    if files.low_space {
+                        files.low_space = false;
+                        info!(action = "disk_space", result = "success", path = %self.path.display(), min_free_bytes = self.options.min_free_bytes);
+                    }
                     self.first_commit.get_or_init(std::time::Instant::now);
                     for record in &records {
                         // Built from the checks above, in order: applying cannot fail.
@@ -331,7 +460,18 @@ impl BetStore {
                     }
                     files.journal_len = journal_len;
                 }
-                Err(e) => {
+                Err(WriteFailure::LowSpace { free }) => {
+                    let floor = self.options.min_free_bytes;
+                    if !files.low_space {
+                        files.low_space = true;
+                        warn!(action = "disk_space", result = "fail", path = %self.path.display(), free_bytes = free, min_free_bytes = floor, error = "batches are refused until space is freed (LOTTERY_MIN_FREE_BYTES)");
+                    }
+                    for outcome in outcomes.iter_mut().filter(|o| matches!(o, Ok(Stored::New))) {
+                        let path = self.path.clone();
+                        *outcome = Err(StorageError::LowDiskSpace { path, free, floor });
+                    }
+                }
+                Err(WriteFailure::Io(e)) => {
                     for outcome in outcomes.iter_mut().filter(|o| matches!(o, Ok(Stored::New))) {
                         let source = io::Error::new(e.kind(), e.to_string());
                         *outcome = Err(StorageError::Write { path: self.path.clone(), source });
@@ -346,7 +486,8 @@ impl BetStore {
     }
 
     /// Writes `rows` at `at` and `records` at `journal_at`, syncing each; on failure cuts both
-    /// files back. Returns the journal's new length.
+    /// files back. Returns the journal's new length. Writes nothing when the filesystem would be
+    /// left with less than `min_free_bytes` free.
     async fn write(
         &self,
         files: &mut Files,
@@ -354,11 +495,22 @@ impl BetStore {
         rows: Vec<u8>,
         journal_at: u64,
         records: String,
-    ) -> io::Result<u64> {
+    ) -> Result<u64, WriteFailure> {
         let (bets, journal, sync, dirty) =
             (files.bets.clone(), files.journal.clone(), self.sync, files.dirty);
+        let floor = self.options.min_free_bytes;
         let started = std::time::Instant::now();
         let written = tokio::task::spawn_blocking(move || {
+            if floor > 0 {
+                // One statvfs per group commit; an error here is left to the write to report.
+                if let Ok(stats) = rustix::fs::fstatvfs(&*bets) {
+                    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+                    let needed = (rows.len() + records.len()) as u64;
+                    if free.saturating_sub(needed) < floor {
+                        return (Err(WriteFailure::LowSpace { free }), dirty);
+                    }
+                }
+            }
             let result = (|| {
                 if dirty {
                     bets.set_len(at)?;
@@ -374,16 +526,16 @@ impl BetStore {
                 }
                 Ok(journal_at + records.len() as u64)
             })();
-            if result.is_err() {
+            if let Err(e) = result {
                 // Best effort: what cannot be cut now is cut before the next write, or at start-up.
                 let cut = bets.set_len(at).and_then(|()| journal.set_len(journal_at));
-                return (result, cut.is_err());
+                return (Err(WriteFailure::Io(e)), cut.is_err());
             }
-            (result, false)
+            (result.map_err(WriteFailure::Io), false)
         })
         .await;
-        let (result, still_dirty) =
-            written.unwrap_or_else(|e| (Err(io::Error::other(e.to_string())), true));
+        let (result, still_dirty) = written
+            .unwrap_or_else(|e| (Err(WriteFailure::Io(io::Error::other(e.to_string()))), true));
         metrics::histogram!("lottery_commit_seconds").record(started.elapsed().as_secs_f64());
         files.dirty = still_dirty;
         result
@@ -461,12 +613,19 @@ impl BetStore {
         }
     }
 
-    /// Waits for any commit in flight to finish, so the process can exit with nothing half-written.
+    /// Waits for any commit in flight to finish, so the process can exit with nothing
+    /// half-written, and releases the files' locks: nothing more is written through this store.
     pub async fn close(&self) {
-        drop(self.files.lock().await);
+        let mut files = self.files.lock().await;
+        files.closed = true;
+        recovery::unlock(&files.bets);
+        recovery::unlock(&files.journal);
     }
 
     async fn append_record(&self, files: &mut Files, record: Record) -> Result<(), StorageError> {
+        if files.closed {
+            return Err(interrupted(&self.path, &"the store is closed"));
+        }
         let mut line = String::new();
         record.write_to(&mut line);
         let (journal, at, sync) = (files.journal.clone(), files.journal_len, self.sync);
@@ -492,6 +651,14 @@ impl BetStore {
             }
         }
     }
+}
+
+/// Why a group commit wrote nothing.
+enum WriteFailure {
+    /// Free space would fall below `min_free_bytes`: nothing was written.
+    LowSpace { free: u64 },
+    /// A write or sync failed; what was written is cut back.
+    Io(io::Error),
 }
 
 fn write_error(path: &Path) -> impl Fn(io::Error) -> StorageError + '_ {
@@ -546,7 +713,8 @@ mod tests {
         assert_eq!(loaded(&store), [&one[..], &two[..]].concat());
         let journal = fs::read_to_string(store.journal_path()).unwrap();
         let len = fs::metadata(store.path()).unwrap().len();
-        assert!(journal.ends_with(&format!("batch 2 1 1 {len} -\n")), "{journal}");
+        let last = journal.lines().last().unwrap();
+        assert!(last.starts_with(&format!("batch 2 1 1 {len} - #")), "{journal}");
     }
 
     #[tokio::test]
@@ -659,20 +827,153 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_bets_file_without_journal_is_adopted_up_to_its_last_complete_row() {
+    async fn a_bets_file_without_journal_is_adopted_only_when_every_row_is_a_bet() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bets.csv");
-        fs::write(&path, "3,Ana,Paz,1,2000-01-01,7574\r\n3,Ana,Paz,2,2000-01-01,5\r\n3,Ana")
-            .unwrap();
+        let rows =
+            "3,Ana,Paz,1,2000-01-01,7574\r\n1,Ana,Paz,2,2000-01-01,5\r\n3,Ana,Paz,3,2000-01-01,6";
+        // A torn row is not a bet: refused, naming it, and nothing is changed or created.
+        let torn = format!("{rows}\r\n3,Ana");
+        fs::write(&path, &torn).unwrap();
+        let err = BetStore::open(&path, true).await.unwrap_err();
+        assert!(matches!(err, StorageError::BadRow { line: 4, .. }), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), torn);
+        assert!(!dir.path().join("bets.csv.journal").exists());
+
+        // Whole rows are adopted, counted per agency; a last row without its line end gets one.
+        fs::write(&path, rows).unwrap();
         let (store, recovery) = BetStore::open(&path, true).await.unwrap();
         assert!(recovery.adopted);
-        assert_eq!(recovery.cut_bets_bytes, 5);
-        assert_eq!(loaded(&store).len(), 2);
+        assert_eq!(recovery.cut_bets_bytes, 0);
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{rows}\r\n"));
+        assert_eq!(loaded(&store).len(), 3);
+        assert_eq!(
+            store.progress(agency(3)).await,
+            Progress { last_seq: 0, stored_bets: 2, ready: false }
+        );
+        assert_eq!(store.progress(agency(1)).await.stored_bets, 1);
         assert_eq!(store.store_batch(agency(3), 1, &[bet(3, "9", 1)]).await.unwrap(), Stored::New);
         drop(store);
         let (store, recovery) = BetStore::open(&path, true).await.unwrap();
         assert!(!recovery.adopted, "adopted once; the journal now exists");
-        assert_eq!(loaded(&store).len(), 3);
+        assert_eq!(loaded(&store).len(), 4);
+        assert_eq!(
+            store.progress(agency(3)).await,
+            Progress { last_seq: 1, stored_bets: 3, ready: false }
+        );
+        let draw = store.draw().await.unwrap();
+        let docs: Vec<&str> = draw.winners_for(agency(3)).iter().map(Document::as_str).collect();
+        assert_eq!(docs, ["1"], "adopted rows win too");
+    }
+
+    #[tokio::test]
+    async fn a_legacy_journal_is_rewritten_with_check_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let journal_path = dir.path().join("bets.csv.journal");
+        let rows = "1,Ana,Paz,1,2000-01-01,7574\r\n1,Ana,Paz,2,2000-01-01,5\r\n";
+        fs::write(&path, rows).unwrap();
+        // As main wrote it: no header, no check fields, a torn tail.
+        fs::write(&journal_path, format!("batch 1 1 2 {} 1\nready 1\nbatch 2 1", rows.len()))
+            .unwrap();
+        let (store, recovery) = BetStore::open(&path, true).await.unwrap();
+        assert!(recovery.journal_converted);
+        assert_eq!(recovery.cut_journal_bytes, 9);
+        assert_eq!(
+            store.progress(agency(1)).await,
+            Progress { last_seq: 1, stored_bets: 2, ready: true }
+        );
+        let journal = fs::read_to_string(&journal_path).unwrap();
+        assert!(journal.starts_with("journal 2 #"), "{journal}");
+        assert_eq!(journal.lines().count(), 3, "{journal}");
+        drop(store);
+        let (store, recovery) = BetStore::open(&path, true).await.unwrap();
+        assert!(!recovery.journal_converted);
+        assert_eq!(store.progress(agency(1)).await.stored_bets, 2);
+        assert!(!dir.path().join("bets.csv.journal.tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn a_journal_that_does_not_end_at_a_row_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (store, _) = open(&dir).await;
+            store.store_batch(agency(1), 1, &[bet(1, "11", 1)]).await.unwrap();
+        }
+        let path = dir.path().join("bets.csv");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.insert(3, b'x');
+        fs::write(&path, &bytes).unwrap();
+        let err = BetStore::open(&path, true).await.unwrap_err();
+        assert!(err.to_string().contains("does not end a row"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "nothing cut");
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_files_is_refused_until_the_first_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = open(&dir).await;
+        let err = BetStore::open(first.path(), true).await.unwrap_err();
+        let StorageError::Locked { holder, .. } = &err else { panic!("{err}") };
+        assert_eq!(*holder, Some(std::process::id()), "{err}");
+        assert!(err.to_string().contains("locked by another central"), "{err}");
+        first.close().await;
+        let closed = first.store_batch(agency(1), 1, &[bet(1, "1", 1)]).await.unwrap_err();
+        assert!(matches!(closed, StorageError::Interrupted { .. }), "{closed}");
+        let (second, _) = open(&dir).await;
+        assert_eq!(second.store_batch(agency(1), 1, &[bet(1, "1", 1)]).await.unwrap(), Stored::New);
+    }
+
+    #[tokio::test]
+    async fn limits_refuse_a_batch_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        let options = StoreOptions { max_bets_per_agency: 3, ..StoreOptions::default() };
+        let (store, _) = BetStore::open_with(&path, options).await.unwrap();
+        let two = [bet(1, "1", 1), bet(1, "2", 2)];
+        store.store_batch(agency(1), 1, &two).await.unwrap();
+        let len = store.committed_len().await;
+        let err = store.store_batch(agency(1), 2, &two).await.unwrap_err();
+        assert!(
+            matches!(err, StorageError::AgencyLimit { stored: 2, bets: 2, limit: 3, .. }),
+            "{err}"
+        );
+        assert_eq!(fs::metadata(&path).unwrap().len(), len);
+        assert_eq!(store.store_batch(agency(1), 2, &two[..1]).await.unwrap(), Stored::New);
+        assert_eq!(store.store_batch(agency(2), 1, &[bet(2, "3", 3)]).await.unwrap(), Stored::New);
+        for (seq, bets) in [(1, &[][..]), (0, &two[..1])] {
+            let err = store.store_batch(agency(2), seq, bets).await.unwrap_err();
+            assert!(matches!(err, StorageError::BadBatch { .. }), "{err}");
+        }
+        drop(store);
+
+        let options = StoreOptions { min_free_bytes: u64::MAX / 2, ..StoreOptions::default() };
+        let (store, _) = BetStore::open_with(&path, options).await.unwrap();
+        let len = fs::metadata(&path).unwrap().len();
+        let journal = fs::read(store.journal_path()).unwrap();
+        let err = store.store_batch(agency(2), 2, &[bet(2, "4", 4)]).await.unwrap_err();
+        assert!(matches!(err, StorageError::LowDiskSpace { .. }), "{err}");
+        assert_eq!(fs::metadata(&path).unwrap().len(), len);
+        assert_eq!(fs::read(store.journal_path()).unwrap(), journal);
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_writes_at_most_max_group_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(&dir).await;
+        let batch: Vec<Bet> = (0..400).map(|i| bet(1, &i.to_string(), i)).collect();
+        let batches = MAX_GROUP_BYTES as usize / encode(&batch) + 2;
+        let acks: Vec<Ack> =
+            (1..=batches as u64).map(|seq| store.submit(agency(1), seq, &batch)).collect();
+        store.commit_queued().await;
+        for ack in acks {
+            assert_eq!(ack.await.unwrap(), Stored::New);
+        }
+        assert_eq!(store.stats().groups, 2, "split at {MAX_GROUP_BYTES} bytes");
+    }
+
+    fn encode(bets: &[Bet]) -> usize {
+        rows::encode_rows(bets).len()
     }
 
     #[tokio::test]
