@@ -309,7 +309,27 @@ impl Handler {
         }
         let mut status = self.shared.draw.subscribe();
         let waited = status.wait_for(|s| !matches!(s, DrawStatus::Pending));
-        let status = self.token.run_until_cancelled(waited).await.map(|s| s.map(|s| s.clone()));
+        tokio::pin!(waited);
+        // While the draw waits for other agencies, this one pings to check the central is alive:
+        // keep reading and answer. No read deadline: the wait takes as long as the slowest agency.
+        let status = loop {
+            let message = tokio::select! {
+                status = &mut waited => break Some(status.map(|s| s.clone())),
+                () = self.token.cancelled() => break None,
+                message = self.frames.next() => message,
+            };
+            let message = match message {
+                None => return Ok(false),
+                Some(Err(CodecError::Io(e))) => return Err(CodecError::Io(e).into()),
+                Some(Err(e)) => return Err(protocol(ErrorCode::Malformed, e.to_string())),
+                Some(Ok(message)) => message,
+            };
+            match self.session.while_waiting(&message) {
+                Step::Reply(reply) => self.send(reply).await?,
+                Step::Close { code, message } => return Err(protocol(code, message)),
+                _ => {}
+            }
+        };
         match status {
             Some(Ok(DrawStatus::Done(draw))) => self.send_winners(agency, &draw).await?,
             Some(Ok(DrawStatus::Failed(reason))) => {
