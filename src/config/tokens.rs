@@ -33,8 +33,8 @@ impl AgencyTokens {
             let agency = parse_digits::<u32>(agency.trim())
                 .filter(|a| (1..=agencies).contains(a))
                 .ok_or_else(|| {
-                fail(format!("agency {:?} is not in 1..={agencies}", agency.trim()))
-            })?;
+                    fail(format!("agency {:?} is not in 1..={agencies}", agency.trim()))
+                })?;
             let token = token.trim();
             if token.is_empty() || token.chars().any(char::is_whitespace) {
                 return Err(fail(format!("agency {agency}'s token is empty or has spaces")));

@@ -170,11 +170,7 @@ impl WireBet {
     ///
     /// # Errors
     /// `BetError` naming the first wrong field.
-    pub fn into_bet(
-        self,
-        agency: AgencyId,
-        latest_birthdate: NaiveDate,
-    ) -> Result<Bet, BetError> {
+    pub fn into_bet(self, agency: AgencyId, latest_birthdate: NaiveDate) -> Result<Bet, BetError> {
         let WireDate { year, month, day } = self.birthdate;
         let birthdate =
             NaiveDate::from_ymd_opt(year, month.into(), day.into()).ok_or_else(|| {

@@ -180,7 +180,14 @@ struct PendingBatch {
 
 impl PendingBatch {
     fn new(max_bets: usize) -> Self {
-        Self { bets: Vec::new(), count: 0, bytes: 0, max_bets, problem: None, latest_birthdate: None }
+        Self {
+            bets: Vec::new(),
+            count: 0,
+            bytes: 0,
+            max_bets,
+            problem: None,
+            latest_birthdate: None,
+        }
     }
 
     fn push(&mut self, bet: WireBet, agency: AgencyId) {
