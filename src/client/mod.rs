@@ -4,6 +4,11 @@
 //! `lottery-client` binary performs. The agency file is read on a blocking thread and handed over
 //! in ready-made batches through a small channel, so reading overlaps sending and memory holds a
 //! few batches, never the file (see [`reader`]).
+//!
+//! Every wait on the central has a deadline (`CLI_READ_TIMEOUT`): the TCP connection, `Welcome`,
+//! each acknowledgement, each send and flush, and — while the agency waits for the draw — the
+//! `Pong` to the `Ping` it sends every [`PING_EVERY`]. A missed deadline is a broken connection:
+//! reconnect with jittered backoff and resume from the new `Welcome`.
 
 mod progress;
 mod reader;
@@ -609,4 +614,20 @@ async fn session(
         cant_ganadores = outcome.winners.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_pauses_are_jittered_between_half_and_all_of_the_step() {
+        for step in [FIRST_RETRY_DELAY, Duration::from_millis(640), MAX_RETRY_DELAY] {
+            let pauses: Vec<Duration> = (0..200).map(|_| jittered(step)).collect();
+            assert!(pauses.iter().all(|p| *p >= step / 2 && *p <= step), "{step:?}: {pauses:?}");
+            let first = pauses[0];
+            assert!(pauses.iter().any(|p| *p != first), "{step:?}: every pause the same");
+        }
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
 }
