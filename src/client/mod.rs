@@ -53,7 +53,7 @@ pub enum ClientError {
     Unreachable { address: String, waited: Duration, last: Box<ClientError> },
     #[error("no progress for {waited:.1?}, giving up: {last}")]
     Stalled { waited: Duration, last: Box<ClientError> },
-    #[error("the central did not {what} within {waited:.1?} (CLI_READ_TIMEOUT)")]
+    #[error("the central did not {what} within {waited:.1?}")]
     Timeout { what: String, waited: Duration },
     #[error(transparent)]
     Codec(#[from] CodecError),
