@@ -12,7 +12,7 @@ use common::proxy::Proxy;
 use common::{AgencyData, CLIENT_BIN, Process, SERVER_BIN, within};
 use futures::{SinkExt, StreamExt};
 use lottery::client::{self, ClientError};
-use lottery::protocol::{ClientMessage, PROTOCOL_VERSION, ServerCodec, ServerMessage};
+use lottery::protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerCodec, ServerMessage};
 use lottery::{AgencyId, Connection};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
@@ -259,6 +259,56 @@ async fn a_central_frozen_during_the_wait_for_the_draw_is_left_and_the_agency_wa
     assert_eq!(outcome.sent_bets, rows);
 }
 
+#[tokio::test]
+async fn the_central_answers_ping_while_an_agency_waits_for_the_draw() {
+    let server = common::spawn_server(2).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut frames = Framed::new(stream, lottery::protocol::ClientCodec::new());
+    let hello = ClientMessage::Hello { version: PROTOCOL_VERSION, agency: 1, token: None };
+    frames.send(hello).await.unwrap();
+    let welcome = within("Welcome", frames.next()).await;
+    assert!(matches!(welcome, Some(Ok(ServerMessage::Welcome { .. }))), "{welcome:?}");
+    frames
+        .send(ClientMessage::Batch { seq: 1, bets: vec![common::wire_bet("11", 1)] })
+        .await
+        .unwrap();
+    let ack = within("ack", frames.next()).await;
+    assert!(matches!(ack, Some(Ok(ServerMessage::BatchAccepted { seq: 1, count: 1 }))), "{ack:?}");
+    frames.send(ClientMessage::ReadyForLottery).await.unwrap();
+    // Agency 2 never comes: the draw waits, and the central still answers.
+    for _ in 0..3 {
+        frames.send(ClientMessage::Ping).await.unwrap();
+        let pong = within("Pong while waiting", frames.next()).await;
+        assert!(matches!(pong, Some(Ok(ServerMessage::Pong))), "{pong:?}");
+    }
+    // Anything but a Ping ends the session: the agency said it had sent everything.
+    frames
+        .send(ClientMessage::Batch { seq: 2, bets: vec![common::wire_bet("12", 1)] })
+        .await
+        .unwrap();
+    let refused = within("refusal", frames.next()).await;
+    assert!(
+        matches!(refused, Some(Ok(ServerMessage::Error { code: ErrorCode::AgencyClosed, .. }))),
+        "{refused:?}"
+    );
+    server.stop().await;
+}
+
+/// Waits for `needle` in the central's output, failing at once if the agency exits meanwhile
+/// (it gave up) instead of waiting out the harness's limit.
+async fn wait_while_agency_runs(server: &mut Process, agency: &mut Process, needle: &str) {
+    tokio::select! {
+        _ = server.wait_for_line(needle) => {}
+        status = agency.child.wait() => {
+            let mut lines = std::mem::take(&mut agency.seen);
+            while let Ok(line) = agency.lines.try_recv() {
+                lines.push(line);
+            }
+            panic!("the agency exited ({status:?}) before the central logged {needle:?}: {lines:#?}");
+        }
+    }
+}
+
 /// The real central on 127.0.0.1:0 with `bets_file`, expecting 2 agencies, and its address.
 /// Its `Hello` deadline (1.5 s) is longer than the agencies' `CLI_CONNECT_TIMEOUT` (1 s).
 async fn start_central(bets_file: &std::path::Path) -> (Process, String) {
@@ -303,8 +353,9 @@ async fn an_agency_waiting_for_the_draw_survives_two_central_restarts() {
             ("CLI_READ_TIMEOUT", "1s".to_owned()),
         ]
     };
-    let agency = Process::start(CLIENT_BIN, &agency_env(&first));
-    server.wait_for_line("action: ready_for_lottery | result: success | agency: 1").await;
+    let mut agency = Process::start(CLIENT_BIN, &agency_env(&first));
+    let ready = "action: ready_for_lottery | result: success | agency: 1";
+    wait_while_agency_runs(&mut server, &mut agency, ready).await;
 
     for _ in 0..2 {
         outlast_the_connect_timeout(&mut server, &address).await;
@@ -313,7 +364,7 @@ async fn an_agency_waiting_for_the_draw_survives_two_central_restarts() {
         (server, address) = start_central(&bets_file).await;
         proxy.set_backend(address.parse().unwrap());
         // The agency is back: its readiness was restored from the journal and declared again.
-        server.wait_for_line("action: ready_for_lottery | result: success | agency: 1").await;
+        wait_while_agency_runs(&mut server, &mut agency, ready).await;
     }
 
     let (code, lines) = Process::start(CLIENT_BIN, &agency_env(&second)).finish().await;
