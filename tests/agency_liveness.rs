@@ -378,3 +378,43 @@ async fn an_agency_waiting_for_the_draw_survives_two_central_restarts() {
     server.signal("TERM");
     assert_eq!(server.finish().await.0, Some(0));
 }
+
+#[tokio::test]
+async fn an_agency_waiting_for_the_draw_outlives_a_frozen_central() {
+    let dir = tempfile::tempdir().unwrap();
+    let bets_file = dir.path().join("bets.csv");
+    let first = AgencyData::generate(dir.path(), 1, 300);
+    let second = AgencyData::generate(dir.path(), 2, 300);
+    let (mut server, address) = start_central(&bets_file).await;
+    let agency_env = |data: &AgencyData| {
+        [
+            ("CLI_ID", data.agency.to_string()),
+            ("CLI_SERVER_ADDRESS", address.clone()),
+            ("CLI_DATA_FILE", data.path.display().to_string()),
+            ("CLI_CONNECT_TIMEOUT", "10s".to_owned()),
+            ("CLI_READ_TIMEOUT", "500ms".to_owned()),
+        ]
+    };
+    let mut agency = Process::start(CLIENT_BIN, &agency_env(&first));
+    let ready = "action: ready_for_lottery | result: success | agency: 1";
+    wait_while_agency_runs(&mut server, &mut agency, ready).await;
+
+    // Frozen: the kernel still completes connections, nothing answers them.
+    server.signal("STOP");
+    let left =
+        agency.wait_for_line("did not answer Ping while the agency waits for the draw").await;
+    assert!(left.contains("action: reconnect | result: in_progress"), "{left}");
+    let retried = agency.wait_for_line("the central did not answer Hello within").await;
+    assert!(retried.contains("action: connect | result: in_progress"), "{retried}");
+    server.signal("CONT");
+    wait_while_agency_runs(&mut server, &mut agency, "again: true").await;
+
+    let (code, lines) = Process::start(CLIENT_BIN, &agency_env(&second)).finish().await;
+    assert_eq!(code, Some(0), "agency 2: {lines:#?}");
+    let (code, lines) = agency.finish().await;
+    assert_eq!(code, Some(0), "agency 1: {lines:#?}");
+    let winners = format!("cant_ganadores: {}", first.winners().len());
+    assert!(lines.iter().any(|l| l.ends_with(&winners)), "{winners} in {lines:#?}");
+    server.signal("TERM");
+    assert_eq!(server.finish().await.0, Some(0));
+}
