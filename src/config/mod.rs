@@ -566,6 +566,26 @@ mod tests {
     }
 
     #[test]
+    fn client_read_timeout_has_a_flag_a_variable_and_a_yaml_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("agency.yaml");
+        std::fs::write(&yaml, "id: 1\nread:\n  timeout: 4s\n").unwrap();
+        let file = yaml.display().to_string();
+        let env = |name: &str| (name == "CLI_CONFIG_FILE").then(|| file.clone());
+        let config = ClientConfig::load(["lottery-client"], env).unwrap();
+        assert_eq!(config.read_timeout, Duration::from_secs(4), "file");
+        let env = |name: &str| match name {
+            "CLI_CONFIG_FILE" => Some(file.clone()),
+            "CLI_READ_TIMEOUT" => Some("2500ms".to_owned()),
+            _ => None,
+        };
+        let config = ClientConfig::load(["lottery-client"], env).unwrap();
+        assert_eq!(config.read_timeout, Duration::from_millis(2500), "environment");
+        let config = ClientConfig::load(["lottery-client", "--read-timeout", "1s"], env).unwrap();
+        assert_eq!(config.read_timeout, Duration::from_secs(1), "flag");
+    }
+
+    #[test]
     fn single_bet_mode_needs_all_five_variables() {
         let full = [
             ("CLI_ID", "2"),
