@@ -136,3 +136,40 @@ async fn a_bettor_cannot_forge_or_break_a_log_line() {
         assert_eq!(keys[..3], ["cantidad", "agency", "seq"], "{line:?}");
     }
 }
+
+#[tokio::test]
+async fn winners_are_logged_as_sent_only_to_an_agency_still_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("SERVER_IP", "127.0.0.1".to_owned()),
+        ("SERVER_PORT", "0".to_owned()),
+        ("LOTTERY_AGENCIES", "2".to_owned()),
+        ("LOGGING_LEVEL", "DEBUG".to_owned()),
+        ("BETS_FILE", dir.path().join("bets.csv").display().to_string()),
+    ];
+    let mut server = Process::start(SERVER_BIN, &env);
+    let listen = server.wait_for_line("action: listen | result: success").await;
+    let address = listen.rsplit("address: ").next().unwrap().trim().to_owned();
+    let ready = async |agency: u32| {
+        let mut frames =
+            Framed::new(TcpStream::connect(&address).await.unwrap(), ClientCodec::new());
+        let hello = ClientMessage::Hello { version: PROTOCOL_VERSION, agency, token: None };
+        frames.send(hello).await.unwrap();
+        let welcome = within("Welcome", frames.next()).await.unwrap().unwrap();
+        assert!(matches!(welcome, ServerMessage::Welcome { .. }), "{welcome:?}");
+        frames.send(ClientMessage::ReadyForLottery).await.unwrap();
+        frames
+    };
+    // Agency 1 declares itself ready and leaves before the draw.
+    drop(ready(1).await);
+    server.wait_for_line("closed: by the agency, while it waited for the draw").await;
+    let mut second = ready(2).await;
+    let winners = within("Winners", second.next()).await.unwrap().unwrap();
+    assert!(matches!(winners, ServerMessage::Winners { last: true, .. }), "{winners:?}");
+    server.wait_for_line("action: ganadores_enviados | result: success | agency: 2").await;
+    server.signal("TERM");
+    let (code, lines) = server.finish().await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let sent: Vec<&String> = lines.iter().filter(|l| l.contains("ganadores_enviados")).collect();
+    assert_eq!(sent.len(), 1, "only agency 2 got its winners: {lines:#?}");
+}

@@ -4,6 +4,11 @@
 //! `lottery-client` binary performs. The agency file is read on a blocking thread and handed over
 //! in ready-made batches through a small channel, so reading overlaps sending and memory holds a
 //! few batches, never the file (see [`reader`]).
+//!
+//! Every wait on the central has a deadline (`CLI_READ_TIMEOUT`): the TCP connection, `Welcome`,
+//! each acknowledgement, each send and flush, and — while the agency waits for the draw — the
+//! `Pong` to the `Ping` it sends every [`PING_EVERY`]. A missed deadline is a broken connection:
+//! reconnect with jittered backoff and resume from the new `Welcome`.
 
 mod progress;
 mod reader;
@@ -26,7 +31,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{BetSource, ClientConfig};
+use crate::config::{BetSource, ClientConfig, DEFAULT_CLIENT_READ_TIMEOUT};
 use crate::domain::AgencyId;
 use crate::protocol::{
     ClientCodec, ClientMessage, CodecError, ErrorCode, PROTOCOL_VERSION, RejectReason,
@@ -36,6 +41,8 @@ use crate::protocol::{
 /// First pause between connection attempts; it doubles up to `MAX_RETRY_DELAY`.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How often an agency waiting for the draw checks the central is alive.
+pub const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Why an agency session failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +53,8 @@ pub enum ClientError {
     Unreachable { address: String, waited: Duration, last: Box<ClientError> },
     #[error("no progress for {waited:.1?}, giving up: {last}")]
     Stalled { waited: Duration, last: Box<ClientError> },
+    #[error("the central did not {what} within {waited:.1?}")]
+    Timeout { what: String, waited: Duration },
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("the central closed the connection")]
@@ -67,11 +76,11 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// Whether reconnecting may help: the connection broke, the central restarted or is
-    /// shutting down, or it could not write to disk for a moment.
+    /// Whether reconnecting may help: the connection broke or stalled, the central restarted or
+    /// is shutting down, or it could not write to disk for a moment.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Closed => true,
+            Self::Connect { .. } | Self::Closed | Self::Timeout { .. } => true,
             Self::Codec(e) => matches!(e, CodecError::Io(_) | CodecError::Truncated { .. }),
             Self::Server { code, .. } => matches!(
                 code,
@@ -86,40 +95,76 @@ impl ClientError {
     }
 }
 
-/// One protocol session with the central, past its `Hello`.
+/// `future`'s output, or `Timeout` naming `what` the central did not do within `limit`.
+async fn within<T, E: Into<ClientError>>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    future: impl Future<Output = Result<T, E>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(ClientError::Timeout { what: what(), waited: limit }),
+    }
+}
+
+/// One protocol session with the central, past its `Hello`. Every wait on the central (a send,
+/// a flush, a reply) is bounded by the connection's read timeout.
 #[derive(Debug)]
 pub struct Connection {
     frames: Framed<TcpStream, ClientCodec>,
     next_seq: u64,
     stored_bets: u64,
+    timeout: Duration,
 }
 
 impl Connection {
     /// Connects to `address` (`host:port`) once and introduces itself as `agency`, with its
-    /// `token` when the central requires one.
+    /// `token` when the central requires one; waits at most the default `CLI_READ_TIMEOUT` for
+    /// each step.
     ///
     /// # Errors
-    /// `Connect` when the central cannot be reached; `Server` when it refuses the agency.
+    /// As [`Connection::open`].
     pub async fn connect(
         address: &str,
         agency: AgencyId,
         token: Option<&str>,
     ) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(address)
-            .await
-            .map_err(|source| ClientError::Connect { address: address.to_owned(), source })?;
+        Self::open(address, agency, token, DEFAULT_CLIENT_READ_TIMEOUT).await
+    }
+
+    /// Connects to `address` once and introduces itself as `agency` (with its `token`), giving
+    /// the central at most `timeout` for each step: the TCP connection, taking the `Hello`, and
+    /// its `Welcome`. The connection keeps `timeout` for every later wait.
+    ///
+    /// # Errors
+    /// `Connect` when the central cannot be reached; `Timeout` when a step takes too long;
+    /// `Server` when it refuses the agency.
+    pub async fn open(
+        address: &str,
+        agency: AgencyId,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let connect = async {
+            TcpStream::connect(address)
+                .await
+                .map_err(|source| ClientError::Connect { address: address.to_owned(), source })
+        };
+        let stream = within(timeout, || "accept the TCP connection".into(), connect).await?;
         stream.set_nodelay(true).map_err(CodecError::Io)?;
         let mut frames = Framed::new(stream, ClientCodec::new());
-        frames
-            .send(ClientMessage::Hello {
-                version: PROTOCOL_VERSION,
-                agency: agency.get(),
-                token: token.map(str::to_owned),
-            })
-            .await?;
-        match frames.next().await {
+        let hello = ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            agency: agency.get(),
+            token: token.map(str::to_owned),
+        };
+        within(timeout, || "take the Hello".into(), frames.send(hello)).await?;
+        let welcome = within(timeout, || "answer Hello".into(), async {
+            Ok::<_, ClientError>(frames.next().await)
+        });
+        match welcome.await? {
             Some(Ok(ServerMessage::Welcome { next_seq, stored_bets, .. })) => {
-                Ok(Self { frames, next_seq, stored_bets })
+                Ok(Self { frames, next_seq, stored_bets, timeout })
             }
             Some(Ok(ServerMessage::Error { code, message })) => {
                 Err(ClientError::Server { code, message })
@@ -130,9 +175,9 @@ impl Connection {
         }
     }
 
-    /// Like [`Connection::connect`] to `config`'s central as its agency, retrying with backoff
-    /// while the central is unreachable, busy, or drops the connection before its `Welcome`,
-    /// for at most `config.connect_timeout`.
+    /// Like [`Connection::open`] to `config`'s central as its agency, retrying with backoff
+    /// while the central is unreachable, busy, slow to answer, or drops the connection before
+    /// its `Welcome`, for at most `config.connect_timeout`.
     ///
     /// # Errors
     /// `Unreachable` once `timeout` has passed; a non-transient error at once.
@@ -140,27 +185,45 @@ impl Connection {
         config: &ClientConfig,
         cancel: &CancellationToken,
     ) -> Result<Self, ClientError> {
-        let (address, timeout) = (config.server_address.as_str(), config.connect_timeout);
-        let started = Instant::now();
+        Self::connect_until(config, cancel, Instant::now()).await
+    }
+
+    /// [`Connection::connect_with_retry`], giving up `config.connect_timeout` after `since`
+    /// (the last progress). No attempt outlives that deadline.
+    async fn connect_until(
+        config: &ClientConfig,
+        cancel: &CancellationToken,
+        since: Instant,
+    ) -> Result<Self, ClientError> {
+        let address = config.server_address.as_str();
+        let deadline = since + config.connect_timeout;
         let mut delay = FIRST_RETRY_DELAY;
         loop {
-            let connect = Self::connect(address, config.id, config.token.as_deref());
+            let left = deadline.saturating_duration_since(Instant::now());
+            let limit = config.read_timeout.min(left).max(Duration::from_millis(1));
+            let connect = Self::open(address, config.id, config.token.as_deref(), limit);
             let attempt = cancel.run_until_cancelled(connect).await;
             match attempt.ok_or(ClientError::Cancelled)? {
-                Err(e) if e.is_transient() && started.elapsed() + delay < timeout => {
-                    warn!(action = "connect", result = "in_progress", address, retry_in_ms = delay.as_millis() as u64, error = %e);
-                    pause(delay, cancel).await?;
+                Ok(mut connection) => {
+                    connection.timeout = config.read_timeout;
+                    return Ok(connection);
+                }
+                Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
+                    let pause_for = jittered(delay);
+                    let retry_in_ms = pause_for.as_millis() as u64;
+                    warn!(action = "connect", result = "in_progress", address, retry_in_ms, error = %e);
+                    pause(pause_for, cancel).await?;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
                 Err(e) if e.is_transient() => {
-                    let waited = started.elapsed();
+                    let waited = since.elapsed();
                     return Err(ClientError::Unreachable {
                         address: address.to_owned(),
                         waited,
                         last: Box::new(e),
                     });
                 }
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -178,37 +241,45 @@ impl Connection {
     /// Sends batch `seq` and waits for its acknowledgement; returns the count the central stored.
     ///
     /// # Errors
-    /// `Rejected` when the central refuses the batch (nothing of it is stored).
+    /// `Rejected` when the central refuses the batch (nothing of it is stored); `Timeout` when
+    /// the central does not take it or answer in time.
     pub async fn send_batch(&mut self, seq: u64, bets: &[WireBet]) -> Result<u32, ClientError> {
-        for bet in bets {
-            self.frames.feed(ClientMessage::Bet(bet.clone())).await?;
-        }
-        self.frames.send(ClientMessage::BetBatchEnd { seq }).await?;
+        let frames = &mut self.frames;
+        let send = async move {
+            for bet in bets {
+                frames.feed(ClientMessage::Bet(bet.clone())).await?;
+            }
+            frames.send(ClientMessage::BetBatchEnd { seq }).await
+        };
+        within(self.timeout, || format!("take batch {seq}"), send).await?;
         self.receive_ack(seq).await
     }
 
     /// Queues batch `seq` as one `Batch` frame, to go out with the next [`Connection::flush`].
     ///
     /// # Errors
-    /// When the frame cannot be written.
+    /// When the frame cannot be written; `Timeout` when earlier frames must go out first and the
+    /// central does not read them in time.
     pub async fn feed_batch(&mut self, seq: u64, bets: Vec<WireBet>) -> Result<(), ClientError> {
-        Ok(self.frames.feed(ClientMessage::Batch { seq, bets }).await?)
+        let feed = self.frames.feed(ClientMessage::Batch { seq, bets });
+        within(self.timeout, || format!("take batch {seq}"), feed).await
     }
 
     /// Sends whatever was queued.
     ///
     /// # Errors
-    /// When the socket fails.
+    /// When the socket fails; `Timeout` when the central does not read it in time.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        Ok(self.frames.flush().await?)
+        within(self.timeout, || "read what the agency sent".into(), self.frames.flush()).await
     }
 
     /// Waits for the acknowledgement of batch `seq` (the oldest in flight); returns its count.
     ///
     /// # Errors
-    /// `Rejected` when the central refuses the batch; `Unexpected` for any other reply.
+    /// `Rejected` when the central refuses the batch; `Unexpected` for any other reply;
+    /// `Timeout` when no reply comes in time.
     pub async fn receive_ack(&mut self, seq: u64) -> Result<u32, ClientError> {
-        match self.receive().await? {
+        match self.receive(|| format!("acknowledge batch {seq}")).await? {
             ServerMessage::BatchAccepted { seq: acked, count } if acked == seq => Ok(count),
             ServerMessage::BatchRejected { seq, reason, message } => {
                 Err(ClientError::Rejected { seq, reason, message })
@@ -217,15 +288,57 @@ impl Connection {
         }
     }
 
-    /// Declares every bet sent and waits for this agency's winners (after the draw).
+    /// Declares every bet sent and waits for this agency's winners (after the draw), however
+    /// long that takes, checking the central is alive meanwhile (see [`Connection::wait_for_draw`]).
     ///
     /// # Errors
-    /// `Server` when the central refuses or cannot run the draw.
+    /// As [`Connection::wait_for_draw`].
     pub async fn winners(&mut self) -> Result<Vec<String>, ClientError> {
-        self.frames.send(ClientMessage::ReadyForLottery).await?;
+        self.wait_for_draw(|| {}).await
+    }
+
+    /// Declares every bet sent (`ReadyForLottery`) and waits for this agency's winners. While
+    /// it waits it sends a `Ping` at once and every [`PING_EVERY`], expecting each `Pong` within
+    /// the read timeout, and calls `on_alive` at each `Pong`: the central holds the agency's
+    /// readiness and is alive.
+    ///
+    /// # Errors
+    /// `Server` when the central refuses or cannot run the draw; `Timeout` when a `Pong` does
+    /// not come in time (the central is frozen or the network dropped).
+    pub async fn wait_for_draw(
+        &mut self,
+        mut on_alive: impl FnMut(),
+    ) -> Result<Vec<String>, ClientError> {
+        let limit = self.timeout;
+        let frames = &mut self.frames;
+        let declare = async {
+            frames.feed(ClientMessage::ReadyForLottery).await?;
+            frames.send(ClientMessage::Ping).await
+        };
+        within(limit, || "take ReadyForLottery".into(), declare).await?;
+        let mut pong_due = Some(Instant::now() + limit);
+        let mut next_ping = Instant::now() + PING_EVERY;
         let mut winners = Vec::new();
         loop {
-            match self.receive().await? {
+            let message = tokio::select! {
+                message = self.frames.next() => message,
+                () = tokio::time::sleep_until(pong_due.unwrap_or(next_ping)) => {
+                    if pong_due.is_some() {
+                        let what = "answer Ping while the agency waits for the draw".into();
+                        return Err(ClientError::Timeout { what, waited: limit });
+                    }
+                    let ping = self.frames.send(ClientMessage::Ping);
+                    within(limit, || "take a Ping".into(), ping).await?;
+                    pong_due = Some(Instant::now() + limit);
+                    next_ping = Instant::now() + PING_EVERY;
+                    continue;
+                }
+            };
+            match interpret(message)? {
+                ServerMessage::Pong => {
+                    pong_due = None;
+                    on_alive();
+                }
                 ServerMessage::Winners { documents, last } => {
                     winners.extend(documents);
                     if last {
@@ -240,25 +353,48 @@ impl Connection {
     /// Checks that the central answers.
     ///
     /// # Errors
-    /// Any failure to get a `Pong`.
+    /// Any failure to get a `Pong` within the read timeout.
     pub async fn ping(&mut self) -> Result<(), ClientError> {
-        self.frames.send(ClientMessage::Ping).await?;
-        match self.receive().await? {
+        within(self.timeout, || "take a Ping".into(), self.frames.send(ClientMessage::Ping))
+            .await?;
+        match self.receive(|| "answer Ping".into()).await? {
             ServerMessage::Pong => Ok(()),
             other => Err(unexpected("Pong", &other)),
         }
     }
 
-    async fn receive(&mut self) -> Result<ServerMessage, ClientError> {
-        match self.frames.next().await {
-            None => Err(ClientError::Closed),
-            Some(Err(e)) => Err(e.into()),
-            Some(Ok(ServerMessage::Error { code, message })) => {
-                Err(ClientError::Server { code, message })
-            }
-            Some(Ok(message)) => Ok(message),
-        }
+    async fn receive(
+        &mut self,
+        what: impl FnOnce() -> String,
+    ) -> Result<ServerMessage, ClientError> {
+        let next = async { Ok::<_, ClientError>(self.frames.next().await) };
+        interpret(within(self.timeout, what, next).await?)
     }
+}
+
+/// A frame from the central as a message, or the error it means.
+fn interpret(
+    next: Option<Result<ServerMessage, CodecError>>,
+) -> Result<ServerMessage, ClientError> {
+    match next {
+        None => Err(ClientError::Closed),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(ServerMessage::Error { code, message })) => {
+            Err(ClientError::Server { code, message })
+        }
+        Some(Ok(message)) => Ok(message),
+    }
+}
+
+/// A pause of between half and all of `step` ("equal jitter"), so agencies that lost the central
+/// together do not all come back in the same millisecond.
+fn jittered(step: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A randomly keyed hasher is a random number source without another dependency.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let half = step / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(random % nanos.saturating_add(1))
 }
 
 /// Checks that a central listens at `address` and answers the protocol (`Ping` → `Pong`, no
@@ -315,9 +451,11 @@ pub struct Outcome {
 /// Stops early, with `ClientError::Cancelled`, when `token` is cancelled.
 ///
 /// Up to `config.batch_window` batches are in flight at once. When the connection breaks (the
-/// central restarts, the network drops, the central cannot write for a moment) it reconnects
-/// with backoff and resumes after the bets the central's `Welcome` says it holds, re-reading its
-/// file from there. It gives up when nothing was acknowledged for `config.connect_timeout`.
+/// central restarts, the network drops, the central cannot write for a moment, or it leaves a
+/// wait unanswered for `config.read_timeout`) it reconnects with backoff and resumes after the
+/// bets the central's `Welcome` says it holds, re-reading its file from there. While uploading
+/// it gives up when nothing was acknowledged for `config.connect_timeout`; waiting for the draw
+/// never counts, only the time the central then stays unreachable after a break does.
 ///
 /// # Errors
 /// Any `ClientError`; batches acknowledged before it stay stored at the central.
@@ -346,16 +484,26 @@ pub async fn run_with_progress(
     let mut last_progress = Instant::now();
     let mut delay = FIRST_RETRY_DELAY;
     loop {
-        let mut connection = Connection::connect_with_retry(config, token).await?;
+        let mut connection = Connection::connect_until(config, token, last_progress).await?;
         let acked_before = outcome.ack_latencies.len();
-        let session =
-            session(&mut connection, config, token, acked_bets, &mut outcome, &mut progress);
+        // Set when the central answers a Ping after ReadyForLottery: it holds this agency's
+        // readiness, and from then on waiting for the draw is not a lack of progress.
+        let mut waiting = false;
+        let session = session(
+            &mut connection,
+            config,
+            token,
+            acked_bets,
+            &mut outcome,
+            &mut progress,
+            &mut waiting,
+        );
         let error = match session.await {
             Ok(()) => return Ok(outcome),
             Err(e) if e.is_transient() => e,
             Err(e) => return Err(e),
         };
-        if outcome.ack_latencies.len() > acked_before {
+        if outcome.ack_latencies.len() > acked_before || waiting {
             last_progress = Instant::now();
             delay = FIRST_RETRY_DELAY;
         }
@@ -364,8 +512,9 @@ pub async fn run_with_progress(
             return Err(ClientError::Stalled { waited, last: Box::new(error) });
         }
         outcome.reconnects += 1;
-        warn!(action = "reconnect", result = "in_progress", retry_in_ms = delay.as_millis() as u64, error = %error);
-        pause(delay, token).await?;
+        let pause_for = jittered(delay);
+        warn!(action = "reconnect", result = "in_progress", retry_in_ms = pause_for.as_millis() as u64, error = %error);
+        pause(pause_for, token).await?;
         delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
 }
@@ -379,6 +528,7 @@ async fn session(
     acked_bets: &AtomicU64,
     outcome: &mut Outcome,
     progress: &mut Progress,
+    waiting: &mut bool,
 ) -> Result<(), ClientError> {
     let mut seq = connection.next_seq();
     let skip = connection.stored_bets();
@@ -456,11 +606,28 @@ async fn session(
         ack_max_ms = format_args!("{:.2}", percentile(100)),
     );
     outcome.uploaded_at = Some(std::time::Instant::now());
-    outcome.winners = cancellable(token, connection.winners()).await??;
+    let wait = connection.wait_for_draw(|| *waiting = true);
+    outcome.winners = cancellable(token, wait).await??;
     info!(
         action = "consulta_ganadores",
         result = "success",
         cant_ganadores = outcome.winners.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_pauses_are_jittered_between_half_and_all_of_the_step() {
+        for step in [FIRST_RETRY_DELAY, Duration::from_millis(640), MAX_RETRY_DELAY] {
+            let pauses: Vec<Duration> = (0..200).map(|_| jittered(step)).collect();
+            assert!(pauses.iter().all(|p| *p >= step / 2 && *p <= step), "{step:?}: {pauses:?}");
+            let first = pauses[0];
+            assert!(pauses.iter().any(|p| *p != first), "{step:?}: every pause the same");
+        }
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
 }

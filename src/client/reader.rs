@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::ClientError;
 use crate::config::{BetSource, ClientConfig};
-use crate::domain::{AgencyId, Bet};
+use crate::domain::{AgencyId, Bet, Checker, latest_birthdate};
 use crate::protocol::{MAX_BATCH_BYTES, WireBet, batch_end_frame_max_len};
 use crate::storage::{fields, record_line};
 
@@ -130,7 +130,7 @@ struct Rows {
     reader: csv::Reader<io::BufReader<std::fs::File>>,
     record: csv::StringRecord,
     agency: AgencyId,
-    today: chrono::NaiveDate,
+    latest_birthdate: chrono::NaiveDate,
 }
 
 impl Rows {
@@ -141,7 +141,7 @@ impl Rows {
             reader: crate::storage::csv_reader(io::BufReader::new(file)),
             record: csv::StringRecord::new(),
             agency,
-            today: chrono::Local::now().date_naive(),
+            latest_birthdate: latest_birthdate(Checker::Agency),
         })
     }
 
@@ -170,7 +170,8 @@ impl Iterator for Rows {
                 let row = fields::<5>(&self.record)
                     .map_err(|e| format!("{e} (first_name,last_name,document,birthdate,number)"))
                     .and_then(|fields| {
-                        Bet::from_text(self.agency, fields, self.today).map_err(|e| e.to_string())
+                        Bet::from_text(self.agency, fields, self.latest_birthdate)
+                            .map_err(|e| e.to_string())
                     });
                 Some(row.map(WireBet::from_owned).map_err(|reason| (line, reason)))
             }

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use tracing::Level;
 
-use crate::domain::{AgencyId, Bet, BetNumber, Document, parse_date};
+use crate::domain::{
+    AgencyId, Bet, BetNumber, Checker, Document, latest_birthdate, parse_date, parse_digits,
+};
 use crate::protocol::{FRAME_LEN_CAP, MAX_BATCH_BYTES};
 
 mod sources;
@@ -256,6 +258,10 @@ pub const DEFAULT_BATCH_MAXAMOUNT: usize = 150;
 /// full while one syncs (see README, "Performance").
 pub const DEFAULT_BATCH_WINDOW: usize = 8;
 
+/// The default `CLI_READ_TIMEOUT`: a group commit under load takes tens of milliseconds, a draw
+/// over millions of bets a few seconds; a central silent for 10 s is stuck or gone.
+pub const DEFAULT_CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `lottery-client` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -273,6 +279,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// `CLI_TOKEN`: this agency's secret, when the central requires tokens.
     pub token: Option<String>,
+    /// `CLI_READ_TIMEOUT`: the longest the agency waits on the central for any one thing (a
+    /// connection, `Welcome`, an acknowledgement, a `Pong`, a send) before it treats the
+    /// connection as broken. Default 10 s.
+    pub read_timeout: Duration,
     /// Where the bets come from.
     pub source: BetSource,
     /// `--check`: validate the agency file offline and exit.
@@ -357,6 +367,7 @@ impl ClientConfig {
             log_level: vars.level("CLI_LOG_LEVEL")?,
             connect_timeout: vars.duration("CLI_CONNECT_TIMEOUT", Duration::from_secs(30))?,
             token: vars.get("CLI_TOKEN"),
+            read_timeout: vars.duration("CLI_READ_TIMEOUT", DEFAULT_CLIENT_READ_TIMEOUT)?,
             source: vars.source(id)?,
             check: false,
         })
@@ -366,7 +377,7 @@ impl ClientConfig {
 fn has_host_and_port(address: &str) -> bool {
     address
         .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        .is_some_and(|(host, port)| !host.is_empty() && parse_digits::<u16>(port).is_some())
 }
 
 /// The first non-empty value of `name` among the flags, the environment and the file.
@@ -414,6 +425,8 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
     ) -> Result<T, ConfigError> {
         match self.get(var) {
             None => Ok(default),
+            // Rust's number parsers take a leading `+`; no setting means to allow one.
+            Some(v) if v.trim().starts_with('+') => Err(self.invalid(var, expected)),
             Some(v) => v.trim().parse().map_err(|_| self.invalid(var, expected)),
         }
     }
@@ -490,9 +503,9 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
             parse_date(&nacimiento?).map_err(|e| self.invalid("NACIMIENTO", e.expected))?;
         let number =
             BetNumber::parse_text(&numero?).map_err(|e| self.invalid("NUMERO", e.expected))?;
-        let today = chrono::Local::now().date_naive();
+        let latest = latest_birthdate(Checker::Agency);
         let bet =
-            Bet::new(id, nombre, apellido, document, birthdate, number, today).map_err(|e| {
+            Bet::new(id, nombre, apellido, document, birthdate, number, latest).map_err(|e| {
                 let var = match e.field {
                     "first_name" => "NOMBRE",
                     "last_name" => "APELLIDO",
@@ -590,6 +603,7 @@ mod tests {
         assert_eq!(config.batch_max_amount.get(), DEFAULT_BATCH_MAXAMOUNT);
         assert_eq!(config.source, BetSource::File("/data/agency-3.csv".into()));
         assert_eq!(config.connect_timeout, Duration::from_secs(30));
+        assert_eq!(config.read_timeout, DEFAULT_CLIENT_READ_TIMEOUT);
     }
 
     #[test]
@@ -601,6 +615,11 @@ mod tests {
             ("CLI_BATCH_MAXAMOUNT", "0"),
             ("CLI_LOG_LEVEL", "x"),
             ("CLI_CONNECT_TIMEOUT", "soon"),
+            ("CLI_READ_TIMEOUT", "0s"),
+            ("CLI_ID", "+1"),
+            ("CLI_SERVER_ADDRESS", "server:+80"),
+            ("CLI_BATCH_MAXAMOUNT", "+5"),
+            ("CLI_BATCH_WINDOW", "+2"),
         ] {
             let vars = [("CLI_ID", "1"), (var, value)];
             let vars = if var == "CLI_ID" { &vars[1..] } else { &vars[..] };
@@ -608,6 +627,26 @@ mod tests {
             let text = err.to_string();
             assert!(text.starts_with(&format!("{var}={value:?} is invalid")), "{text}");
         }
+    }
+
+    #[test]
+    fn client_read_timeout_has_a_flag_a_variable_and_a_yaml_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("agency.yaml");
+        std::fs::write(&yaml, "id: 1\nread:\n  timeout: 4s\n").unwrap();
+        let file = yaml.display().to_string();
+        let env = |name: &str| (name == "CLI_CONFIG_FILE").then(|| file.clone());
+        let config = ClientConfig::load(["lottery-client"], env).unwrap();
+        assert_eq!(config.read_timeout, Duration::from_secs(4), "file");
+        let env = |name: &str| match name {
+            "CLI_CONFIG_FILE" => Some(file.clone()),
+            "CLI_READ_TIMEOUT" => Some("2500ms".to_owned()),
+            _ => None,
+        };
+        let config = ClientConfig::load(["lottery-client"], env).unwrap();
+        assert_eq!(config.read_timeout, Duration::from_millis(2500), "environment");
+        let config = ClientConfig::load(["lottery-client", "--read-timeout", "1s"], env).unwrap();
+        assert_eq!(config.read_timeout, Duration::from_secs(1), "flag");
     }
 
     #[test]

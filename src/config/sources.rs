@@ -211,6 +211,13 @@ pub const CLIENT_OPTIONS: &[ConfigOption] = &[
         "how long to keep trying without progress",
     ),
     option(
+        "read-timeout",
+        "CLI_READ_TIMEOUT",
+        Some("read.timeout"),
+        "10s",
+        "longest wait on the central for a connection, Welcome, acknowledgement, Pong or send",
+    ),
+    option(
         "token",
         "CLI_TOKEN",
         Some("token"),

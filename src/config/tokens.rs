@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::domain::parse_digits;
+
 /// Each agency's secret token, from `LOTTERY_AGENCY_TOKENS_FILE`. Never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AgencyTokens(HashMap<u32, String>);
@@ -28,14 +30,11 @@ impl AgencyTokens {
             let fail = |reason: String| (i + 1, reason);
             let (agency, token) =
                 line.split_once(':').ok_or_else(|| fail("expected agency:token".into()))?;
-            let agency = agency
-                .trim()
-                .parse::<u32>()
-                .ok()
+            let agency = parse_digits::<u32>(agency.trim())
                 .filter(|a| (1..=agencies).contains(a))
                 .ok_or_else(|| {
-                fail(format!("agency {:?} is not in 1..={agencies}", agency.trim()))
-            })?;
+                    fail(format!("agency {:?} is not in 1..={agencies}", agency.trim()))
+                })?;
             let token = token.trim();
             if token.is_empty() || token.chars().any(char::is_whitespace) {
                 return Err(fail(format!("agency {agency}'s token is empty or has spaces")));

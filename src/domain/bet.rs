@@ -2,8 +2,9 @@
 
 use std::fmt;
 use std::num::NonZeroU32;
+use std::str::FromStr;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{Datelike, Days, NaiveDate, Utc};
 
 /// The longest first or last name accepted, in characters (not bytes).
 pub const NAME_MAX_CHARS: usize = 100;
@@ -13,6 +14,44 @@ const DOCUMENT_MAX_DIGITS: usize = 10;
 const NUMBER_MAX: u16 = 9999;
 /// How much of an offending value an error message quotes.
 const QUOTED_VALUE_MAX_CHARS: usize = 40;
+
+/// Who checks a birthdate: the two sides apply one rule, the central with a day of grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checker {
+    /// The agency, before sending a row.
+    Agency,
+    /// The central, before storing a bet.
+    Central,
+}
+
+/// The latest birthdate `checker` accepts when today's date in UTC is `today_utc`.
+///
+/// The rule: a birthdate may not be after today's date in UTC plus one day. No time zone's
+/// "today" is later than that (UTC+14 is the furthest ahead), so a bet dated today wherever the
+/// agency is passes, whatever zone either machine runs in. The central allows one day more, so
+/// an agency whose clock runs ahead of the central's (by less than a day) never has a row it
+/// accepted refused by the central.
+pub fn latest_birthdate_on(today_utc: NaiveDate, checker: Checker) -> NaiveDate {
+    let days = match checker {
+        Checker::Agency => 1,
+        Checker::Central => 2,
+    };
+    today_utc.checked_add_days(Days::new(days)).unwrap_or(NaiveDate::MAX)
+}
+
+/// [`latest_birthdate_on`] today, by this machine's clock.
+pub fn latest_birthdate(checker: Checker) -> NaiveDate {
+    latest_birthdate_on(Utc::now().date_naive(), checker)
+}
+
+/// Parses a whole number written with ASCII digits only. Rust's `parse` also takes a leading
+/// `+`, which no file or setting of this project means to allow.
+pub fn parse_digits<T: FromStr>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
 
 /// A bet that failed validation: which field, the value given, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,11 +96,10 @@ impl AgencyId {
     /// Parses a decimal agency number.
     ///
     /// # Errors
-    /// `BetError` when `text` is not a whole number of 1 or more.
+    /// `BetError` when `text` is not a whole number of 1 or more, in ASCII digits only.
     pub fn parse(text: &str) -> Result<Self, BetError> {
-        let id = text
-            .parse::<u32>()
-            .map_err(|_| BetError::new("agency", text, "an agency number of 1 or more"))?;
+        let id = parse_digits::<u32>(text)
+            .ok_or_else(|| BetError::new("agency", text, "an agency number of 1 or more"))?;
         Self::new(id)
     }
 
@@ -146,10 +184,11 @@ impl BetNumber {
     /// Parses a decimal number as written in a CSV file.
     ///
     /// # Errors
-    /// `BetError` unless `text` is an integer from 0 to 9999.
+    /// `BetError` unless `text` is an integer from 0 to 9999 in ASCII digits only (no sign).
     pub fn parse_text(text: &str) -> Result<Self, BetError> {
-        let expected = "an integer from 0 to 9999";
-        let number = text.parse::<u32>().map_err(|_| BetError::new("number", text, expected))?;
+        let expected = "an integer from 0 to 9999, digits only";
+        let number =
+            parse_digits::<u32>(text).ok_or_else(|| BetError::new("number", text, expected))?;
         Self::parse(number)
     }
 
@@ -177,7 +216,8 @@ pub struct Bet {
 }
 
 impl Bet {
-    /// Builds a bet, checking the names and that `birthdate` is not after `today`.
+    /// Builds a bet, checking the names and that `birthdate` is not after `latest_birthdate`
+    /// (see [`latest_birthdate`] for the rule both sides apply).
     ///
     /// # Errors
     /// `BetError` naming the first field that is wrong.
@@ -188,13 +228,14 @@ impl Bet {
         document: Document,
         birthdate: NaiveDate,
         number: BetNumber,
-        today: NaiveDate,
+        latest_birthdate: NaiveDate,
     ) -> Result<Self, BetError> {
         check_name("first_name", &first_name)?;
         check_name("last_name", &last_name)?;
         // Year 1 is Python's `date.min`: the bets file must stay readable by the original helpers.
-        if birthdate > today || birthdate.year() < 1 {
-            return Err(BetError::new("birthdate", birthdate, "a date from 0001-01-01 to today"));
+        if birthdate > latest_birthdate || birthdate.year() < 1 {
+            let expected = "a date from 0001-01-01 to today (at most a day after today in UTC)";
+            return Err(BetError::new("birthdate", birthdate, expected));
         }
         Ok(Self { agency, first_name, last_name, document, birthdate, number })
     }
@@ -206,12 +247,13 @@ impl Bet {
     pub fn from_text(
         agency: AgencyId,
         [first_name, last_name, document, birthdate, number]: [&str; 5],
-        today: NaiveDate,
+        latest_birthdate: NaiveDate,
     ) -> Result<Self, BetError> {
         let document = Document::parse(document)?;
         let birthdate = parse_date(birthdate)?;
         let number = BetNumber::parse_text(number)?;
-        Self::new(agency, first_name.into(), last_name.into(), document, birthdate, number, today)
+        let (first_name, last_name) = (first_name.into(), last_name.into());
+        Self::new(agency, first_name, last_name, document, birthdate, number, latest_birthdate)
     }
 }
 
@@ -312,6 +354,9 @@ mod tests {
             (["Ana", "Paz", "1", "2000-01-01", "10000"], "number", "10000"),
             (["Ana", "Paz", "1", "2000-01-01", "-1"], "number", "-1"),
             (["Ana", "Paz", "1", "2000-01-01", "x"], "number", "x"),
+            (["Ana", "Paz", "1", "2000-01-01", "+5"], "number", "+5"),
+            (["Ana", "Paz", "1", "2000-01-01", " 5"], "number", " 5"),
+            (["Ana", "Paz", "+1", "2000-01-01", "5"], "document", "+1"),
         ];
         for (fields, field, value) in cases {
             let err = row(fields).unwrap_err();
@@ -355,5 +400,39 @@ mod tests {
         assert_eq!(AgencyId::new(0).unwrap_err().field, "agency");
         assert_eq!(AgencyId::parse("x").unwrap_err().value, "x");
         assert_eq!(AgencyId::parse("7").unwrap().get(), 7);
+    }
+
+    #[test]
+    fn numbers_are_digits_only() {
+        for bad in ["+5", "-5", " 5", "5 ", "", "+", "٣", "0x5"] {
+            assert_eq!(parse_digits::<u32>(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_digits::<u32>("0042"), Some(42));
+        assert_eq!(parse_digits::<u16>("65536"), None, "out of range");
+        assert_eq!(AgencyId::parse("+3").unwrap_err().value, "+3");
+        assert_eq!(BetNumber::parse_text("+5").unwrap_err().value, "+5");
+        assert_eq!(BetNumber::parse_text("0007").unwrap().get(), 7);
+    }
+
+    #[test]
+    fn a_birthdate_of_today_anywhere_passes_both_sides() {
+        let utc = today();
+        let (agency, central) =
+            (latest_birthdate_on(utc, Checker::Agency), latest_birthdate_on(utc, Checker::Central));
+        // "Today" in UTC+14 is at most UTC's date plus one; the agency accepts it.
+        assert_eq!(agency, NaiveDate::from_ymd_opt(2026, 11, 27).unwrap());
+        // A central whose clock is behind the agency's, across UTC midnight, still accepts it.
+        let central_behind = latest_birthdate_on(utc.pred_opt().unwrap(), Checker::Central);
+        assert!(central_behind >= agency && central > agency);
+        let row = |date, latest| {
+            let fields = ["Ana", "Paz", "1", date, "5"];
+            Bet::from_text(AgencyId::new(1).unwrap(), fields, latest)
+        };
+        assert!(row("2026-11-27", agency).is_ok());
+        let err = row("2026-11-28", agency).unwrap_err();
+        assert_eq!((err.field, err.value.as_str()), ("birthdate", "2026-11-28"));
+        assert!(err.to_string().contains("a day after today in UTC"), "{err}");
+        assert!(row("2026-11-28", central).is_ok());
+        assert_eq!(latest_birthdate_on(NaiveDate::MAX, Checker::Central), NaiveDate::MAX);
     }
 }

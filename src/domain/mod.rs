@@ -7,5 +7,8 @@ mod bet;
 mod lottery;
 
 pub(crate) use bet::write_date;
-pub use bet::{AgencyId, Bet, BetError, BetNumber, Document, NAME_MAX_CHARS, parse_date};
+pub use bet::{
+    AgencyId, Bet, BetError, BetNumber, Checker, Document, NAME_MAX_CHARS, latest_birthdate,
+    latest_birthdate_on, parse_date, parse_digits,
+};
 pub use lottery::{Draw, WINNING_NUMBER, has_won};

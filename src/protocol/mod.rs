@@ -166,11 +166,11 @@ impl WireBet {
         }
     }
 
-    /// Validates the bet for `agency`, with `today` as the latest possible birthdate.
+    /// Validates the bet for `agency`, with `latest_birthdate` as the latest one accepted.
     ///
     /// # Errors
     /// `BetError` naming the first wrong field.
-    pub fn into_bet(self, agency: AgencyId, today: NaiveDate) -> Result<Bet, BetError> {
+    pub fn into_bet(self, agency: AgencyId, latest_birthdate: NaiveDate) -> Result<Bet, BetError> {
         let WireDate { year, month, day } = self.birthdate;
         let birthdate =
             NaiveDate::from_ymd_opt(year, month.into(), day.into()).ok_or_else(|| {
@@ -182,7 +182,8 @@ impl WireBet {
             })?;
         let document = Document::from_string(self.document)?;
         let number = BetNumber::parse(self.number.into())?;
-        Bet::new(agency, self.first_name, self.last_name, document, birthdate, number, today)
+        let (first_name, last_name) = (self.first_name, self.last_name);
+        Bet::new(agency, first_name, last_name, document, birthdate, number, latest_birthdate)
     }
 
     /// Bytes this bet takes on the wire as a `ClientMessage::Bet` frame, header included.

@@ -330,7 +330,33 @@ impl Handler {
         }
         let mut status = self.shared.draw.subscribe();
         let waited = status.wait_for(|s| !matches!(s, DrawStatus::Pending));
-        let status = self.token.run_until_cancelled(waited).await.map(|s| s.map(|s| s.clone()));
+        tokio::pin!(waited);
+        // While the draw waits for other agencies, this one pings to check the central is alive:
+        // keep reading and answer. No read deadline: the wait takes as long as the slowest agency.
+        // What the agency sent comes before the draw's result, so winners are never sent (and
+        // logged as sent) to an agency that has already closed the connection.
+        let status = loop {
+            let message = tokio::select! {
+                biased;
+                () = self.token.cancelled() => break None,
+                message = self.frames.next() => message,
+                status = &mut waited => break Some(status.map(|s| s.clone())),
+            };
+            let message = match message {
+                None => {
+                    debug!(action = "connection", result = "success", ip = %self.peer, agency = %agency, closed = "by the agency, while it waited for the draw");
+                    return Ok(false);
+                }
+                Some(Err(CodecError::Io(e))) => return Err(CodecError::Io(e).into()),
+                Some(Err(e)) => return Err(protocol(ErrorCode::Malformed, e.to_string())),
+                Some(Ok(message)) => message,
+            };
+            match self.session.while_waiting(&message) {
+                Step::Reply(reply) => self.send(reply).await?,
+                Step::Close { code, message } => return Err(protocol(code, message)),
+                _ => {}
+            }
+        };
         match status {
             Some(Ok(DrawStatus::Done(draw))) => self.send_winners(agency, &draw).await?,
             Some(Ok(DrawStatus::Failed(reason))) => {

@@ -118,6 +118,16 @@ impl Session {
         }
     }
 
+    /// What `message` means while the agency waits for the draw, after `ReadyForLottery`: a
+    /// `Ping` (the agency checking the central is alive) is answered; anything else ends the
+    /// session, since the agency declared it had sent everything.
+    pub fn while_waiting(&self, message: &ClientMessage) -> Step {
+        match message {
+            ClientMessage::Ping => Step::Reply(ServerMessage::Pong),
+            _ => close(ErrorCode::AgencyClosed, "only Ping is accepted while waiting for the draw"),
+        }
+    }
+
     fn end_batch(&mut self, agency: AgencyId, seq: u64) -> Step {
         if seq == 0 {
             return close(ErrorCode::Malformed, "batch 0: batch numbers start at 1");
@@ -171,12 +181,20 @@ struct PendingBatch {
     bytes: usize,
     max_bets: usize,
     problem: Option<(RejectReason, String)>,
-    today: Option<NaiveDate>,
+    /// The latest birthdate accepted, read from the clock once per batch.
+    latest_birthdate: Option<NaiveDate>,
 }
 
 impl PendingBatch {
     fn new(max_bets: usize) -> Self {
-        Self { bets: Vec::new(), count: 0, bytes: 0, max_bets, problem: None, today: None }
+        Self {
+            bets: Vec::new(),
+            count: 0,
+            bytes: 0,
+            max_bets,
+            problem: None,
+            latest_birthdate: None,
+        }
     }
 
     fn push(&mut self, bet: WireBet, agency: AgencyId) {
@@ -194,8 +212,10 @@ impl PendingBatch {
             Some((RejectReason::TooLarge, message))
         } else {
             self.bytes = bytes;
-            let today = *self.today.get_or_insert_with(|| chrono::Local::now().date_naive());
-            match bet.into_bet(agency, today) {
+            let latest = *self.latest_birthdate.get_or_insert_with(|| {
+                crate::domain::latest_birthdate(crate::domain::Checker::Central)
+            });
+            match bet.into_bet(agency, latest) {
                 Ok(bet) => {
                     self.bets.push(bet);
                     None
@@ -380,5 +400,17 @@ mod tests {
         fresh.on_message(hello(1), &rules);
         let ready = fresh.on_message(ClientMessage::ReadyForLottery, &rules);
         assert_eq!(ready, Step::Ready(AgencyId::new(1).unwrap()));
+    }
+
+    #[test]
+    fn only_ping_is_answered_while_waiting_for_the_draw() {
+        let rules = rules(None);
+        let mut session = Session::new(&rules);
+        session.on_message(hello(1), &rules);
+        session.on_message(ClientMessage::ReadyForLottery, &rules);
+        assert_eq!(session.while_waiting(&ClientMessage::Ping), Step::Reply(ServerMessage::Pong));
+        for late in [bet(1), ClientMessage::ReadyForLottery, hello(1)] {
+            assert_eq!(code(session.while_waiting(&late)), ErrorCode::AgencyClosed, "{late:?}");
+        }
     }
 }
