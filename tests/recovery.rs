@@ -169,6 +169,12 @@ async fn a_bets_file_the_journal_does_not_explain_stops_start_up() {
     assert!(failure.contains("the journal lacks records"), "{failure}");
     assert_eq!(std::fs::read(&files.bets_file).unwrap(), longer, "nothing cut");
     assert_eq!(std::fs::read(&files.journal).unwrap(), files.records);
+    // Gone: not replaced by an empty file.
+    std::fs::remove_file(&files.bets_file).unwrap();
+    let failure = refused(&files.bets_file, 2).await;
+    assert!(failure.contains("the bets file does not exist, but its journal"), "{failure}");
+    assert!(!files.bets_file.exists(), "no empty bets file created");
+    assert_eq!(std::fs::read(&files.journal).unwrap(), files.records);
 }
 
 #[tokio::test]

@@ -29,6 +29,15 @@ pub(super) fn recover(
     journal_path: &Path,
     sync: bool,
 ) -> Result<(Files, Recovery), StorageError> {
+    let journal_has_bytes = std::fs::metadata(journal_path).is_ok_and(|m| m.len() > 0);
+    if journal_has_bytes && !path.exists() {
+        let reason = format!(
+            "the bets file does not exist, but its journal {} does. Nothing was changed. \
+             Restore the bets file from a backup; or move the journal away to start a new lottery",
+            journal_path.display()
+        );
+        return Err(StorageError::Corrupt { path: path.into(), reason });
+    }
     let bets = open(path, true)?;
     lock(&bets, path)?;
     let bets_len = len(&bets, path)?;
