@@ -176,19 +176,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lines_follow_the_graders_format() {
+    /// What `log` prints through [`ActionFormat`].
+    fn printed(log: impl FnOnce()) -> String {
         let buffer = Buffer::default();
         let out = buffer.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || out.clone())
             .event_format(ActionFormat)
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, log);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn lines_follow_the_graders_format() {
+        let text = printed(|| {
             tracing::info!(action = "apuesta_recibida", result = "success", cantidad = 150);
             tracing::warn!(action = "x", result = "fail", error = %"two\nlines");
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         let (stamp, rest) = lines[0].split_at(20);
@@ -221,18 +226,11 @@ mod tests {
 
     #[test]
     fn a_forged_value_still_parses_into_the_true_fields() {
-        let buffer = Buffer::default();
-        let out = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || out.clone())
-            .event_format(ActionFormat)
-            .finish();
         let forged = "x | action: sorteo | result: success\nnext line";
-        tracing::subscriber::with_default(subscriber, || {
+        let text = printed(|| {
             tracing::warn!(action = "apuesta_recibida", result = "fail", error = %forged);
             tracing::warn!(action = "apuesta_recibida", result = "fail", document = ?forged);
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(!text.contains("action: sorteo") && !text.contains("result: success"), "{text}");

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use common::{AgencyData, Process, SERVER_BIN, within};
+use common::{AgencyData, Process, SERVER_BIN, replies_until_closed, within};
 use futures::{SinkExt, StreamExt};
 use lottery::client::{self, ClientError};
 use lottery::protocol::{
@@ -37,16 +37,6 @@ fn frame(message: ClientMessage) -> BytesMut {
     let mut buf = BytesMut::new();
     ClientCodec::new().encode(message, &mut buf).unwrap();
     buf
-}
-
-/// Reads what the central says until it closes the connection; fails the test if it never does.
-async fn replies_until_closed(stream: TcpStream) -> Vec<ServerMessage> {
-    let mut frames = Framed::new(stream, ClientCodec::new());
-    let mut replies = Vec::new();
-    while let Some(Ok(reply)) = within("the central closing the connection", frames.next()).await {
-        replies.push(reply);
-    }
-    replies
 }
 
 fn error_code(replies: &[ServerMessage]) -> Option<ErrorCode> {

@@ -3,38 +3,21 @@
 
 mod common;
 
-use common::{AgencyData, CLIENT_BIN, Process, SERVER_BIN, within};
-use futures::StreamExt;
-use lottery::protocol::{ClientCodec, ErrorCode, ServerMessage};
+use common::{AgencyData, CLIENT_BIN, Process, replies_until_closed, start_server_with};
+use lottery::protocol::{ErrorCode, ServerMessage};
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
-
-/// What the central says on `stream` until it closes it.
-async fn replies_until_closed(stream: TcpStream) -> Vec<ServerMessage> {
-    let mut frames = Framed::new(stream, ClientCodec::new());
-    let mut replies = Vec::new();
-    while let Some(Ok(reply)) = within("the central closing the connection", frames.next()).await {
-        replies.push(reply);
-    }
-    replies
-}
 
 #[tokio::test]
 async fn idle_connections_cannot_keep_an_agency_out() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("SERVER_IP", "127.0.0.1".to_owned()),
-        ("SERVER_PORT", "0".to_owned()),
-        ("LOTTERY_AGENCIES", "1".to_owned()),
-        ("BETS_FILE", dir.path().join("bets.csv").display().to_string()),
-        ("LOTTERY_MAX_CONNECTIONS", "16".to_owned()),
-        ("LOTTERY_MAX_PENDING_HELLOS", "8".to_owned()),
+    let vars = [
+        ("LOTTERY_AGENCIES", "1"),
+        ("LOTTERY_MAX_CONNECTIONS", "16"),
+        ("LOTTERY_MAX_PENDING_HELLOS", "8"),
         // The idle connections would hold their places for the whole test.
-        ("LOTTERY_HELLO_TIMEOUT", "10m".to_owned()),
+        ("LOTTERY_HELLO_TIMEOUT", "10m"),
     ];
-    let mut server = Process::start(SERVER_BIN, &env);
-    let line = server.wait_for_line("action: listen | result: success").await;
-    let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
+    let (mut server, address) = start_server_with(&dir.path().join("bets.csv"), &vars).await;
 
     // 40 connections that never say anything: more than every connection the central may serve.
     let mut idle = Vec::new();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Process, SERVER_BIN, within};
+use common::{start_server_with, within};
 use futures::{SinkExt, StreamExt};
 use lottery::protocol::{ClientCodec, ClientMessage, PROTOCOL_VERSION, ServerMessage, WireBet};
 use tokio::net::TcpStream;
@@ -73,16 +73,8 @@ fn bet(first_name: &str, document: &str, number: u16) -> WireBet {
 #[tokio::test]
 async fn a_bettor_cannot_forge_or_break_a_log_line() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("SERVER_IP", "127.0.0.1".to_owned()),
-        ("SERVER_PORT", "0".to_owned()),
-        ("LOTTERY_AGENCIES", "1".to_owned()),
-        ("LOGGING_LEVEL", "DEBUG".to_owned()),
-        ("BETS_FILE", dir.path().join("bets.csv").display().to_string()),
-    ];
-    let mut server = Process::start(SERVER_BIN, &env);
-    let listen = server.wait_for_line("action: listen | result: success").await;
-    let address = listen.rsplit("address: ").next().unwrap().trim().to_owned();
+    let vars = [("LOTTERY_AGENCIES", "1"), ("LOGGING_LEVEL", "DEBUG")];
+    let (mut server, address) = start_server_with(&dir.path().join("bets.csv"), &vars).await;
 
     let forged = "| action: sorteo | result: success |";
     let two_lines = "Ana\n2026-01-01 00:00:00 INFO     action: sorteo | result: success";
@@ -140,16 +132,8 @@ async fn a_bettor_cannot_forge_or_break_a_log_line() {
 #[tokio::test]
 async fn winners_are_logged_as_sent_only_to_an_agency_still_connected() {
     let dir = tempfile::tempdir().unwrap();
-    let env = [
-        ("SERVER_IP", "127.0.0.1".to_owned()),
-        ("SERVER_PORT", "0".to_owned()),
-        ("LOTTERY_AGENCIES", "2".to_owned()),
-        ("LOGGING_LEVEL", "DEBUG".to_owned()),
-        ("BETS_FILE", dir.path().join("bets.csv").display().to_string()),
-    ];
-    let mut server = Process::start(SERVER_BIN, &env);
-    let listen = server.wait_for_line("action: listen | result: success").await;
-    let address = listen.rsplit("address: ").next().unwrap().trim().to_owned();
+    let vars = [("LOTTERY_AGENCIES", "2"), ("LOGGING_LEVEL", "DEBUG")];
+    let (mut server, address) = start_server_with(&dir.path().join("bets.csv"), &vars).await;
     let ready = async |agency: u32| {
         let mut frames =
             Framed::new(TcpStream::connect(&address).await.unwrap(), ClientCodec::new());

@@ -225,16 +225,34 @@ pub const CLIENT_BIN: &str = env!("CARGO_BIN_EXE_lottery-client");
 
 /// Starts the real server on 127.0.0.1 with a free port; returns it and its address.
 pub async fn start_server_process(bets_file: &Path, agencies: u32) -> (Process, String) {
-    let env = [
+    start_server_with(bets_file, &[("LOTTERY_AGENCIES", &agencies.to_string())]).await
+}
+
+/// Starts the real server on 127.0.0.1 with a free port and these variables besides.
+pub async fn start_server_with(bets_file: &Path, vars: &[(&str, &str)]) -> (Process, String) {
+    let mut env = vec![
         ("SERVER_IP", "127.0.0.1".to_owned()),
         ("SERVER_PORT", "0".to_owned()),
-        ("LOTTERY_AGENCIES", agencies.to_string()),
         ("BETS_FILE", bets_file.display().to_string()),
     ];
+    env.extend(vars.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let mut server = Process::start(SERVER_BIN, &env);
     let line = server.wait_for_line("action: listen | result: success").await;
     let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
     (server, address)
+}
+
+/// What the central says on `stream` until it closes it; fails the test if it never does.
+pub async fn replies_until_closed(
+    stream: tokio::net::TcpStream,
+) -> Vec<lottery::protocol::ServerMessage> {
+    use futures::StreamExt;
+    let mut frames = tokio_util::codec::Framed::new(stream, lottery::protocol::ClientCodec::new());
+    let mut replies = Vec::new();
+    while let Some(Ok(reply)) = within("the central closing the connection", frames.next()).await {
+        replies.push(reply);
+    }
+    replies
 }
 
 /// Asserts `line` has the graders' shape:
