@@ -5,13 +5,19 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use common::{Process, SERVER_BIN, stored_multiset, wire_bet, within};
-use futures::StreamExt;
-use lottery::protocol::{ClientCodec, WireBet};
+use common::{AgencyData, Process, SERVER_BIN, stored_multiset, wire_bet, within};
+use futures::{SinkExt, StreamExt};
+use lottery::client;
+use lottery::protocol::{
+    ClientCodec, ClientMessage, PROTOCOL_VERSION, ServerCodec, ServerMessage, WireBet,
+};
 use lottery::{AgencyId, Connection};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 
 fn server_env<'a>(
     bets_file: &Path,
@@ -210,4 +216,90 @@ async fn evicted_connections_do_not_each_log_a_line() {
     let each: Vec<&String> =
         lines.iter().filter(|l| l.contains("this one, the oldest, was closed")).collect();
     assert!(each.len() <= 5, "{} lines for 48 evictions: {:#?}", each.len(), &each[..3]);
+}
+
+/// A listener on 127.0.0.1:0 handing every accepted connection to `serve`, each in its task.
+async fn fake_central<F, Fut>(serve: F) -> String
+where
+    F: Fn(Framed<TcpStream, ServerCodec>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(Framed::new(stream, ServerCodec::new())));
+        }
+    });
+    address
+}
+
+/// Reads `Hello`, answers `Welcome` for a fresh agency, acknowledges every batch until
+/// `ReadyForLottery`; returns the documents it was sent.
+async fn take_everything(frames: &mut Framed<TcpStream, ServerCodec>) -> Vec<String> {
+    let hello = frames.next().await;
+    assert!(matches!(hello, Some(Ok(ClientMessage::Hello { .. }))), "{hello:?}");
+    let welcome = ServerMessage::Welcome { version: PROTOCOL_VERSION, next_seq: 1, stored_bets: 0 };
+    frames.send(welcome).await.unwrap();
+    let mut documents = Vec::new();
+    while let Some(Ok(message)) = frames.next().await {
+        match message {
+            ClientMessage::Batch { seq, bets } => {
+                let count = bets.len() as u32;
+                documents.extend(bets.into_iter().map(|b| b.document));
+                frames.send(ServerMessage::BatchAccepted { seq, count }).await.unwrap();
+            }
+            ClientMessage::ReadyForLottery => break,
+            _ => {}
+        }
+    }
+    documents
+}
+
+fn short_deadlines(data: &AgencyData, address: &str) -> lottery::config::ClientConfig {
+    let mut config = data.client_config(address.parse().unwrap());
+    config.read_timeout = Duration::from_millis(300);
+    config.connect_timeout = Duration::from_secs(2);
+    config
+}
+
+/// Held: a central that answers garbage bytes after `Welcome` (or after the uploads) does not
+/// make the agency hang: it fails at once, naming the bad frame.
+#[tokio::test]
+async fn garbage_from_the_central_ends_the_agency_without_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = AgencyData::generate(dir.path(), 1, 120);
+    let address = fake_central(|mut frames| async move {
+        let _ = frames.next().await;
+        let welcome =
+            ServerMessage::Welcome { version: PROTOCOL_VERSION, next_seq: 1, stored_bets: 0 };
+        frames.send(welcome).await.unwrap();
+        let _ = frames.get_mut().write_all(&[0xff; 64]).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let config = short_deadlines(&data, &address);
+    let err = within("agency", client::run(&config, &CancellationToken::new())).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+}
+
+/// Finding 6 (low). The agency takes whatever `Winners` the central sends: documents it never
+/// sent, more winners than bets, without limit (a central streaming `Winners { last: false }`
+/// grows the agency's memory for as long as it likes, and answers every `Ping`).
+#[tokio::test]
+#[ignore = "finding: the agency accepts winners it never bet (more winners than bets)"]
+async fn winners_the_agency_never_sent_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = AgencyData::generate(dir.path(), 1, 120);
+    let address = fake_central(|mut frames| async move {
+        let sent = take_everything(&mut frames).await;
+        let documents: Vec<String> = (0..=sent.len()).map(|i| format!("9{i:07}")).collect();
+        let _ = frames.send(ServerMessage::Winners { documents, last: true }).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let config = short_deadlines(&data, &address);
+    let outcome = within("agency", client::run(&config, &CancellationToken::new())).await;
+    let winners = outcome.as_ref().map(|o| o.winners.len());
+    assert!(outcome.is_err(), "{winners:?} winners for 120 bets, none of them its own");
 }
