@@ -99,7 +99,16 @@ impl Handler {
                 Some(agency) => {
                     warn!(action = "connection", result = "fail", ip = %self.peer, agency = %agency, error = %e);
                 }
-                None => warn!(action = "connection", result = "fail", ip = %self.peer, error = %e),
+                // Anyone can cause these, as fast as they can connect: one line a second.
+                None => {
+                    debug!(action = "connection", result = "fail", ip = %self.peer, error = %e);
+                    let mut throttle = self.shared.stranger_failures.lock();
+                    let due = throttle.as_mut().map_or_else(|p| p.get_mut().due(), |t| t.due());
+                    drop(throttle);
+                    if let Some(failed_without_hello) = due {
+                        warn!(action = "connection", result = "fail", ip = %self.peer, error = %e, failed_without_hello);
+                    }
+                }
             }
         }
     }

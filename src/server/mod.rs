@@ -162,8 +162,8 @@ async fn accept_loop(
     token: &CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(shared.config.max_connections.get()));
-    let mut refused = Refusals::default();
-    let mut evicted = Refusals::default();
+    let mut refused = Throttle::default();
+    let mut evicted = Throttle::default();
     loop {
         let accepted = tokio::select! {
             () = token.cancelled() => return,
@@ -178,13 +178,17 @@ async fn accept_loop(
                     continue;
                 }
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    refused.log(peer, shared.config.max_connections.get());
+                    if let Some(refused) = refused.due() {
+                        let limit = shared.config.max_connections.get();
+                        warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections: refused with Busy", limit, refused);
+                    }
                     tracker.spawn(refuse(stream));
                     continue;
                 };
                 let (newcomer, evicted_one) = shared.newcomers.admit();
-                if evicted_one {
-                    evicted.log_eviction(peer, shared.config.max_pending_hellos.get());
+                if evicted_one && let Some(closed) = evicted.due() {
+                    let limit = shared.config.max_pending_hellos.get();
+                    warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections without Hello: the oldest closed with Busy", limit, closed);
                 }
                 let handler = handler::Handler::new(shared.clone(), stream, peer, token, newcomer);
                 ::metrics::gauge!("lottery_connections_open").increment(1.0);
@@ -221,34 +225,24 @@ async fn refuse(stream: tokio::net::TcpStream) {
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, frames.send(busy)).await;
 }
 
-/// Logs refused connections at most once a second, with how many there were.
-#[derive(Default)]
-struct Refusals {
+/// Keeps a kind of event that anyone can cause (refused, evicted or failed connections of peers
+/// that never said `Hello`) to one log line a second, so a flood cannot flood the log.
+#[derive(Debug, Default)]
+pub(crate) struct Throttle {
     since_log: u64,
     last_log: Option<tokio::time::Instant>,
 }
 
-impl Refusals {
-    fn log(&mut self, peer: SocketAddr, limit: usize) {
-        if self.due() {
-            warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections: refused with Busy", limit, refused = std::mem::take(&mut self.since_log));
-        }
-    }
-
-    fn log_eviction(&mut self, peer: SocketAddr, limit: usize) {
-        if self.due() {
-            warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections without Hello: the oldest closed with Busy", limit, closed = std::mem::take(&mut self.since_log));
-        }
-    }
-
-    /// Counts one more; true when a line is due (the first, then at most one a second).
-    fn due(&mut self) -> bool {
+impl Throttle {
+    /// Counts one more event. When a line is due (the first, then at most one a second),
+    /// returns how many events it stands for.
+    pub(crate) fn due(&mut self) -> Option<u64> {
         self.since_log += 1;
         let due = self.last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-        if due {
+        due.then(|| {
             self.last_log = Some(tokio::time::Instant::now());
-        }
-        due
+            std::mem::take(&mut self.since_log)
+        })
     }
 }
 
@@ -323,6 +317,8 @@ pub(crate) struct Shared {
     store: BetStore,
     sessions: Sessions,
     newcomers: Arc<Newcomers>,
+    /// Connections without `Hello` that ended with an error: one WARN line a second for all.
+    stranger_failures: StdMutex<Throttle>,
     /// One party per agency; each agency waits on it once, at its first `ReadyForLottery`.
     barrier: Barrier,
     /// Set once, by the barrier's leader, when the draw has run.
@@ -359,6 +355,7 @@ impl Shared {
             store,
             sessions,
             newcomers,
+            stranger_failures: StdMutex::default(),
             barrier,
             draw,
             tasks,
