@@ -303,7 +303,6 @@ async fn garbage_from_the_central_ends_the_agency_without_a_hang() {
 /// sent, more winners than bets, without limit (a central streaming `Winners { last: false }`
 /// grows the agency's memory for as long as it likes, and answers every `Ping`).
 #[tokio::test]
-#[ignore = "finding: the agency accepts winners it never bet (more winners than bets)"]
 async fn winners_the_agency_never_sent_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = AgencyData::generate(dir.path(), 1, 120);

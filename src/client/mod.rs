@@ -14,8 +14,8 @@ mod progress;
 mod reader;
 
 use progress::Progress;
-use reader::spawn_reader;
 pub use reader::{CHECK_REPORTED_ROWS, CheckReport, check_file, read_batches};
+use reader::{Read, spawn_reader};
 
 use std::collections::VecDeque;
 use std::io;
@@ -63,6 +63,13 @@ pub enum ClientError {
     Server { code: ErrorCode, message: String },
     #[error("the central rejected batch {seq} ({reason:?}): {message}")]
     Rejected { seq: u64, reason: RejectReason, message: String },
+    #[error(
+        "the central sent winners that are not this agency's: {got} documents, of which {unknown} \
+         are not among this agency's {expected} winning bets (for example {example:?})"
+    )]
+    WrongWinners { expected: usize, got: usize, unknown: usize, example: String },
+    #[error("the agency's bets were not read to their end (the reader stopped)")]
+    ReadIncomplete,
     #[error("unexpected reply from the central: expected {expected}, got {got}")]
     Unexpected { expected: &'static str, got: String },
     #[error("cannot read agency file {path}: {source}")]
@@ -294,19 +301,21 @@ impl Connection {
     /// # Errors
     /// As [`Connection::wait_for_draw`].
     pub async fn winners(&mut self) -> Result<Vec<String>, ClientError> {
-        self.wait_for_draw(|| {}).await
+        self.wait_for_draw(usize::MAX, || {}).await
     }
 
     /// Declares every bet sent (`ReadyForLottery`) and waits for this agency's winners. While
     /// it waits it sends a `Ping` at once and every [`PING_EVERY`], expecting each `Pong` within
     /// the read timeout, and calls `on_alive` at each `Pong`: the central holds the agency's
-    /// readiness and is alive.
+    /// readiness and is alive. More than `most` winners (the agency's own winning bets) is an
+    /// error as soon as it arrives, so a central cannot make the agency hold an endless list.
     ///
     /// # Errors
     /// `Server` when the central refuses or cannot run the draw; `Timeout` when a `Pong` does
-    /// not come in time (the central is frozen or the network dropped).
+    /// not come in time (the central is frozen or the network dropped); `WrongWinners` past `most`.
     pub async fn wait_for_draw(
         &mut self,
+        most: usize,
         mut on_alive: impl FnMut(),
     ) -> Result<Vec<String>, ClientError> {
         let limit = self.timeout;
@@ -341,6 +350,15 @@ impl Connection {
                 }
                 ServerMessage::Winners { documents, last } => {
                     winners.extend(documents);
+                    if winners.len() > most {
+                        let (got, example) = (winners.len(), winners.pop().unwrap_or_default());
+                        return Err(ClientError::WrongWinners {
+                            expected: most,
+                            got,
+                            unknown: got - most,
+                            example,
+                        });
+                    }
                     if last {
                         return Ok(winners);
                     }
@@ -519,6 +537,28 @@ pub async fn run_with_progress(
     }
 }
 
+/// Checks that `received` are exactly the agency's own winning documents (`own`, from its file):
+/// never another agency's, none left out.
+fn check_winners(received: &[String], mut own: Vec<String>) -> Result<(), ClientError> {
+    let mut got = received.to_vec();
+    got.sort_unstable();
+    own.sort_unstable();
+    if got == own {
+        return Ok(());
+    }
+    let unknown: Vec<&String> = got.iter().filter(|d| own.binary_search(d).is_err()).collect();
+    let example = unknown.first().map_or_else(
+        || format!("{} of its own winners left out", own.len().saturating_sub(got.len())),
+        |d| (*d).clone(),
+    );
+    Err(ClientError::WrongWinners {
+        expected: own.len(),
+        got: got.len(),
+        unknown: unknown.len(),
+        example,
+    })
+}
+
 /// One connection's share of the work: the bets the central does not hold yet, with up to
 /// `batch_window` batches in flight, then the winners.
 async fn session(
@@ -541,6 +581,7 @@ async fn session(
     let mut failed = None;
     let first_ack = outcome.ack_latencies.len();
     let mut sent = 0u64;
+    let mut own_winners = None;
     loop {
         while reading && in_flight.len() < window {
             let next = if in_flight.is_empty() {
@@ -553,7 +594,12 @@ async fn session(
                 }
             };
             let batch = match next {
-                Some(Ok(batch)) => batch,
+                Some(Ok(Read::Batch(batch))) => batch,
+                Some(Ok(Read::End { winners })) => {
+                    own_winners = Some(winners);
+                    reading = false;
+                    break;
+                }
                 Some(Err(e)) => {
                     failed = Some(e);
                     reading = false;
@@ -606,8 +652,11 @@ async fn session(
         ack_max_ms = format_args!("{:.2}", percentile(100)),
     );
     outcome.uploaded_at = Some(std::time::Instant::now());
-    let wait = connection.wait_for_draw(|| *waiting = true);
+    // The reader ends every source it reads whole with its winning documents.
+    let own_winners = own_winners.ok_or(ClientError::ReadIncomplete)?;
+    let wait = connection.wait_for_draw(own_winners.len(), || *waiting = true);
     outcome.winners = cancellable(token, wait).await??;
+    check_winners(&outcome.winners, own_winners)?;
     info!(
         action = "consulta_ganadores",
         result = "success",

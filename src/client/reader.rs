@@ -7,32 +7,43 @@ use tokio::sync::mpsc;
 
 use super::ClientError;
 use crate::config::{BetSource, ClientConfig};
-use crate::domain::{AgencyId, Bet, Checker, latest_birthdate};
+use crate::domain::{AgencyId, Bet, BetNumber, Checker, WINNING_NUMBER, has_won, latest_birthdate};
 use crate::protocol::{MAX_BATCH_BYTES, WireBet, batch_end_frame_max_len};
 use crate::storage::{fields, record_line};
 
 /// Batches read ahead of the one being sent.
 const READ_AHEAD_BATCHES: usize = 4;
 
-type BatchResult = Result<Vec<WireBet>, ClientError>;
+/// What the reader hands the session.
+#[derive(Debug)]
+pub(super) enum Read {
+    /// The next batch to send.
+    Batch(Vec<WireBet>),
+    /// The whole source was read: the documents of its winning bets (the rows the central already
+    /// held included), which are the only winners the central may send this agency.
+    End { winners: Vec<String> },
+}
+
+type ReadResult = Result<Read, ClientError>;
 
 /// Reads the agency's bets after the first `skip` on a blocking thread, in batches.
-pub(super) fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<BatchResult> {
+pub(super) fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<ReadResult> {
     let (tx, rx) = mpsc::channel(READ_AHEAD_BATCHES);
     match &config.source {
         BetSource::Single(bet) => {
+            let winners = has_won(bet).then(|| bet.document.to_string()).into_iter().collect();
+            // The channel has room for both: this cannot fail.
             if skip == 0 {
-                // The channel has room: this cannot fail.
-                let _ = tx.try_send(Ok(vec![WireBet::from_bet(bet)]));
+                let _ = tx.try_send(Ok(Read::Batch(vec![WireBet::from_bet(bet)])));
             }
+            let _ = tx.try_send(Ok(Read::End { winners }));
         }
         BetSource::File(path) => {
             let (path, agency, max) = (path.clone(), config.id, config.batch_max_amount.get());
             tokio::task::spawn_blocking(move || {
-                let deliver = |batch| tx.blocking_send(Ok(batch)).is_ok();
-                if let Err(e) = read_batches(&path, agency, max, skip, deliver) {
-                    let _ = tx.blocking_send(Err(e));
-                }
+                let deliver = |batch| tx.blocking_send(Ok(Read::Batch(batch))).is_ok();
+                let read = read_batches(&path, agency, max, skip, deliver);
+                let _ = tx.blocking_send(read.map(|winners| Read::End { winners }));
             });
         }
     }
@@ -42,7 +53,7 @@ pub(super) fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<B
 /// Reads an agency file (CSV, no header: `first_name,last_name,document,birthdate,number`),
 /// skips its first `skip` rows (already stored at the central) and hands `deliver` batches of at
 /// most `max_amount` bets and `MAX_BATCH_BYTES` on the wire. Stops quietly when `deliver` returns
-/// false.
+/// false. Returns the documents of the file's winning bets, the skipped rows' included.
 ///
 /// # Errors
 /// `DataFile` when the file cannot be opened; `BadRow` at the first invalid row (its batch is not
@@ -53,13 +64,14 @@ pub fn read_batches(
     max_amount: usize,
     skip: u64,
     mut deliver: impl FnMut(Vec<WireBet>) -> bool,
-) -> Result<(), ClientError> {
+) -> Result<Vec<String>, ClientError> {
     let mut rows = Rows::open(path, agency)?;
     let bad_row = |(line, reason)| ClientError::BadRow { path: path.to_owned(), line, reason };
     let empty_bytes = batch_end_frame_max_len();
     let mut batch = Vec::new();
     let mut bytes = empty_bytes;
-    let skipped = rows.pass_over(skip);
+    let mut winners = Vec::new();
+    let skipped = rows.pass_over(skip, &mut winners);
     if skipped < skip {
         return Err(ClientError::FileShorter {
             path: path.to_owned(),
@@ -69,11 +81,14 @@ pub fn read_batches(
     }
     for row in rows {
         let bet = row.map_err(bad_row)?;
+        if bet.number == WINNING_NUMBER.get() {
+            winners.push(bet.document.clone());
+        }
         let len = bet.frame_len();
         // A bet is at most a few hundred bytes, so it always fits an empty batch.
         if !batch.is_empty() && bytes + len > MAX_BATCH_BYTES {
             if !deliver(std::mem::take(&mut batch)) {
-                return Ok(());
+                return Ok(winners);
             }
             bytes = empty_bytes;
         }
@@ -82,7 +97,7 @@ pub fn read_batches(
         // Deliver a full batch at once, so it is sent even if a later row is bad.
         if batch.len() == max_amount {
             if !deliver(std::mem::take(&mut batch)) {
-                return Ok(());
+                return Ok(winners);
             }
             bytes = empty_bytes;
         }
@@ -90,7 +105,7 @@ pub fn read_batches(
     if !batch.is_empty() {
         deliver(batch);
     }
-    Ok(())
+    Ok(winners)
 }
 
 /// What `check_file` found.
@@ -145,11 +160,17 @@ impl Rows {
         })
     }
 
-    /// Passes over the first `n` rows (already stored), unread; returns how many there were.
-    fn pass_over(&mut self, n: u64) -> u64 {
+    /// Passes over the first `n` rows (already stored, so checked when they were sent), adding
+    /// the documents of the winning ones to `winners`; returns how many rows there were.
+    fn pass_over(&mut self, n: u64, winners: &mut Vec<String>) -> u64 {
         let mut skipped = 0;
         while skipped < n && matches!(self.reader.read_record(&mut self.record), Ok(true)) {
             skipped += 1;
+            if let Ok([_, _, document, _, number]) = fields::<5>(&self.record)
+                && BetNumber::parse_text(number).is_ok_and(|n| n == WINNING_NUMBER)
+            {
+                winners.push(document.to_owned());
+            }
         }
         skipped
     }
@@ -186,13 +207,19 @@ mod tests {
     use bytes::BytesMut;
     use tokio_util::codec::Encoder;
 
-    fn batches(contents: &str, max_amount: usize) -> (Vec<Vec<WireBet>>, Result<(), ClientError>) {
+    type Read = (Vec<Vec<WireBet>>, Result<Vec<String>, ClientError>);
+
+    fn batches(contents: &str, max_amount: usize) -> Read {
+        batches_after(contents, max_amount, 0)
+    }
+
+    fn batches_after(contents: &str, max_amount: usize, skip: u64) -> Read {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agency-1.csv");
         std::fs::write(&path, contents).unwrap();
         let mut out = Vec::new();
         let agency = AgencyId::new(1).unwrap();
-        let result = read_batches(&path, agency, max_amount, 0, |b| {
+        let result = read_batches(&path, agency, max_amount, skip, |b| {
             out.push(b);
             true
         });
@@ -247,6 +274,17 @@ mod tests {
             let text = err.to_string();
             assert!(matches!(err, ClientError::BadRow { line: l, .. } if l == line), "{text}");
             assert!(text.contains(reason), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_files_winners_come_back_the_skipped_rows_included() {
+        let rows = "A,B,11,2000-01-01,7574\nA,B,12,2000-01-01,1\nA,B,13,2000-01-01,7574\n\
+                    A,B,14,2000-01-01,07574\nA,B,15,2000-01-01,2\n";
+        for skip in 0..=5 {
+            let (sent, winners) = batches_after(rows, 2, skip);
+            assert_eq!(sent.concat().len() as u64, 5 - skip);
+            assert_eq!(winners.unwrap(), ["11", "13", "14"], "after skipping {skip}");
         }
     }
 }
