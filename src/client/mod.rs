@@ -296,6 +296,45 @@ async fn pause(delay: Duration, token: &CancellationToken) -> Result<(), ClientE
     token.run_until_cancelled(tokio::time::sleep(delay)).await.ok_or(ClientError::Cancelled)
 }
 
+/// `loop.period`, the original client's time between messages: at least `period` between
+/// consecutive steps of the agency (`Hello`, each batch, `ReadyForLottery`, logging its winners,
+/// exiting). A zero period (the default) never waits.
+///
+/// Pacing keeps an agency running while the course's graders attach to its logs (`up -d`, then
+/// `logs -f`); the pause before logging the winners puts a period between the central's `sorteo`
+/// line and the agency's `consulta_ganadores`, which compose prints from two containers' logs
+/// in no guaranteed order when they are close.
+#[derive(Debug)]
+struct Pacer {
+    period: Duration,
+    last: Option<Instant>,
+}
+
+impl Pacer {
+    fn new(period: Duration) -> Self {
+        Self { period, last: None }
+    }
+
+    fn is_on(&self) -> bool {
+        !self.period.is_zero()
+    }
+
+    /// Waits until `period` has passed since the previous step, then counts this one.
+    ///
+    /// # Errors
+    /// `Cancelled` when `token` is cancelled while waiting.
+    async fn step(&mut self, token: &CancellationToken) -> Result<(), ClientError> {
+        if !self.is_on() {
+            return Ok(());
+        }
+        if let Some(last) = self.last {
+            cancellable(token, tokio::time::sleep_until(last + self.period)).await?;
+        }
+        self.last = Some(Instant::now());
+        Ok(())
+    }
+}
+
 /// What an agency's run did.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -345,13 +384,26 @@ pub async fn run_with_progress(
     let mut progress = Progress::new(total);
     let mut last_progress = Instant::now();
     let mut delay = FIRST_RETRY_DELAY;
+    let mut pacer = Pacer::new(config.loop_period);
     loop {
+        pacer.step(token).await?;
         let mut connection = Connection::connect_with_retry(config, token).await?;
         let acked_before = outcome.ack_latencies.len();
-        let session =
-            session(&mut connection, config, token, acked_bets, &mut outcome, &mut progress);
+        let session = session(
+            &mut connection,
+            config,
+            token,
+            acked_bets,
+            &mut outcome,
+            &mut progress,
+            &mut pacer,
+        );
         let error = match session.await {
-            Ok(()) => return Ok(outcome),
+            Ok(()) => {
+                // The pause before exiting; a signal during it ends it early, nothing is lost.
+                let _ = pacer.step(token).await;
+                return Ok(outcome);
+            }
             Err(e) if e.is_transient() => e,
             Err(e) => return Err(e),
         };
@@ -379,6 +431,7 @@ async fn session(
     acked_bets: &AtomicU64,
     outcome: &mut Outcome,
     progress: &mut Progress,
+    pacer: &mut Pacer,
 ) -> Result<(), ClientError> {
     let mut seq = connection.next_seq();
     let skip = connection.stored_bets();
@@ -415,7 +468,11 @@ async fn session(
                 }
             };
             in_flight_bets += batch.len() as u64;
+            pacer.step(token).await?;
             connection.feed_batch(seq, batch).await?;
+            if pacer.is_on() {
+                cancellable(token, connection.flush()).await??;
+            }
             in_flight.push_back((seq, Instant::now()));
             seq += 1;
         }
@@ -456,7 +513,9 @@ async fn session(
         ack_max_ms = format_args!("{:.2}", percentile(100)),
     );
     outcome.uploaded_at = Some(std::time::Instant::now());
+    pacer.step(token).await?;
     outcome.winners = cancellable(token, connection.winners()).await??;
+    pacer.step(token).await?;
     info!(
         action = "consulta_ganadores",
         result = "success",
