@@ -5,9 +5,11 @@
 //! in ready-made batches through a small channel, so reading overlaps sending and memory holds a
 //! few batches, never the file (see [`reader`]).
 
+mod pacer;
 mod progress;
 mod reader;
 
+use pacer::Pacer;
 use progress::Progress;
 use reader::spawn_reader;
 pub use reader::{CHECK_REPORTED_ROWS, CheckReport, check_file, read_batches};
@@ -296,45 +298,6 @@ async fn pause(delay: Duration, token: &CancellationToken) -> Result<(), ClientE
     token.run_until_cancelled(tokio::time::sleep(delay)).await.ok_or(ClientError::Cancelled)
 }
 
-/// `loop.period`, the original client's time between messages: at least `period` between
-/// consecutive steps of the agency (`Hello`, each batch, `ReadyForLottery`, logging its winners,
-/// exiting). A zero period (the default) never waits.
-///
-/// Pacing keeps an agency running while the course's graders attach to its logs (`up -d`, then
-/// `logs -f`); the pause before logging the winners puts a period between the central's `sorteo`
-/// line and the agency's `consulta_ganadores`, which compose prints from two containers' logs
-/// in no guaranteed order when they are close.
-#[derive(Debug)]
-struct Pacer {
-    period: Duration,
-    last: Option<Instant>,
-}
-
-impl Pacer {
-    fn new(period: Duration) -> Self {
-        Self { period, last: None }
-    }
-
-    fn is_on(&self) -> bool {
-        !self.period.is_zero()
-    }
-
-    /// Waits until `period` has passed since the previous step, then counts this one.
-    ///
-    /// # Errors
-    /// `Cancelled` when `token` is cancelled while waiting.
-    async fn step(&mut self, token: &CancellationToken) -> Result<(), ClientError> {
-        if !self.is_on() {
-            return Ok(());
-        }
-        if let Some(last) = self.last {
-            cancellable(token, tokio::time::sleep_until(last + self.period)).await?;
-        }
-        self.last = Some(Instant::now());
-        Ok(())
-    }
-}
-
 /// What an agency's run did.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -515,6 +478,8 @@ async fn session(
     outcome.uploaded_at = Some(std::time::Instant::now());
     pacer.step(token).await?;
     outcome.winners = cancellable(token, connection.winners()).await??;
+    // A whole period from the answer, however long the draw took to come.
+    pacer.restart();
     pacer.step(token).await?;
     info!(
         action = "consulta_ganadores",
