@@ -78,12 +78,13 @@ async fn config_files_progress_summary_and_metrics() {
         (1..=2).map(|a| AgencyData::generate(dir.path(), a, 3000)).collect();
     let mut clients = Vec::new();
     for agency in &data {
-        // The original exercise's config.yaml layout, with the address and id in it.
+        // The original exercise's config.yaml layout, with the address and id in it (no
+        // pacing: loop.period is honoured, see tests/course_workflow.rs).
         let yaml = dir.path().join(format!("agency-{}.yaml", agency.agency));
         std::fs::write(
             &yaml,
             format!(
-                "id: {}\nserver:\n  address: \"{address}\"\nloop:\n  amount: 5\n  period: 5s\nbatch:\n  maxAmount: 100\nlog:\n  level: info\n",
+                "id: {}\nserver:\n  address: \"{address}\"\nloop:\n  amount: 5\n  period: 0\nbatch:\n  maxAmount: 100\nlog:\n  level: info\n",
                 agency.agency
             ),
         )

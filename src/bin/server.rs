@@ -4,7 +4,8 @@
 //!
 //! `lottery-server --help` lists every setting with its flag, variable and default.
 //! `lottery-server healthcheck` instead checks that the central configured by the same
-//! environment answers a protocol `Ping` on 127.0.0.1 (the container health check): exit 0 if so.
+//! environment answers a protocol `Ping` on 127.0.0.1, or on `SERVER_IP` when that is one address
+//! (the container health check): exit 0 if so.
 
 use std::process::ExitCode;
 
@@ -92,7 +93,14 @@ fn chain(error: &anyhow::Error) -> String {
 const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn healthcheck(config: &ServerConfig) -> ExitCode {
-    let address = format!("127.0.0.1:{}", config.port);
+    // Where the central listens: loopback when it listens everywhere, else its own address
+    // (`SERVER_IP = server` listens on the container's address only).
+    let ip = match config.ip {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    let address = std::net::SocketAddr::new(ip, config.port).to_string();
     let ping = async { tokio::time::timeout(HEALTHCHECK_TIMEOUT, client::ping(&address)).await };
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()

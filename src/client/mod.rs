@@ -10,9 +10,11 @@
 //! `Pong` to the `Ping` it sends every [`PING_EVERY`]. A missed deadline is a broken connection:
 //! reconnect with jittered backoff and resume from the new `Welcome`.
 
+mod pacer;
 mod progress;
 mod reader;
 
+use pacer::Pacer;
 use progress::Progress;
 pub use reader::{CHECK_REPORTED_ROWS, CheckReport, check_file, read_batches};
 use reader::{Read, spawn_reader};
@@ -122,6 +124,9 @@ pub struct Connection {
     next_seq: u64,
     stored_bets: u64,
     timeout: Duration,
+    /// The central answered a `Ping` after this connection's `ReadyForLottery`: it holds the
+    /// agency's readiness, and the agency is only waiting for the draw.
+    ready_confirmed: bool,
 }
 
 impl Connection {
@@ -171,7 +176,7 @@ impl Connection {
         });
         match welcome.await? {
             Some(Ok(ServerMessage::Welcome { next_seq, stored_bets, .. })) => {
-                Ok(Self { frames, next_seq, stored_bets, timeout })
+                Ok(Self { frames, next_seq, stored_bets, timeout, ready_confirmed: false })
             }
             Some(Ok(ServerMessage::Error { code, message })) => {
                 Err(ClientError::Server { code, message })
@@ -233,6 +238,11 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether the central answered a `Ping` after this connection's `ReadyForLottery`.
+    pub fn ready_confirmed(&self) -> bool {
+        self.ready_confirmed
     }
 
     /// The first batch sequence number the central has not stored for this agency.
@@ -301,23 +311,19 @@ impl Connection {
     /// # Errors
     /// As [`Connection::wait_for_draw`].
     pub async fn winners(&mut self) -> Result<Vec<String>, ClientError> {
-        self.wait_for_draw(usize::MAX, || {}).await
+        self.wait_for_draw(usize::MAX).await
     }
 
     /// Declares every bet sent (`ReadyForLottery`) and waits for this agency's winners. While
     /// it waits it sends a `Ping` at once and every [`PING_EVERY`], expecting each `Pong` within
-    /// the read timeout, and calls `on_alive` at each `Pong`: the central holds the agency's
+    /// the read timeout; the first `Pong` sets [`Connection::ready_confirmed`]: the central holds the agency's
     /// readiness and is alive. More than `most` winners (the agency's own winning bets) is an
     /// error as soon as it arrives, so a central cannot make the agency hold an endless list.
     ///
     /// # Errors
     /// `Server` when the central refuses or cannot run the draw; `Timeout` when a `Pong` does
     /// not come in time (the central is frozen or the network dropped); `WrongWinners` past `most`.
-    pub async fn wait_for_draw(
-        &mut self,
-        most: usize,
-        mut on_alive: impl FnMut(),
-    ) -> Result<Vec<String>, ClientError> {
+    pub async fn wait_for_draw(&mut self, most: usize) -> Result<Vec<String>, ClientError> {
         let limit = self.timeout;
         let frames = &mut self.frames;
         let declare = async {
@@ -346,7 +352,7 @@ impl Connection {
             match interpret(message)? {
                 ServerMessage::Pong => {
                     pong_due = None;
-                    on_alive();
+                    self.ready_confirmed = true;
                 }
                 ServerMessage::Winners { documents, last } => {
                     winners.extend(documents);
@@ -501,12 +507,11 @@ pub async fn run_with_progress(
     let mut progress = Progress::new(total);
     let mut last_progress = Instant::now();
     let mut delay = FIRST_RETRY_DELAY;
+    let mut pacer = Pacer::new(config.loop_period);
     loop {
+        pacer.step(token).await?;
         let mut connection = Connection::connect_until(config, token, last_progress).await?;
         let acked_before = outcome.ack_latencies.len();
-        // Set when the central answers a Ping after ReadyForLottery: it holds this agency's
-        // readiness, and from then on waiting for the draw is not a lack of progress.
-        let mut waiting = false;
         let session = session(
             &mut connection,
             config,
@@ -514,14 +519,19 @@ pub async fn run_with_progress(
             acked_bets,
             &mut outcome,
             &mut progress,
-            &mut waiting,
+            &mut pacer,
         );
         let error = match session.await {
-            Ok(()) => return Ok(outcome),
+            Ok(()) => {
+                // The pause before exiting; a signal during it ends it early, nothing is lost.
+                let _ = pacer.step(token).await;
+                return Ok(outcome);
+            }
             Err(e) if e.is_transient() => e,
             Err(e) => return Err(e),
         };
-        if outcome.ack_latencies.len() > acked_before || waiting {
+        // Once the central confirmed the agency is ready, waiting for the draw is progress.
+        if outcome.ack_latencies.len() > acked_before || connection.ready_confirmed() {
             last_progress = Instant::now();
             delay = FIRST_RETRY_DELAY;
         }
@@ -568,7 +578,7 @@ async fn session(
     acked_bets: &AtomicU64,
     outcome: &mut Outcome,
     progress: &mut Progress,
-    waiting: &mut bool,
+    pacer: &mut Pacer,
 ) -> Result<(), ClientError> {
     let mut seq = connection.next_seq();
     let skip = connection.stored_bets();
@@ -611,7 +621,11 @@ async fn session(
                 }
             };
             in_flight_bets += batch.len() as u64;
+            pacer.step(token).await?;
             connection.feed_batch(seq, batch).await?;
+            if pacer.is_on() {
+                cancellable(token, connection.flush()).await??;
+            }
             in_flight.push_back((seq, Instant::now()));
             seq += 1;
         }
@@ -654,9 +668,13 @@ async fn session(
     outcome.uploaded_at = Some(std::time::Instant::now());
     // The reader ends every source it reads whole with its winning documents.
     let own_winners = own_winners.ok_or(ClientError::ReadIncomplete)?;
-    let wait = connection.wait_for_draw(own_winners.len(), || *waiting = true);
+    pacer.step(token).await?;
+    let wait = connection.wait_for_draw(own_winners.len());
     outcome.winners = cancellable(token, wait).await??;
     check_winners(&outcome.winners, own_winners)?;
+    // A whole period from the answer, however long the draw took to come.
+    pacer.restart();
+    pacer.step(token).await?;
     info!(
         action = "consulta_ganadores",
         result = "success",

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -64,7 +64,8 @@ pub const MAX_AGENCIES: u32 = 100_000;
 /// `lottery-server` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// `SERVER_IP`: address to listen on. Default `0.0.0.0`.
+    /// `SERVER_IP`: address to listen on, or a host name resolved to one (its first IPv4
+    /// address, else its first address). Default `0.0.0.0`.
     pub ip: IpAddr,
     /// `SERVER_PORT`: 0 picks a free port. Default 12345.
     pub port: u16,
@@ -167,11 +168,7 @@ impl ServerConfig {
             return Err(vars.invalid("LOTTERY_MAX_CONNECTIONS", "a whole number of 2 or more"));
         }
         Ok(Self {
-            ip: vars.parse_or(
-                "SERVER_IP",
-                IpAddr::from([0, 0, 0, 0]),
-                "an IP address such as 0.0.0.0",
-            )?,
+            ip: vars.host("SERVER_IP", IpAddr::from([0, 0, 0, 0]))?,
             port: vars.parse_or("SERVER_PORT", 12345, "a port number from 0 to 65535")?,
             listen_backlog: vars.parse_or("SERVER_LISTEN_BACKLOG", 128, "a whole number")?,
             logging_level: vars.level("LOGGING_LEVEL")?,
@@ -277,6 +274,14 @@ pub struct ClientConfig {
     pub log_level: Level,
     /// `CLI_CONNECT_TIMEOUT`: how long to keep retrying without progress. Default 30 s.
     pub connect_timeout: Duration,
+    /// `CLI_LOOP_PERIOD` (`loop.period`, the original's time between messages): the pause
+    /// between consecutive messages of the agency (`Hello`, each batch, `ReadyForLottery`),
+    /// before it logs its winners and before it exits. Default 0: no pause.
+    pub loop_period: Duration,
+    /// `CLI_LOOP_AMOUNT` (`loop.amount`, the original's number of messages): accepted so the
+    /// course's files work, and logged; the agency sends its whole file whatever it says.
+    /// Default 0 (unset).
+    pub loop_amount: u64,
     /// `CLI_TOKEN`: this agency's secret, when the central requires tokens.
     pub token: Option<String>,
     /// `CLI_READ_TIMEOUT`: the longest the agency waits on the central for any one thing (a
@@ -366,6 +371,8 @@ impl ClientConfig {
             )?,
             log_level: vars.level("CLI_LOG_LEVEL")?,
             connect_timeout: vars.duration("CLI_CONNECT_TIMEOUT", Duration::from_secs(30))?,
+            loop_period: vars.period("CLI_LOOP_PERIOD")?,
+            loop_amount: vars.parse_or("CLI_LOOP_AMOUNT", 0, "a whole number of 0 or more")?,
             token: vars.get("CLI_TOKEN"),
             read_timeout: vars.duration("CLI_READ_TIMEOUT", DEFAULT_CLIENT_READ_TIMEOUT)?,
             source: vars.source(id)?,
@@ -431,6 +438,19 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
         }
     }
 
+    /// An IP address, or a host name resolved to its first IPv4 address (else its first).
+    fn host(&self, var: &'static str, default: IpAddr) -> Result<IpAddr, ConfigError> {
+        let Some(v) = self.get(var) else { return Ok(default) };
+        resolve_host(v.trim()).map_err(|reason| {
+            self.invalid(
+                var,
+                format_args!(
+                    "an IP address or a host name that resolves, such as 0.0.0.0 or server ({reason})"
+                ),
+            )
+        })
+    }
+
     fn tokens(
         &self,
         var: &'static str,
@@ -483,6 +503,13 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
             .ok_or_else(|| self.invalid(var, "a duration above zero such as 30, 30s or 500ms"))
     }
 
+    /// A pause that may be zero (none), such as `150ms`.
+    fn period(&self, var: &'static str) -> Result<Duration, ConfigError> {
+        let Some(v) = self.get(var) else { return Ok(Duration::ZERO) };
+        parse_duration(v.trim())
+            .ok_or_else(|| self.invalid(var, "a duration such as 0, 150ms, 5s or 1m"))
+    }
+
     fn source(&self, id: AgencyId) -> Result<BetSource, ConfigError> {
         let single: HashMap<&str, String> =
             SINGLE_BET_VARS.iter().filter_map(|&var| Some((var, self.get(var)?))).collect();
@@ -515,6 +542,18 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
             })?;
         Ok(BetSource::Single(bet))
     }
+}
+
+/// `host` as an address: itself if it is one, else what the resolver answers for it (its first
+/// IPv4 address, else its first). `Err` says why not.
+fn resolve_host(host: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let addresses: Vec<SocketAddr> =
+        (host, 0).to_socket_addrs().map_err(|e| format!("cannot resolve {host:?}: {e}"))?.collect();
+    let ip = addresses.iter().find(|a| a.is_ipv4()).or(addresses.first()).map(SocketAddr::ip);
+    ip.ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 /// `30`, `30s`, `1500ms`, `2m`: a whole number of seconds, or with a unit.
@@ -574,7 +613,7 @@ mod tests {
             ("LOTTERY_AGENCIES", "0"),
             ("LOTTERY_AGENCIES", "100001"),
             ("LOGGING_LEVEL", "LOUD"),
-            ("SERVER_IP", "server"),
+            ("SERVER_IP", "no-such-host.invalid"),
             ("LOTTERY_BATCH_MAX_BETS", "0"),
             ("LOTTERY_FSYNC", "maybe"),
             ("LOTTERY_MAX_CONNECTIONS", "0"),
@@ -595,6 +634,92 @@ mod tests {
     }
 
     #[test]
+    fn server_ip_takes_an_address_or_a_host_name() {
+        let ip = |value: &str| ServerConfig::from_lookup(lookup(&[("SERVER_IP", value)]));
+        assert_eq!(ip("10.1.2.3").unwrap().ip, IpAddr::from([10, 1, 2, 3]));
+        assert_eq!(ip("::1").unwrap().ip, "::1".parse::<IpAddr>().unwrap());
+        // The course's `SERVER_IP = server` is a host name: it is resolved, IPv4 first.
+        assert_eq!(ip("localhost").unwrap().ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(ip(" localhost ").unwrap().ip, IpAddr::from([127, 0, 0, 1]));
+        // `.invalid` never resolves (RFC 2606).
+        let text = ip("no-such-host.invalid").unwrap_err().to_string();
+        assert!(
+            text.starts_with("SERVER_IP=\"no-such-host.invalid\" is invalid: expected an IP address or a host name that resolves"),
+            "{text}"
+        );
+        assert!(text.contains("cannot resolve \"no-such-host.invalid\""), "{text}");
+    }
+
+    #[test]
+    fn empty_variables_leave_the_file_in_charge() {
+        // Compose passes `VAR: ${VAR:-}` as an empty value when `.env` leaves it empty.
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().join("config.ini");
+        std::fs::write(
+            &ini,
+            "[DEFAULT]\nSERVER_PORT = 4444\nSERVER_IP = localhost\nSERVER_LISTEN_BACKLOG = 8\nLOGGING_LEVEL = DEBUG\n",
+        )
+        .unwrap();
+        let path = ini.display().to_string();
+        let env = |name: &str| match name {
+            "LOTTERY_CONFIG_FILE" => Some(path.clone()),
+            "SERVER_PORT" | "SERVER_IP" | "SERVER_LISTEN_BACKLOG" | "LOGGING_LEVEL" => {
+                Some(String::new())
+            }
+            _ => None,
+        };
+        let config = ServerConfig::load(["lottery-server"], env).unwrap();
+        assert_eq!(config.port, 4444);
+        assert_eq!(config.ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(config.listen_backlog, 8);
+        assert_eq!(config.logging_level, Level::DEBUG);
+
+        let yaml = dir.path().join("config.yaml");
+        std::fs::write(
+            &yaml,
+            "server:\n  address: \"server:12345\"\nloop:\n  amount: 5\n  period: 150ms\nlog:\n  level: DEBUG\nbatch:\n  maxAmount: 10\n",
+        )
+        .unwrap();
+        let path = yaml.display().to_string();
+        let env = |name: &str| match name {
+            "CLI_CONFIG_FILE" => Some(path.clone()),
+            "CLI_ID" => Some("3".to_owned()),
+            "CLI_SERVER_ADDRESS"
+            | "CLI_BATCH_MAXAMOUNT"
+            | "CLI_LOG_LEVEL"
+            | "CLI_LOOP_PERIOD"
+            | "CLI_LOOP_AMOUNT" => Some(String::new()),
+            _ => None,
+        };
+        let config = ClientConfig::load(["lottery-client"], env).unwrap();
+        assert_eq!(config.server_address, "server:12345");
+        assert_eq!(config.batch_max_amount.get(), 10);
+        assert_eq!(config.log_level, Level::DEBUG);
+        assert_eq!(config.loop_period, Duration::from_millis(150));
+        assert_eq!(config.loop_amount, 5);
+    }
+
+    #[test]
+    fn loop_period_is_a_pause_that_may_be_zero() {
+        let period = |value: &str| {
+            ClientConfig::from_lookup(lookup(&[("CLI_ID", "1"), ("CLI_LOOP_PERIOD", value)]))
+        };
+        assert_eq!(period("").unwrap().loop_period, Duration::ZERO, "unset: no pause");
+        assert_eq!(period("0").unwrap().loop_period, Duration::ZERO);
+        assert_eq!(period("150ms").unwrap().loop_period, Duration::from_millis(150));
+        assert_eq!(period("5s").unwrap().loop_period, Duration::from_secs(5));
+        let text = period("soon").unwrap_err().to_string();
+        assert!(
+            text.starts_with("CLI_LOOP_PERIOD=\"soon\" is invalid: expected a duration"),
+            "{text}"
+        );
+        let text = ClientConfig::from_lookup(lookup(&[("CLI_ID", "1"), ("CLI_LOOP_AMOUNT", "-1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("CLI_LOOP_AMOUNT=\"-1\" is invalid"), "{text}");
+    }
+
+    #[test]
     fn client_needs_an_id_and_reads_its_file_by_default() {
         let err = ClientConfig::from_lookup(lookup(&[])).unwrap_err();
         assert!(matches!(err, ConfigError::Missing { var: "CLI_ID", .. }));
@@ -604,6 +729,7 @@ mod tests {
         assert_eq!(config.source, BetSource::File("/data/agency-3.csv".into()));
         assert_eq!(config.connect_timeout, Duration::from_secs(30));
         assert_eq!(config.read_timeout, DEFAULT_CLIENT_READ_TIMEOUT);
+        assert_eq!((config.loop_period, config.loop_amount), (Duration::ZERO, 0), "no pacing");
     }
 
     #[test]

@@ -218,6 +218,20 @@ pub const CLIENT_OPTIONS: &[ConfigOption] = &[
         "longest wait on the central for a connection, Welcome, acknowledgement, Pong or send",
     ),
     option(
+        "loop-period",
+        "CLI_LOOP_PERIOD",
+        Some("loop.period"),
+        "0",
+        "pause between consecutive messages and before exiting (0: none)",
+    ),
+    option(
+        "loop-amount",
+        "CLI_LOOP_AMOUNT",
+        Some("loop.amount"),
+        "0",
+        "accepted and logged; the whole agency file is sent",
+    ),
+    option(
         "token",
         "CLI_TOKEN",
         Some("token"),
@@ -226,10 +240,6 @@ pub const CLIENT_OPTIONS: &[ConfigOption] = &[
     ),
     option("config", "CLI_CONFIG_FILE", None, "./config.yaml if present", "the configuration file"),
 ];
-
-/// `config.yaml` keys of the original exercise that this client has no use for (its loop);
-/// accepted, so the course's files work unchanged.
-const IGNORED_YAML_KEYS: [&str; 2] = ["loop.amount", "loop.period"];
 
 /// A binary's command line and configuration file.
 pub(super) struct Program {
@@ -351,9 +361,6 @@ fn read_config_file(
     };
     let mut settings = HashMap::new();
     for (line, key, value) in pairs {
-        if IGNORED_YAML_KEYS.contains(&key.as_str()) {
-            continue;
-        }
         let known = options.iter().find(|o| {
             o.file_key
                 .is_some_and(|k| k == key || (!k.contains('.') && k.eq_ignore_ascii_case(&key)))
