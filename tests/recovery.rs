@@ -273,12 +273,7 @@ async fn a_crash_inside_the_last_group_commit_cuts_only_that_group() {
         ),
         ("records synced, rows synced", with_write(&write), with_rows(&rows), true),
         ("records torn", with_write(&write[..write.len() - 5]), with_rows(&[]), false),
-        (
-            "records torn by zeros, a whole line after",
-            with_write(&zeros_inside),
-            with_rows(&[]),
-            false,
-        ),
+        ("records torn by zeros", with_write(&zeros_inside), with_rows(&[]), false),
         ("zeros after the last record", with_write(&[0; 4096]), with_rows(&[]), true),
     ] {
         std::fs::write(&files.bets_file, &bets).unwrap();
