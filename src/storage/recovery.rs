@@ -430,7 +430,7 @@ fn adopt(bets: &File, path: &Path, len: u64) -> Result<Adopted, StorageError> {
             Err(StorageError::BadRow { path, line, reason }) => {
                 let reason = format!(
                     "{reason}; a bets file without a journal is adopted only when every row is a \
-                     valid bet: fix or remove the row (nothing was changed)"
+                     valid bet: fix or remove the row. Nothing was changed"
                 );
                 return Err(StorageError::BadRow { path, line, reason });
             }
