@@ -540,3 +540,176 @@ fn lock_holder(file: &File) -> Option<u32> {
         (*kind == "FLOCK" && *id == wanted && pid != 0).then_some(pid)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agency(n: u32) -> AgencyId {
+        AgencyId::new(n).unwrap()
+    }
+
+    const ROWS: &[u8] = b"1,Ana,Paz,1,2000-01-01,7574\r\n2,Ana,Paz,2,2000-01-01,5\r\n";
+    const MORE: &[u8] = b"1,Ana,Paz,3,2000-01-01,6\r\n";
+
+    fn lines(records: &[Record]) -> String {
+        let mut text = String::new();
+        records.iter().for_each(|r| r.write_to(&mut text));
+        text
+    }
+
+    fn batch(a: u32, seq: u64, end: usize) -> Record {
+        Record::Batch { agency: agency(a), seq, bets: 1, end: end as u64, winners: Some(vec![]) }
+    }
+
+    /// Header, a group of ROWS (two batches), then `more`.
+    fn journal(more: &[Record]) -> String {
+        let group = Record::Group { start: 0, end: ROWS.len() as u64, crc: crc32fast::hash(ROWS) };
+        let first = [Record::Header { version: FORMAT_VERSION }, group, batch(1, 1, 29)];
+        lines(&[&first[..], &[batch(2, 1, ROWS.len())], more].concat())
+    }
+
+    fn more_group(batches: &[Record]) -> Vec<Record> {
+        let (start, end) = (ROWS.len() as u64, (ROWS.len() + MORE.len()) as u64);
+        let group = Record::Group { start, end, crc: crc32fast::hash(MORE) };
+        [&[group][..], batches].concat()
+    }
+
+    /// Runs recovery on `bets` and `journal`; on a refusal, checks nothing was changed.
+    fn recover_files(bets: &[u8], journal: &str) -> Result<Recovery, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, journal_path) =
+            (dir.path().join("bets.csv"), dir.path().join("bets.csv.journal"));
+        std::fs::write(&path, bets).unwrap();
+        std::fs::write(&journal_path, journal).unwrap();
+        match recover(&path, &journal_path, false) {
+            Ok((_, recovery)) => Ok(recovery),
+            Err(e) => {
+                assert_eq!(std::fs::read(&path).unwrap(), bets, "{e}");
+                assert_eq!(std::fs::read_to_string(&journal_path).unwrap(), journal, "{e}");
+                let text = e.to_string();
+                assert!(text.contains("Nothing was changed"), "{text}");
+                Err(text)
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_group_is_kept_whole_and_cut_short() {
+        let end = ROWS.len() + MORE.len();
+        let with_more = journal(&more_group(&[batch(1, 2, end)]));
+        let whole = [ROWS, MORE].concat();
+        let recovery = recover_files(&whole, &with_more).unwrap();
+        assert_eq!(
+            (recovery.cut_bets_bytes, recovery.cut_journal_bytes, recovery.batches),
+            (0, 0, 3)
+        );
+        for short in [0, 1, MORE.len() - 1] {
+            let recovery = recover_files(&whole[..ROWS.len() + short], &with_more).unwrap();
+            assert_eq!(recovery.cut_bets_bytes, short as u64);
+            assert_eq!(recovery.cut_journal_bytes, (with_more.len() - journal(&[]).len()) as u64);
+            assert_eq!((recovery.batches, recovery.bets_len), (2, ROWS.len() as u64));
+        }
+        let mut changed = whole.clone();
+        changed[ROWS.len() + 3] = b'7';
+        assert_eq!(recover_files(&changed, &with_more).unwrap().cut_bets_bytes, MORE.len() as u64);
+        // Whole rows whose batch lines are missing: the journal lost records.
+        let no_batches = journal(&more_group(&[]));
+        let err = recover_files(&whole, &no_batches).unwrap_err();
+        assert!(err.contains("its batch records end at byte 55"), "{err}");
+        // Its rows not written at all, its batch lines missing: never acknowledged.
+        assert_eq!(recover_files(ROWS, &no_batches).unwrap().batches, 2);
+    }
+
+    #[test]
+    fn an_acknowledged_group_must_be_whole_and_match() {
+        let end = ROWS.len() + MORE.len();
+        let followed = journal(
+            &[more_group(&[batch(1, 2, end)]), vec![Record::Ready { agency: agency(1) }]].concat(),
+        );
+        let whole = [ROWS, MORE].concat();
+        assert_eq!(recover_files(&whole, &followed).unwrap().ready, [agency(1)]);
+        let err = recover_files(&whole[..end - 1], &followed).unwrap_err();
+        assert!(err.contains("acknowledged bets"), "{err}");
+        let mut changed = whole.clone();
+        changed[ROWS.len() + 3] = b'7';
+        let err = recover_files(&changed, &followed).unwrap_err();
+        assert!(err.contains("do not match the check"), "{err}");
+        // An earlier group, short: refused.
+        let err =
+            recover_files(&ROWS[..ROWS.len() - 1], &journal(&more_group(&[batch(1, 2, end)])))
+                .unwrap_err();
+        assert!(err.contains("acknowledged bets"), "{err}");
+    }
+
+    #[test]
+    fn bytes_past_the_last_end_are_refused_in_this_format_and_cut_in_older_ones() {
+        let whole = [ROWS, MORE].concat();
+        let err = recover_files(&whole, &journal(&[])).unwrap_err();
+        assert!(
+            err.contains("it has 26 bytes past byte 55") && err.contains("lacks records"),
+            "{err}"
+        );
+        let err = recover_files(&[ROWS, b"1"].concat(), &journal(&[])).unwrap_err();
+        assert!(err.contains("it has 1 bytes past byte 55"), "{err}");
+        // Format 2: written rows first; one group's rows past its end were never acknowledged.
+        let two = lines(&[
+            Record::Header { version: journal::FORMAT_ROWS_FIRST },
+            batch(1, 1, 29),
+            batch(2, 1, ROWS.len()),
+        ]);
+        let recovery = recover_files(&whole, &two).unwrap();
+        assert!(recovery.journal_converted);
+        assert_eq!((recovery.cut_bets_bytes, recovery.batches), (MORE.len() as u64, 2));
+    }
+
+    #[test]
+    fn converted_journals_get_a_group_per_batch_with_its_rows_crc() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        std::fs::write(&path, [&b"1,Ana,Paz,9,2000-01-01,1\r\n"[..], ROWS].concat()).unwrap();
+        let file = File::open(&path).unwrap();
+        let records = [
+            Record::Base { end: 26, agencies: vec![] },
+            Record::Batch { agency: agency(1), seq: 1, bets: 1, end: 55, winners: None },
+            Record::Ready { agency: agency(1) },
+        ];
+        let Ok(text) = convert(&records, &file, &path) else { panic!("converted") };
+        let read = journal::replay(text.as_bytes(), 55).unwrap();
+        let group = Record::Group { start: 26, end: 55, crc: crc32fast::hash(&ROWS[..29]) };
+        let expected = [
+            Record::Header { version: FORMAT_VERSION },
+            records[0].clone(),
+            group,
+            records[1].clone(),
+            records[2].clone(),
+        ];
+        assert_eq!(read.records, expected);
+        assert!(Ledger::replay(&read.records).unwrap().winners_unknown);
+        assert_eq!(
+            rows_crc(&file, &path, 0, 81).unwrap(),
+            crc32fast::hash(&std::fs::read(&path).unwrap())
+        );
+    }
+
+    #[test]
+    fn adoption_cuts_a_last_row_without_its_line_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        for (bytes, end) in [
+            (&b""[..], 0),
+            (b"1,Ana", 0),
+            (ROWS, ROWS.len()),
+            (&[ROWS, &MORE[..20]].concat()[..], ROWS.len()),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            let file = File::open(&path).unwrap();
+            assert_eq!(last_line_end(&file, &path, bytes.len() as u64).unwrap(), end as u64);
+        }
+        let long: Vec<u8> = ROWS.iter().copied().cycle().take(200_000).collect();
+        std::fs::write(&path, [&long[..], b"1,Ana"].concat()).unwrap();
+        let file = File::open(&path).unwrap();
+        let end = long.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+        assert_eq!(last_line_end(&file, &path, long.len() as u64 + 5).unwrap(), end as u64);
+    }
+}
