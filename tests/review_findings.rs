@@ -189,7 +189,9 @@ async fn a_duplicated_batch_line_is_named_as_such() {
     let files = acknowledged().await;
     let text = String::from_utf8(files.records.clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    // Line 6 is batch 5; write it twice.
+    // Line 6 was batch 5 in the reviewed journal format; in format 3 (a group line before each
+    // group's batch lines) it is group 3's line. Written twice, either is refused, naming line 7.
+    // (The sequence message itself is checked in storage::journal's unit tests.)
     let mut damaged: Vec<&str> = lines[..6].to_vec();
     damaged.push(lines[5]);
     damaged.extend(&lines[6..]);

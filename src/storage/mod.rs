@@ -143,14 +143,17 @@ pub struct Readiness {
 pub struct Recovery {
     /// Committed bytes of the bets file.
     pub bets_len: u64,
-    /// Bytes past the last committed batch that were cut (a crash mid-write).
+    /// Bytes of the bets file that were cut: the rows of a group commit that was never
+    /// acknowledged (a crash mid-write), or an adopted file's torn last row.
     pub cut_bets_bytes: u64,
-    /// Bytes of a torn journal tail that were cut.
+    /// Bytes of the journal that were cut: a torn tail, or the records of a group commit that was
+    /// never acknowledged.
     pub cut_journal_bytes: u64,
     /// The bets file had no journal: its rows, every one a valid bet, were adopted as they are,
     /// counted per agency.
     pub adopted: bool,
-    /// The journal was written before records had check fields; it was rewritten with them.
+    /// The journal was of an older format (rows written first: format 2, or legacy lines without
+    /// check fields); it was rewritten in the current one.
     pub journal_converted: bool,
     /// Batches recorded in the journal.
     pub batches: u64,
@@ -258,13 +261,13 @@ impl BetStore {
     }
 
     /// Opens (creating if needed) the bets file and its journal `<path>.journal`, locks both,
-    /// and recovers from a crash: a torn journal tail and bytes past the last committed batch
-    /// are cut (see [`recovery`] for exactly what may be cut). A bets file without a journal is
-    /// adopted when every row is a valid bet.
+    /// and recovers from a crash: the journal's torn last write, and the last group commit when
+    /// its rows were never all written, are cut (see [`recovery`] for exactly what may be cut).
+    /// A bets file without a journal is adopted when every row is a valid bet.
     ///
     /// # Errors
     /// `Open` when a file cannot be opened, created or locked; `Locked` when another process
-    /// has them; `Corrupt` when the journal is damaged beyond a torn last line, contradicts
+    /// has them; `Corrupt` when the journal is damaged beyond a torn last write, contradicts
     /// itself, or does not match the bets file (nothing is changed then); `BadRow` or `Read`
     /// when a bets file to adopt has a row that is not a valid bet.
     pub async fn open_with(
