@@ -221,6 +221,8 @@ struct Line {
     read: Result<Record, String>,
     /// Not whole printable text ending in `\n`: what a write cut short leaves.
     torn: bool,
+    /// Holds zero bytes: what a power loss leaves where a write's data never reached the disk.
+    zeros: bool,
 }
 
 /// Reads a journal next to a bets file of `bets_len` bytes, and tells its torn tail (left out
@@ -232,6 +234,9 @@ struct Line {
 ///   `start` (its rows were never written, so it was never acknowledged). The journal is cut
 ///   back to that group's line. Zeros in the middle of the write with whole lines after them
 ///   are such a tear (a power loss can persist a write's later pages and not its earlier ones).
+///   So are zeros over the group line itself: a line holding zero bytes where a write starts,
+///   after whole records, followed only by `batch` lines or unreadable ones, the bets file
+///   ending exactly where the records before them end. The journal is cut where they start.
 /// - a single-line write (`ready`, `draw`): the journal's last line, torn as [`torn`] defines
 ///   (no `\n`, or bytes that are not text), where a group's batch lines are not expected (the
 ///   last group has all of them). That line is cut.
@@ -254,7 +259,8 @@ pub(super) fn replay(bytes: &[u8], bets_len: u64) -> Result<Replay, Damage> {
             None => Err("the line has no line end".to_owned()),
         };
         let torn = segment.strip_suffix(b"\n").is_none_or(torn);
-        lines.push(Line { offset, read, torn });
+        let zeros = segment.contains(&0);
+        lines.push(Line { offset, read, torn, zeros });
         offset += segment.len() as u64;
     }
     let rows_first = match lines.first().map(|l| &l.read) {
@@ -277,8 +283,19 @@ pub(super) fn replay(bytes: &[u8], bets_len: u64) -> Result<Replay, Damage> {
                             .iter()
                             .all(|l| matches!(l.read, Ok(Record::Batch { .. }) | Err(_)))
                 });
+            // A group write whose own group line is among the torn bytes (zeros over it, its
+            // batch lines after them): torn bytes where a new write starts, only batch lines or
+            // unreadable ones after them, and no rows past the records before them.
+            let group_line_torn = !rows_first
+                && lines[bad].zeros
+                && !inside_a_group(&lines[..bad])
+                && last_end(&lines[..bad]) == bets_len
+                && lines[bad + 1..]
+                    .iter()
+                    .all(|l| matches!(l.read, Ok(Record::Batch { .. }) | Err(_)));
             match group_write {
                 Some(group) => group,
+                None if group_line_torn => bad,
                 None if last && lines[bad].torn && !inside_a_group(&lines[..bad]) => bad,
                 None => {
                     let line = &lines[bad];
@@ -293,6 +310,18 @@ pub(super) fn replay(bytes: &[u8], bets_len: u64) -> Result<Replay, Damage> {
     let records = lines.into_iter().take(valid).filter_map(|l| l.read.ok()).collect::<Vec<_>>();
     let format = if records.is_empty() { None } else { format };
     Ok(Replay { records, offsets, format, rows_first, valid_len })
+}
+
+/// Where the bytes the readable records of `lines` describe end.
+fn last_end(lines: &[Line]) -> u64 {
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| match l.read {
+            Ok(Record::Base { end, .. } | Record::Batch { end, .. }) => Some(end),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 /// Whether `lines` end inside a group write: after a `group` line and some of its batch lines,
@@ -712,6 +741,18 @@ mod tests {
                 assert!(damage.line >= 7, "{what}, {bets_len}: {damage:?}");
             }
         }
+        // Zeros over the group line itself, its batch lines after them: cut where they start,
+        // when the bets file ends where the records before them end; a changed character there
+        // (printable) or rows past that end make it damage.
+        let mut group_zeroed = whole.clone();
+        group_zeroed[group_line as usize + 4..second + 2].fill(0);
+        let read = replay(&group_zeroed, 7050).unwrap();
+        assert_eq!((read.records.len(), read.valid_len), (5, group_line));
+        assert_eq!(replay(&group_zeroed, 7300).unwrap_err().line, 6);
+        let mut group_changed = whole.clone();
+        group_changed[group_line as usize + 7] = b'9';
+        let read = replay(&group_changed, 7050).unwrap_err();
+        assert_eq!((read.line, read.offset), (6, group_line));
         // Zeros past a whole group write: with its rows written, a torn single-line write;
         // without, part of the group's write (cut with it, as it was never acknowledged).
         let zeros_after = [&whole[..], &[0; 100]].concat();

@@ -577,6 +577,10 @@ mod tests {
 
     /// Runs recovery on `bets` and `journal`; on a refusal, checks nothing was changed.
     fn recover_files(bets: &[u8], journal: &str) -> Result<Recovery, String> {
+        recover_bytes(bets, journal.as_bytes())
+    }
+
+    fn recover_bytes(bets: &[u8], journal: &[u8]) -> Result<Recovery, String> {
         let dir = tempfile::tempdir().unwrap();
         let (path, journal_path) =
             (dir.path().join("bets.csv"), dir.path().join("bets.csv.journal"));
@@ -586,7 +590,7 @@ mod tests {
             Ok((_, recovery)) => Ok(recovery),
             Err(e) => {
                 assert_eq!(std::fs::read(&path).unwrap(), bets, "{e}");
-                assert_eq!(std::fs::read_to_string(&journal_path).unwrap(), journal, "{e}");
+                assert_eq!(std::fs::read(&journal_path).unwrap(), journal, "{e}");
                 let text = e.to_string();
                 assert!(text.contains("Nothing was changed"), "{text}");
                 Err(text)
@@ -619,6 +623,52 @@ mod tests {
         assert!(err.contains("its batch records end at byte 55"), "{err}");
         // Its rows not written at all, its batch lines missing: never acknowledged.
         assert_eq!(recover_files(ROWS, &no_batches).unwrap().batches, 2);
+    }
+
+    /// A crash at every point of a group commit, and of the `ready` write after it, as a power
+    /// loss can leave the files (a write cut short, or its unsynced bytes zeros): recovery
+    /// starts with the group either wholly there (only once its rows were all written) or wholly
+    /// gone.
+    #[test]
+    fn every_crash_point_of_a_group_commit_recovers_to_before_or_after_it() {
+        let end = ROWS.len() + MORE.len();
+        let before = journal(&[]).into_bytes();
+        let after = journal(&more_group(&[batch(1, 2, end)])).into_bytes();
+        let write = &after[before.len()..];
+        let whole = [ROWS, MORE].concat();
+        let outcome = |bets: &[u8], journal: &[u8]| {
+            let recovery = recover_bytes(bets, journal)
+                .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(journal)));
+            (recovery.batches, recovery.bets_len)
+        };
+        let (gone, there) = ((2, ROWS.len() as u64), (3, end as u64));
+        // The journal's write cut short, or its tail never synced; no rows written yet.
+        for cut in 0..=write.len() {
+            let zeros = [&before[..], &write[..cut], &vec![0; write.len() - cut]].concat();
+            assert_eq!(outcome(ROWS, &[&before[..], &write[..cut]].concat()), gone, "{cut}");
+            assert_eq!(outcome(ROWS, &zeros), gone, "zeros from {cut}");
+            // Zeros in the middle of the write, its later bytes there.
+            if cut + 8 < write.len() {
+                let mut hole = after.clone();
+                hole[before.len() + cut..before.len() + cut + 8].fill(0);
+                assert_eq!(outcome(ROWS, &hole), gone, "a hole at {cut}");
+            }
+        }
+        // The journal synced; the rows cut short, or not all synced.
+        for n in 0..=MORE.len() {
+            let expected = if n == MORE.len() { there } else { gone };
+            assert_eq!(outcome(&whole[..ROWS.len() + n], &after), expected, "{n} bytes of rows");
+            let zeros = [ROWS, &MORE[..n], &vec![0; MORE.len() - n]].concat();
+            assert_eq!(outcome(&zeros, &after), expected, "{n} bytes of rows, then zeros");
+        }
+        // Then a ready record, cut short or never synced: the group stays.
+        let ready = lines(&[Record::Ready { agency: agency(1) }]).into_bytes();
+        for cut in 0..=ready.len() {
+            let short = [&after[..], &ready[..cut]].concat();
+            assert_eq!(outcome(&whole, &short), there, "ready cut at {cut}");
+            let zeros = [&after[..], &ready[..cut], &vec![0; ready.len() - cut]].concat();
+            assert_eq!(outcome(&whole, &zeros), there, "ready zeros from {cut}");
+        }
     }
 
     #[test]
