@@ -100,11 +100,17 @@ fn line_start(text: &[u8], n: usize) -> usize {
     }
 }
 
+/// Where the journal's lines start, and how many there are.
+fn line_count(text: &[u8]) -> usize {
+    text.iter().filter(|b| **b == b'\n').count()
+}
+
 #[tokio::test]
 async fn a_damaged_journal_stops_start_up_and_changes_nothing() {
     let files = acknowledged().await;
     let text = &files.records;
-    assert!(text.iter().filter(|b| **b == b'\n').count() > 10, "a header and 30 batches");
+    let lines = line_count(text);
+    assert_eq!(lines, 61, "a header, and a group line and a batch line for each of 30 batches");
     let changed = |line: usize| {
         let mut bytes = text.clone();
         let at = line_start(text, line) + 6;
@@ -112,6 +118,8 @@ async fn a_damaged_journal_stops_start_up_and_changes_nothing() {
         bytes
     };
     let crlf: Vec<u8> = String::from_utf8(text.clone()).unwrap().replace('\n', "\r\n").into();
+    let mut zeros_mid_file = text.clone();
+    zeros_mid_file[line_start(text, 20)..line_start(text, 22)].fill(0);
     for (what, journal, expected) in [
         ("an empty journal", Vec::new(), "holds no readable record (0 bytes)".to_owned()),
         ("an all-zero journal", vec![0; text.len()], "holds no readable record".to_owned()),
@@ -123,9 +131,14 @@ async fn a_damaged_journal_stops_start_up_and_changes_nothing() {
             format!("damaged at line 10 (byte {})", line_start(text, 10)),
         ),
         (
+            "zeros over lines 20 and 21",
+            zeros_mid_file,
+            format!("damaged at line 20 (byte {})", line_start(text, 20)),
+        ),
+        (
             "one changed character on the last line",
-            changed(31),
-            format!("damaged at line 31 (byte {})", line_start(text, 31)),
+            changed(lines),
+            format!("damaged at line {lines} (byte {})", line_start(text, lines)),
         ),
     ] {
         std::fs::write(&files.journal, &journal).unwrap();
@@ -152,23 +165,61 @@ async fn a_damaged_journal_stops_start_up_and_changes_nothing() {
     stop(server).await;
 }
 
+/// The first `n` lines of `text`, line ends included.
+fn first_lines(text: &[u8], n: usize) -> Vec<u8> {
+    text[..line_start(text, n + 1)].to_vec()
+}
+
 #[tokio::test]
 async fn a_bets_file_the_journal_does_not_explain_stops_start_up() {
     let files = acknowledged().await;
-    // Shorter than recorded: acknowledged rows are missing.
-    std::fs::write(&files.bets_file, &files.bets[..files.bets.len() - 31]).unwrap();
+    let batch = files.bets.len() / 30;
+    let unchanged = |what: &str, bets: &[u8], journal: &[u8]| {
+        assert_eq!(std::fs::read(&files.bets_file).unwrap(), bets, "{what}: bets file untouched");
+        assert_eq!(std::fs::read(&files.journal).unwrap(), journal, "{what}: journal untouched");
+    };
+    // Shorter than an acknowledged group (one a later group follows): rows are missing.
+    let short = &files.bets[..files.bets.len() - batch - 31];
+    std::fs::write(&files.bets_file, short).unwrap();
     let failure = refused(&files.bets_file, 2).await;
     assert!(failure.contains("bytes of acknowledged bets"), "{failure}");
-    // Longer than one group commit past the last record: the journal lost records.
-    let mut longer = files.bets.clone();
-    while longer.len() < files.bets.len() + (1 << 20) + 1 {
-        longer.extend_from_slice(&files.bets[..files.bets.len() / 30]);
+    assert!(failure.contains("Nothing was changed"), "{failure}");
+    unchanged("shorter", short, &files.records);
+    // Longer than the journal's last record, by one row or by many: the journal is written
+    // first, so no crash leaves rows past it. The journal lost records.
+    for extra in [batch / 100, batch, 400 * batch] {
+        let mut longer = files.bets.clone();
+        while longer.len() < files.bets.len() + extra {
+            longer.extend_from_slice(&files.bets[..batch / 100]);
+        }
+        std::fs::write(&files.bets_file, &longer).unwrap();
+        let failure = refused(&files.bets_file, 2).await;
+        assert!(failure.contains("the journal lacks records"), "{extra}: {failure}");
+        assert!(failure.contains("Nothing was changed"), "{extra}: {failure}");
+        unchanged("longer", &longer, &files.records);
     }
-    std::fs::write(&files.bets_file, &longer).unwrap();
-    let failure = refused(&files.bets_file, 2).await;
-    assert!(failure.contains("the journal lacks records"), "{failure}");
-    assert_eq!(std::fs::read(&files.bets_file).unwrap(), longer, "nothing cut");
-    assert_eq!(std::fs::read(&files.journal).unwrap(), files.records);
+    // Finding 1's shapes: a journal that lost its last records (cut at a line, an older backup
+    // restored, cut anywhere) next to every acknowledged row.
+    std::fs::write(&files.bets_file, &files.bets).unwrap();
+    let lacks = "the journal lacks records";
+    for (what, journal, expected) in [
+        ("the journal's header line only", first_lines(&files.records, 1), lacks),
+        ("the journal's first 10 lines", first_lines(&files.records, 10), lacks),
+        ("the journal's first 11 lines", first_lines(&files.records, 11), lacks),
+        ("the journal cut at byte 25", files.records[..25].to_vec(), lacks),
+        // Batch 30's record torn, its rows whole: they were written after it was synced whole.
+        (
+            "the journal cut in its last line",
+            files.records[..files.records.len() - 4].to_vec(),
+            "damaged at line 61",
+        ),
+    ] {
+        std::fs::write(&files.journal, &journal).unwrap();
+        let failure = refused(&files.bets_file, 2).await;
+        assert!(failure.contains(expected), "{what}: {failure}");
+        unchanged(what, &files.bets, &journal);
+    }
+    std::fs::write(&files.journal, &files.records).unwrap();
     // Gone: not replaced by an empty file.
     std::fs::remove_file(&files.bets_file).unwrap();
     let failure = refused(&files.bets_file, 2).await;
@@ -177,45 +228,93 @@ async fn a_bets_file_the_journal_does_not_explain_stops_start_up() {
     assert_eq!(std::fs::read(&files.journal).unwrap(), files.records);
 }
 
+/// Batch 31 stored on top of `files` by a central: its rows and its journal write (a group line
+/// and a batch line), as they reach the disk; the files are put back as they were.
+async fn batch_31(files: &Acknowledged) -> (Vec<u8>, Vec<u8>) {
+    let (server, address) = start(&files.bets_file, 2, &[]).await;
+    let mut agency = connect(&address, 1).await;
+    assert_eq!(agency.send_batch(31, &batch(1, 31, 100)).await.unwrap(), 100);
+    drop(agency);
+    stop(server).await;
+    let bets = std::fs::read(&files.bets_file).unwrap();
+    let records = std::fs::read(&files.journal).unwrap();
+    std::fs::write(&files.bets_file, &files.bets).unwrap();
+    std::fs::write(&files.journal, &files.records).unwrap();
+    (bets[files.bets.len()..].to_vec(), records[files.records.len()..].to_vec())
+}
+
 #[tokio::test]
-async fn a_torn_last_record_is_cut_with_the_rows_it_did_not_acknowledge() {
+async fn a_crash_inside_the_last_group_commit_cuts_only_that_group() {
     let files = acknowledged().await;
-    let last_line = line_start(&files.records, 31);
-    let batch_30 = files.bets.len() / 30;
-    for (what, journal, cut_bets) in [
-        // The last record half written: its batch was never acknowledged.
-        ("a torn last record", files.records[..files.records.len() - 5].to_vec(), batch_30),
-        ("zeros after the last record", [&files.records[..], &[0; 4096]].concat(), 0),
+    let (rows, write) = batch_31(&files).await;
+    assert_eq!(line_count(&write), 2, "a group line and a batch line");
+    assert!(write.starts_with(b"group "), "{}", String::from_utf8_lossy(&write));
+    let second_line = line_start(&write, 2);
+    let mut zeros_inside = write.clone();
+    zeros_inside[second_line + 5..second_line + 20].fill(0);
+    let mut rows_not_synced = rows.clone();
+    rows_not_synced[rows.len() / 2..].fill(0);
+    let with_write = |journal_tail: &[u8]| [&files.records[..], journal_tail].concat();
+    let with_rows = |rows: &[u8]| [&files.bets[..], rows].concat();
+    // (what, journal, bets file, whether batch 31 is kept)
+    for (what, journal, bets, kept) in [
+        ("records synced, no rows written", with_write(&write), with_rows(&[]), false),
         (
-            "a last record with zeros inside",
-            {
-                let mut bytes = files.records.clone();
-                bytes[last_line + 6..last_line + 12].fill(0);
-                bytes
-            },
-            batch_30,
+            "records synced, half the rows",
+            with_write(&write),
+            with_rows(&rows[..rows.len() / 2]),
+            false,
         ),
+        (
+            "records synced, rows written, not all synced",
+            with_write(&write),
+            with_rows(&rows_not_synced),
+            false,
+        ),
+        ("records synced, rows synced", with_write(&write), with_rows(&rows), true),
+        ("records torn", with_write(&write[..write.len() - 5]), with_rows(&[]), false),
+        ("records torn by zeros", with_write(&zeros_inside), with_rows(&[]), false),
+        ("zeros after the last record", with_write(&[0; 4096]), with_rows(&[]), true),
     ] {
-        std::fs::write(&files.bets_file, &files.bets).unwrap();
+        std::fs::write(&files.bets_file, &bets).unwrap();
         std::fs::write(&files.journal, &journal).unwrap();
         let (mut server, address) = start(&files.bets_file, 2, &[]).await;
         let recovery = server.wait_for_line("action: recovery").await;
-        let cut_journal =
-            journal.len() - if cut_bets > 0 { last_line } else { files.records.len() };
+        let (cut_bets, cut_journal) = match (kept, what) {
+            (true, "zeros after the last record") => (0, 4096),
+            (true, _) => (0, 0),
+            (false, _) => (bets.len() - files.bets.len(), journal.len() - files.records.len()),
+        };
         assert!(recovery.contains(&format!("cut_bets_bytes: {cut_bets} |")), "{what}: {recovery}");
         assert!(
             recovery.contains(&format!("cut_journal_bytes: {cut_journal} |")),
             "{what}: {recovery}"
         );
         let agency = connect(&address, 1).await;
-        let expected = if cut_bets > 0 { (30, 2900) } else { (31, 3000) };
+        let expected = if kept && cut_journal == 0 { (32, 3100) } else { (31, 3000) };
         assert_eq!((agency.next_seq(), agency.stored_bets()), expected, "{what}");
-        assert_eq!(
-            std::fs::read(&files.bets_file).unwrap(),
-            files.bets[..files.bets.len() - cut_bets],
-            "{what}"
-        );
-        stop(server).await;
+        let lines = stop(server).await;
+        let cut_line = lines.iter().any(|l| l.contains("action: recovery_cut | result: success"));
+        // The cut of a group whose records are whole is logged on a line of its own.
+        let group_cut = !kept && what.starts_with("records synced");
+        assert_eq!(cut_line, group_cut, "{what}: {lines:#?}");
+        let expected_bets = if expected.0 == 32 { with_rows(&rows) } else { files.bets.clone() };
+        assert_eq!(std::fs::read(&files.bets_file).unwrap(), expected_bets, "{what}");
+    }
+
+    // The same torn records next to the group's rows: the records were synced whole before any
+    // row was written, so this is damage, not a crash.
+    for (what, journal) in [
+        ("records torn", with_write(&write[..write.len() - 5])),
+        ("records torn by zeros", with_write(&zeros_inside)),
+    ] {
+        let bets = with_rows(&rows);
+        std::fs::write(&files.bets_file, &bets).unwrap();
+        std::fs::write(&files.journal, &journal).unwrap();
+        let failure = refused(&files.bets_file, 2).await;
+        assert!(failure.contains("damaged at line"), "{what}: {failure}");
+        assert_eq!(std::fs::read(&files.bets_file).unwrap(), bets, "{what}");
+        assert_eq!(std::fs::read(&files.journal).unwrap(), journal, "{what}");
     }
 }
 

@@ -1,13 +1,16 @@
 //! `BetStore`: the bets file, its journal, and the per-agency state that changes with them.
 //!
 //! # Durability
-//! A batch is acknowledged only once its rows *and* its journal record are on disk: rows are
-//! written at the committed end of the bets file and `fdatasync`ed, then the `batch` record is
-//! appended to the journal and `fdatasync`ed (see [`journal`] for the format). Recovery at
-//! start-up replays the journal and cuts the bets file back to the last recorded end, so a crash
-//! at any point leaves exactly the acknowledged batches, each whole, and a file the original
-//! Python `load_bets` reads. Recovery cuts nothing else: damage it cannot explain by a crash stops
-//! start-up instead (see [`recovery`]). Both files are locked (`flock`) while a store has them
+//! A batch is acknowledged only once its journal record *and* its rows are on disk, the journal
+//! first: a group commit appends its `group` record (the rows' byte range and CRC-32) and its
+//! `batch` records to the journal in one write and `fdatasync`s it, then writes the rows at the
+//! committed end of the bets file and `fdatasync`s that (see [`journal`] for the format). So the
+//! bets file never holds bytes the journal does not describe, and recovery at start-up can tell
+//! the one unacknowledged group a crash can leave (its rows short, or failing their CRC) from a
+//! journal that lost records (rows past its last `end`: refused). A crash at any point leaves
+//! exactly the acknowledged batches, each whole, and a file the original Python `load_bets`
+//! reads. Recovery cuts nothing else: damage it cannot explain by a crash stops start-up instead
+//! (see [`recovery`]). Both files are locked (`flock`) while a store has them
 //! open, so a second central on the same files refuses to start.
 //!
 //! # Limits
@@ -85,8 +88,9 @@ pub enum StorageError {
     BadBatch { agency: AgencyId, seq: u64, reason: &'static str },
 }
 
-/// Most bytes of rows one group commit writes. Batches queued beyond it wait for the next group;
-/// recovery cuts at most this much past the last recorded batch (see [`recovery`]).
+/// Most bytes of rows one group commit writes. Batches queued beyond it wait for the next group.
+/// Recovery of an older journal (rows written first) cuts at most this much past its last
+/// recorded batch (see [`recovery`]).
 pub const MAX_GROUP_BYTES: u64 = 1 << 20;
 
 /// The default of [`StoreOptions::max_bets_per_agency`] (`LOTTERY_MAX_BETS_PER_AGENCY`).
@@ -139,14 +143,17 @@ pub struct Readiness {
 pub struct Recovery {
     /// Committed bytes of the bets file.
     pub bets_len: u64,
-    /// Bytes past the last committed batch that were cut (a crash mid-write).
+    /// Bytes of the bets file that were cut: the rows of a group commit that was never
+    /// acknowledged (a crash mid-write), or an adopted file's torn last row.
     pub cut_bets_bytes: u64,
-    /// Bytes of a torn journal tail that were cut.
+    /// Bytes of the journal that were cut: a torn tail, or the records of a group commit that was
+    /// never acknowledged.
     pub cut_journal_bytes: u64,
     /// The bets file had no journal: its rows, every one a valid bet, were adopted as they are,
     /// counted per agency.
     pub adopted: bool,
-    /// The journal was written before records had check fields; it was rewritten with them.
+    /// The journal was of an older format (rows written first: format 2, or legacy lines without
+    /// check fields); it was rewritten in the current one.
     pub journal_converted: bool,
     /// Batches recorded in the journal.
     pub batches: u64,
@@ -254,13 +261,13 @@ impl BetStore {
     }
 
     /// Opens (creating if needed) the bets file and its journal `<path>.journal`, locks both,
-    /// and recovers from a crash: a torn journal tail and bytes past the last committed batch
-    /// are cut (see [`recovery`] for exactly what may be cut). A bets file without a journal is
-    /// adopted when every row is a valid bet.
+    /// and recovers from a crash: the journal's torn last write, and the last group commit when
+    /// its rows were never all written, are cut (see [`recovery`] for exactly what may be cut).
+    /// A bets file without a journal is adopted when every row is a valid bet.
     ///
     /// # Errors
     /// `Open` when a file cannot be opened, created or locked; `Locked` when another process
-    /// has them; `Corrupt` when the journal is damaged beyond a torn last line, contradicts
+    /// has them; `Corrupt` when the journal is damaged beyond a torn last write, contradicts
     /// itself, or does not match the bets file (nothing is changed then); `BadRow` or `Read`
     /// when a bets file to adopt has a row that is not a valid bet.
     pub async fn open_with(
@@ -395,7 +402,7 @@ impl BetStore {
         let mut tentative: HashMap<AgencyId, Progress> = HashMap::new();
         let mut records = Vec::new();
         let mut rows = Vec::new();
-        let mut text = String::new();
+        let mut batch_lines = String::new();
         let mut outcomes = Vec::with_capacity(group.len());
         for pending in &group {
             let progress = tentative
@@ -438,17 +445,24 @@ impl BetStore {
                     end: start + rows.len() as u64,
                     winners: Some(pending.winners.clone()),
                 };
-                record.write_to(&mut text);
+                record.write_to(&mut batch_lines);
                 records.push(record);
                 Ok(Stored::New)
             };
             outcomes.push(outcome);
         }
         if !rows.is_empty() {
-            self.groups.fetch_add(1, Ordering::Relaxed);
+            // The group's record first: its rows' byte range and CRC-32, then its batches.
+            let end = start + rows.len() as u64;
+            let group = Record::Group { start, end, crc: crc32fast::hash(&rows) };
+            let mut text = String::with_capacity(batch_lines.len() + 48);
+            group.write_to(&mut text);
+            text.push_str(&batch_lines);
+            records.insert(0, group);
             let written = self.write(files, start, rows, journal_start, text).await;
             match written {
                 Ok(journal_len) => {
+                    self.groups.fetch_add(1, Ordering::Relaxed);
                     if files.low_space {
                         files.low_space = false;
                         info!(action = "disk_space", result = "success", path = %self.path.display(), min_free_bytes = self.options.min_free_bytes);
@@ -485,9 +499,9 @@ impl BetStore {
         }
     }
 
-    /// Writes `rows` at `at` and `records` at `journal_at`, syncing each; on failure cuts both
-    /// files back. Returns the journal's new length. Writes nothing when the filesystem would be
-    /// left with less than `min_free_bytes` free.
+    /// Writes `records` at `journal_at` and syncs the journal, *then* writes `rows` at `at` and
+    /// syncs the bets file; on failure cuts both files back. Returns the journal's new length.
+    /// Writes nothing when the filesystem would be left with less than `min_free_bytes` free.
     async fn write(
         &self,
         files: &mut Files,
@@ -516,18 +530,20 @@ impl BetStore {
                     bets.set_len(at)?;
                     journal.set_len(journal_at)?;
                 }
-                bets.write_all_at(&rows, at)?;
-                if sync {
-                    bets.sync_data()?;
-                }
+                // The journal first: the bets file never holds rows it does not describe.
                 journal.write_all_at(records.as_bytes(), journal_at)?;
                 if sync {
                     journal.sync_data()?;
                 }
+                bets.write_all_at(&rows, at)?;
+                if sync {
+                    bets.sync_data()?;
+                }
                 Ok(journal_at + records.len() as u64)
             })();
             if let Err(e) = result {
-                // Best effort: what cannot be cut now is cut before the next write, or at start-up.
+                // Best effort: what cannot be cut now is cut before the next write, or at start-up
+                // (a group whose rows are short is never acknowledged: recovery cuts it).
                 let cut = bets.set_len(at).and_then(|()| journal.set_len(journal_at));
                 return (Err(WriteFailure::Io(e)), cut.is_err());
             }
@@ -629,7 +645,13 @@ impl BetStore {
         let mut line = String::new();
         record.write_to(&mut line);
         let (journal, at, sync) = (files.journal.clone(), files.journal_len, self.sync);
+        let (bets, committed, dirty) = (files.bets.clone(), files.ledger.committed, files.dirty);
         let written = tokio::task::spawn_blocking(move || {
+            if dirty {
+                // What a failed write left past the committed ends goes before the record.
+                bets.set_len(committed)?;
+                journal.set_len(at)?;
+            }
             journal.write_all_at(line.as_bytes(), at)?;
             if sync {
                 journal.sync_data()?;
@@ -641,6 +663,7 @@ impl BetStore {
         match written {
             Ok(len) => {
                 files.journal_len = len;
+                files.dirty = false;
                 // The record was built from the ledger's own state: applying it cannot fail.
                 let _ = files.ledger.apply(&record);
                 Ok(())
@@ -673,6 +696,10 @@ fn interrupted(path: &Path, reason: &dyn std::fmt::Display) -> StorageError {
 mod tests {
     use super::*;
     use crate::domain::{BetNumber, Document};
+
+    fn docs(list: &[&str]) -> Vec<Document> {
+        list.iter().map(|d| Document::parse(d).unwrap()).collect()
+    }
     use chrono::NaiveDate;
     use std::fs;
 
@@ -783,7 +810,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_crash_mid_write_is_cut_back_to_the_last_committed_batch() {
+    async fn a_group_whose_rows_were_never_all_written_is_cut_from_both_files() {
         let dir = tempfile::tempdir().unwrap();
         let committed = {
             let (store, _) = open(&dir).await;
@@ -792,60 +819,93 @@ mod tests {
         };
         let path = dir.path().join("bets.csv");
         let journal_path = dir.path().join("bets.csv.journal");
-        let len = fs::metadata(&path).unwrap().len();
-        // Rows of an unacknowledged batch, the last one torn, and a torn journal record.
-        let mut bytes = fs::read(&path).unwrap();
-        bytes.extend_from_slice(b"1,Ana,Paz,13,1985-12-01,3\r\n1,Ana,P");
-        fs::write(&path, bytes).unwrap();
-        let mut journal = fs::read(&journal_path).unwrap();
-        journal.extend_from_slice(b"batch 1 2 2 1");
-        fs::write(&journal_path, journal).unwrap();
-
+        let (len, journal_len) =
+            (fs::metadata(&path).unwrap().len(), fs::metadata(&journal_path).unwrap().len());
+        let bets = fs::read(&path).unwrap();
+        let journal = fs::read(&journal_path).unwrap();
+        // A crash after the journal's sync: the group's records whole, its rows not (yet) all
+        // written, or written but not all of them synced.
+        let rows = b"1,Ana,Paz,13,1985-12-01,3\r\n1,Ana,Paz,14,1985-12-01,4\r\n";
+        let end = len + rows.len() as u64;
+        let mut records = String::new();
+        for record in [
+            Record::Group { start: len, end, crc: crc32fast::hash(rows) },
+            Record::Batch { agency: agency(1), seq: 2, bets: 2, end, winners: Some(vec![]) },
+        ] {
+            record.write_to(&mut records);
+        }
+        let mut wrong = rows.to_vec();
+        wrong[5] = 0;
+        for (what, written) in [
+            ("no rows", &rows[..0]),
+            ("a row and a half", &rows[..40]),
+            ("every byte, one of them never synced", &wrong[..]),
+        ] {
+            fs::write(&path, [&bets[..], written].concat()).unwrap();
+            fs::write(&journal_path, [&journal[..], records.as_bytes()].concat()).unwrap();
+            let (store, recovery) = open(&dir).await;
+            assert_eq!(recovery.cut_bets_bytes, written.len() as u64, "{what}");
+            assert_eq!(recovery.cut_journal_bytes, records.len() as u64, "{what}");
+            assert_eq!(fs::metadata(&path).unwrap().len(), len, "{what}");
+            assert_eq!(fs::metadata(&journal_path).unwrap().len(), journal_len, "{what}");
+            assert_eq!(loaded(&store), committed, "{what}");
+            assert_eq!(store.progress(agency(1)).await.last_seq, 1, "{what}");
+        }
+        // Whole rows matching the group's CRC: it was acknowledged, and is kept.
+        fs::write(&path, [&bets[..], rows].concat()).unwrap();
+        fs::write(&journal_path, [&journal[..], records.as_bytes()].concat()).unwrap();
         let (store, recovery) = open(&dir).await;
-        assert_eq!(recovery.cut_bets_bytes, 34);
-        assert_eq!(recovery.cut_journal_bytes, 13);
-        assert_eq!(fs::metadata(&path).unwrap().len(), len);
-        assert_eq!(loaded(&store), committed);
-        assert_eq!(store.progress(agency(1)).await.last_seq, 1);
-        assert_eq!(store.store_batch(agency(1), 2, &[bet(1, "14", 4)]).await.unwrap(), Stored::New);
-        assert_eq!(loaded(&store).len(), 3);
+        assert_eq!((recovery.cut_bets_bytes, recovery.cut_journal_bytes), (0, 0));
+        assert_eq!(
+            store.progress(agency(1)).await,
+            Progress { last_seq: 2, stored_bets: 4, ready: false }
+        );
+        assert_eq!(store.store_batch(agency(1), 3, &[bet(1, "15", 4)]).await.unwrap(), Stored::New);
+        assert_eq!(loaded(&store).len(), 5);
     }
 
     #[tokio::test]
-    async fn a_bets_file_shorter_than_its_journal_is_refused() {
+    async fn a_bets_file_shorter_than_its_acknowledged_groups_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (store, _) = open(&dir).await;
             store.store_batch(agency(1), 1, &[bet(1, "11", 1)]).await.unwrap();
+            store.store_batch(agency(1), 2, &[bet(1, "12", 1)]).await.unwrap();
         }
         let path = dir.path().join("bets.csv");
-        let len = fs::metadata(&path).unwrap().len();
-        File::options().write(true).open(&path).unwrap().set_len(len - 1).unwrap();
+        let journal_path = dir.path().join("bets.csv.journal");
+        let (bets, journal) = (fs::read(&path).unwrap(), fs::read(&journal_path).unwrap());
+        // Into the first group's rows: a later group follows it, so it was acknowledged.
+        let short = &bets[..bets.len() / 2 - 1];
+        fs::write(&path, short).unwrap();
         let err = BetStore::open(&path, true).await.unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("acknowledged"), "{err}");
+        assert!(err.to_string().contains("Nothing was changed"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), short);
+        assert_eq!(fs::read(&journal_path).unwrap(), journal);
     }
 
     #[tokio::test]
     async fn a_bets_file_without_journal_is_adopted_only_when_every_row_is_a_bet() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bets.csv");
-        let rows =
-            "3,Ana,Paz,1,2000-01-01,7574\r\n1,Ana,Paz,2,2000-01-01,5\r\n3,Ana,Paz,3,2000-01-01,6";
-        // A torn row is not a bet: refused, naming it, and nothing is changed or created.
-        let torn = format!("{rows}\r\n3,Ana");
-        fs::write(&path, &torn).unwrap();
+        let rows = "3,Ana,Paz,1,2000-01-01,7574\r\n1,Ana,Paz,2,2000-01-01,5\r\n3,Ana,Paz,3,2000-01-01,6\r\n";
+        // A row that is not a bet: refused, naming it, and nothing is changed or created.
+        let bad = format!("{rows}3,Ana\r\n");
+        fs::write(&path, &bad).unwrap();
         let err = BetStore::open(&path, true).await.unwrap_err();
         assert!(matches!(err, StorageError::BadRow { line: 4, .. }), "{err}");
-        assert_eq!(fs::read_to_string(&path).unwrap(), torn);
+        assert_eq!(fs::read_to_string(&path).unwrap(), bad);
         assert!(!dir.path().join("bets.csv.journal").exists());
 
-        // Whole rows are adopted, counted per agency; a last row without its line end gets one.
-        fs::write(&path, rows).unwrap();
+        // Whole rows are adopted, counted per agency; a last row without its line end is a torn
+        // write (the central writes every row whole with its line end): cut, not counted.
+        fs::write(&path, format!("{rows}3,Ana,Paz,4,2000-01-01,75")).unwrap();
         let (store, recovery) = BetStore::open(&path, true).await.unwrap();
         assert!(recovery.adopted);
-        assert_eq!(recovery.cut_bets_bytes, 0);
-        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{rows}\r\n"));
+        assert_eq!(recovery.cut_bets_bytes, 25);
+        assert_eq!(fs::read_to_string(&path).unwrap(), rows);
         assert_eq!(loaded(&store).len(), 3);
         assert_eq!(
             store.progress(agency(3)).await,
@@ -867,46 +927,96 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_legacy_journal_is_rewritten_with_check_fields() {
+    async fn rows_first_journals_are_rewritten_in_the_current_format() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bets.csv");
         let journal_path = dir.path().join("bets.csv.journal");
         let rows = "1,Ana,Paz,1,2000-01-01,7574\r\n1,Ana,Paz,2,2000-01-01,5\r\n";
-        fs::write(&path, rows).unwrap();
-        // As main wrote it: no header, no check fields, a torn tail.
-        fs::write(&journal_path, format!("batch 1 1 2 {} 1\nready 1\nbatch 2 1", rows.len()))
-            .unwrap();
-        let (store, recovery) = BetStore::open(&path, true).await.unwrap();
-        assert!(recovery.journal_converted);
-        assert_eq!(recovery.cut_journal_bytes, 9);
-        assert_eq!(
-            store.progress(agency(1)).await,
-            Progress { last_seq: 1, stored_bets: 2, ready: true }
-        );
-        let journal = fs::read_to_string(&journal_path).unwrap();
-        assert!(journal.starts_with("journal 2 #"), "{journal}");
-        assert_eq!(journal.lines().count(), 3, "{journal}");
-        drop(store);
-        let (store, recovery) = BetStore::open(&path, true).await.unwrap();
-        assert!(!recovery.journal_converted);
-        assert_eq!(store.progress(agency(1)).await.stored_bets, 2);
-        assert!(!dir.path().join("bets.csv.journal.tmp").exists());
+        let unacknowledged = "1,Ana,Paz,3,2000-01-01,6\r\n";
+        let format_two = {
+            let mut text = String::new();
+            Record::Header { version: journal::FORMAT_ROWS_FIRST }.write_to(&mut text);
+            let batch = Record::Batch {
+                agency: agency(1),
+                seq: 1,
+                bets: 2,
+                end: rows.len() as u64,
+                winners: Some(docs(&["1"])),
+            };
+            batch.write_to(&mut text);
+            Record::Ready { agency: agency(1) }.write_to(&mut text);
+            text
+        };
+        for (what, journal, winners) in [
+            // As main wrote it: no header, no check fields, no winners, a torn tail.
+            ("legacy", format!("batch 1 1 2 {}\nready 1\nbatch 2 1", rows.len()), "?"),
+            ("format 2", format!("{format_two}batch 2 1"), "1"),
+        ] {
+            // Rows past the last record (written first, never acknowledged): cut, as before.
+            fs::write(&path, format!("{rows}{unacknowledged}")).unwrap();
+            fs::write(&journal_path, &journal).unwrap();
+            let (store, recovery) = BetStore::open(&path, true).await.unwrap();
+            assert!(recovery.journal_converted, "{what}");
+            assert_eq!(recovery.cut_journal_bytes, 9, "{what}");
+            assert_eq!(recovery.cut_bets_bytes, unacknowledged.len() as u64, "{what}");
+            assert_eq!(
+                store.progress(agency(1)).await,
+                Progress { last_seq: 1, stored_bets: 2, ready: true },
+                "{what}"
+            );
+            let text = fs::read_to_string(&journal_path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 4, "{what}: {text}");
+            assert!(lines[0].starts_with("journal 3 #"), "{what}: {text}");
+            let crc = crc32fast::hash(rows.as_bytes());
+            let group = format!("group 0 {} {crc:08x} #", rows.len());
+            assert!(lines[1].starts_with(&group), "{what}: {text}");
+            let batch = format!("batch 1 1 2 {} {winners} #", rows.len());
+            assert!(lines[2].starts_with(&batch), "{what}: {text}");
+            drop(store);
+            let (store, recovery) = BetStore::open(&path, true).await.unwrap();
+            assert!(!recovery.journal_converted, "{what}");
+            assert_eq!(store.progress(agency(1)).await.stored_bets, 2, "{what}");
+            let draw = store.draw().await.unwrap();
+            let docs: Vec<&str> =
+                draw.winners_for(agency(1)).iter().map(Document::as_str).collect();
+            assert_eq!(docs, ["1"], "{what}: winners read from the file when not recorded");
+            assert!(!dir.path().join("bets.csv.journal.tmp").exists());
+        }
     }
 
     #[tokio::test]
-    async fn a_journal_that_does_not_end_at_a_row_is_refused() {
+    async fn acknowledged_rows_that_changed_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (store, _) = open(&dir).await;
             store.store_batch(agency(1), 1, &[bet(1, "11", 1)]).await.unwrap();
+            store.mark_ready(agency(1)).await.unwrap();
         }
         let path = dir.path().join("bets.csv");
         let mut bytes = fs::read(&path).unwrap();
-        bytes.insert(3, b'x');
+        bytes[3] = b'x';
         fs::write(&path, &bytes).unwrap();
         let err = BetStore::open(&path, true).await.unwrap_err();
-        assert!(err.to_string().contains("does not end a row"), "{err}");
+        assert!(
+            err.to_string().contains("do not match the check of the journal's last group"),
+            "{err}"
+        );
         assert_eq!(fs::read(&path).unwrap(), bytes, "nothing cut");
+
+        // Adopted bytes the journal says end mid-row: another file's journal.
+        let journal_path = dir.path().join("bets.csv.journal");
+        let mut journal = String::new();
+        Record::Header { version: journal::FORMAT_VERSION }.write_to(&mut journal);
+        Record::Base { end: bytes.len() as u64 - 1, agencies: vec![(agency(1), 1)] }
+            .write_to(&mut journal);
+        fs::write(&journal_path, &journal).unwrap();
+        let err = BetStore::open(&path, true).await.unwrap_err();
+        assert!(err.to_string().contains("it has 1 bytes past byte"), "{err}");
+        fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        let err = BetStore::open(&path, true).await.unwrap_err();
+        assert!(err.to_string().contains("does not end a row"), "{err}");
+        assert_eq!(fs::read_to_string(&journal_path).unwrap(), journal, "nothing changed");
     }
 
     #[tokio::test]
@@ -953,6 +1063,11 @@ mod tests {
         let journal = fs::read(store.journal_path()).unwrap();
         let err = store.store_batch(agency(2), 2, &[bet(2, "4", 4)]).await.unwrap_err();
         assert!(matches!(err, StorageError::LowDiskSpace { .. }), "{err}");
+        assert_eq!(
+            store.stats(),
+            StoreStats { groups: 0, syncs: 0 },
+            "a refused group is no commit"
+        );
         assert_eq!(fs::metadata(&path).unwrap().len(), len);
         assert_eq!(fs::read(store.journal_path()).unwrap(), journal);
     }

@@ -1,12 +1,24 @@
 //! Start-up recovery: lock the bets file and its journal, replay the journal, and cut what a crash
-//! left past the last committed batch — and nothing else.
+//! left unacknowledged — and nothing else.
 //!
-//! What may be cut is only what was never acknowledged: the journal's torn last line, and bets
-//! file bytes past the last recorded `end`, at most one group commit's worth
-//! ([`MAX_GROUP_BYTES`]): rows that were written and synced when the central stopped before
-//! their journal records were. Anything else that does not add up stops start-up with an error
-//! naming the file, the line or byte, and what to do; nothing is changed then. Every check runs
-//! before the first change.
+//! The journal goes first (see [`journal`]): a group commit's records are synced before its rows
+//! are written, and the rows are synced before anything is acknowledged. So:
+//!
+//! - bets-file bytes past the last recorded `end` cannot come from a crash: the journal lacks
+//!   records, and start-up is refused;
+//! - the journal's last group, when nothing but its own batch records follows it, was never
+//!   acknowledged if its rows are short of its `end` or fail its CRC: both files are cut back to
+//!   where it starts. Whole rows matching the CRC are kept;
+//! - a torn tail of the journal is cut only where [`journal::replay`] finds it inside the last
+//!   write.
+//!
+//! Journals whose rows went first (format 2 and legacy) are read with their rule, for the last
+//! time: up to one group commit's rows ([`MAX_GROUP_BYTES`]) past the last recorded end are cut
+//! as never acknowledged — a journal of theirs that lost its last records cannot be told from
+//! that — and they are rewritten in the current format.
+//!
+//! Anything else that does not add up stops start-up with an error naming the file, the line or
+//! byte, and what to do; nothing is changed then. Every check runs before the first change.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -14,8 +26,10 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::journal::{self, FORMAT_VERSION, Format, Ledger, Record};
-use super::{Files, MAX_GROUP_BYTES, Recovery, StorageError, load_bets, write_error};
+use tracing::info;
+
+use super::journal::{self, FORMAT_VERSION, Format, LastGroup, Ledger, Record};
+use super::{Files, MAX_GROUP_BYTES, Recovery, StorageError, rows, write_error};
 use crate::domain::AgencyId;
 
 /// What to do when the journal cannot be trusted, but the bets file can.
@@ -43,14 +57,18 @@ pub(super) fn recover(
     let bets_len = len(&bets, path)?;
     let mut recovery = Recovery::default();
     let corrupt = |path: &Path, reason: String| StorageError::Corrupt { path: path.into(), reason };
+    let contradiction = |e: String| {
+        corrupt(journal_path, format!("{e}. Nothing was changed. To start, {ADOPT_HINT}"))
+    };
 
     let existing = match open(journal_path, false) {
         Ok(journal) => Some(journal),
         Err(StorageError::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    // The journal to keep using, or the text of a new one to install; and what it says.
-    let (journal, ledger, journal_len) = match existing {
+    // The journal to keep using, or the text of a new one to install; what it says; and the
+    // length the bets file is cut to.
+    let (journal, ledger, bets_end) = match existing {
         None if bets_len == 0 => {
             let (text, ledger) = new_journal(None)?;
             (Journal::Install(text), ledger, 0)
@@ -58,9 +76,10 @@ pub(super) fn recover(
         None => {
             let adopted = adopt(&bets, path, bets_len)?;
             recovery.adopted = true;
-            let base = Record::Base { end: adopted.end, agencies: adopted.agencies };
+            let end = adopted.end;
+            let base = Record::Base { end, agencies: adopted.agencies };
             let (text, ledger) = new_journal(Some(base))?;
-            (Journal::Adopt { text, line_end_at: adopted.line_end_at }, ledger, 0)
+            (Journal::Install(text), ledger, end)
         }
         Some(journal) => {
             lock(&journal, journal_path)?;
@@ -68,15 +87,15 @@ pub(super) fn recover(
             (&journal)
                 .read_to_end(&mut bytes)
                 .map_err(|source| StorageError::Open { path: journal_path.to_owned(), source })?;
-            let replay = journal::replay(&bytes).map_err(|d| {
+            let replay = journal::replay(&bytes, bets_len).map_err(|d| {
                 let reason = format!(
-                    "damaged at line {} (byte {}): {}. Only a torn last line can be a crash's \
-                     doing. Nothing was changed. To start, {ADOPT_HINT}",
+                    "damaged at line {} (byte {}): {}. A crash can only tear the journal's last \
+                     write, and this is not it. Nothing was changed. To start, {ADOPT_HINT}",
                     d.line, d.offset, d.reason
                 );
                 corrupt(journal_path, reason)
             })?;
-            recovery.cut_journal_bytes = bytes.len() as u64 - replay.valid_len;
+            let journal_len = bytes.len() as u64;
             match replay.format {
                 None if bets_len > 0 => {
                     let reason = format!(
@@ -89,47 +108,79 @@ pub(super) fn recover(
                 }
                 // Nothing acknowledged yet (e.g. a crash while the journal was being created).
                 None => {
+                    recovery.cut_journal_bytes = journal_len;
                     let (text, ledger) = new_journal(None)?;
                     (Journal::Rewrite { file: journal, text }, ledger, 0)
                 }
-                Some(Format::Legacy) => {
-                    let ledger = Ledger::replay(&replay.records)
-                        .map_err(|e| corrupt(journal_path, format!("{e}. {ADOPT_HINT}")))?;
-                    let mut text = String::new();
-                    Record::Header { version: FORMAT_VERSION }.write_to(&mut text);
-                    replay.records.iter().for_each(|r| r.write_to(&mut text));
-                    recovery.journal_converted = true;
-                    drop(journal);
-                    (Journal::Install(text), ledger, 0)
-                }
-                Some(Format::Checked) => {
-                    if !matches!(replay.records.first(), Some(Record::Header { .. })) {
+                Some(format) => {
+                    if format == Format::Checked
+                        && !matches!(replay.records.first(), Some(Record::Header { .. }))
+                    {
                         let reason = format!(
                             "line 1 is not the journal's header (\"journal {FORMAT_VERSION}\"). \
                              Nothing was changed. To start, {ADOPT_HINT}"
                         );
                         return Err(corrupt(journal_path, reason));
                     }
-                    let ledger = Ledger::replay(&replay.records)
-                        .map_err(|e| corrupt(journal_path, format!("{e}. {ADOPT_HINT}")))?;
-                    (Journal::Keep(journal), ledger, replay.valid_len)
+                    let ledger = Ledger::replay(&replay.records).map_err(contradiction)?;
+                    if replay.rows_first {
+                        recovery.cut_journal_bytes = journal_len - replay.valid_len;
+                        check_rows_first(&bets, path, bets_len, ledger.committed)?;
+                        let (text, ledger) = convert(&replay.records, &bets, path)
+                            .and_then(|text| {
+                                let records = journal::replay(text.as_bytes(), ledger.committed)
+                                    .map_err(|d| d.reason)?
+                                    .records;
+                                Ok((text, Ledger::replay(&records)?))
+                            })
+                            .map_err(|e| match e {
+                                Converting::Read(e) => e,
+                                Converting::Contradiction(e) => contradiction(e),
+                            })?;
+                        recovery.journal_converted = true;
+                        drop(journal);
+                        let end = ledger.committed;
+                        (Journal::Install(text), ledger, end)
+                    } else {
+                        let settled = settle(&bets, path, bets_len, &replay, ledger).map_err(
+                            |e| match e {
+                                Settling::Refused(e) => e,
+                                Settling::Contradiction(e) => contradiction(e),
+                            },
+                        )?;
+                        recovery.cut_journal_bytes = journal_len - settled.journal_len;
+                        if let Some(group) = settled.cut_group {
+                            info!(
+                                action = "recovery_cut",
+                                result = "success",
+                                line = group.index + 1,
+                                start = group.start,
+                                end = group.end,
+                                cut_bets_bytes = bets_len - group.start,
+                                cut_journal_bytes = recovery.cut_journal_bytes,
+                                reason = "the last group commit's rows were never all written: it was never acknowledged",
+                            );
+                        }
+                        let end = settled.ledger.committed;
+                        (Journal::Keep(journal, settled.journal_len), settled.ledger, end)
+                    }
                 }
             }
         }
     };
 
-    let committed = ledger.committed;
-    if !recovery.adopted {
-        check_bets(&bets, path, bets_len, committed)?;
-    }
-
-    // Every check passed: from here on, only bytes that were never acknowledged are cut.
-    recovery.cut_bets_bytes = if recovery.adopted { 0 } else { bets_len - committed };
+    // Every check passed: from here on, only bytes that were never acknowledged are cut. The
+    // bets file first, synced: a crash in between leaves a journal whose last group is short of
+    // rows (cut again at the next start), never rows past the journal's end.
+    recovery.cut_bets_bytes = bets_len - bets_end;
     if recovery.cut_bets_bytes > 0 {
-        bets.set_len(committed).map_err(write_error(path))?;
+        bets.set_len(bets_end).map_err(write_error(path))?;
+        if sync {
+            bets.sync_all().map_err(write_error(path))?;
+        }
     }
     let (journal, journal_len) = match journal {
-        Journal::Keep(file) => {
+        Journal::Keep(file, journal_len) => {
             if recovery.cut_journal_bytes > 0 {
                 file.set_len(journal_len).map_err(write_error(journal_path))?;
             }
@@ -141,16 +192,6 @@ pub(super) fn recover(
             (file, text.len() as u64)
         }
         Journal::Install(text) => (install(journal_path, &text, sync)?, text.len() as u64),
-        Journal::Adopt { text, line_end_at } => {
-            if let Some(at) = line_end_at {
-                // A last row without its line end: complete it, so the next batch starts a row.
-                bets.write_all_at(b"\r\n", at).map_err(write_error(path))?;
-            }
-            if sync {
-                bets.sync_all().map_err(write_error(path))?;
-            }
-            (install(journal_path, &text, sync)?, text.len() as u64)
-        }
     };
     if sync {
         bets.sync_all().map_err(write_error(path))?;
@@ -169,14 +210,12 @@ pub(super) fn recover(
 
 /// What becomes of the journal once every check passed.
 enum Journal {
-    /// Used as it is (its torn tail cut).
-    Keep(File),
+    /// Used as it is, cut to the given length (its torn tail, or an unacknowledged group).
+    Keep(File, u64),
     /// Emptied and given `text` (it held no record and the bets file is empty).
     Rewrite { file: File, text: String },
     /// A new journal with `text` replaces the old one (or none), atomically.
     Install(String),
-    /// As `Install`, after completing the bets file's last row when it has no line end.
-    Adopt { text: String, line_end_at: Option<u64> },
 }
 
 /// A journal's text (its header, then `first`) and its ledger.
@@ -191,9 +230,91 @@ fn new_journal(first: Option<Record>) -> Result<(String, Ledger), StorageError> 
     Ok((text, ledger))
 }
 
-/// The bets file must hold every acknowledged byte, end a row there, and have no more past it
-/// than one group commit can leave.
-fn check_bets(bets: &File, path: &Path, bets_len: u64, committed: u64) -> Result<(), StorageError> {
+/// A current-format journal, settled against its bets file.
+struct Settled {
+    ledger: Ledger,
+    /// The journal's length to keep.
+    journal_len: u64,
+    /// The last group, when it was never acknowledged and is cut.
+    cut_group: Option<LastGroup>,
+}
+
+enum Settling {
+    /// A refusal, complete.
+    Refused(StorageError),
+    /// Records that contradict each other.
+    Contradiction(String),
+}
+
+/// Applies the current format's rules to the bets file's length (see the module's doc): keeps
+/// the last group when its rows are whole, cuts it when they are short or fail their CRC and
+/// nothing but its batches follows it, and refuses anything else.
+fn settle(
+    bets: &File,
+    path: &Path,
+    bets_len: u64,
+    replay: &journal::Replay,
+    ledger: Ledger,
+) -> Result<Settled, Settling> {
+    let refused =
+        |reason: String| Settling::Refused(StorageError::Corrupt { path: path.to_owned(), reason });
+    let crc =
+        |group: &LastGroup| rows_crc(bets, path, group.start, group.end).map_err(Settling::Refused);
+    let mut settled = Settled { ledger, journal_len: replay.valid_len, cut_group: None };
+    match settled.ledger.last_group {
+        Some(group) if !group.followed && (group.start..=group.end).contains(&bets_len) => {
+            let whole = bets_len == group.end && crc(&group)? == group.crc;
+            if !whole {
+                // Its rows were never all written: never acknowledged. Cut it.
+                settled.ledger = Ledger::replay(&replay.records[..group.index])
+                    .map_err(Settling::Contradiction)?;
+                settled.journal_len = replay.offsets[group.index];
+                settled.cut_group = Some(group);
+            } else if group.covered < group.end {
+                return Err(refused(format!(
+                    "the journal's last group (line {}) holds bytes {}..{}, which are whole, but \
+                     its batch records end at byte {}: the journal lacks records of acknowledged \
+                     batches. Nothing was changed. To start, {ADOPT_HINT}",
+                    group.index + 1,
+                    group.start,
+                    group.end,
+                    group.covered
+                )));
+            }
+        }
+        Some(group) if group.followed && bets_len >= group.end && crc(&group)? != group.crc => {
+            return Err(refused(format!(
+                "bytes {}..{} do not match the check of the journal's last group (line {}), \
+                 which was acknowledged: the bets file was changed. Nothing was changed: \
+                 restore the matching bets file and journal",
+                group.start,
+                group.end,
+                group.index + 1
+            )));
+        }
+        _ => {}
+    }
+    let committed = settled.ledger.committed;
+    let len = settled.cut_group.map_or(bets_len, |g| g.start);
+    if len > committed {
+        return Err(refused(format!(
+            "it has {} bytes past byte {committed}, where the journal's records end; the journal \
+             is written before the rows, so no crash leaves rows past it: the journal lacks \
+             records of acknowledged bets. Nothing was changed. To start, {ADOPT_HINT}",
+            len - committed
+        )));
+    }
+    check_row_end(bets, path, len, committed).map_err(Settling::Refused)?;
+    Ok(settled)
+}
+
+/// The bets file must hold every acknowledged byte and end a row there.
+fn check_row_end(
+    bets: &File,
+    path: &Path,
+    bets_len: u64,
+    committed: u64,
+) -> Result<(), StorageError> {
     let corrupt = |reason| StorageError::Corrupt { path: path.to_owned(), reason };
     if bets_len < committed {
         let reason = format!(
@@ -215,6 +336,20 @@ fn check_bets(bets: &File, path: &Path, bets_len: u64, committed: u64) -> Result
             return Err(corrupt(reason));
         }
     }
+    Ok(())
+}
+
+/// A journal whose rows went first (format 2, legacy): the bets file may hold up to one group
+/// commit's rows past the last recorded end, written and synced but never acknowledged because
+/// their records were not. (Such a journal that lost its last records looks the same: the
+/// reason the current format writes the journal first.)
+fn check_rows_first(
+    bets: &File,
+    path: &Path,
+    bets_len: u64,
+    committed: u64,
+) -> Result<(), StorageError> {
+    check_row_end(bets, path, bets_len, committed)?;
     let extra = bets_len - committed;
     if extra > MAX_GROUP_BYTES {
         let reason = format!(
@@ -223,44 +358,105 @@ fn check_bets(bets: &File, path: &Path, bets_len: u64, committed: u64) -> Result
              the journal lacks records of acknowledged bets. Nothing was changed. To start, \
              {ADOPT_HINT}"
         );
-        return Err(corrupt(reason));
+        return Err(StorageError::Corrupt { path: path.to_owned(), reason });
     }
     Ok(())
 }
 
+/// The CRC-32 of bytes `start..end` of the bets file.
+fn rows_crc(bets: &File, path: &Path, start: u64, end: u64) -> Result<u32, StorageError> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut at = start;
+    while at < end {
+        let n = usize::try_from(end - at).unwrap_or(usize::MAX).min(buffer.len());
+        bets.read_exact_at(&mut buffer[..n], at)
+            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+        hasher.update(&buffer[..n]);
+        at += n as u64;
+    }
+    Ok(hasher.finalize())
+}
+
+enum Converting {
+    Read(StorageError),
+    Contradiction(String),
+}
+
+impl From<String> for Converting {
+    fn from(e: String) -> Self {
+        Self::Contradiction(e)
+    }
+}
+
+/// The text of a current-format journal saying what `records` (of a rows-first journal) say:
+/// each batch gets a group of its own, whose CRC is read from the bets file.
+fn convert(records: &[Record], bets: &File, path: &Path) -> Result<String, Converting> {
+    let mut text = String::new();
+    Record::Header { version: FORMAT_VERSION }.write_to(&mut text);
+    let mut end = 0;
+    for record in records {
+        match *record {
+            Record::Header { .. } => continue,
+            Record::Base { end: base, .. } => end = base,
+            Record::Batch { end: batch_end, .. } => {
+                let crc = rows_crc(bets, path, end, batch_end).map_err(Converting::Read)?;
+                Record::Group { start: end, end: batch_end, crc }.write_to(&mut text);
+                end = batch_end;
+            }
+            Record::Group { .. } | Record::Ready { .. } | Record::Draw { .. } => {}
+        }
+        record.write_to(&mut text);
+    }
+    Ok(text)
+}
+
 /// What adopting a bets file found.
 struct Adopted {
+    /// Where its whole rows end (a torn last row, without its line end, is past it).
     end: u64,
     agencies: Vec<(AgencyId, u64)>,
-    /// Where a line end must be added: the last row is whole but has none.
-    line_end_at: Option<u64>,
 }
 
 /// Reads every row of a bets file that has no journal with the rules the draw uses, and counts
-/// each agency's rows.
+/// each agency's rows. A last row without its line end can only be a torn write (the central
+/// writes every row with its `\r\n`), never acknowledged: it is left past `end`, to be cut.
 fn adopt(bets: &File, path: &Path, len: u64) -> Result<Adopted, StorageError> {
+    let end = last_line_end(bets, path, len)?;
     let mut counts: HashMap<AgencyId, u64> = HashMap::new();
-    for bet in load_bets(path)? {
+    for bet in rows::load_bets_prefix(path, end)? {
         match bet {
             Ok(bet) => *counts.entry(bet.agency).or_default() += 1,
             Err(StorageError::BadRow { path, line, reason }) => {
                 let reason = format!(
                     "{reason}; a bets file without a journal is adopted only when every row is a \
-                     valid bet: fix or remove the row (nothing was changed)"
+                     valid bet: fix or remove the row. Nothing was changed"
                 );
                 return Err(StorageError::BadRow { path, line, reason });
             }
             Err(e) => return Err(e),
         }
     }
-    let mut last = [0u8];
-    bets.read_exact_at(&mut last, len - 1)
-        .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-    let line_end_at = (last[0] != b'\n').then_some(len);
-    let end = if line_end_at.is_some() { len + 2 } else { len };
     let mut agencies: Vec<(AgencyId, u64)> = counts.into_iter().collect();
     agencies.sort();
-    Ok(Adopted { end, agencies, line_end_at })
+    Ok(Adopted { end, agencies })
+}
+
+/// Where the file's last `\n` ends it (0 when it has none).
+fn last_line_end(file: &File, path: &Path, len: u64) -> Result<u64, StorageError> {
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut end = len;
+    while end > 0 {
+        let n = usize::try_from(end).unwrap_or(usize::MAX).min(buffer.len());
+        let at = end - n as u64;
+        file.read_exact_at(&mut buffer[..n], at)
+            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+        if let Some(i) = buffer[..n].iter().rposition(|b| *b == b'\n') {
+            return Ok(at + i as u64 + 1);
+        }
+        end = at;
+    }
+    Ok(0)
 }
 
 /// Writes `text` as the new journal at `path` (through a temporary file renamed over it, so a
@@ -343,4 +539,227 @@ fn lock_holder(file: &File) -> Option<u32> {
         let pid: u32 = pid.parse().ok()?;
         (*kind == "FLOCK" && *id == wanted && pid != 0).then_some(pid)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agency(n: u32) -> AgencyId {
+        AgencyId::new(n).unwrap()
+    }
+
+    const ROWS: &[u8] = b"1,Ana,Paz,1,2000-01-01,7574\r\n2,Ana,Paz,2,2000-01-01,5\r\n";
+    const MORE: &[u8] = b"1,Ana,Paz,3,2000-01-01,6\r\n";
+
+    fn lines(records: &[Record]) -> String {
+        let mut text = String::new();
+        records.iter().for_each(|r| r.write_to(&mut text));
+        text
+    }
+
+    fn batch(a: u32, seq: u64, end: usize) -> Record {
+        Record::Batch { agency: agency(a), seq, bets: 1, end: end as u64, winners: Some(vec![]) }
+    }
+
+    /// Header, a group of ROWS (two batches), then `more`.
+    fn journal(more: &[Record]) -> String {
+        let group = Record::Group { start: 0, end: ROWS.len() as u64, crc: crc32fast::hash(ROWS) };
+        let first = [Record::Header { version: FORMAT_VERSION }, group, batch(1, 1, 29)];
+        lines(&[&first[..], &[batch(2, 1, ROWS.len())], more].concat())
+    }
+
+    fn more_group(batches: &[Record]) -> Vec<Record> {
+        let (start, end) = (ROWS.len() as u64, (ROWS.len() + MORE.len()) as u64);
+        let group = Record::Group { start, end, crc: crc32fast::hash(MORE) };
+        [&[group][..], batches].concat()
+    }
+
+    /// Runs recovery on `bets` and `journal`; on a refusal, checks nothing was changed.
+    fn recover_files(bets: &[u8], journal: &str) -> Result<Recovery, String> {
+        recover_bytes(bets, journal.as_bytes())
+    }
+
+    fn recover_bytes(bets: &[u8], journal: &[u8]) -> Result<Recovery, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, journal_path) =
+            (dir.path().join("bets.csv"), dir.path().join("bets.csv.journal"));
+        std::fs::write(&path, bets).unwrap();
+        std::fs::write(&journal_path, journal).unwrap();
+        match recover(&path, &journal_path, false) {
+            Ok((_, recovery)) => Ok(recovery),
+            Err(e) => {
+                assert_eq!(std::fs::read(&path).unwrap(), bets, "{e}");
+                assert_eq!(std::fs::read(&journal_path).unwrap(), journal, "{e}");
+                let text = e.to_string();
+                assert!(text.contains("Nothing was changed"), "{text}");
+                Err(text)
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_group_is_kept_whole_and_cut_short() {
+        let end = ROWS.len() + MORE.len();
+        let with_more = journal(&more_group(&[batch(1, 2, end)]));
+        let whole = [ROWS, MORE].concat();
+        let recovery = recover_files(&whole, &with_more).unwrap();
+        assert_eq!(
+            (recovery.cut_bets_bytes, recovery.cut_journal_bytes, recovery.batches),
+            (0, 0, 3)
+        );
+        for short in [0, 1, MORE.len() - 1] {
+            let recovery = recover_files(&whole[..ROWS.len() + short], &with_more).unwrap();
+            assert_eq!(recovery.cut_bets_bytes, short as u64);
+            assert_eq!(recovery.cut_journal_bytes, (with_more.len() - journal(&[]).len()) as u64);
+            assert_eq!((recovery.batches, recovery.bets_len), (2, ROWS.len() as u64));
+        }
+        let mut changed = whole.clone();
+        changed[ROWS.len() + 3] = b'7';
+        assert_eq!(recover_files(&changed, &with_more).unwrap().cut_bets_bytes, MORE.len() as u64);
+        // Whole rows whose batch lines are missing: the journal lost records.
+        let no_batches = journal(&more_group(&[]));
+        let err = recover_files(&whole, &no_batches).unwrap_err();
+        assert!(err.contains("its batch records end at byte 55"), "{err}");
+        // Its rows not written at all, its batch lines missing: never acknowledged.
+        assert_eq!(recover_files(ROWS, &no_batches).unwrap().batches, 2);
+    }
+
+    /// A crash at every point of a group commit, and of the `ready` write after it, as a power
+    /// loss can leave the files (a write cut short, or its unsynced bytes zeros): recovery
+    /// starts with the group either wholly there (only once its rows were all written) or wholly
+    /// gone.
+    #[test]
+    fn every_crash_point_of_a_group_commit_recovers_to_before_or_after_it() {
+        let end = ROWS.len() + MORE.len();
+        let before = journal(&[]).into_bytes();
+        let after = journal(&more_group(&[batch(1, 2, end)])).into_bytes();
+        let write = &after[before.len()..];
+        let whole = [ROWS, MORE].concat();
+        let outcome = |bets: &[u8], journal: &[u8]| {
+            let recovery = recover_bytes(bets, journal)
+                .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(journal)));
+            (recovery.batches, recovery.bets_len)
+        };
+        let (gone, there) = ((2, ROWS.len() as u64), (3, end as u64));
+        // The journal's write cut short, or its tail never synced; no rows written yet.
+        for cut in 0..=write.len() {
+            let zeros = [&before[..], &write[..cut], &vec![0; write.len() - cut]].concat();
+            assert_eq!(outcome(ROWS, &[&before[..], &write[..cut]].concat()), gone, "{cut}");
+            assert_eq!(outcome(ROWS, &zeros), gone, "zeros from {cut}");
+            // Zeros in the middle of the write, its later bytes there.
+            if cut + 8 < write.len() {
+                let mut hole = after.clone();
+                hole[before.len() + cut..before.len() + cut + 8].fill(0);
+                assert_eq!(outcome(ROWS, &hole), gone, "a hole at {cut}");
+            }
+        }
+        // The journal synced; the rows cut short, or not all synced.
+        for n in 0..=MORE.len() {
+            let expected = if n == MORE.len() { there } else { gone };
+            assert_eq!(outcome(&whole[..ROWS.len() + n], &after), expected, "{n} bytes of rows");
+            let zeros = [ROWS, &MORE[..n], &vec![0; MORE.len() - n]].concat();
+            assert_eq!(outcome(&zeros, &after), expected, "{n} bytes of rows, then zeros");
+        }
+        // Then a ready record, cut short or never synced: the group stays.
+        let ready = lines(&[Record::Ready { agency: agency(1) }]).into_bytes();
+        for cut in 0..=ready.len() {
+            let short = [&after[..], &ready[..cut]].concat();
+            assert_eq!(outcome(&whole, &short), there, "ready cut at {cut}");
+            let zeros = [&after[..], &ready[..cut], &vec![0; ready.len() - cut]].concat();
+            assert_eq!(outcome(&whole, &zeros), there, "ready zeros from {cut}");
+        }
+    }
+
+    #[test]
+    fn an_acknowledged_group_must_be_whole_and_match() {
+        let end = ROWS.len() + MORE.len();
+        let followed = journal(
+            &[more_group(&[batch(1, 2, end)]), vec![Record::Ready { agency: agency(1) }]].concat(),
+        );
+        let whole = [ROWS, MORE].concat();
+        assert_eq!(recover_files(&whole, &followed).unwrap().ready, [agency(1)]);
+        let err = recover_files(&whole[..end - 1], &followed).unwrap_err();
+        assert!(err.contains("acknowledged bets"), "{err}");
+        let mut changed = whole.clone();
+        changed[ROWS.len() + 3] = b'7';
+        let err = recover_files(&changed, &followed).unwrap_err();
+        assert!(err.contains("do not match the check"), "{err}");
+        // An earlier group, short: refused.
+        let err =
+            recover_files(&ROWS[..ROWS.len() - 1], &journal(&more_group(&[batch(1, 2, end)])))
+                .unwrap_err();
+        assert!(err.contains("acknowledged bets"), "{err}");
+    }
+
+    #[test]
+    fn bytes_past_the_last_end_are_refused_in_this_format_and_cut_in_older_ones() {
+        let whole = [ROWS, MORE].concat();
+        let err = recover_files(&whole, &journal(&[])).unwrap_err();
+        assert!(
+            err.contains("it has 26 bytes past byte 55") && err.contains("lacks records"),
+            "{err}"
+        );
+        let err = recover_files(&[ROWS, b"1"].concat(), &journal(&[])).unwrap_err();
+        assert!(err.contains("it has 1 bytes past byte 55"), "{err}");
+        // Format 2: written rows first; one group's rows past its end were never acknowledged.
+        let two = lines(&[
+            Record::Header { version: journal::FORMAT_ROWS_FIRST },
+            batch(1, 1, 29),
+            batch(2, 1, ROWS.len()),
+        ]);
+        let recovery = recover_files(&whole, &two).unwrap();
+        assert!(recovery.journal_converted);
+        assert_eq!((recovery.cut_bets_bytes, recovery.batches), (MORE.len() as u64, 2));
+    }
+
+    #[test]
+    fn converted_journals_get_a_group_per_batch_with_its_rows_crc() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        std::fs::write(&path, [&b"1,Ana,Paz,9,2000-01-01,1\r\n"[..], ROWS].concat()).unwrap();
+        let file = File::open(&path).unwrap();
+        let records = [
+            Record::Base { end: 26, agencies: vec![] },
+            Record::Batch { agency: agency(1), seq: 1, bets: 1, end: 55, winners: None },
+            Record::Ready { agency: agency(1) },
+        ];
+        let Ok(text) = convert(&records, &file, &path) else { panic!("converted") };
+        let read = journal::replay(text.as_bytes(), 55).unwrap();
+        let group = Record::Group { start: 26, end: 55, crc: crc32fast::hash(&ROWS[..29]) };
+        let expected = [
+            Record::Header { version: FORMAT_VERSION },
+            records[0].clone(),
+            group,
+            records[1].clone(),
+            records[2].clone(),
+        ];
+        assert_eq!(read.records, expected);
+        assert!(Ledger::replay(&read.records).unwrap().winners_unknown);
+        assert_eq!(
+            rows_crc(&file, &path, 0, 81).unwrap(),
+            crc32fast::hash(&std::fs::read(&path).unwrap())
+        );
+    }
+
+    #[test]
+    fn adoption_cuts_a_last_row_without_its_line_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bets.csv");
+        for (bytes, end) in [
+            (&b""[..], 0),
+            (b"1,Ana", 0),
+            (ROWS, ROWS.len()),
+            (&[ROWS, &MORE[..20]].concat()[..], ROWS.len()),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            let file = File::open(&path).unwrap();
+            assert_eq!(last_line_end(&file, &path, bytes.len() as u64).unwrap(), end as u64);
+        }
+        let long: Vec<u8> = ROWS.iter().copied().cycle().take(200_000).collect();
+        std::fs::write(&path, [&long[..], b"1,Ana"].concat()).unwrap();
+        let file = File::open(&path).unwrap();
+        let end = long.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+        assert_eq!(last_line_end(&file, &path, long.len() as u64 + 5).unwrap(), end as u64);
+    }
 }

@@ -70,9 +70,20 @@ fn push_field(out: &mut Vec<u8>, field: &str) {
 pub fn load_bets(
     path: &Path,
 ) -> Result<impl Iterator<Item = Result<Bet, StorageError>>, StorageError> {
+    load_bets_prefix(path, u64::MAX)
+}
+
+/// As [`load_bets`], over the file's first `len` bytes only.
+///
+/// # Errors
+/// As [`load_bets`].
+pub(super) fn load_bets_prefix(
+    path: &Path,
+    len: u64,
+) -> Result<impl Iterator<Item = Result<Bet, StorageError>>, StorageError> {
     let file = fs::File::open(path)
         .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-    let mut reader = csv_reader(file);
+    let mut reader = csv_reader(io::Read::take(file, len));
     let path = path.to_owned();
     let mut record = csv::StringRecord::new();
     Ok(std::iter::from_fn(move || match reader.read_record(&mut record) {
