@@ -29,7 +29,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::ServerConfig;
 use crate::domain::{AgencyId, Draw};
 use crate::protocol::{ErrorCode, ServerCodec, ServerMessage};
-use crate::storage::{BetStore, StorageError, StoreOptions};
+use crate::storage::{BetStore, StorageError, Store, StoreOptions};
 use session::Rules;
 
 /// How long shutdown waits for open connections to close before giving up on them.
@@ -95,7 +95,7 @@ pub async fn run(
         journal_converted = recovery.journal_converted,
     );
     let tracker = TaskTracker::new();
-    let mut shared = Shared::new(config, store, tracker.clone(), token.clone());
+    let mut shared = Shared::new(config, store.into(), tracker.clone(), token.clone());
     shared.draw_recorded = recovery.drawn;
     let shared = Arc::new(shared);
     // Agencies that were ready before a restart keep their barrier party.
@@ -119,14 +119,6 @@ pub async fn run(
         tracker.spawn(serving);
     }
 
-    // Group commits run in their own task, so a connection can read its next batches while
-    // earlier ones are being synced. It outlives the connections: their last batches commit.
-    let committing = CancellationToken::new();
-    let committer = tokio::spawn({
-        let (shared, committing) = (shared.clone(), committing.clone());
-        async move { shared.store.run_committer(committing).await }
-    });
-
     accept_loop(&listener, &shared, &tracker, &token).await;
 
     drop(listener);
@@ -138,10 +130,7 @@ pub async fn run(
         let open = tracker.len();
         warn!(action = "shutdown", result = "in_progress", step = "connections abandoned", open);
     }
-    committing.cancel();
-    if let Err(e) = committer.await {
-        error!(action = "shutdown", result = "in_progress", step = "committer failed", error = %e);
-    }
+    // The store's committer outlives the connections: their last batches commit before it stops.
     shared.store.close().await;
     let stats = shared.store.stats();
     info!(
@@ -314,7 +303,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 pub(crate) struct Shared {
     config: ServerConfig,
     rules: Rules,
-    store: BetStore,
+    store: Store,
     sessions: Sessions,
     newcomers: Arc<Newcomers>,
     /// Connections without `Hello` that ended with an error: one WARN line a second for all.
@@ -340,7 +329,7 @@ enum DrawStatus {
 impl Shared {
     fn new(
         config: ServerConfig,
-        store: BetStore,
+        store: Store,
         tasks: TaskTracker,
         token: CancellationToken,
     ) -> Self {

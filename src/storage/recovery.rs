@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
+use super::error::write_error;
 use super::journal::{self, FORMAT_VERSION, Format, LastGroup, Ledger, Record};
-use super::{Files, MAX_GROUP_BYTES, Recovery, StorageError, rows, write_error};
+use super::{Files, MAX_GROUP_BYTES, Recovery, StorageError, rows};
 use crate::domain::AgencyId;
 
 /// What to do when the journal cannot be trusted, but the bets file can.
