@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod config;
+mod csv_rows;
 pub mod datagen;
 pub mod domain;
 pub mod protocol;

@@ -15,7 +15,7 @@ mod progress;
 mod reader;
 
 use pacer::Pacer;
-use progress::Progress;
+use progress::UploadProgress;
 pub use reader::{CHECK_REPORTED_ROWS, CheckReport, check_file, read_batches};
 use reader::{Read, spawn_reader};
 
@@ -504,7 +504,7 @@ pub async fn run_with_progress(
         }
         BetSource::Single(_) => 1,
     };
-    let mut progress = Progress::new(total);
+    let mut progress = UploadProgress::new(total);
     let mut last_progress = Instant::now();
     let mut delay = FIRST_RETRY_DELAY;
     let mut pacer = Pacer::new(config.loop_period);
@@ -577,7 +577,7 @@ async fn session(
     token: &CancellationToken,
     acked_bets: &AtomicU64,
     outcome: &mut Outcome,
-    progress: &mut Progress,
+    progress: &mut UploadProgress,
     pacer: &mut Pacer,
 ) -> Result<(), ClientError> {
     let mut seq = connection.next_seq();

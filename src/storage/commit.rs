@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::error::{StorageError, interrupted};
-use super::journal::{Progress, Record};
+use super::journal::{AgencyProgress, Record};
 use super::{Files, MAX_GROUP_BYTES, Shared, Stored, rows};
 use crate::domain::{AgencyId, Bet, Document, has_won};
 
@@ -103,7 +103,7 @@ impl Shared {
         let closed = files.ledger.draw.is_some();
         let limit = self.options.max_bets_per_agency;
         // Each agency's progress as this group would leave it, applied only once it is durable.
-        let mut tentative: HashMap<AgencyId, Progress> = HashMap::new();
+        let mut tentative: HashMap<AgencyId, AgencyProgress> = HashMap::new();
         let mut records = Vec::new();
         let mut rows = Vec::new();
         let mut batch_lines = String::new();

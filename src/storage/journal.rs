@@ -392,7 +392,7 @@ fn quoted(text: &str) -> String {
 
 /// An agency's durable progress.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
+pub struct AgencyProgress {
     /// The last batch sequence number stored (0: none yet).
     pub last_seq: u64,
     /// Bets stored for the agency, over all its batches.
@@ -420,7 +420,7 @@ pub(super) struct LastGroup {
 pub(super) struct Ledger {
     /// Bytes of the bets file that are committed.
     pub(super) committed: u64,
-    pub(super) agencies: HashMap<AgencyId, Progress>,
+    pub(super) agencies: HashMap<AgencyId, AgencyProgress>,
     /// `(bets, end)` of the draw, once it ran.
     pub(super) draw: Option<(u64, u64)>,
     pub(super) batches: u64,
@@ -597,7 +597,7 @@ impl Ledger {
         Ok(())
     }
 
-    pub(super) fn progress(&self, agency: AgencyId) -> Progress {
+    pub(super) fn progress(&self, agency: AgencyId) -> AgencyProgress {
         self.agencies.get(&agency).copied().unwrap_or_default()
     }
 }
@@ -840,12 +840,12 @@ mod tests {
         let ledger = Ledger::replay(&sample()).unwrap();
         assert_eq!(
             ledger.progress(agency(1)),
-            Progress { last_seq: 0, stored_bets: 4, ready: false }
+            AgencyProgress { last_seq: 0, stored_bets: 4, ready: false }
         );
         assert_eq!(ledger.progress(agency(3)).stored_bets, 1);
         assert_eq!(
             ledger.progress(agency(2)),
-            Progress { last_seq: 2, stored_bets: 151, ready: true }
+            AgencyProgress { last_seq: 2, stored_bets: 151, ready: true }
         );
         assert_eq!(ledger.bets, 156);
         assert!(ledger.winners_unknown, "adopted rows: the draw reads the file");
@@ -890,7 +890,7 @@ mod tests {
         assert_eq!(ledger.committed, 270);
         assert_eq!(
             ledger.progress(agency(2)),
-            Progress { last_seq: 1, stored_bets: 2, ready: true }
+            AgencyProgress { last_seq: 1, stored_bets: 2, ready: true }
         );
         assert_eq!((ledger.batches, ledger.bets), (3, 9));
         assert_eq!(ledger.winners[&agency(1)], docs(&["5", "6"]));

@@ -58,8 +58,7 @@ use journal::{Ledger, Record};
 
 pub use commit::Ack;
 pub use error::StorageError;
-pub use journal::Progress;
-pub(crate) use rows::{csv_reader, fields, record_line};
+pub use journal::AgencyProgress;
 pub use rows::{load_bets, store_bets};
 pub use store::Store;
 
@@ -276,7 +275,7 @@ impl BetStore {
     }
 
     /// `agency`'s durable progress: its last stored batch, bets stored, and ready flag.
-    pub async fn progress(&self, agency: AgencyId) -> Progress {
+    pub async fn progress(&self, agency: AgencyId) -> AgencyProgress {
         self.shared.files.lock().await.ledger.progress(agency)
     }
 
@@ -330,7 +329,7 @@ impl BetStore {
 
     /// Every agency's durable progress, in agency order (agencies with no batch nor ready flag
     /// are absent).
-    pub async fn agencies(&self) -> Vec<(AgencyId, Progress)> {
+    pub async fn agencies(&self) -> Vec<(AgencyId, AgencyProgress)> {
         let files = self.shared.files.lock().await;
         let mut agencies: Vec<_> = files.ledger.agencies.iter().map(|(a, p)| (*a, *p)).collect();
         agencies.sort_by_key(|(a, _)| *a);

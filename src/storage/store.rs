@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::{Ack, BetStore, Progress, Readiness, StorageError, StoreStats};
+use super::{Ack, AgencyProgress, BetStore, Readiness, StorageError, StoreStats};
 use crate::domain::{AgencyId, Bet, Draw};
 
 /// Where the central stores its bets. See the module docs for the operations a store provides.
@@ -42,7 +42,7 @@ impl Store {
     }
 
     /// `agency`'s durable progress: its last stored batch, bets stored, and ready flag.
-    pub async fn progress(&self, agency: AgencyId) -> Progress {
+    pub async fn progress(&self, agency: AgencyId) -> AgencyProgress {
         match self {
             Self::File(store) => store.progress(agency).await,
         }
@@ -69,7 +69,7 @@ impl Store {
     }
 
     /// Every agency's durable progress, in agency order.
-    pub async fn agencies(&self) -> Vec<(AgencyId, Progress)> {
+    pub async fn agencies(&self) -> Vec<(AgencyId, AgencyProgress)> {
         match self {
             Self::File(store) => store.agencies().await,
         }

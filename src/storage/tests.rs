@@ -53,7 +53,7 @@ async fn batches_follow_the_sequence_and_retries_are_not_stored_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(&dir).await;
     let batch = [bet(1, "1", 1), bet(1, "2", 2)];
-    assert_eq!(store.progress(agency(1)).await, Progress::default());
+    assert_eq!(store.progress(agency(1)).await, AgencyProgress::default());
     assert_eq!(store.store_batch(agency(1), 1, &batch).await.unwrap(), Stored::New);
     let len = store.committed_len().await;
     assert_eq!(store.store_batch(agency(1), 1, &batch).await.unwrap(), Stored::Duplicate);
@@ -61,7 +61,7 @@ async fn batches_follow_the_sequence_and_retries_are_not_stored_twice() {
     let gap = store.store_batch(agency(1), 3, &batch).await.unwrap_err();
     assert!(matches!(gap, StorageError::SequenceGap { expected: 2, got: 3, .. }), "{gap}");
     let progress = store.progress(agency(1)).await;
-    assert_eq!(progress, Progress { last_seq: 1, stored_bets: 2, ready: false });
+    assert_eq!(progress, AgencyProgress { last_seq: 1, stored_bets: 2, ready: false });
     assert_eq!(store.progress(agency(2)).await.last_seq, 0, "sequences are per agency");
 }
 
@@ -104,7 +104,7 @@ async fn everything_survives_a_reopen() {
     assert_eq!(recovery.ready, [agency(1), agency(2)]);
     assert_eq!(
         store.progress(agency(1)).await,
-        Progress { last_seq: 2, stored_bets: 3, ready: true }
+        AgencyProgress { last_seq: 2, stored_bets: 3, ready: true }
     );
     let draw = store.draw().await.unwrap();
     let docs: Vec<&str> = draw.winners_for(agency(1)).iter().map(Document::as_str).collect();
@@ -162,7 +162,7 @@ async fn a_group_whose_rows_were_never_all_written_is_cut_from_both_files() {
     assert_eq!((recovery.cut_bets_bytes, recovery.cut_journal_bytes), (0, 0));
     assert_eq!(
         store.progress(agency(1)).await,
-        Progress { last_seq: 2, stored_bets: 4, ready: false }
+        AgencyProgress { last_seq: 2, stored_bets: 4, ready: false }
     );
     assert_eq!(store.store_batch(agency(1), 3, &[bet(1, "15", 4)]).await.unwrap(), Stored::New);
     assert_eq!(loaded(&store).len(), 5);
@@ -214,7 +214,7 @@ async fn a_bets_file_without_journal_is_adopted_only_when_every_row_is_a_bet() {
     assert_eq!(loaded(&store).len(), 3);
     assert_eq!(
         store.progress(agency(3)).await,
-        Progress { last_seq: 0, stored_bets: 2, ready: false }
+        AgencyProgress { last_seq: 0, stored_bets: 2, ready: false }
     );
     assert_eq!(store.progress(agency(1)).await.stored_bets, 1);
     assert_eq!(store.store_batch(agency(3), 1, &[bet(3, "9", 1)]).await.unwrap(), Stored::New);
@@ -224,7 +224,7 @@ async fn a_bets_file_without_journal_is_adopted_only_when_every_row_is_a_bet() {
     assert_eq!(loaded(&store).len(), 4);
     assert_eq!(
         store.progress(agency(3)).await,
-        Progress { last_seq: 1, stored_bets: 3, ready: false }
+        AgencyProgress { last_seq: 1, stored_bets: 3, ready: false }
     );
     let draw = store.draw().await.unwrap();
     let docs: Vec<&str> = draw.winners_for(agency(3)).iter().map(Document::as_str).collect();
@@ -266,7 +266,7 @@ async fn rows_first_journals_are_rewritten_in_the_current_format() {
         assert_eq!(recovery.cut_bets_bytes, unacknowledged.len() as u64, "{what}");
         assert_eq!(
             store.progress(agency(1)).await,
-            Progress { last_seq: 1, stored_bets: 2, ready: true },
+            AgencyProgress { last_seq: 1, stored_bets: 2, ready: true },
             "{what}"
         );
         let text = fs::read_to_string(&journal_path).unwrap();
