@@ -28,8 +28,12 @@ pub struct ConfigOption {
     /// The default, as shown to people.
     pub default: &'static str,
     pub help: &'static str,
+    /// Whether `default` is the value itself, read as if it were set (the one place it is
+    /// written), rather than a description of what happens when the setting is unset.
+    pub literal: bool,
 }
 
+/// A setting whose default is a value (`"12345"`, `"30s"`): the parsers read it from here.
 const fn option(
     flag: &'static str,
     env: &'static str,
@@ -37,7 +41,27 @@ const fn option(
     default: &'static str,
     help: &'static str,
 ) -> ConfigOption {
-    ConfigOption { flag, env, file_key, default, help }
+    ConfigOption { flag, env, file_key, default, help, literal: true }
+}
+
+/// A setting whose default is described (`"none"`, `"required"`) and worked out in code.
+const fn described(
+    flag: &'static str,
+    env: &'static str,
+    file_key: Option<&'static str>,
+    default: &'static str,
+    help: &'static str,
+) -> ConfigOption {
+    ConfigOption { flag, env, file_key, default, help, literal: false }
+}
+
+/// The default value of `var`, when it has one (see [`ConfigOption::literal`]).
+pub(super) fn literal_default(var: &str) -> Option<&'static str> {
+    SERVER_OPTIONS
+        .iter()
+        .chain(CLIENT_OPTIONS)
+        .find(|option| option.env == var && option.literal)
+        .map(|option| option.default)
 }
 
 /// `lottery-server`'s settings. The `config.ini` key is the variable's own name.
@@ -93,7 +117,7 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "1024",
         "connections served at once; more get Busy",
     ),
-    option(
+    described(
         "max-pending-hellos",
         "LOTTERY_MAX_PENDING_HELLOS",
         Some("LOTTERY_MAX_PENDING_HELLOS"),
@@ -128,14 +152,14 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "10s",
         "time to write a reply",
     ),
-    option(
+    described(
         "agency-tokens-file",
         "LOTTERY_AGENCY_TOKENS_FILE",
         Some("LOTTERY_AGENCY_TOKENS_FILE"),
         "none",
         "agency:token lines; when set, Hello needs the agency's token",
     ),
-    option(
+    described(
         "metrics-addr",
         "METRICS_ADDR",
         Some("METRICS_ADDR"),
@@ -156,7 +180,7 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "67108864",
         "free bytes the bets file's filesystem keeps; below, batches are refused (0: off)",
     ),
-    option(
+    described(
         "config",
         "LOTTERY_CONFIG_FILE",
         None,
@@ -167,7 +191,7 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
 
 /// `lottery-client`'s settings; `config.yaml` keys follow the original exercise's layout.
 pub const CLIENT_OPTIONS: &[ConfigOption] = &[
-    option("id", "CLI_ID", Some("id"), "required", "this agency's number"),
+    described("id", "CLI_ID", Some("id"), "required", "this agency's number"),
     option(
         "server-address",
         "CLI_SERVER_ADDRESS",
@@ -196,7 +220,7 @@ pub const CLIENT_OPTIONS: &[ConfigOption] = &[
         "INFO",
         "ERROR, WARN, INFO, DEBUG or TRACE",
     ),
-    option(
+    described(
         "data-file",
         "CLI_DATA_FILE",
         Some("data.file"),
@@ -231,14 +255,20 @@ pub const CLIENT_OPTIONS: &[ConfigOption] = &[
         "0",
         "accepted and logged; the whole agency file is sent",
     ),
-    option(
+    described(
         "token",
         "CLI_TOKEN",
         Some("token"),
         "none",
         "this agency's secret, when the central requires tokens",
     ),
-    option("config", "CLI_CONFIG_FILE", None, "./config.yaml if present", "the configuration file"),
+    described(
+        "config",
+        "CLI_CONFIG_FILE",
+        None,
+        "./config.yaml if present",
+        "the configuration file",
+    ),
 ];
 
 /// A binary's command line and configuration file.

@@ -25,12 +25,12 @@ use tracing::{debug, error, info, warn};
 use super::Shared;
 use super::listener::Newcomer;
 use super::lottery::DrawStatus;
-use super::replies::{BatchOutcome, MAX_IN_FLIGHT, Outgoing, PendingAck, front_ack};
+use super::replies::{BatchOutcome, Outgoing, PendingAck, front_ack};
 use super::session::{Session, Step};
 use crate::domain::{AgencyId, Draw};
 use crate::protocol::{
-    ClientMessage, CodecError, ErrorCode, PROTOCOL_VERSION, ServerCodec, ServerMessage,
-    WINNERS_PER_FRAME,
+    ClientMessage, CodecError, ErrorCode, MAX_BATCHES_IN_FLIGHT, PROTOCOL_VERSION, ServerCodec,
+    ServerMessage, WINNERS_PER_FRAME,
 };
 
 /// How long a farewell `Error` may take to send before the connection is dropped anyway.
@@ -130,7 +130,7 @@ impl Handler {
                     }
                     continue;
                 }
-                message = self.next(), if outgoing.len() < MAX_IN_FLIGHT => message?,
+                message = self.next(), if outgoing.len() < MAX_BATCHES_IN_FLIGHT => message?,
             };
             let Some(message) = message else { break };
             match self.session.on_message(message, &self.shared.rules) {

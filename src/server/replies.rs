@@ -11,9 +11,6 @@ use crate::domain::{AgencyId, Bet};
 use crate::protocol::{ErrorCode, RejectReason, ServerMessage};
 use crate::storage::{Ack, StorageError, Stored};
 
-/// Most batches one connection keeps in flight (read, waiting for their commit).
-pub(super) const MAX_IN_FLIGHT: usize = 32;
-
 /// A reply owed to the agency.
 pub(super) enum Outgoing {
     Reply(ServerMessage),
