@@ -58,4 +58,16 @@ impl ConfigError {
         }
         Some(u8::try_from(*exit_code).unwrap_or(2))
     }
+
+    /// What a binary does when its configuration fails: prints a `Usage` error (see
+    /// [`ConfigError::print_usage`]), or logs any other as `action: config | result: fail`;
+    /// returns the exit code (2 for a bad configuration).
+    pub fn report(&self) -> u8 {
+        if let Some(code) = self.print_usage() {
+            return code;
+        }
+        crate::telemetry::init(tracing::Level::INFO, None);
+        tracing::error!(action = "config", result = "fail", error = %self);
+        2
+    }
 }

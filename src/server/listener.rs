@@ -71,11 +71,11 @@ pub(super) async fn accept_loop(
                     drop(permit);
                 });
             }
-            Err(e) if is_connection_error(&e) => {}
             Err(e) => {
-                error!(action = "accept", result = "fail", error = %e);
-                if token.run_until_cancelled(tokio::time::sleep(ACCEPT_ERROR_PAUSE)).await.is_none()
-                {
+                if !is_connection_error(&e) {
+                    error!(action = "accept", result = "fail", error = %e);
+                }
+                if !pause_after_accept_error(&e, token).await {
                     return;
                 }
             }
@@ -167,6 +167,14 @@ impl Drop for Newcomer {
             queue.waiting.remove(i);
         }
     }
+}
+
+/// What an accept loop does after an accept error: goes on at once when the error was about one
+/// connection (reset, aborted, refused); otherwise (e.g. out of file descriptors) pauses for
+/// `ACCEPT_ERROR_PAUSE` rather than spin a core. False when `token` was cancelled meanwhile.
+pub(super) async fn pause_after_accept_error(e: &io::Error, token: &CancellationToken) -> bool {
+    is_connection_error(e)
+        || token.run_until_cancelled(tokio::time::sleep(ACCEPT_ERROR_PAUSE)).await.is_some()
 }
 
 fn is_connection_error(e: &io::Error) -> bool {
