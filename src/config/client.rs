@@ -67,37 +67,29 @@ pub enum BetSource {
 const SINGLE_BET_VARS: [&str; 5] = ["NOMBRE", "APELLIDO", "DOCUMENTO", "NACIMIENTO", "NUMERO"];
 
 impl ClientConfig {
-    /// Reads the configuration from this process's command line, environment and configuration
-    /// file (flag > environment > file > default).
+    /// The agency's settings from this process's command line, environment and `config.yaml`,
+    /// as [`ServerConfig::load_from_process`](super::ServerConfig::load_from_process) reads the
+    /// central's.
     ///
     /// # Errors
-    /// `Usage` for `--help`/`--version` or a bad command line; any other `ConfigError` for the
-    /// first setting or file that does not parse.
+    /// As `ServerConfig::load_from_process`.
     pub fn load_from_process() -> Result<Self, ConfigError> {
         Self::load(std::env::args_os(), env_lookup)
     }
 
-    /// Like [`ClientConfig::load_from_process`], with the command line `args` (program name
-    /// first) and the environment `env`.
+    /// As [`ClientConfig::load_from_process`], from `args` (program name first) and `env`;
+    /// `--check` is a flag only.
     ///
     /// # Errors
-    /// As [`ClientConfig::load_from_process`].
+    /// As `ServerConfig::load_from_process`.
     pub fn load<T: Into<OsString> + Clone>(
         args: impl IntoIterator<Item = T>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let (flags, file) = sources::gather(&sources::CLIENT, args, &env)?;
-        let mut config = Self::from_lookup(layered(&flags.values, &env, &file))?;
-        config.check = flags.check;
-        Ok(config)
-    }
-
-    /// Reads the configuration from the process environment.
-    ///
-    /// # Errors
-    /// The first variable that is missing or does not parse.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(env_lookup)
+        let check = flags.check;
+        Self::from_lookup(layered(&flags.values, &env, &file))
+            .map(|config| Self { check, ..config })
     }
 
     /// Reads the configuration through `lookup` (a variable name → its value).

@@ -45,14 +45,8 @@ const fn option(
 }
 
 /// A setting whose default is described (`"none"`, `"required"`) and worked out in code.
-const fn described(
-    flag: &'static str,
-    env: &'static str,
-    file_key: Option<&'static str>,
-    default: &'static str,
-    help: &'static str,
-) -> ConfigOption {
-    ConfigOption { flag, env, file_key, default, help, literal: false }
+const fn described(option: ConfigOption) -> ConfigOption {
+    ConfigOption { literal: false, ..option }
 }
 
 /// The default value of `var`, when it has one (see [`ConfigOption::literal`]).
@@ -117,13 +111,13 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "1024",
         "connections served at once; more get Busy",
     ),
-    described(
+    described(option(
         "max-pending-hellos",
         "LOTTERY_MAX_PENDING_HELLOS",
         Some("LOTTERY_MAX_PENDING_HELLOS"),
         "64",
         "connections without Hello yet; a newer one closes the oldest",
-    ),
+    )),
     option(
         "max-frame-bytes",
         "LOTTERY_MAX_FRAME_BYTES",
@@ -152,20 +146,20 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "10s",
         "time to write a reply",
     ),
-    described(
+    described(option(
         "agency-tokens-file",
         "LOTTERY_AGENCY_TOKENS_FILE",
         Some("LOTTERY_AGENCY_TOKENS_FILE"),
         "none",
         "agency:token lines; when set, Hello needs the agency's token",
-    ),
-    described(
+    )),
+    described(option(
         "metrics-addr",
         "METRICS_ADDR",
         Some("METRICS_ADDR"),
         "off",
         "serve Prometheus metrics at http://ADDR/metrics (port 0: a free one)",
-    ),
+    )),
     option(
         "max-bets-per-agency",
         "LOTTERY_MAX_BETS_PER_AGENCY",
@@ -180,18 +174,18 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "67108864",
         "free bytes the bets file's filesystem keeps; below, batches are refused (0: off)",
     ),
-    described(
+    described(option(
         "config",
         "LOTTERY_CONFIG_FILE",
         None,
         "./config.ini if present",
         "the configuration file ([DEFAULT] section, keys as the variables)",
-    ),
+    )),
 ];
 
 /// `lottery-client`'s settings; `config.yaml` keys follow the original exercise's layout.
 pub const CLIENT_OPTIONS: &[ConfigOption] = &[
-    described("id", "CLI_ID", Some("id"), "required", "this agency's number"),
+    described(option("id", "CLI_ID", Some("id"), "required", "this agency's number")),
     option(
         "server-address",
         "CLI_SERVER_ADDRESS",
@@ -220,13 +214,13 @@ pub const CLIENT_OPTIONS: &[ConfigOption] = &[
         "INFO",
         "ERROR, WARN, INFO, DEBUG or TRACE",
     ),
-    described(
+    described(option(
         "data-file",
         "CLI_DATA_FILE",
         Some("data.file"),
         "/data/agency-{id}.csv",
         "the agency file",
-    ),
+    )),
     option(
         "connect-timeout",
         "CLI_CONNECT_TIMEOUT",
@@ -255,20 +249,20 @@ pub const CLIENT_OPTIONS: &[ConfigOption] = &[
         "0",
         "accepted and logged; the whole agency file is sent",
     ),
-    described(
+    described(option(
         "token",
         "CLI_TOKEN",
         Some("token"),
         "none",
         "this agency's secret, when the central requires tokens",
-    ),
-    described(
+    )),
+    described(option(
         "config",
         "CLI_CONFIG_FILE",
         None,
         "./config.yaml if present",
         "the configuration file",
-    ),
+    )),
 ];
 
 /// A binary's command line and configuration file.
