@@ -41,7 +41,7 @@ pub(super) struct Pending {
     done: oneshot::Sender<Result<Stored, StorageError>>,
 }
 
-/// The answer to a submitted batch, once its group is committed (see [`BetStore::submit`]).
+/// The answer to a submitted batch, once its group is committed (see [`BetStore::submit`](super::BetStore::submit)).
 #[derive(Debug)]
 pub struct Ack(oneshot::Receiver<Result<Stored, StorageError>>);
 

@@ -20,7 +20,7 @@
 //!
 //! # Group commit
 //! Batches are queued and committed in groups, one write and one sync per file for every batch
-//! waiting (see [`commit`]). The committer task that does it belongs to the store: `open` starts
+//! waiting (see `commit.rs`). The committer task that does it belongs to the store: `open` starts
 //! it, `close` (or dropping the store) stops it.
 //!
 //! One `tokio::sync::Mutex` around the files also guards each agency's batch sequence number and
