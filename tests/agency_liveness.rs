@@ -14,6 +14,7 @@ use futures::{SinkExt, StreamExt};
 use lottery::client::{self, ClientError};
 use lottery::protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerCodec, ServerMessage};
 use lottery::{AgencyId, Connection};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -417,4 +418,67 @@ async fn an_agency_waiting_for_the_draw_outlives_a_frozen_central() {
     assert!(lines.iter().any(|l| l.ends_with(&winners)), "{winners} in {lines:#?}");
     server.signal("TERM");
     assert_eq!(server.finish().await.0, Some(0));
+}
+
+/// Reads `Hello`, answers `Welcome` for a fresh agency, acknowledges every batch until
+/// `ReadyForLottery`; returns the documents it was sent.
+async fn take_everything(frames: &mut Framed<TcpStream, ServerCodec>) -> Vec<String> {
+    welcome(frames, 1, 0).await;
+    let mut documents = Vec::new();
+    while let Some(Ok(message)) = frames.next().await {
+        match message {
+            ClientMessage::Batch { seq, bets } => {
+                let count = bets.len() as u32;
+                documents.extend(bets.into_iter().map(|b| b.document));
+                frames.send(ServerMessage::BatchAccepted { seq, count }).await.unwrap();
+            }
+            ClientMessage::ReadyForLottery => break,
+            _ => {}
+        }
+    }
+    documents
+}
+
+fn short_deadlines(data: &AgencyData, address: &str) -> lottery::config::ClientConfig {
+    let mut config = data.client_config(address.parse().unwrap());
+    config.read_timeout = Duration::from_millis(300);
+    config.connect_timeout = Duration::from_secs(2);
+    config
+}
+
+/// Held: a central that answers garbage bytes after `Welcome` (or after the uploads) does not
+/// make the agency hang: it fails at once, naming the bad frame.
+#[tokio::test]
+async fn garbage_from_the_central_ends_the_agency_without_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = AgencyData::generate(dir.path(), 1, 120);
+    let (address, _) = fake_central(|_, mut frames| async move {
+        welcome(&mut frames, 1, 0).await;
+        let _ = frames.get_mut().write_all(&[0xff; 64]).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let config = short_deadlines(&data, &address);
+    let err = within("agency", client::run(&config, &CancellationToken::new())).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+}
+
+/// Finding 6 (low). The agency takes whatever `Winners` the central sends: documents it never
+/// sent, more winners than bets, without limit (a central streaming `Winners { last: false }`
+/// grows the agency's memory for as long as it likes, and answers every `Ping`).
+#[tokio::test]
+async fn winners_the_agency_never_sent_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = AgencyData::generate(dir.path(), 1, 120);
+    let (address, _) = fake_central(|_, mut frames| async move {
+        let sent = take_everything(&mut frames).await;
+        let documents: Vec<String> = (0..=sent.len()).map(|i| format!("9{i:07}")).collect();
+        let _ = frames.send(ServerMessage::Winners { documents, last: true }).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let config = short_deadlines(&data, &address);
+    let outcome = within("agency", client::run(&config, &CancellationToken::new())).await;
+    let winners = outcome.as_ref().map(|o| o.winners.len());
+    assert!(outcome.is_err(), "{winners:?} winners for 120 bets, none of them its own");
 }
