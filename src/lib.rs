@@ -26,6 +26,8 @@ pub mod config;
 mod csv_rows;
 pub mod datagen;
 pub mod domain;
+#[cfg(test)]
+mod fixtures;
 pub mod protocol;
 pub mod server;
 pub mod signal;

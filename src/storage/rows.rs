@@ -109,21 +109,8 @@ fn parse_row(record: &csv::StringRecord) -> Result<Bet, BetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{BetNumber, Document};
+    use crate::fixtures::named_bet as bet;
     use std::process::Command;
-
-    fn bet(agency: u32, first: &str, last: &str, document: &str, number: u32) -> Bet {
-        Bet::new(
-            AgencyId::new(agency).unwrap(),
-            first.into(),
-            last.into(),
-            Document::parse(document).unwrap(),
-            NaiveDate::from_ymd_opt(1985, 12, 1).unwrap(),
-            BetNumber::parse(number).unwrap(),
-            NaiveDate::MAX,
-        )
-        .unwrap()
-    }
 
     fn tricky_bets() -> Vec<Bet> {
         vec![

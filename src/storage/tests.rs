@@ -1,27 +1,14 @@
 use super::*;
-use crate::domain::{BetNumber, Document};
+use crate::domain::Document;
+use crate::fixtures::{agency, named_bet};
 
 fn docs(list: &[&str]) -> Vec<Document> {
     list.iter().map(|d| Document::parse(d).unwrap()).collect()
 }
-use chrono::NaiveDate;
 use std::fs;
 
 fn bet(agency: u32, document: &str, number: u32) -> Bet {
-    Bet::new(
-        AgencyId::new(agency).unwrap(),
-        "Ana, \"la\"".into(),
-        "Núñez".into(),
-        Document::parse(document).unwrap(),
-        NaiveDate::from_ymd_opt(1985, 12, 1).unwrap(),
-        BetNumber::parse(number).unwrap(),
-        NaiveDate::MAX,
-    )
-    .unwrap()
-}
-
-fn agency(n: u32) -> AgencyId {
-    AgencyId::new(n).unwrap()
+    named_bet(agency, "Ana, \"la\"", "Núñez", document, number)
 }
 
 async fn open(dir: &tempfile::TempDir) -> (BetStore, Recovery) {

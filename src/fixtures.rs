@@ -1,0 +1,24 @@
+//! Fixtures the library's unit tests share (integration tests have theirs in `tests/common`).
+
+use chrono::NaiveDate;
+
+use crate::domain::{AgencyId, Bet, BetNumber, Document};
+
+/// Agency `n`, which must be valid (1 or more).
+pub(crate) fn agency(n: u32) -> AgencyId {
+    AgencyId::new(n).unwrap()
+}
+
+/// A valid bet of `agency` by `first last` (born 1985-12-01) on `number`.
+pub(crate) fn named_bet(agency: u32, first: &str, last: &str, document: &str, number: u32) -> Bet {
+    Bet::new(
+        self::agency(agency),
+        first.into(),
+        last.into(),
+        Document::parse(document).unwrap(),
+        NaiveDate::from_ymd_opt(1985, 12, 1).unwrap(),
+        BetNumber::parse(number).unwrap(),
+        NaiveDate::MAX,
+    )
+    .unwrap()
+}
