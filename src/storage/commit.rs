@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::error::{StorageError, interrupted};
-use super::journal::{AgencyProgress, Record};
+use super::journal::Record;
+use super::ledger::AgencyProgress;
 use super::{Files, MAX_GROUP_BYTES, Shared, Stored, rows};
 use crate::domain::{AgencyId, Bet, Document, has_won};
 

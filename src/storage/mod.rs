@@ -31,13 +31,15 @@
 //! - `mod.rs`: [`BetStore`], the store's face, and the types it answers with;
 //! - `commit.rs`: the queue, group commit and the committer task;
 //! - `error.rs`: [`StorageError`];
-//! - `journal.rs`: the journal's records and their replay; `recovery.rs`: start-up recovery;
+//! - `journal.rs`: the journal's records and their replay; `ledger.rs`: what they add up to;
+//!   `recovery.rs`: start-up recovery;
 //! - `rows.rs`: the bets file's row format;
 //! - `store.rs`: [`Store`], the seam the server uses, with the file store behind it.
 
 mod commit;
 mod error;
 mod journal;
+mod ledger;
 mod recovery;
 mod rows;
 mod store;
@@ -54,11 +56,12 @@ use tokio::sync::{Mutex, Notify};
 use crate::domain::{AgencyId, Bet, Draw};
 use commit::{Committer, Pending};
 use error::interrupted;
-use journal::{Ledger, Record};
+use journal::Record;
+use ledger::Ledger;
 
 pub use commit::Ack;
 pub use error::StorageError;
-pub use journal::AgencyProgress;
+pub use ledger::AgencyProgress;
 pub use rows::{load_bets, store_bets};
 pub use store::Store;
 

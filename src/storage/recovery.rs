@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 use tracing::info;
 
 use super::error::write_error;
-use super::journal::{self, FORMAT_VERSION, Format, LastGroup, Ledger, Record};
+use super::journal::{self, FORMAT_VERSION, Format, Record};
+use super::ledger::{LastGroup, Ledger};
 use super::{Files, MAX_GROUP_BYTES, Recovery, StorageError, rows};
 use crate::domain::AgencyId;
 
