@@ -27,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::error::{StorageError, interrupted};
+use super::files::Files;
 use super::journal::Record;
 use super::ledger::AgencyProgress;
-use super::{Files, MAX_GROUP_BYTES, Shared, Stored, rows};
+use super::{MAX_GROUP_BYTES, Shared, Stored, rows};
 use crate::domain::{AgencyId, Bet, Document, has_won};
 
 #[derive(Debug)]

@@ -30,7 +30,7 @@
 //! # Layout
 //! - `mod.rs`: [`BetStore`], the store's face, and the types it answers with;
 //! - `commit.rs`: the queue, group commit and the committer task;
-//! - `error.rs`: [`StorageError`];
+//! - `error.rs`: [`StorageError`]; `files.rs`: the open, locked files and what a commit knows of them;
 //! - `journal.rs`: the journal's records and their replay; `ledger.rs`: what they add up to;
 //!   `recovery.rs`: start-up recovery;
 //! - `rows.rs`: the bets file's row format;
@@ -38,6 +38,7 @@
 
 mod commit;
 mod error;
+mod files;
 mod journal;
 mod ledger;
 mod recovery;
@@ -46,7 +47,6 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -56,8 +56,8 @@ use tokio::sync::{Mutex, Notify};
 use crate::domain::{AgencyId, Bet, Draw};
 use commit::{Committer, Pending};
 use error::interrupted;
+use files::Files;
 use journal::Record;
-use ledger::Ledger;
 
 pub use commit::Ack;
 pub use error::StorageError;
@@ -171,37 +171,6 @@ pub struct StoreStats {
     pub groups: u64,
     /// fdatasync calls made for batches and journal records.
     pub syncs: u64,
-}
-
-#[derive(Debug)]
-struct Files {
-    bets: Arc<File>,
-    journal: Arc<File>,
-    ledger: Ledger,
-    journal_len: u64,
-    /// A failed write may have left bytes past the committed ends: cut them before the next one.
-    dirty: bool,
-    /// Set by `close`: the files are unlocked, nothing more is written.
-    closed: bool,
-    /// Agencies whose limit was logged (once each).
-    limit_logged: std::collections::HashSet<AgencyId>,
-    /// Whether the free-space floor was hit and not yet left (logged once each way).
-    low_space: bool,
-}
-
-impl Files {
-    fn new(bets: File, journal: File, ledger: Ledger, journal_len: u64) -> Self {
-        Self {
-            bets: Arc::new(bets),
-            journal: Arc::new(journal),
-            ledger,
-            journal_len,
-            dirty: false,
-            closed: false,
-            limit_logged: std::collections::HashSet::new(),
-            low_space: false,
-        }
-    }
 }
 
 impl BetStore {
@@ -397,7 +366,7 @@ impl BetStore {
         self.committer.stop().await;
         let mut files = self.shared.files.lock().await;
         files.closed = true;
-        recovery::unlock(&files.bets);
-        recovery::unlock(&files.journal);
+        files::unlock(&files.bets);
+        files::unlock(&files.journal);
     }
 }
