@@ -127,3 +127,23 @@ fn lock_holder(file: &File) -> Option<u32> {
         (*kind == "FLOCK" && *id == wanted && pid != 0).then_some(pid)
     })
 }
+
+/// The CRC-32 of bytes `start..end` of the bets file.
+pub(super) fn rows_crc(
+    bets: &File,
+    path: &Path,
+    start: u64,
+    end: u64,
+) -> Result<u32, StorageError> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut at = start;
+    while at < end {
+        let n = usize::try_from(end - at).unwrap_or(usize::MAX).min(buffer.len());
+        bets.read_exact_at(&mut buffer[..n], at)
+            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+        hasher.update(&buffer[..n]);
+        at += n as u64;
+    }
+    Ok(hasher.finalize())
+}

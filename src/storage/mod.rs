@@ -32,7 +32,7 @@
 //! - `commit.rs`: the queue, group commit and the committer task;
 //! - `error.rs`: [`StorageError`]; `files.rs`: the open, locked files and what a commit knows of them;
 //! - `journal.rs`: the journal's records and their replay; `ledger.rs`: what they add up to;
-//!   `recovery.rs`: start-up recovery;
+//!   `recovery.rs`: start-up recovery; `legacy.rs`: older journals' check and conversion;
 //! - `rows.rs`: the bets file's row format;
 //! - `store.rs`: [`Store`], the seam the server uses, with the file store behind it.
 
@@ -41,6 +41,7 @@ mod error;
 mod files;
 mod journal;
 mod ledger;
+mod legacy;
 mod recovery;
 mod rows;
 mod store;

@@ -29,14 +29,15 @@ use std::path::{Path, PathBuf};
 use tracing::info;
 
 use super::error::write_error;
-use super::files::{Files, install, len, lock, open};
+use super::files::{Files, install, len, lock, open, rows_crc};
 use super::journal::{self, FORMAT_VERSION, Format, Record};
 use super::ledger::{LastGroup, Ledger};
-use super::{MAX_GROUP_BYTES, Recovery, StorageError, rows};
+use super::legacy::{Converting, check_rows_first, convert};
+use super::{Recovery, StorageError, rows};
 use crate::domain::AgencyId;
 
 /// What to do when the journal cannot be trusted, but the bets file can.
-const ADOPT_HINT: &str = "restore the journal from a backup; or, if the bets file is complete and \
+pub(super) const ADOPT_HINT: &str = "restore the journal from a backup; or, if the bets file is complete and \
      its journal is lost, move the journal away: the central then adopts the bets file as it is, \
      and each agency resumes after its rows";
 
@@ -312,7 +313,7 @@ fn settle(
 }
 
 /// The bets file must hold every acknowledged byte and end a row there.
-fn check_row_end(
+pub(super) fn check_row_end(
     bets: &File,
     path: &Path,
     bets_len: u64,
@@ -340,78 +341,6 @@ fn check_row_end(
         }
     }
     Ok(())
-}
-
-/// A journal whose rows went first (format 2, legacy): the bets file may hold up to one group
-/// commit's rows past the last recorded end, written and synced but never acknowledged because
-/// their records were not. (Such a journal that lost its last records looks the same: the
-/// reason the current format writes the journal first.)
-fn check_rows_first(
-    bets: &File,
-    path: &Path,
-    bets_len: u64,
-    committed: u64,
-) -> Result<(), StorageError> {
-    check_row_end(bets, path, bets_len, committed)?;
-    let extra = bets_len - committed;
-    if extra > MAX_GROUP_BYTES {
-        let reason = format!(
-            "it has {extra} bytes past byte {committed}, where the journal's last batch ends; a \
-             crash leaves at most {MAX_GROUP_BYTES} (one group commit, never acknowledged), so \
-             the journal lacks records of acknowledged bets. Nothing was changed. To start, \
-             {ADOPT_HINT}"
-        );
-        return Err(StorageError::Corrupt { path: path.to_owned(), reason });
-    }
-    Ok(())
-}
-
-/// The CRC-32 of bytes `start..end` of the bets file.
-fn rows_crc(bets: &File, path: &Path, start: u64, end: u64) -> Result<u32, StorageError> {
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buffer = vec![0u8; 64 << 10];
-    let mut at = start;
-    while at < end {
-        let n = usize::try_from(end - at).unwrap_or(usize::MAX).min(buffer.len());
-        bets.read_exact_at(&mut buffer[..n], at)
-            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-        hasher.update(&buffer[..n]);
-        at += n as u64;
-    }
-    Ok(hasher.finalize())
-}
-
-enum Converting {
-    Read(StorageError),
-    Contradiction(String),
-}
-
-impl From<String> for Converting {
-    fn from(e: String) -> Self {
-        Self::Contradiction(e)
-    }
-}
-
-/// The text of a current-format journal saying what `records` (of a rows-first journal) say:
-/// each batch gets a group of its own, whose CRC is read from the bets file.
-fn convert(records: &[Record], bets: &File, path: &Path) -> Result<String, Converting> {
-    let mut text = String::new();
-    Record::Header { version: FORMAT_VERSION }.write_to(&mut text);
-    let mut end = 0;
-    for record in records {
-        match *record {
-            Record::Header { .. } => continue,
-            Record::Base { end: base, .. } => end = base,
-            Record::Batch { end: batch_end, .. } => {
-                let crc = rows_crc(bets, path, end, batch_end).map_err(Converting::Read)?;
-                Record::Group { start: end, end: batch_end, crc }.write_to(&mut text);
-                end = batch_end;
-            }
-            Record::Group { .. } | Record::Ready { .. } | Record::Draw { .. } => {}
-        }
-        record.write_to(&mut text);
-    }
-    Ok(text)
 }
 
 /// What adopting a bets file found.
