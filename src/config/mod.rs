@@ -10,12 +10,14 @@
 //! - `server.rs`: [`ServerConfig`]; `client.rs`: [`ClientConfig`] and [`BetSource`];
 //! - `sources.rs`: the table of every setting (flag, variable, file key, default) and the
 //!   command line and configuration files; the table is the one home of each default;
+//! - `files.rs`: the configuration files (`config.ini`, `config.yaml`);
 //! - `settings.rs`: the layered lookup and typed access shared by both sides;
 //! - `tokens.rs`: the agency tokens file.
 
 use std::path::PathBuf;
 
 mod client;
+mod files;
 mod server;
 mod settings;
 mod sources;
