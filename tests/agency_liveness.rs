@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{AgencyData, CLIENT_BIN, Process, SERVER_BIN, within};
+use common::{AgencyData, CLIENT_BIN, Process, line_with, start_server_with, within};
 use futures::{SinkExt, StreamExt};
 use lottery::client::{self, ClientError};
 use lottery::protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerCodec, ServerMessage};
@@ -86,10 +86,7 @@ async fn a_central_that_accepts_and_never_answers_is_retried_then_given_up_on() 
     assert_eq!(within("the agency reconnects", connections.recv()).await, Some(2));
     let (code, lines) = agency.finish().await;
     assert_eq!(code, Some(1), "{lines:#?}");
-    let retry = lines
-        .iter()
-        .find(|l| l.contains("action: connect | result: in_progress"))
-        .unwrap_or_else(|| panic!("a logged retry in {lines:#?}"));
+    let retry = line_with(&lines, "action: connect | result: in_progress");
     assert!(retry.contains("the central did not answer Hello within 300"), "{retry}");
     let failure = failure(&lines);
     assert!(failure.contains("action: connect | result: fail"), "{failure}");
@@ -131,10 +128,7 @@ async fn a_central_that_welcomes_and_never_acknowledges_is_left_and_resumed() {
     assert_eq!(resent, 1);
     let (code, lines) = agency.finish().await;
     assert_eq!(code, Some(1), "{lines:#?}");
-    let reconnect = lines
-        .iter()
-        .find(|l| l.contains("action: reconnect | result: in_progress"))
-        .unwrap_or_else(|| panic!("a logged reconnect in {lines:#?}"));
+    let reconnect = line_with(&lines, "action: reconnect | result: in_progress");
     assert!(reconnect.contains("did not acknowledge batch 1 within 300"), "{reconnect}");
     let failure = failure(&lines);
     assert!(failure.contains("action: connect | result: fail"), "{failure}");
@@ -313,17 +307,24 @@ async fn wait_while_agency_runs(server: &mut Process, agency: &mut Process, need
 /// The real central on 127.0.0.1:0 with `bets_file`, expecting 2 agencies, and its address.
 /// Its `Hello` deadline (1.5 s) is longer than the agencies' `CLI_CONNECT_TIMEOUT` (1 s).
 async fn start_central(bets_file: &std::path::Path) -> (Process, String) {
-    let env = [
-        ("SERVER_IP", "127.0.0.1".to_owned()),
-        ("SERVER_PORT", "0".to_owned()),
-        ("LOTTERY_AGENCIES", "2".to_owned()),
-        ("BETS_FILE", bets_file.display().to_string()),
-        ("LOTTERY_HELLO_TIMEOUT", "1500ms".to_owned()),
-    ];
-    let mut server = Process::start(SERVER_BIN, &env);
-    let line = server.wait_for_line("action: listen | result: success").await;
-    let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
-    (server, address)
+    let vars = [("LOTTERY_AGENCIES", "2"), ("LOTTERY_HELLO_TIMEOUT", "1500ms")];
+    start_server_with(bets_file, &vars).await
+}
+
+/// An agency's environment for `data`, against the central at `address`, with these deadlines.
+fn deadlines_env(
+    data: &AgencyData,
+    address: String,
+    connect: &str,
+    read: &str,
+) -> [(&'static str, String); 5] {
+    [
+        ("CLI_ID", data.agency.to_string()),
+        ("CLI_SERVER_ADDRESS", address),
+        ("CLI_DATA_FILE", data.path.display().to_string()),
+        ("CLI_CONNECT_TIMEOUT", connect.to_owned()),
+        ("CLI_READ_TIMEOUT", read.to_owned()),
+    ]
 }
 
 /// Returns once the central's own deadline for a `Hello` has passed on a silent connection:
@@ -345,15 +346,7 @@ async fn an_agency_waiting_for_the_draw_survives_two_central_restarts() {
     let proxy = Proxy::start().await;
     let (mut server, mut address) = start_central(&bets_file).await;
     proxy.set_backend(address.parse().unwrap());
-    let agency_env = |data: &AgencyData| {
-        [
-            ("CLI_ID", data.agency.to_string()),
-            ("CLI_SERVER_ADDRESS", proxy.addr.to_string()),
-            ("CLI_DATA_FILE", data.path.display().to_string()),
-            ("CLI_CONNECT_TIMEOUT", "1s".to_owned()),
-            ("CLI_READ_TIMEOUT", "1s".to_owned()),
-        ]
-    };
+    let agency_env = |data: &AgencyData| deadlines_env(data, proxy.addr.to_string(), "1s", "1s");
     let mut agency = Process::start(CLIENT_BIN, &agency_env(&first));
     let ready = "action: ready_for_lottery | result: success | agency: 1";
     wait_while_agency_runs(&mut server, &mut agency, ready).await;
@@ -387,15 +380,7 @@ async fn an_agency_waiting_for_the_draw_outlives_a_frozen_central() {
     let first = AgencyData::generate(dir.path(), 1, 300);
     let second = AgencyData::generate(dir.path(), 2, 300);
     let (mut server, address) = start_central(&bets_file).await;
-    let agency_env = |data: &AgencyData| {
-        [
-            ("CLI_ID", data.agency.to_string()),
-            ("CLI_SERVER_ADDRESS", address.clone()),
-            ("CLI_DATA_FILE", data.path.display().to_string()),
-            ("CLI_CONNECT_TIMEOUT", "10s".to_owned()),
-            ("CLI_READ_TIMEOUT", "500ms".to_owned()),
-        ]
-    };
+    let agency_env = |data: &AgencyData| deadlines_env(data, address.clone(), "10s", "500ms");
     let mut agency = Process::start(CLIENT_BIN, &agency_env(&first));
     let ready = "action: ready_for_lottery | result: success | agency: 1";
     wait_while_agency_runs(&mut server, &mut agency, ready).await;

@@ -5,7 +5,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{AgencyData, Process, SERVER_BIN, sorted, stored_multiset, wire_bet, within};
+use common::{
+    AgencyData, Process, SERVER_BIN, line_with, sorted, stored_multiset, wire_bet, within,
+};
 use lottery::client::{self, ClientError};
 use lottery::protocol::{ErrorCode, RejectReason, WireBet};
 use lottery::{AgencyId, Connection};
@@ -40,8 +42,7 @@ async fn refused(bets_file: &Path, agencies: u32) -> String {
     let server = Process::start(SERVER_BIN, &server_env(bets_file, agencies, &[]));
     let (code, lines) = server.finish().await;
     assert_eq!(code, Some(1), "{lines:#?}");
-    let failure = lines.iter().find(|l| l.contains("action: server | result: fail"));
-    failure.unwrap_or_else(|| panic!("no failure line: {lines:#?}")).clone()
+    line_with(&lines, "action: server | result: fail").to_owned()
 }
 
 /// Stops the central with SIGTERM and returns every line it printed.
