@@ -3,6 +3,7 @@
 use chrono::NaiveDate;
 
 use crate::domain::{AgencyId, Bet, BetNumber, Document};
+use crate::protocol::{WireBet, WireDate};
 
 /// Agency `n`, which must be valid (1 or more).
 pub(crate) fn agency(n: u32) -> AgencyId {
@@ -21,4 +22,15 @@ pub(crate) fn named_bet(agency: u32, first: &str, last: &str, document: &str, nu
         NaiveDate::MAX,
     )
     .unwrap()
+}
+
+/// A valid bet on the wire by `first last` (born 1990-02-28) on `number`.
+pub(crate) fn wire_bet(first: &str, last: &str, document: &str, number: u16) -> WireBet {
+    WireBet {
+        first_name: first.into(),
+        last_name: last.into(),
+        document: document.into(),
+        birthdate: WireDate { year: 1990, month: 2, day: 28 },
+        number,
+    }
 }

@@ -146,6 +146,7 @@ impl<In, Out: Serialize> Encoder<Out> for MessageCodec<In, Out> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::wire_bet;
     use crate::protocol::{
         ErrorCode, MAX_BATCH_BYTES, RejectReason, WINNERS_PER_FRAME, WireBet, WireDate,
         batch_end_frame_max_len,
@@ -153,13 +154,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn bet(first_name: &str) -> WireBet {
-        WireBet {
-            first_name: first_name.into(),
-            last_name: "Núñez, \"el\" O'Brien".into(),
-            document: "30904465".into(),
-            birthdate: WireDate { year: 1999, month: 3, day: 17 },
-            number: 7574,
-        }
+        wire_bet(first_name, "Núñez, \"el\" O'Brien", "30904465", 7574)
     }
 
     fn every_client_message() -> Vec<ClientMessage> {
