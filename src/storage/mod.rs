@@ -243,7 +243,8 @@ impl BetStore {
     }
 
     /// Committed bytes of the bets file.
-    pub async fn committed_len(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) async fn committed_len(&self) -> u64 {
         self.shared.files.lock().await.ledger.committed
     }
 
@@ -260,7 +261,8 @@ impl BetStore {
     /// # Errors
     /// `AgencyClosed` after the agency's `ReadyForLottery`; `SequenceGap` when `seq` skips ahead;
     /// `Write` when the write or sync fails (nothing of the batch is left in the file).
-    pub async fn store_batch(
+    #[cfg(test)]
+    pub(crate) async fn store_batch(
         &self,
         agency: AgencyId,
         seq: u64,
@@ -273,16 +275,16 @@ impl BetStore {
     }
 
     /// Queues batch `seq` of `agency` for the next group commit and returns its answer to await.
-    /// Batches are committed in the order they are submitted, by the store's committer task (or
-    /// any [`BetStore::commit_queued`]). This is how a connection keeps several batches in
-    /// flight.
+    /// Batches are committed in the order they are submitted, by the store's committer task.
+    /// This is how a connection keeps several batches in flight.
     pub fn submit(&self, agency: AgencyId, seq: u64, bets: &[Bet]) -> Ack {
         self.shared.submit(agency, seq, bets)
     }
 
     /// Commits everything queued so far (waiting for a commit in flight first), in groups of at
     /// most [`MAX_GROUP_BYTES`] of rows.
-    pub async fn commit_queued(&self) {
+    #[cfg(test)]
+    pub(crate) async fn commit_queued(&self) {
         self.shared.commit_queued().await;
     }
 
@@ -315,7 +317,8 @@ impl BetStore {
     }
 
     /// Agencies that have declared ReadyForLottery, in order.
-    pub async fn ready_agencies(&self) -> Vec<AgencyId> {
+    #[cfg(test)]
+    pub(crate) async fn ready_agencies(&self) -> Vec<AgencyId> {
         let files = self.shared.files.lock().await;
         let mut ready: Vec<AgencyId> =
             files.ledger.agencies.iter().filter(|(_, p)| p.ready).map(|(a, _)| *a).collect();
