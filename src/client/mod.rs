@@ -3,7 +3,7 @@
 //! [`Connection`] speaks the protocol on one socket; [`run`] is the whole agency session the
 //! `lottery-client` binary performs. The agency file is read on a blocking thread and handed over
 //! in ready-made batches through a small channel, so reading overlaps sending and memory holds a
-//! few batches, never the file (see [`reader`]).
+//! few batches, never the file (see `reader.rs`).
 //!
 //! Every wait on the central has a deadline (`CLI_READ_TIMEOUT`): the TCP connection, `Welcome`,
 //! each acknowledgement, each send and flush, and — while the agency waits for the draw — the

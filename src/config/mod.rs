@@ -1,5 +1,5 @@
 //! `ServerConfig` and `ClientConfig`: from flags, environment variables, a configuration file and
-//! defaults, in that order of precedence (see [`sources`] for the table of settings).
+//! defaults, in that order of precedence (see `sources.rs` for the table of settings).
 //!
 //! Both are built on `from_lookup(|name| …)`, keyed by the environment variable names, so tests
 //! pass a map instead of touching the process environment; `load(args, env)` layers the command

@@ -5,7 +5,7 @@
 //! bincode writes enum variants by their index, so **new variants go at the end** and existing
 //! ones never change shape without bumping [`PROTOCOL_VERSION`].
 //!
-//! This module is the only place that names bincode: [`encode_into`] and [`decode`] are the single
+//! This module is the only place that names bincode: `encode_into` and `decode` are the single
 //! pair of helpers both directions use, so the two sides' options cannot drift apart.
 
 pub mod codec;

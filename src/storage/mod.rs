@@ -4,13 +4,13 @@
 //! A batch is acknowledged only once its journal record *and* its rows are on disk, the journal
 //! first: a group commit appends its `group` record (the rows' byte range and CRC-32) and its
 //! `batch` records to the journal in one write and `fdatasync`s it, then writes the rows at the
-//! committed end of the bets file and `fdatasync`s that (see [`journal`] for the format). So the
+//! committed end of the bets file and `fdatasync`s that (see `journal.rs` for the format). So the
 //! bets file never holds bytes the journal does not describe, and recovery at start-up can tell
 //! the one unacknowledged group a crash can leave (its rows short, or failing their CRC) from a
 //! journal that lost records (rows past its last `end`: refused). A crash at any point leaves
 //! exactly the acknowledged batches, each whole, and a file the original Python `load_bets`
 //! reads. Recovery cuts nothing else: damage it cannot explain by a crash stops start-up instead
-//! (see [`recovery`]). Both files are locked (`flock`) while a store has them
+//! (see `recovery.rs`). Both files are locked (`flock`) while a store has them
 //! open, so a second central on the same files refuses to start.
 //!
 //! # Limits
@@ -68,7 +68,7 @@ pub use store::Store;
 
 /// Most bytes of rows one group commit writes. Batches queued beyond it wait for the next group.
 /// Recovery of an older journal (rows written first) cuts at most this much past its last
-/// recorded batch (see [`recovery`]).
+/// recorded batch (see `recovery.rs`).
 pub const MAX_GROUP_BYTES: u64 = 1 << 20;
 
 /// The default of [`StoreOptions::max_bets_per_agency`] (`LOTTERY_MAX_BETS_PER_AGENCY`).
@@ -190,7 +190,7 @@ impl BetStore {
 
     /// Opens (creating if needed) the bets file and its journal `<path>.journal`, locks both,
     /// and recovers from a crash: the journal's torn last write, and the last group commit when
-    /// its rows were never all written, are cut (see [`recovery`] for exactly what may be cut).
+    /// its rows were never all written, are cut (see `recovery.rs` for exactly what may be cut).
     /// A bets file without a journal is adopted when every row is a valid bet.
     ///
     /// # Errors
