@@ -26,10 +26,8 @@ use lottery::config::{ClientConfig, ServerConfig};
 use lottery::datagen;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc: every bet allocates a few small strings on both sides; glibc's malloc was ~15% of
-/// the central's and agencies' CPU in the load benchmark's profile (README, "Performance").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The binaries' allocator, so the figures are theirs.
+lottery::use_mimalloc!();
 
 struct Args {
     agencies: u32,

@@ -86,7 +86,7 @@ impl Row {
 
 /// `count` rows for `agency`, the same for the same arguments.
 pub fn agency_rows(agency: u32, count: usize, seed: u64) -> impl Iterator<Item = Row> {
-    let mut rng = SplitMix64(seed ^ u64::from(agency).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = SplitMix64::new(seed ^ u64::from(agency).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     (0..count).map(move |_| {
         let pick = |rng: &mut SplitMix64, list: &[&str]| {
             list[rng.below(list.len() as u64) as usize].to_owned()
@@ -127,11 +127,19 @@ pub fn write_agency_file(path: &Path, rows: impl IntoIterator<Item = Row>) -> io
 }
 
 /// A small, fast, well-mixed generator (Steele, Lea & Flood's SplitMix64); stable forever, unlike
-/// a library RNG whose stream may change between versions.
-struct SplitMix64(u64);
+/// a library RNG whose stream may change between versions. Also the tests' seeded schedules.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    /// The generator whose stream `seed` names.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next number of the stream.
+    #[allow(clippy::should_implement_trait)] // not an iterator: the stream never ends
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

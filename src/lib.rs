@@ -7,19 +7,27 @@
 //! # Layout
 //! - [`domain`]: validated types (`Bet`, `AgencyId`, …) and the winner rule.
 //! - [`protocol`]: the messages and `MessageCodec`, the framing that turns a socket into a
-//!   stream of them.
-//! - [`storage`]: `BetStore`, the bets file behind a Tokio mutex, in the original CSV format.
-//! - [`server`]: the accept loop, one task per connection, the barrier and the draw.
-//! - [`client`]: one agency's session, and the agency-file reader.
-//! - [`config`]: both binaries' settings, from environment variables.
+//!   stream of them; the limits both sides share (frame and batch sizes, batches in flight).
+//! - `csv_rows`: the CSV row format both sides read (agency files, the bets file).
+//! - [`storage`]: the [`Store`](storage::Store) seam the server uses and the file store behind it,
+//!   [`BetStore`] (the bets file and its journal behind a Tokio mutex, group commit, recovery).
+//! - [`server`]: the central: accept loop, one task per connection, sessions, the lottery.
+//! - [`client`]: one agency: its connection to the central, the upload, the agency-file reader.
+//! - [`config`]: both binaries' settings, from flags, environment variables and a
+//!   configuration file; one table of every setting and its default.
 //! - [`datagen`]: deterministic agency files for tests, demos and benchmarks.
-//! - [`signal`]: SIGTERM/Ctrl-C for the binaries.
+//! - [`signal`]: what both binaries share: SIGTERM/Ctrl-C, the allocator.
 //! - [`telemetry`]: the graders' log line format.
+//!
+//! The path of one bet through these files is in `docs/architecture.md`.
 
 pub mod client;
 pub mod config;
+mod csv_rows;
 pub mod datagen;
 pub mod domain;
+#[cfg(test)]
+mod fixtures;
 pub mod protocol;
 pub mod server;
 pub mod signal;

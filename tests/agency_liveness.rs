@@ -9,11 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::proxy::Proxy;
-use common::{AgencyData, CLIENT_BIN, Process, SERVER_BIN, within};
+use common::{AgencyData, CLIENT_BIN, Process, line_with, start_server_with, within};
 use futures::{SinkExt, StreamExt};
 use lottery::client::{self, ClientError};
 use lottery::protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerCodec, ServerMessage};
 use lottery::{AgencyId, Connection};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -85,10 +86,7 @@ async fn a_central_that_accepts_and_never_answers_is_retried_then_given_up_on() 
     assert_eq!(within("the agency reconnects", connections.recv()).await, Some(2));
     let (code, lines) = agency.finish().await;
     assert_eq!(code, Some(1), "{lines:#?}");
-    let retry = lines
-        .iter()
-        .find(|l| l.contains("action: connect | result: in_progress"))
-        .unwrap_or_else(|| panic!("a logged retry in {lines:#?}"));
+    let retry = line_with(&lines, "action: connect | result: in_progress");
     assert!(retry.contains("the central did not answer Hello within 300"), "{retry}");
     let failure = failure(&lines);
     assert!(failure.contains("action: connect | result: fail"), "{failure}");
@@ -130,10 +128,7 @@ async fn a_central_that_welcomes_and_never_acknowledges_is_left_and_resumed() {
     assert_eq!(resent, 1);
     let (code, lines) = agency.finish().await;
     assert_eq!(code, Some(1), "{lines:#?}");
-    let reconnect = lines
-        .iter()
-        .find(|l| l.contains("action: reconnect | result: in_progress"))
-        .unwrap_or_else(|| panic!("a logged reconnect in {lines:#?}"));
+    let reconnect = line_with(&lines, "action: reconnect | result: in_progress");
     assert!(reconnect.contains("did not acknowledge batch 1 within 300"), "{reconnect}");
     let failure = failure(&lines);
     assert!(failure.contains("action: connect | result: fail"), "{failure}");
@@ -312,17 +307,24 @@ async fn wait_while_agency_runs(server: &mut Process, agency: &mut Process, need
 /// The real central on 127.0.0.1:0 with `bets_file`, expecting 2 agencies, and its address.
 /// Its `Hello` deadline (1.5 s) is longer than the agencies' `CLI_CONNECT_TIMEOUT` (1 s).
 async fn start_central(bets_file: &std::path::Path) -> (Process, String) {
-    let env = [
-        ("SERVER_IP", "127.0.0.1".to_owned()),
-        ("SERVER_PORT", "0".to_owned()),
-        ("LOTTERY_AGENCIES", "2".to_owned()),
-        ("BETS_FILE", bets_file.display().to_string()),
-        ("LOTTERY_HELLO_TIMEOUT", "1500ms".to_owned()),
-    ];
-    let mut server = Process::start(SERVER_BIN, &env);
-    let line = server.wait_for_line("action: listen | result: success").await;
-    let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
-    (server, address)
+    let vars = [("LOTTERY_AGENCIES", "2"), ("LOTTERY_HELLO_TIMEOUT", "1500ms")];
+    start_server_with(bets_file, &vars).await
+}
+
+/// An agency's environment for `data`, against the central at `address`, with these deadlines.
+fn deadlines_env(
+    data: &AgencyData,
+    address: String,
+    connect: &str,
+    read: &str,
+) -> [(&'static str, String); 5] {
+    [
+        ("CLI_ID", data.agency.to_string()),
+        ("CLI_SERVER_ADDRESS", address),
+        ("CLI_DATA_FILE", data.path.display().to_string()),
+        ("CLI_CONNECT_TIMEOUT", connect.to_owned()),
+        ("CLI_READ_TIMEOUT", read.to_owned()),
+    ]
 }
 
 /// Returns once the central's own deadline for a `Hello` has passed on a silent connection:
@@ -344,15 +346,7 @@ async fn an_agency_waiting_for_the_draw_survives_two_central_restarts() {
     let proxy = Proxy::start().await;
     let (mut server, mut address) = start_central(&bets_file).await;
     proxy.set_backend(address.parse().unwrap());
-    let agency_env = |data: &AgencyData| {
-        [
-            ("CLI_ID", data.agency.to_string()),
-            ("CLI_SERVER_ADDRESS", proxy.addr.to_string()),
-            ("CLI_DATA_FILE", data.path.display().to_string()),
-            ("CLI_CONNECT_TIMEOUT", "1s".to_owned()),
-            ("CLI_READ_TIMEOUT", "1s".to_owned()),
-        ]
-    };
+    let agency_env = |data: &AgencyData| deadlines_env(data, proxy.addr.to_string(), "1s", "1s");
     let mut agency = Process::start(CLIENT_BIN, &agency_env(&first));
     let ready = "action: ready_for_lottery | result: success | agency: 1";
     wait_while_agency_runs(&mut server, &mut agency, ready).await;
@@ -386,15 +380,7 @@ async fn an_agency_waiting_for_the_draw_outlives_a_frozen_central() {
     let first = AgencyData::generate(dir.path(), 1, 300);
     let second = AgencyData::generate(dir.path(), 2, 300);
     let (mut server, address) = start_central(&bets_file).await;
-    let agency_env = |data: &AgencyData| {
-        [
-            ("CLI_ID", data.agency.to_string()),
-            ("CLI_SERVER_ADDRESS", address.clone()),
-            ("CLI_DATA_FILE", data.path.display().to_string()),
-            ("CLI_CONNECT_TIMEOUT", "10s".to_owned()),
-            ("CLI_READ_TIMEOUT", "500ms".to_owned()),
-        ]
-    };
+    let agency_env = |data: &AgencyData| deadlines_env(data, address.clone(), "10s", "500ms");
     let mut agency = Process::start(CLIENT_BIN, &agency_env(&first));
     let ready = "action: ready_for_lottery | result: success | agency: 1";
     wait_while_agency_runs(&mut server, &mut agency, ready).await;
@@ -417,4 +403,67 @@ async fn an_agency_waiting_for_the_draw_outlives_a_frozen_central() {
     assert!(lines.iter().any(|l| l.ends_with(&winners)), "{winners} in {lines:#?}");
     server.signal("TERM");
     assert_eq!(server.finish().await.0, Some(0));
+}
+
+/// Reads `Hello`, answers `Welcome` for a fresh agency, acknowledges every batch until
+/// `ReadyForLottery`; returns the documents it was sent.
+async fn take_everything(frames: &mut Framed<TcpStream, ServerCodec>) -> Vec<String> {
+    welcome(frames, 1, 0).await;
+    let mut documents = Vec::new();
+    while let Some(Ok(message)) = frames.next().await {
+        match message {
+            ClientMessage::Batch { seq, bets } => {
+                let count = bets.len() as u32;
+                documents.extend(bets.into_iter().map(|b| b.document));
+                frames.send(ServerMessage::BatchAccepted { seq, count }).await.unwrap();
+            }
+            ClientMessage::ReadyForLottery => break,
+            _ => {}
+        }
+    }
+    documents
+}
+
+fn short_deadlines(data: &AgencyData, address: &str) -> lottery::config::ClientConfig {
+    let mut config = data.client_config(address.parse().unwrap());
+    config.read_timeout = Duration::from_millis(300);
+    config.connect_timeout = Duration::from_secs(2);
+    config
+}
+
+/// Held: a central that answers garbage bytes after `Welcome` (or after the uploads) does not
+/// make the agency hang: it fails at once, naming the bad frame.
+#[tokio::test]
+async fn garbage_from_the_central_ends_the_agency_without_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = AgencyData::generate(dir.path(), 1, 120);
+    let (address, _) = fake_central(|_, mut frames| async move {
+        welcome(&mut frames, 1, 0).await;
+        let _ = frames.get_mut().write_all(&[0xff; 64]).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let config = short_deadlines(&data, &address);
+    let err = within("agency", client::run(&config, &CancellationToken::new())).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+}
+
+/// Finding 6 (low). The agency takes whatever `Winners` the central sends: documents it never
+/// sent, more winners than bets, without limit (a central streaming `Winners { last: false }`
+/// grows the agency's memory for as long as it likes, and answers every `Ping`).
+#[tokio::test]
+async fn winners_the_agency_never_sent_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = AgencyData::generate(dir.path(), 1, 120);
+    let (address, _) = fake_central(|_, mut frames| async move {
+        let sent = take_everything(&mut frames).await;
+        let documents: Vec<String> = (0..=sent.len()).map(|i| format!("9{i:07}")).collect();
+        let _ = frames.send(ServerMessage::Winners { documents, last: true }).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let config = short_deadlines(&data, &address);
+    let outcome = within("agency", client::run(&config, &CancellationToken::new())).await;
+    let winners = outcome.as_ref().map(|o| o.winners.len());
+    assert!(outcome.is_err(), "{winners:?} winners for 120 bets, none of them its own");
 }

@@ -201,7 +201,7 @@ async fn a_full_disk_rejects_batches_cleanly_and_uploads_resume() {
 }
 
 /// A small seeded generator for the crash schedule (printed, so a failure can be replayed).
-struct Schedule(u64);
+struct Schedule(lottery::datagen::SplitMix64);
 
 impl Schedule {
     fn from_env() -> Self {
@@ -211,16 +211,12 @@ impl Schedule {
             nanos.map_or(1, |d| d.subsec_nanos().into())
         });
         println!("crash schedule seed: {seed} (LOTTERY_CRASH_SEED={seed} replays it)");
-        Self(seed)
+        Self(lottery::datagen::SplitMix64::new(seed))
     }
 
     /// 1..=max
     fn next(&mut self, max: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        1 + (z ^ (z >> 31)) % max
+        1 + self.0.next() % max
     }
 }
 

@@ -11,23 +11,13 @@ use lottery::telemetry;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-/// mimalloc: every bet allocates a few small strings on both sides; glibc's malloc was ~15% of
-/// the central's and agencies' CPU in the load benchmark's profile (README, "Performance").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+lottery::use_mimalloc!();
 
 fn main() -> ExitCode {
     let rust_log = std::env::var("RUST_LOG").ok();
     let config = match ClientConfig::load_from_process() {
         Ok(config) => config,
-        Err(e) => {
-            if let Some(code) = e.print_usage() {
-                return ExitCode::from(code);
-            }
-            telemetry::init(tracing::Level::INFO, None);
-            error!(action = "config", result = "fail", error = %e);
-            return ExitCode::from(2);
-        }
+        Err(e) => return ExitCode::from(e.report()),
     };
     telemetry::init(config.log_level, rust_log.as_deref());
     if config.check {
@@ -130,14 +120,7 @@ fn check(config: &ClientConfig) -> ExitCode {
 async fn run(config: ClientConfig) -> Result<(), ClientError> {
     let token = CancellationToken::new();
     match ShutdownSignals::install() {
-        Ok(mut signals) => {
-            let on_signal = token.clone();
-            tokio::spawn(async move {
-                let signal = signals.recv().await;
-                info!(action = "shutdown", result = "in_progress", signal);
-                on_signal.cancel();
-            });
-        }
+        Ok(signals) => signals.cancel_on_signal(token.clone()),
         Err(e) => error!(action = "shutdown", result = "fail", error = %e),
     }
     let result = client::run(&config, &token).await.map(drop);

@@ -1,4 +1,4 @@
-//! `lottery-server`: the central. Reads its configuration from the environment, binds, and serves
+//! `lottery-server`: the central. Reads its configuration (flags, environment, `config.ini`), binds, and serves
 //! until SIGTERM or Ctrl-C. Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on
 //! a bad configuration.
 //!
@@ -16,10 +16,7 @@ use lottery::{client, server, telemetry};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-/// mimalloc: every bet allocates a few small strings on both sides; glibc's malloc was ~15% of
-/// the central's and agencies' CPU in the load benchmark's profile (README, "Performance").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+lottery::use_mimalloc!();
 
 fn main() -> ExitCode {
     let rust_log = std::env::var("RUST_LOG").ok();
@@ -31,14 +28,7 @@ fn main() -> ExitCode {
     };
     let config = match loaded {
         Ok(config) => config,
-        Err(e) => {
-            if let Some(code) = e.print_usage() {
-                return ExitCode::from(code);
-            }
-            telemetry::init(tracing::Level::INFO, None);
-            error!(action = "config", result = "fail", error = %e);
-            return ExitCode::from(2);
-        }
+        Err(e) => return ExitCode::from(e.report()),
     };
     if healthcheck_only {
         return healthcheck(&config);
@@ -125,17 +115,12 @@ fn healthcheck(config: &ServerConfig) -> ExitCode {
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     // Installed before the address is announced: whoever saw it may signal at once.
-    let mut signals = ShutdownSignals::install().context("cannot install signal handlers")?;
+    let signals = ShutdownSignals::install().context("cannot install signal handlers")?;
     let listener = server::bind(&config)?;
     let address = listener.local_addr().context("cannot read the bound address")?;
     info!(action = "listen", result = "success", address = %address);
     let token = CancellationToken::new();
-    let on_signal = token.clone();
-    tokio::spawn(async move {
-        let signal = signals.recv().await;
-        info!(action = "shutdown", result = "in_progress", signal);
-        on_signal.cancel();
-    });
+    signals.cancel_on_signal(token.clone());
     server::run(listener, config, token).await?;
     Ok(())
 }

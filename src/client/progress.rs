@@ -15,14 +15,14 @@ use tracing::info;
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Reports an agency's upload: every tenth of the file, or every few seconds.
-pub(super) struct Progress {
+pub(super) struct UploadProgress {
     total: u64,
     tenths_logged: u64,
     last_log: Instant,
     bar: Option<ProgressBar>,
 }
 
-impl Progress {
+impl UploadProgress {
     pub(super) fn new(total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total);

@@ -7,9 +7,9 @@ use tokio::sync::mpsc;
 
 use super::ClientError;
 use crate::config::{BetSource, ClientConfig};
+use crate::csv_rows::{csv_reader, fields, record_line};
 use crate::domain::{AgencyId, Bet, BetNumber, Checker, WINNING_NUMBER, has_won, latest_birthdate};
 use crate::protocol::{MAX_BATCH_BYTES, WireBet, batch_end_frame_max_len};
-use crate::storage::{fields, record_line};
 
 /// Batches read ahead of the one being sent.
 const READ_AHEAD_BATCHES: usize = 4;
@@ -153,7 +153,7 @@ impl Rows {
         let file = std::fs::File::open(path)
             .map_err(|source| ClientError::DataFile { path: path.to_owned(), source })?;
         Ok(Self {
-            reader: crate::storage::csv_reader(io::BufReader::new(file)),
+            reader: csv_reader(io::BufReader::new(file)),
             record: csv::StringRecord::new(),
             agency,
             latest_birthdate: latest_birthdate(Checker::Agency),

@@ -60,24 +60,13 @@ impl Draw {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::NaiveDate;
 
     fn bet(number: u32) -> Bet {
         agency_bet(1, "123", number)
     }
 
     fn agency_bet(agency: u32, document: &str, number: u32) -> Bet {
-        let today = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
-        Bet::new(
-            AgencyId::new(agency).unwrap(),
-            "Ana".into(),
-            "Paz".into(),
-            Document::parse(document).unwrap(),
-            NaiveDate::from_ymd_opt(1990, 5, 6).unwrap(),
-            BetNumber::parse(number).unwrap(),
-            today,
-        )
-        .unwrap()
+        crate::fixtures::named_bet(agency, "Ana", "Paz", document, number)
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl<In, Out: Serialize> Encoder<Out> for MessageCodec<In, Out> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::wire_bet;
     use crate::protocol::{
         ErrorCode, MAX_BATCH_BYTES, RejectReason, WINNERS_PER_FRAME, WireBet, WireDate,
         batch_end_frame_max_len,
@@ -153,13 +154,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn bet(first_name: &str) -> WireBet {
-        WireBet {
-            first_name: first_name.into(),
-            last_name: "Núñez, \"el\" O'Brien".into(),
-            document: "30904465".into(),
-            birthdate: WireDate { year: 1999, month: 3, day: 17 },
-            number: 7574,
-        }
+        wire_bet(first_name, "Núñez, \"el\" O'Brien", "30904465", 7574)
     }
 
     fn every_client_message() -> Vec<ClientMessage> {
@@ -221,13 +216,18 @@ mod tests {
         let sent = every_client_message();
         let whole = encode_all(&sent);
         for cut in 0..=whole.len() {
-            let mut codec = ServerCodec::new();
-            let mut buf = BytesMut::from(&whole[..cut]);
-            let mut got = decode_all(&mut codec, &mut buf);
-            buf.extend_from_slice(&whole[cut..]);
-            got.extend(decode_all(&mut codec, &mut buf));
-            assert_eq!(got, sent, "cut at {cut}");
+            assert_eq!(decode_split(&whole, cut), sent, "cut at {cut}");
         }
+    }
+
+    /// What the central decodes from `whole` arriving in two reads, split at byte `cut`.
+    fn decode_split(whole: &[u8], cut: usize) -> Vec<ClientMessage> {
+        let mut codec = ServerCodec::new();
+        let mut buf = BytesMut::from(&whole[..cut]);
+        let mut got = decode_all(&mut codec, &mut buf);
+        buf.extend_from_slice(&whole[cut..]);
+        got.extend(decode_all(&mut codec, &mut buf));
+        got
     }
 
     #[test]
@@ -370,12 +370,7 @@ mod tests {
         ) {
             let whole = encode_all(&sent);
             let cut = cut.index(whole.len() + 1);
-            let mut codec = ServerCodec::new();
-            let mut buf = BytesMut::from(&whole[..cut]);
-            let mut got = decode_all(&mut codec, &mut buf);
-            buf.extend_from_slice(&whole[cut..]);
-            got.extend(decode_all(&mut codec, &mut buf));
-            prop_assert_eq!(got, sent);
+            prop_assert_eq!(decode_split(&whole, cut), sent);
         }
 
         #[test]

@@ -5,7 +5,7 @@
 //! bincode writes enum variants by their index, so **new variants go at the end** and existing
 //! ones never change shape without bumping [`PROTOCOL_VERSION`].
 //!
-//! This module is the only place that names bincode: [`encode_into`] and [`decode`] are the single
+//! This module is the only place that names bincode: `encode_into` and `decode` are the single
 //! pair of helpers both directions use, so the two sides' options cannot drift apart.
 
 pub mod codec;
@@ -40,6 +40,10 @@ pub const MAX_BATCH_BYTES: usize = 8192;
 
 /// Most documents in one `Winners` frame: 500 documents of at most 10 digits stay under 6 kB.
 pub const WINNERS_PER_FRAME: usize = 500;
+
+/// Most batches one connection keeps in flight (sent, not yet acknowledged): the central reads
+/// no further ahead, and an agency's `CLI_BATCH_WINDOW` may not be larger.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 32;
 
 /// Agency → central.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

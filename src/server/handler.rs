@@ -22,21 +22,23 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::Shared;
+use super::listener::Newcomer;
+use super::lottery::DrawStatus;
+use super::replies::{BatchOutcome, Outgoing, PendingAck, front_ack};
 use super::session::{Session, Step};
-use super::{DrawStatus, Newcomer, Shared};
-use crate::domain::{AgencyId, Bet, Draw};
+use crate::domain::{AgencyId, Draw};
 use crate::protocol::{
-    ClientMessage, CodecError, ErrorCode, PROTOCOL_VERSION, RejectReason, ServerCodec,
+    ClientMessage, CodecError, ErrorCode, MAX_BATCHES_IN_FLIGHT, PROTOCOL_VERSION, ServerCodec,
     ServerMessage, WINNERS_PER_FRAME,
 };
-use crate::storage::{Ack, StorageError, Stored};
 
 /// How long a farewell `Error` may take to send before the connection is dropped anyway.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
-enum HandlerError {
+pub(super) enum HandlerError {
     #[error(transparent)]
     Codec(#[from] CodecError),
     #[error("{code:?}: {message}")]
@@ -123,13 +125,12 @@ impl Handler {
             let message = tokio::select! {
                 biased;
                 answer = front_ack(&mut outgoing), if acking => {
-                    if let Some(Outgoing::Ack { agency, seq, count, bets, read_at, .. }) = outgoing.pop_front() {
-                        let reply = acknowledge(agency, seq, count, bets.as_deref(), read_at, answer)?;
-                        outgoing.push_front(Outgoing::Reply(reply));
+                    if let Some(Outgoing::Ack(pending)) = outgoing.pop_front() {
+                        outgoing.push_front(Outgoing::Reply(pending.reply(answer)?));
                     }
                     continue;
                 }
-                message = self.next(), if outgoing.len() < MAX_IN_FLIGHT => message?,
+                message = self.next(), if outgoing.len() < MAX_BATCHES_IN_FLIGHT => message?,
             };
             let Some(message) = message else { break };
             match self.session.on_message(message, &self.shared.rules) {
@@ -145,10 +146,11 @@ impl Handler {
                     let count = bets.len();
                     let bets = tracing::enabled!(tracing::Level::DEBUG).then_some(bets);
                     let read_at = std::time::Instant::now();
-                    outgoing.push_back(Outgoing::Ack { agency, seq, count, bets, ack, read_at });
+                    let pending = PendingAck { agency, seq, count, bets, ack, read_at };
+                    outgoing.push_back(Outgoing::Ack(pending));
                 }
                 Step::Reject { agency, seq, count, reason, message } => {
-                    count_batch(agency, "rejected", count);
+                    BatchOutcome::Rejected.count(agency, count);
                     warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %message);
                     outgoing.push_back(Outgoing::Reply(ServerMessage::BatchRejected {
                         seq,
@@ -193,19 +195,10 @@ impl Handler {
                         ready.push(reply);
                     }
                 }
-                Some(Outgoing::Ack { ack, .. }) => {
-                    let Some(answer) = ack.now_or_never() else { break };
-                    if let Some(Outgoing::Ack { agency, seq, count, bets, read_at, .. }) =
-                        outgoing.pop_front()
-                    {
-                        ready.push(acknowledge(
-                            agency,
-                            seq,
-                            count,
-                            bets.as_deref(),
-                            read_at,
-                            answer,
-                        )?);
+                Some(Outgoing::Ack(pending)) => {
+                    let Some(answer) = (&mut pending.ack).now_or_never() else { break };
+                    if let Some(Outgoing::Ack(pending)) = outgoing.pop_front() {
+                        ready.push(pending.reply(answer)?);
                     }
                 }
                 None => break,
@@ -220,8 +213,9 @@ impl Handler {
         while let Some(next) = outgoing.pop_front() {
             replies.push(match next {
                 Outgoing::Reply(reply) => reply,
-                Outgoing::Ack { agency, seq, count, bets, ack, read_at } => {
-                    acknowledge(agency, seq, count, bets.as_deref(), read_at, ack.await)?
+                Outgoing::Ack(mut pending) => {
+                    let answer = (&mut pending.ack).await;
+                    pending.reply(answer)?
                 }
             });
         }
@@ -325,19 +319,11 @@ impl Handler {
     /// Counts the agency in (once), waits for the draw and sends its winners.
     /// Returns false when this connection was cancelled meanwhile.
     async fn ready(&mut self, agency: AgencyId) -> Result<bool, HandlerError> {
-        let readiness = self.shared.store.mark_ready(agency).await.map_err(|e| {
+        self.shared.ready(agency).await.map_err(|e| {
             error!(action = "ready_for_lottery", result = "fail", agency = %agency, error = %e);
             protocol(ErrorCode::StorageFailed, e.to_string())
         })?;
-        if readiness.newly_ready {
-            let expected = self.shared.config.agencies;
-            info!(action = "ready_for_lottery", result = "success", agency = %agency, ready = readiness.ready, expected);
-            metrics::gauge!("lottery_agencies_ready").set(readiness.ready as f64);
-            self.shared.join_barrier();
-        } else {
-            info!(action = "ready_for_lottery", result = "success", agency = %agency, again = true);
-        }
-        let mut status = self.shared.draw.subscribe();
+        let mut status = self.shared.lottery.subscribe();
         let waited = status.wait_for(|s| !matches!(s, DrawStatus::Pending));
         tokio::pin!(waited);
         // While the draw waits for other agencies, this one pings to check the central is alive:
@@ -400,97 +386,6 @@ impl Handler {
     }
 }
 
-/// Most batches one connection keeps in flight (read, waiting for their commit).
-const MAX_IN_FLIGHT: usize = 32;
-
-/// A reply owed to the agency.
-enum Outgoing {
-    Reply(ServerMessage),
-    /// A batch waiting for its group commit; `bets` kept only for DEBUG logging.
-    Ack {
-        agency: AgencyId,
-        seq: u64,
-        count: usize,
-        bets: Option<Vec<Bet>>,
-        ack: Ack,
-        /// When the batch was read: the start of its acknowledgement latency.
-        read_at: std::time::Instant,
-    },
-}
-
-/// The front batch's answer, or never when the front is not a batch.
-async fn front_ack(outgoing: &mut VecDeque<Outgoing>) -> Result<Stored, StorageError> {
-    match outgoing.front_mut() {
-        Some(Outgoing::Ack { ack, .. }) => ack.await,
-        _ => std::future::pending().await,
-    }
-}
-
-/// The reply to a committed (or refused) batch, logged.
-fn acknowledge(
-    agency: AgencyId,
-    seq: u64,
-    count: usize,
-    bets: Option<&[Bet]>,
-    read_at: std::time::Instant,
-    answer: Result<Stored, StorageError>,
-) -> Result<ServerMessage, HandlerError> {
-    metrics::histogram!("lottery_batch_ack_seconds").record(read_at.elapsed().as_secs_f64());
-    match answer {
-        Ok(Stored::New) => {
-            count_batch(agency, "stored", count);
-            debug!(action = "agency_progress", result = "in_progress", agency = %agency, lotes = seq);
-            info!(action = "apuesta_recibida", result = "success", cantidad = count, agency = %agency, seq);
-            for bet in bets.unwrap_or_default() {
-                debug!(action = "apuesta_almacenada", result = "success", dni = %bet.document, numero = %bet.number);
-            }
-            Ok(ServerMessage::BatchAccepted { seq, count: count as u32 })
-        }
-        Ok(Stored::Duplicate) => {
-            count_batch(agency, "duplicate", count);
-            info!(action = "batch_retry", result = "success", agency = %agency, seq, cantidad = count);
-            Ok(ServerMessage::BatchAccepted { seq, count: count as u32 })
-        }
-        Err(e @ StorageError::SequenceGap { .. }) => {
-            Err(protocol(ErrorCode::SequenceGap, e.to_string()))
-        }
-        Err(e @ StorageError::BadBatch { .. }) => {
-            Err(protocol(ErrorCode::Malformed, e.to_string()))
-        }
-        Err(e @ (StorageError::AgencyLimit { .. } | StorageError::LowDiskSpace { .. })) => {
-            // The store logs the condition once when it starts; a line per batch would let one
-            // agency flood the log.
-            count_batch(agency, "rejected", count);
-            debug!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
-            let message = format!("not stored: {e}");
-            Ok(ServerMessage::BatchRejected { seq, reason: RejectReason::Storage, message })
-        }
-        Err(e @ StorageError::AgencyClosed { .. }) => {
-            warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
-            Err(protocol(ErrorCode::AgencyClosed, e.to_string()))
-        }
-        Err(e) => {
-            count_batch(agency, "rejected", count);
-            error!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
-            let message = format!("not stored: {e}");
-            Ok(ServerMessage::BatchRejected { seq, reason: RejectReason::Storage, message })
-        }
-    }
-}
-
-/// Counts a batch and its bets by outcome (see `server::metrics`).
-fn count_batch(agency: AgencyId, result: &'static str, bets: usize) {
-    let agency = agency.to_string();
-    metrics::counter!("lottery_batches_total", "agency" => agency.clone(), "result" => result)
-        .increment(1);
-    match result {
-        "stored" => metrics::counter!("lottery_bets_stored_total", "agency" => agency),
-        "rejected" => metrics::counter!("lottery_bets_rejected_total", "agency" => agency),
-        _ => return,
-    }
-    .increment(bets as u64);
-}
-
-fn protocol(code: ErrorCode, message: impl Into<String>) -> HandlerError {
+pub(super) fn protocol(code: ErrorCode, message: impl Into<String>) -> HandlerError {
     HandlerError::Protocol { code, message: message.into() }
 }

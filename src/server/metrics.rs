@@ -56,7 +56,13 @@ pub(super) async fn serve(
             Ok((stream, _)) => {
                 tracker.spawn(answer(stream, handle.clone()));
             }
-            Err(e) => debug!(action = "metrics", result = "fail", error = %e),
+            Err(e) => {
+                debug!(action = "metrics", result = "fail", error = %e);
+                // Like the agencies' accept loop: out of file descriptors must not spin a core.
+                if !super::listener::pause_after_accept_error(&e, &token).await {
+                    return;
+                }
+            }
         }
     }
 }

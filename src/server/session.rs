@@ -233,7 +233,7 @@ impl PendingBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::WireDate;
+    use crate::fixtures::wire_bet;
 
     fn rules(tokens: Option<&str>) -> Rules {
         Rules {
@@ -248,13 +248,7 @@ mod tests {
     }
 
     fn bet(number: u16) -> ClientMessage {
-        ClientMessage::Bet(WireBet {
-            first_name: "Ana".into(),
-            last_name: "Paz".into(),
-            document: "123".into(),
-            birthdate: WireDate { year: 1990, month: 1, day: 2 },
-            number,
-        })
+        ClientMessage::Bet(wire_bet("Ana", "Paz", "123", number))
     }
 
     fn code(step: Step) -> ErrorCode {

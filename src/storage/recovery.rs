@@ -21,19 +21,23 @@
 //! byte, and what to do; nothing is changed then. Every check runs before the first change.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use tracing::info;
 
-use super::journal::{self, FORMAT_VERSION, Format, LastGroup, Ledger, Record};
-use super::{Files, MAX_GROUP_BYTES, Recovery, StorageError, rows, write_error};
+use super::error::write_error;
+use super::files::{Files, install, len, lock, open, rows_crc};
+use super::journal::{self, FORMAT_VERSION, Format, Record};
+use super::ledger::{LastGroup, Ledger};
+use super::legacy::{Converting, check_rows_first, convert};
+use super::{Recovery, StorageError, rows};
 use crate::domain::AgencyId;
 
 /// What to do when the journal cannot be trusted, but the bets file can.
-const ADOPT_HINT: &str = "restore the journal from a backup; or, if the bets file is complete and \
+pub(super) const ADOPT_HINT: &str = "restore the journal from a backup; or, if the bets file is complete and \
      its journal is lost, move the journal away: the central then adopts the bets file as it is, \
      and each agency resumes after its rows";
 
@@ -309,7 +313,7 @@ fn settle(
 }
 
 /// The bets file must hold every acknowledged byte and end a row there.
-fn check_row_end(
+pub(super) fn check_row_end(
     bets: &File,
     path: &Path,
     bets_len: u64,
@@ -337,78 +341,6 @@ fn check_row_end(
         }
     }
     Ok(())
-}
-
-/// A journal whose rows went first (format 2, legacy): the bets file may hold up to one group
-/// commit's rows past the last recorded end, written and synced but never acknowledged because
-/// their records were not. (Such a journal that lost its last records looks the same: the
-/// reason the current format writes the journal first.)
-fn check_rows_first(
-    bets: &File,
-    path: &Path,
-    bets_len: u64,
-    committed: u64,
-) -> Result<(), StorageError> {
-    check_row_end(bets, path, bets_len, committed)?;
-    let extra = bets_len - committed;
-    if extra > MAX_GROUP_BYTES {
-        let reason = format!(
-            "it has {extra} bytes past byte {committed}, where the journal's last batch ends; a \
-             crash leaves at most {MAX_GROUP_BYTES} (one group commit, never acknowledged), so \
-             the journal lacks records of acknowledged bets. Nothing was changed. To start, \
-             {ADOPT_HINT}"
-        );
-        return Err(StorageError::Corrupt { path: path.to_owned(), reason });
-    }
-    Ok(())
-}
-
-/// The CRC-32 of bytes `start..end` of the bets file.
-fn rows_crc(bets: &File, path: &Path, start: u64, end: u64) -> Result<u32, StorageError> {
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buffer = vec![0u8; 64 << 10];
-    let mut at = start;
-    while at < end {
-        let n = usize::try_from(end - at).unwrap_or(usize::MAX).min(buffer.len());
-        bets.read_exact_at(&mut buffer[..n], at)
-            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-        hasher.update(&buffer[..n]);
-        at += n as u64;
-    }
-    Ok(hasher.finalize())
-}
-
-enum Converting {
-    Read(StorageError),
-    Contradiction(String),
-}
-
-impl From<String> for Converting {
-    fn from(e: String) -> Self {
-        Self::Contradiction(e)
-    }
-}
-
-/// The text of a current-format journal saying what `records` (of a rows-first journal) say:
-/// each batch gets a group of its own, whose CRC is read from the bets file.
-fn convert(records: &[Record], bets: &File, path: &Path) -> Result<String, Converting> {
-    let mut text = String::new();
-    Record::Header { version: FORMAT_VERSION }.write_to(&mut text);
-    let mut end = 0;
-    for record in records {
-        match *record {
-            Record::Header { .. } => continue,
-            Record::Base { end: base, .. } => end = base,
-            Record::Batch { end: batch_end, .. } => {
-                let crc = rows_crc(bets, path, end, batch_end).map_err(Converting::Read)?;
-                Record::Group { start: end, end: batch_end, crc }.write_to(&mut text);
-                end = batch_end;
-            }
-            Record::Group { .. } | Record::Ready { .. } | Record::Draw { .. } => {}
-        }
-        record.write_to(&mut text);
-    }
-    Ok(text)
 }
 
 /// What adopting a bets file found.
@@ -457,88 +389,6 @@ fn last_line_end(file: &File, path: &Path, len: u64) -> Result<u64, StorageError
         end = at;
     }
     Ok(0)
-}
-
-/// Writes `text` as the new journal at `path` (through a temporary file renamed over it, so a
-/// crash leaves the old journal or the new one, whole) and opens and locks it.
-fn install(path: &Path, text: &str, sync: bool) -> Result<File, StorageError> {
-    let mut temporary = path.to_owned().into_os_string();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temporary)
-        .map_err(|source| StorageError::Open { path: temporary.clone(), source })?;
-    file.write_all_at(text.as_bytes(), 0).map_err(write_error(&temporary))?;
-    if sync {
-        file.sync_all().map_err(write_error(&temporary))?;
-    }
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(write_error(path))?;
-    if sync {
-        // The journal's directory entry must be durable before anything relies on it.
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(write_error(dir))?;
-    }
-    let journal = open(path, false)?;
-    lock(&journal, path)?;
-    Ok(journal)
-}
-
-fn open(path: &Path, create: bool) -> Result<File, StorageError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .open(path)
-        .map_err(|source| StorageError::Open { path: path.to_owned(), source })
-}
-
-fn len(file: &File, path: &Path) -> Result<u64, StorageError> {
-    let metadata =
-        file.metadata().map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-    Ok(metadata.len())
-}
-
-/// Takes an exclusive `flock` on `file` for as long as it stays open (or until
-/// [`unlock`]); a second central on the same file is refused here.
-fn lock(file: &File, path: &Path) -> Result<(), StorageError> {
-    use rustix::fs::{FlockOperation, flock};
-    match flock(file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            Err(StorageError::Locked { path: path.to_owned(), holder: lock_holder(file) })
-        }
-        Err(e) => Err(StorageError::Open { path: path.to_owned(), source: e.into() }),
-    }
-}
-
-/// Releases [`lock`]'s lock.
-pub(super) fn unlock(file: &File) {
-    // Closing the file releases it anyway; this only makes it happen now.
-    let _ = rustix::fs::flock(file, rustix::fs::FlockOperation::Unlock);
-}
-
-/// The process holding a `flock` on `file`, from `/proc/locks` (Linux), when it can be told:
-/// `None` elsewhere, or when the holder is in another PID namespace (another container).
-fn lock_holder(file: &File) -> Option<u32> {
-    let metadata = file.metadata().ok()?;
-    let dev = metadata.dev();
-    // glibc's encoding of a device number, as `major()` and `minor()` decode it.
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    let wanted = format!("{major:02x}:{minor:02x}:{}", metadata.ino());
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    locks.lines().find_map(|line| {
-        // `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`; waiters have a `->` field first.
-        let fields: Vec<&str> = line.split_whitespace().filter(|f| *f != "->").collect();
-        let (kind, pid, id) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
-        let pid: u32 = pid.parse().ok()?;
-        (*kind == "FLOCK" && *id == wanted && pid != 0).then_some(pid)
-    })
 }
 
 #[cfg(test)]

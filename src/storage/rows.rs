@@ -1,4 +1,4 @@
-//! The bets file's row format, shared with the original Python helpers, and agency-file reading.
+//! The bets file's row format, shared with the original Python helpers: writing and reading it.
 //!
 //! CSV, no header, one row `agency,first_name,last_name,document,birthdate,number` per bet,
 //! UTF-8, `\r\n` line ends and minimal quoting, exactly as Python's `csv.writer` writes, so the
@@ -11,6 +11,7 @@ use std::path::Path;
 use chrono::NaiveDate;
 
 use super::StorageError;
+use crate::csv_rows::{csv_reader, fields, record_line};
 use crate::domain::{AgencyId, Bet, BetError, write_date};
 
 /// Writes `bets` as bets-file rows, Python `csv.writer` style.
@@ -105,61 +106,11 @@ fn parse_row(record: &csv::StringRecord) -> Result<Bet, BetError> {
     Bet::from_text(agency, text, NaiveDate::MAX)
 }
 
-/// A CSV reader for headerless files (bets file, agency files) with `\n` or `\r\n` line ends.
-///
-/// Records end at `\n` only, so `Position::line` is the record's real line: with the csv
-/// crate's default CRLF handling, a record after a `\r\n` reports the previous line. The `\r`
-/// this leaves at the end of a row is dropped by [`fields`].
-pub(crate) fn csv_reader<R: io::Read>(input: R) -> csv::Reader<R> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(input)
-}
-
-/// The 1-based line a record starts on.
-pub(crate) fn record_line(record: &csv::StringRecord) -> u64 {
-    record.position().map_or(0, csv::Position::line)
-}
-
-/// Exactly `N` fields of `record`, the last without the `\r` of a `\r\n` line end.
-///
-/// # Errors
-/// `BetError` for any other number of fields.
-pub(crate) fn fields<const N: usize>(record: &csv::StringRecord) -> Result<[&str; N], BetError> {
-    let mut fields: [&str; N] = [""; N];
-    if record.len() != N {
-        let found = format!("{} fields", record.len());
-        return Err(BetError::new("row", found, if N == 5 { "5 fields" } else { "6 fields" }));
-    }
-    for (slot, field) in fields.iter_mut().zip(record.iter()) {
-        *slot = field;
-    }
-    if let Some(last) = fields.last_mut() {
-        *last = last.strip_suffix('\r').unwrap_or(last);
-    }
-    Ok(fields)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{BetNumber, Document};
+    use crate::fixtures::named_bet as bet;
     use std::process::Command;
-
-    fn bet(agency: u32, first: &str, last: &str, document: &str, number: u32) -> Bet {
-        Bet::new(
-            AgencyId::new(agency).unwrap(),
-            first.into(),
-            last.into(),
-            Document::parse(document).unwrap(),
-            NaiveDate::from_ymd_opt(1985, 12, 1).unwrap(),
-            BetNumber::parse(number).unwrap(),
-            NaiveDate::MAX,
-        )
-        .unwrap()
-    }
 
     fn tricky_bets() -> Vec<Bet> {
         vec![

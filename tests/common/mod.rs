@@ -242,6 +242,12 @@ pub async fn start_server_with(bets_file: &Path, vars: &[(&str, &str)]) -> (Proc
     (server, address)
 }
 
+/// The first of `lines` that contains `needle`; fails the test, showing them all, if none does.
+pub fn line_with<'a>(lines: &'a [String], needle: &str) -> &'a str {
+    let line = lines.iter().find(|l| l.contains(needle));
+    line.unwrap_or_else(|| panic!("no line with {needle:?} in {lines:#?}"))
+}
+
 /// What the central says on `stream` until it closes it; fails the test if it never does.
 pub async fn replies_until_closed(
     stream: tokio::net::TcpStream,

@@ -1,0 +1,384 @@
+//! [`Connection`]: one protocol session with the central, past its `Hello`, every wait on the
+//! central under the connection's deadline; and [`ping`], the container health check.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::config::{ClientConfig, DEFAULT_CLIENT_READ_TIMEOUT};
+use crate::domain::AgencyId;
+use crate::protocol::{
+    ClientCodec, ClientMessage, CodecError, PROTOCOL_VERSION, ServerMessage, WireBet,
+};
+
+use super::{ClientError, PING_EVERY};
+
+/// First pause between connection attempts; it doubles up to `MAX_RETRY_DELAY`.
+pub(super) const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);
+pub(super) const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// `future`'s output, or `Timeout` naming `what` the central did not do within `limit`.
+pub(super) async fn within<T, E: Into<ClientError>>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    future: impl Future<Output = Result<T, E>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(limit, future).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(ClientError::Timeout { what: what(), waited: limit }),
+    }
+}
+
+/// One protocol session with the central, past its `Hello`. Every wait on the central (a send,
+/// a flush, a reply) is bounded by the connection's read timeout.
+#[derive(Debug)]
+pub struct Connection {
+    frames: Framed<TcpStream, ClientCodec>,
+    next_seq: u64,
+    stored_bets: u64,
+    timeout: Duration,
+    /// The central answered a `Ping` after this connection's `ReadyForLottery`: it holds the
+    /// agency's readiness, and the agency is only waiting for the draw.
+    ready_confirmed: bool,
+}
+
+impl Connection {
+    /// Connects to `address` (`host:port`) once and introduces itself as `agency`, with its
+    /// `token` when the central requires one; waits at most the default `CLI_READ_TIMEOUT` for
+    /// each step.
+    ///
+    /// # Errors
+    /// As [`Connection::open`].
+    pub async fn connect(
+        address: &str,
+        agency: AgencyId,
+        token: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        Self::open(address, agency, token, DEFAULT_CLIENT_READ_TIMEOUT).await
+    }
+
+    /// Connects to `address` once and introduces itself as `agency` (with its `token`), giving
+    /// the central at most `timeout` for each step: the TCP connection, taking the `Hello`, and
+    /// its `Welcome`. The connection keeps `timeout` for every later wait.
+    ///
+    /// # Errors
+    /// `Connect` when the central cannot be reached; `Timeout` when a step takes too long;
+    /// `Server` when it refuses the agency.
+    pub async fn open(
+        address: &str,
+        agency: AgencyId,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let connect = async {
+            TcpStream::connect(address)
+                .await
+                .map_err(|source| ClientError::Connect { address: address.to_owned(), source })
+        };
+        let stream = within(timeout, || "accept the TCP connection".into(), connect).await?;
+        stream.set_nodelay(true).map_err(CodecError::Io)?;
+        let mut frames = Framed::new(stream, ClientCodec::new());
+        let hello = ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            agency: agency.get(),
+            token: token.map(str::to_owned),
+        };
+        within(timeout, || "take the Hello".into(), frames.send(hello)).await?;
+        let welcome = within(timeout, || "answer Hello".into(), async {
+            Ok::<_, ClientError>(frames.next().await)
+        });
+        match welcome.await? {
+            Some(Ok(ServerMessage::Welcome { next_seq, stored_bets, .. })) => {
+                Ok(Self { frames, next_seq, stored_bets, timeout, ready_confirmed: false })
+            }
+            Some(Ok(ServerMessage::Error { code, message })) => {
+                Err(ClientError::Server { code, message })
+            }
+            Some(Ok(other)) => Err(unexpected("Welcome", &other)),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(ClientError::Closed),
+        }
+    }
+
+    /// Like [`Connection::open`] to `config`'s central as its agency, retrying with backoff
+    /// while the central is unreachable, busy, slow to answer, or drops the connection before
+    /// its `Welcome`, for at most `config.connect_timeout`.
+    ///
+    /// # Errors
+    /// `Unreachable` once `timeout` has passed; a non-transient error at once.
+    pub async fn connect_with_retry(
+        config: &ClientConfig,
+        cancel: &CancellationToken,
+    ) -> Result<Self, ClientError> {
+        Self::connect_until(config, cancel, Instant::now()).await
+    }
+
+    /// [`Connection::connect_with_retry`], giving up `config.connect_timeout` after `since`
+    /// (the last progress). No attempt outlives that deadline.
+    pub(super) async fn connect_until(
+        config: &ClientConfig,
+        cancel: &CancellationToken,
+        since: Instant,
+    ) -> Result<Self, ClientError> {
+        let address = config.server_address.as_str();
+        let deadline = since + config.connect_timeout;
+        let mut delay = FIRST_RETRY_DELAY;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let limit = config.read_timeout.min(left).max(Duration::from_millis(1));
+            let connect = Self::open(address, config.id, config.token.as_deref(), limit);
+            let attempt = cancel.run_until_cancelled(connect).await;
+            match attempt.ok_or(ClientError::Cancelled)? {
+                Ok(mut connection) => {
+                    connection.timeout = config.read_timeout;
+                    return Ok(connection);
+                }
+                Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
+                    let pause_for = jittered(delay);
+                    let retry_in_ms = pause_for.as_millis() as u64;
+                    warn!(action = "connect", result = "in_progress", address, retry_in_ms, error = %e);
+                    pause(pause_for, cancel).await?;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+                Err(e) if e.is_transient() => {
+                    let waited = since.elapsed();
+                    return Err(ClientError::Unreachable {
+                        address: address.to_owned(),
+                        waited,
+                        last: Box::new(e),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the central answered a `Ping` after this connection's `ReadyForLottery`.
+    pub fn ready_confirmed(&self) -> bool {
+        self.ready_confirmed
+    }
+
+    /// The first batch sequence number the central has not stored for this agency.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// How many of this agency's bets the central holds.
+    pub fn stored_bets(&self) -> u64 {
+        self.stored_bets
+    }
+
+    /// Sends batch `seq` and waits for its acknowledgement; returns the count the central stored.
+    ///
+    /// # Errors
+    /// `Rejected` when the central refuses the batch (nothing of it is stored); `Timeout` when
+    /// the central does not take it or answer in time.
+    pub async fn send_batch(&mut self, seq: u64, bets: &[WireBet]) -> Result<u32, ClientError> {
+        let frames = &mut self.frames;
+        let send = async move {
+            for bet in bets {
+                frames.feed(ClientMessage::Bet(bet.clone())).await?;
+            }
+            frames.send(ClientMessage::BetBatchEnd { seq }).await
+        };
+        within(self.timeout, || format!("take batch {seq}"), send).await?;
+        self.receive_ack(seq).await
+    }
+
+    /// Queues batch `seq` as one `Batch` frame, to go out with the next [`Connection::flush`].
+    ///
+    /// # Errors
+    /// When the frame cannot be written; `Timeout` when earlier frames must go out first and the
+    /// central does not read them in time.
+    pub async fn feed_batch(&mut self, seq: u64, bets: Vec<WireBet>) -> Result<(), ClientError> {
+        let feed = self.frames.feed(ClientMessage::Batch { seq, bets });
+        within(self.timeout, || format!("take batch {seq}"), feed).await
+    }
+
+    /// Sends whatever was queued.
+    ///
+    /// # Errors
+    /// When the socket fails; `Timeout` when the central does not read it in time.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        within(self.timeout, || "read what the agency sent".into(), self.frames.flush()).await
+    }
+
+    /// Waits for the acknowledgement of batch `seq` (the oldest in flight); returns its count.
+    ///
+    /// # Errors
+    /// `Rejected` when the central refuses the batch; `Unexpected` for any other reply;
+    /// `Timeout` when no reply comes in time.
+    pub async fn receive_ack(&mut self, seq: u64) -> Result<u32, ClientError> {
+        match self.receive(|| format!("acknowledge batch {seq}")).await? {
+            ServerMessage::BatchAccepted { seq: acked, count } if acked == seq => Ok(count),
+            ServerMessage::BatchRejected { seq, reason, message } => {
+                Err(ClientError::Rejected { seq, reason, message })
+            }
+            other => Err(unexpected("BatchAccepted", &other)),
+        }
+    }
+
+    /// Declares every bet sent and waits for this agency's winners (after the draw), however
+    /// long that takes, checking the central is alive meanwhile (see [`Connection::wait_for_draw`]).
+    ///
+    /// # Errors
+    /// As [`Connection::wait_for_draw`].
+    pub async fn winners(&mut self) -> Result<Vec<String>, ClientError> {
+        self.wait_for_draw(usize::MAX).await
+    }
+
+    /// Declares every bet sent (`ReadyForLottery`) and waits for this agency's winners. While
+    /// it waits it sends a `Ping` at once and every [`PING_EVERY`], expecting each `Pong` within
+    /// the read timeout; the first `Pong` sets [`Connection::ready_confirmed`]: the central holds the agency's
+    /// readiness and is alive. More than `most` winners (the agency's own winning bets) is an
+    /// error as soon as it arrives, so a central cannot make the agency hold an endless list.
+    ///
+    /// # Errors
+    /// `Server` when the central refuses or cannot run the draw; `Timeout` when a `Pong` does
+    /// not come in time (the central is frozen or the network dropped); `WrongWinners` past `most`.
+    pub async fn wait_for_draw(&mut self, most: usize) -> Result<Vec<String>, ClientError> {
+        let limit = self.timeout;
+        let frames = &mut self.frames;
+        let declare = async {
+            frames.feed(ClientMessage::ReadyForLottery).await?;
+            frames.send(ClientMessage::Ping).await
+        };
+        within(limit, || "take ReadyForLottery".into(), declare).await?;
+        let mut pong_due = Some(Instant::now() + limit);
+        let mut next_ping = Instant::now() + PING_EVERY;
+        let mut winners = Vec::new();
+        loop {
+            let message = tokio::select! {
+                message = self.frames.next() => message,
+                () = tokio::time::sleep_until(pong_due.unwrap_or(next_ping)) => {
+                    if pong_due.is_some() {
+                        let what = "answer Ping while the agency waits for the draw".into();
+                        return Err(ClientError::Timeout { what, waited: limit });
+                    }
+                    let ping = self.frames.send(ClientMessage::Ping);
+                    within(limit, || "take a Ping".into(), ping).await?;
+                    pong_due = Some(Instant::now() + limit);
+                    next_ping = Instant::now() + PING_EVERY;
+                    continue;
+                }
+            };
+            match interpret(message)? {
+                ServerMessage::Pong => {
+                    pong_due = None;
+                    self.ready_confirmed = true;
+                }
+                ServerMessage::Winners { documents, last } => {
+                    winners.extend(documents);
+                    if winners.len() > most {
+                        let (got, example) = (winners.len(), winners.pop().unwrap_or_default());
+                        return Err(ClientError::WrongWinners {
+                            expected: most,
+                            got,
+                            unknown: got - most,
+                            example,
+                        });
+                    }
+                    if last {
+                        return Ok(winners);
+                    }
+                }
+                other => return Err(unexpected("Winners", &other)),
+            }
+        }
+    }
+
+    /// Checks that the central answers.
+    ///
+    /// # Errors
+    /// Any failure to get a `Pong` within the read timeout.
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        within(self.timeout, || "take a Ping".into(), self.frames.send(ClientMessage::Ping))
+            .await?;
+        match self.receive(|| "answer Ping".into()).await? {
+            ServerMessage::Pong => Ok(()),
+            other => Err(unexpected("Pong", &other)),
+        }
+    }
+
+    async fn receive(
+        &mut self,
+        what: impl FnOnce() -> String,
+    ) -> Result<ServerMessage, ClientError> {
+        let next = async { Ok::<_, ClientError>(self.frames.next().await) };
+        interpret(within(self.timeout, what, next).await?)
+    }
+}
+
+/// A frame from the central as a message, or the error it means.
+fn interpret(
+    next: Option<Result<ServerMessage, CodecError>>,
+) -> Result<ServerMessage, ClientError> {
+    match next {
+        None => Err(ClientError::Closed),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(ServerMessage::Error { code, message })) => {
+            Err(ClientError::Server { code, message })
+        }
+        Some(Ok(message)) => Ok(message),
+    }
+}
+
+/// Checks that a central listens at `address` and answers the protocol (`Ping` → `Pong`, no
+/// `Hello`): the container health check.
+///
+/// # Errors
+/// `Connect` when nothing listens there; any other error when the answer is not `Pong`.
+pub async fn ping(address: &str) -> Result<(), ClientError> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|source| ClientError::Connect { address: address.to_owned(), source })?;
+    let mut frames = Framed::new(stream, ClientCodec::new());
+    frames.send(ClientMessage::Ping).await?;
+    match frames.next().await {
+        Some(Ok(ServerMessage::Pong)) => Ok(()),
+        Some(Ok(other)) => Err(unexpected("Pong", &other)),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(ClientError::Closed),
+    }
+}
+
+fn unexpected(expected: &'static str, got: &ServerMessage) -> ClientError {
+    ClientError::Unexpected { expected, got: format!("{got:?}") }
+}
+
+/// A pause of between half and all of `step` ("equal jitter"), so agencies that lost the central
+/// together do not all come back in the same millisecond.
+pub(super) fn jittered(step: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A randomly keyed hasher is a random number source without another dependency.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let half = step / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(random % nanos.saturating_add(1))
+}
+
+/// Sleeps for `delay`, or `Cancelled` if `token` is cancelled first.
+pub(super) async fn pause(delay: Duration, token: &CancellationToken) -> Result<(), ClientError> {
+    token.run_until_cancelled(tokio::time::sleep(delay)).await.ok_or(ClientError::Cancelled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_pauses_are_jittered_between_half_and_all_of_the_step() {
+        for step in [FIRST_RETRY_DELAY, Duration::from_millis(640), MAX_RETRY_DELAY] {
+            let pauses: Vec<Duration> = (0..200).map(|_| jittered(step)).collect();
+            assert!(pauses.iter().all(|p| *p >= step / 2 && *p <= step), "{step:?}: {pauses:?}");
+            let first = pauses[0];
+            assert!(pauses.iter().any(|p| *p != first), "{step:?}: every pause the same");
+        }
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
+}

@@ -1,0 +1,257 @@
+//! The agency's run: read the agency file, send it in pipelined batches over a [`Connection`],
+//! resume from each new `Welcome` after a broken connection (with jittered backoff), declare
+//! readiness and receive the winners.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{BetSource, ClientConfig};
+
+use super::ClientError;
+use super::connection::{Connection, FIRST_RETRY_DELAY, MAX_RETRY_DELAY, jittered, pause};
+use super::pacer::Pacer;
+use super::progress::UploadProgress;
+use super::reader::{Read, spawn_reader};
+
+/// `future`'s output, or `Cancelled` if `token` is cancelled first.
+async fn cancellable<F: Future>(
+    token: &CancellationToken,
+    future: F,
+) -> Result<F::Output, ClientError> {
+    token.run_until_cancelled(future).await.ok_or(ClientError::Cancelled)
+}
+
+/// What an agency's run did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The agency's winning documents.
+    pub winners: Vec<String>,
+    /// Bets acknowledged during this run (bets stored by an earlier run are not counted).
+    pub sent_bets: u64,
+    /// Each batch's time from being sent to being acknowledged.
+    pub ack_latencies: Vec<Duration>,
+    /// When the last batch was acknowledged and `ReadyForLottery` went out.
+    pub uploaded_at: Option<std::time::Instant>,
+    /// Connections that broke and were resumed.
+    pub reconnects: u32,
+}
+
+/// Runs the agency: uploads every bet of `config.source`, then waits for and returns its winners.
+/// Stops early, with `ClientError::Cancelled`, when `token` is cancelled.
+///
+/// Up to `config.batch_window` batches are in flight at once. When the connection breaks (the
+/// central restarts, the network drops, the central cannot write for a moment, or it leaves a
+/// wait unanswered for `config.read_timeout`) it reconnects with backoff and resumes after the
+/// bets the central's `Welcome` says it holds, re-reading its file from there. While uploading
+/// it gives up when nothing was acknowledged for `config.connect_timeout`; waiting for the draw
+/// never counts, only the time the central then stays unreachable after a break does.
+///
+/// # Errors
+/// Any `ClientError`; batches acknowledged before it stay stored at the central.
+pub async fn run(config: &ClientConfig, token: &CancellationToken) -> Result<Outcome, ClientError> {
+    run_with_progress(config, token, &AtomicU64::new(0)).await
+}
+
+/// [`run`], adding every acknowledged bet to `acked_bets` as it goes (for progress displays).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_progress(
+    config: &ClientConfig,
+    token: &CancellationToken,
+    acked_bets: &AtomicU64,
+) -> Result<Outcome, ClientError> {
+    let mut outcome = Outcome::default();
+    let total = match &config.source {
+        BetSource::File(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || super::progress::count_rows(&path))
+                .await
+                .unwrap_or(0)
+        }
+        BetSource::Single(_) => 1,
+    };
+    let mut progress = UploadProgress::new(total);
+    let mut last_progress = Instant::now();
+    let mut delay = FIRST_RETRY_DELAY;
+    let mut pacer = Pacer::new(config.loop_period);
+    loop {
+        pacer.step(token).await?;
+        let mut connection = Connection::connect_until(config, token, last_progress).await?;
+        let acked_before = outcome.ack_latencies.len();
+        let session = session(
+            &mut connection,
+            config,
+            token,
+            acked_bets,
+            &mut outcome,
+            &mut progress,
+            &mut pacer,
+        );
+        let error = match session.await {
+            Ok(()) => {
+                // The pause before exiting; a signal during it ends it early, nothing is lost.
+                let _ = pacer.step(token).await;
+                return Ok(outcome);
+            }
+            Err(e) if e.is_transient() => e,
+            Err(e) => return Err(e),
+        };
+        // Once the central confirmed the agency is ready, waiting for the draw is progress.
+        if outcome.ack_latencies.len() > acked_before || connection.ready_confirmed() {
+            last_progress = Instant::now();
+            delay = FIRST_RETRY_DELAY;
+        }
+        let waited = last_progress.elapsed();
+        if waited >= config.connect_timeout {
+            return Err(ClientError::Stalled { waited, last: Box::new(error) });
+        }
+        outcome.reconnects += 1;
+        let pause_for = jittered(delay);
+        warn!(action = "reconnect", result = "in_progress", retry_in_ms = pause_for.as_millis() as u64, error = %error);
+        pause(pause_for, token).await?;
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
+    }
+}
+
+/// Checks that `received` are exactly the agency's own winning documents (`own`, from its file):
+/// never another agency's, none left out.
+fn check_winners(received: &[String], mut own: Vec<String>) -> Result<(), ClientError> {
+    let mut got = received.to_vec();
+    got.sort_unstable();
+    own.sort_unstable();
+    if got == own {
+        return Ok(());
+    }
+    let unknown: Vec<&String> = got.iter().filter(|d| own.binary_search(d).is_err()).collect();
+    let example = unknown.first().map_or_else(
+        || format!("{} of its own winners left out", own.len().saturating_sub(got.len())),
+        |d| (*d).clone(),
+    );
+    Err(ClientError::WrongWinners {
+        expected: own.len(),
+        got: got.len(),
+        unknown: unknown.len(),
+        example,
+    })
+}
+
+/// One connection's share of the work: the bets the central does not hold yet, with up to
+/// `batch_window` batches in flight, then the winners.
+async fn session(
+    connection: &mut Connection,
+    config: &ClientConfig,
+    token: &CancellationToken,
+    acked_bets: &AtomicU64,
+    outcome: &mut Outcome,
+    progress: &mut UploadProgress,
+    pacer: &mut Pacer,
+) -> Result<(), ClientError> {
+    let mut seq = connection.next_seq();
+    let skip = connection.stored_bets();
+    let mut batches = spawn_reader(config, skip);
+    let window = config.batch_window.get();
+    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(window);
+    let mut in_flight_bets = 0u64;
+    let mut reading = true;
+    // A bad row stops the reading, but the batches before it are still acknowledged first.
+    let mut failed = None;
+    let first_ack = outcome.ack_latencies.len();
+    let mut sent = 0u64;
+    let mut own_winners = None;
+    loop {
+        while reading && in_flight.len() < window {
+            let next = if in_flight.is_empty() {
+                cancellable(token, batches.recv()).await?
+            } else {
+                match batches.try_recv() {
+                    Ok(batch) => Some(batch),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let batch = match next {
+                Some(Ok(Read::Batch(batch))) => batch,
+                Some(Ok(Read::End { winners })) => {
+                    own_winners = Some(winners);
+                    reading = false;
+                    break;
+                }
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    reading = false;
+                    break;
+                }
+                None => {
+                    reading = false;
+                    break;
+                }
+            };
+            in_flight_bets += batch.len() as u64;
+            pacer.step(token).await?;
+            connection.feed_batch(seq, batch).await?;
+            if pacer.is_on() {
+                cancellable(token, connection.flush()).await??;
+            }
+            in_flight.push_back((seq, Instant::now()));
+            seq += 1;
+        }
+        cancellable(token, connection.flush()).await??;
+        let Some(&(expected, sent_at)) = in_flight.front() else { break };
+        let count = cancellable(token, connection.receive_ack(expected)).await??;
+        in_flight.pop_front();
+        outcome.ack_latencies.push(sent_at.elapsed());
+        acked_bets.fetch_add(u64::from(count), Ordering::Relaxed);
+        sent += u64::from(count);
+        outcome.sent_bets += u64::from(count);
+        in_flight_bets = in_flight_bets.saturating_sub(u64::from(count));
+        progress.update(skip + sent + in_flight_bets, skip + sent);
+        debug!(action = "batch_enviado", result = "success", seq = expected, cantidad = count);
+        if let BetSource::Single(bet) = &config.source {
+            info!(action = "apuesta_enviada", result = "success", dni = %bet.document, numero = %bet.number);
+        }
+    }
+    progress.finish();
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    // This session's latencies, sorted for the percentiles in its upload line.
+    let mut latencies = outcome.ack_latencies[first_ack..].to_vec();
+    latencies.sort();
+    let percentile = |p: usize| {
+        let at = (latencies.len() * p / 100).min(latencies.len().saturating_sub(1));
+        latencies.get(at).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    info!(
+        action = "upload",
+        result = "success",
+        batches = seq - 1,
+        bets = skip + sent,
+        resumed_after = skip,
+        ack_p50_ms = format_args!("{:.2}", percentile(50)),
+        ack_p99_ms = format_args!("{:.2}", percentile(99)),
+        ack_max_ms = format_args!("{:.2}", percentile(100)),
+    );
+    outcome.uploaded_at = Some(std::time::Instant::now());
+    // The reader ends every source it reads whole with its winning documents.
+    let own_winners = own_winners.ok_or(ClientError::ReadIncomplete)?;
+    pacer.step(token).await?;
+    let wait = connection.wait_for_draw(own_winners.len());
+    outcome.winners = cancellable(token, wait).await??;
+    check_winners(&outcome.winners, own_winners)?;
+    // A whole period from the answer, however long the draw took to come.
+    pacer.restart();
+    pacer.step(token).await?;
+    info!(
+        action = "consulta_ganadores",
+        result = "success",
+        cant_ganadores = outcome.winners.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! Fixtures the library's unit tests share (integration tests have theirs in `tests/common`).
+
+use chrono::NaiveDate;
+
+use crate::domain::{AgencyId, Bet, BetNumber, Document};
+use crate::protocol::{WireBet, WireDate};
+
+/// Agency `n`, which must be valid (1 or more).
+pub(crate) fn agency(n: u32) -> AgencyId {
+    AgencyId::new(n).unwrap()
+}
+
+/// A valid bet of `agency` by `first last` (born 1985-12-01) on `number`.
+pub(crate) fn named_bet(agency: u32, first: &str, last: &str, document: &str, number: u32) -> Bet {
+    Bet::new(
+        self::agency(agency),
+        first.into(),
+        last.into(),
+        Document::parse(document).unwrap(),
+        NaiveDate::from_ymd_opt(1985, 12, 1).unwrap(),
+        BetNumber::parse(number).unwrap(),
+        NaiveDate::MAX,
+    )
+    .unwrap()
+}
+
+/// A valid bet on the wire by `first last` (born 1990-02-28) on `number`.
+pub(crate) fn wire_bet(first: &str, last: &str, document: &str, number: u16) -> WireBet {
+    WireBet {
+        first_name: first.into(),
+        last_name: last.into(),
+        document: document.into(),
+        birthdate: WireDate { year: 1990, month: 2, day: 28 },
+        number,
+    }
+}

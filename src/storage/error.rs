@@ -1,0 +1,47 @@
+//! `StorageError`: what can go wrong storing or reading bets, each naming its file or agency.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::domain::AgencyId;
+
+/// What can go wrong storing or reading bets.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read bets file {path}: {source}")]
+    Read { path: PathBuf, source: csv::Error },
+    #[error("bets file {path}, line {line}: {reason}")]
+    BadRow { path: PathBuf, line: u64, reason: String },
+    #[error("{path} is inconsistent: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("reading bets file {path} was interrupted: {reason}")]
+    Interrupted { path: PathBuf, reason: String },
+    #[error("agency {agency} already declared ReadyForLottery: it cannot add bets")]
+    AgencyClosed { agency: AgencyId },
+    #[error("agency {agency} sent batch {got}, but its next batch is {expected}")]
+    SequenceGap { agency: AgencyId, expected: u64, got: u64 },
+    #[error("{path} is locked by another central{}: two centrals on one bets file would corrupt it; stop the other one, or give this one its own BETS_FILE", holder.map(|pid| format!(" (process {pid})")).unwrap_or_default())]
+    Locked { path: PathBuf, holder: Option<u32> },
+    #[error(
+        "agency {agency} has {stored} bets stored; {bets} more would pass the limit of {limit} per agency (LOTTERY_MAX_BETS_PER_AGENCY)"
+    )]
+    AgencyLimit { agency: AgencyId, stored: u64, bets: u64, limit: u64 },
+    #[error(
+        "{path}: {free} bytes free on its filesystem, below the floor of {floor} (LOTTERY_MIN_FREE_BYTES) once this group is written; batches are refused until space is freed"
+    )]
+    LowDiskSpace { path: PathBuf, free: u64, floor: u64 },
+    #[error("agency {agency}, batch {seq}: {reason}")]
+    BadBatch { agency: AgencyId, seq: u64, reason: &'static str },
+}
+
+pub(super) fn write_error(path: &Path) -> impl Fn(io::Error) -> StorageError + '_ {
+    move |source| StorageError::Write { path: path.to_owned(), source }
+}
+
+pub(super) fn interrupted(path: &Path, reason: &dyn std::fmt::Display) -> StorageError {
+    StorageError::Interrupted { path: path.to_owned(), reason: reason.to_string() }
+}

@@ -1,0 +1,149 @@
+//! The bets file and the journal as open files: [`Files`], what the store keeps of them under
+//! its mutex, and the file operations recovery and the store use (open, lock and its holder,
+//! install a new journal, lengths).
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::StorageError;
+use super::error::write_error;
+use super::ledger::Ledger;
+use crate::domain::AgencyId;
+
+/// The open, locked files and what the store knows of them, behind the store's mutex.
+#[derive(Debug)]
+pub(super) struct Files {
+    pub(super) bets: Arc<File>,
+    pub(super) journal: Arc<File>,
+    pub(super) ledger: Ledger,
+    pub(super) journal_len: u64,
+    /// A failed write may have left bytes past the committed ends: cut them before the next one.
+    pub(super) dirty: bool,
+    /// Set by `close`: the files are unlocked, nothing more is written.
+    pub(super) closed: bool,
+    /// Agencies whose limit was logged (once each).
+    pub(super) limit_logged: HashSet<AgencyId>,
+    /// Whether the free-space floor was hit and not yet left (logged once each way).
+    pub(super) low_space: bool,
+}
+
+impl Files {
+    pub(super) fn new(bets: File, journal: File, ledger: Ledger, journal_len: u64) -> Self {
+        Self {
+            bets: Arc::new(bets),
+            journal: Arc::new(journal),
+            ledger,
+            journal_len,
+            dirty: false,
+            closed: false,
+            limit_logged: HashSet::new(),
+            low_space: false,
+        }
+    }
+}
+
+/// Writes `text` as the new journal at `path` (through a temporary file renamed over it, so a
+/// crash leaves the old journal or the new one, whole) and opens and locks it.
+pub(super) fn install(path: &Path, text: &str, sync: bool) -> Result<File, StorageError> {
+    let mut temporary = path.to_owned().into_os_string();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)
+        .map_err(|source| StorageError::Open { path: temporary.clone(), source })?;
+    file.write_all_at(text.as_bytes(), 0).map_err(write_error(&temporary))?;
+    if sync {
+        file.sync_all().map_err(write_error(&temporary))?;
+    }
+    drop(file);
+    std::fs::rename(&temporary, path).map_err(write_error(path))?;
+    if sync {
+        // The journal's directory entry must be durable before anything relies on it.
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        File::open(dir).and_then(|d| d.sync_all()).map_err(write_error(dir))?;
+    }
+    let journal = open(path, false)?;
+    lock(&journal, path)?;
+    Ok(journal)
+}
+
+pub(super) fn open(path: &Path, create: bool) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)
+        .map_err(|source| StorageError::Open { path: path.to_owned(), source })
+}
+
+pub(super) fn len(file: &File, path: &Path) -> Result<u64, StorageError> {
+    let metadata =
+        file.metadata().map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+    Ok(metadata.len())
+}
+
+/// Takes an exclusive `flock` on `file` for as long as it stays open (or until
+/// [`unlock`]); a second central on the same file is refused here.
+pub(super) fn lock(file: &File, path: &Path) -> Result<(), StorageError> {
+    use rustix::fs::{FlockOperation, flock};
+    match flock(file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            Err(StorageError::Locked { path: path.to_owned(), holder: lock_holder(file) })
+        }
+        Err(e) => Err(StorageError::Open { path: path.to_owned(), source: e.into() }),
+    }
+}
+
+/// Releases [`lock`]'s lock.
+pub(super) fn unlock(file: &File) {
+    // Closing the file releases it anyway; this only makes it happen now.
+    let _ = rustix::fs::flock(file, rustix::fs::FlockOperation::Unlock);
+}
+
+/// The process holding a `flock` on `file`, from `/proc/locks` (Linux), when it can be told:
+/// `None` elsewhere, or when the holder is in another PID namespace (another container).
+fn lock_holder(file: &File) -> Option<u32> {
+    let metadata = file.metadata().ok()?;
+    let dev = metadata.dev();
+    // glibc's encoding of a device number, as `major()` and `minor()` decode it.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let wanted = format!("{major:02x}:{minor:02x}:{}", metadata.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF`; waiters have a `->` field first.
+        let fields: Vec<&str> = line.split_whitespace().filter(|f| *f != "->").collect();
+        let (kind, pid, id) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let pid: u32 = pid.parse().ok()?;
+        (*kind == "FLOCK" && *id == wanted && pid != 0).then_some(pid)
+    })
+}
+
+/// The CRC-32 of bytes `start..end` of the bets file.
+pub(super) fn rows_crc(
+    bets: &File,
+    path: &Path,
+    start: u64,
+    end: u64,
+) -> Result<u32, StorageError> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut at = start;
+    while at < end {
+        let n = usize::try_from(end - at).unwrap_or(usize::MAX).min(buffer.len());
+        bets.read_exact_at(&mut buffer[..n], at)
+            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+        hasher.update(&buffer[..n]);
+        at += n as u64;
+    }
+    Ok(hasher.finalize())
+}
