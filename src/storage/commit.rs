@@ -13,6 +13,7 @@
 //! queued, and dropping the store stops it too.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -160,11 +161,11 @@ impl Shared {
         if !rows.is_empty() {
             // The group's record first: its rows' byte range and CRC-32, then its batches.
             let end = start + rows.len() as u64;
-            let group = Record::Group { start, end, crc: crc32fast::hash(&rows) };
+            let header = Record::Group { start, end, crc: crc32fast::hash(&rows) };
             let mut text = String::with_capacity(batch_lines.len() + 48);
-            group.write_to(&mut text);
+            header.write_to(&mut text);
             text.push_str(&batch_lines);
-            records.insert(0, group);
+            records.insert(0, header);
             let written = self.write(files, start, rows, journal_start, text).await;
             match written {
                 Ok(journal_len) => {
@@ -180,21 +181,27 @@ impl Shared {
                     }
                     files.journal_len = journal_len;
                 }
-                Err(WriteFailure::LowSpace { free }) => {
-                    let floor = self.options.min_free_bytes;
-                    if !files.low_space {
+                Err(failure) => {
+                    if let WriteFailure::LowSpace { free } = failure
+                        && !files.low_space
+                    {
                         files.low_space = true;
+                        let floor = self.options.min_free_bytes;
                         warn!(action = "disk_space", result = "fail", path = %self.path.display(), free_bytes = free, min_free_bytes = floor, error = "batches are refused until space is freed (LOTTERY_MIN_FREE_BYTES)");
                     }
-                    for outcome in outcomes.iter_mut().filter(|o| matches!(o, Ok(Stored::New))) {
-                        let path = self.path.clone();
-                        *outcome = Err(StorageError::LowDiskSpace { path, free, floor });
-                    }
-                }
-                Err(WriteFailure::Io(e)) => {
-                    for outcome in outcomes.iter_mut().filter(|o| matches!(o, Ok(Stored::New))) {
-                        let source = io::Error::new(e.kind(), e.to_string());
-                        *outcome = Err(StorageError::Write { path: self.path.clone(), source });
+                    // Nothing of the group is stored: its new batches fail, and so does a retry of
+                    // one of them that came in the same group (a `Duplicate` of nothing durable).
+                    for (outcome, pending) in outcomes.iter_mut().zip(&group) {
+                        let durable = files.ledger.progress(pending.agency).last_seq;
+                        let lost = match outcome {
+                            Ok(Stored::New) => true,
+                            Ok(Stored::Duplicate) => pending.seq > durable,
+                            Err(_) => false,
+                        };
+                        if lost {
+                            *outcome =
+                                Err(failure.to_error(&self.path, self.options.min_free_bytes));
+                        }
                     }
                 }
             }
@@ -233,8 +240,7 @@ impl Shared {
             }
             let result = (|| {
                 if dirty {
-                    bets.set_len(at)?;
-                    journal.set_len(journal_at)?;
+                    cut_back(&bets, at, &journal, journal_at, sync)?;
                 }
                 // The journal first: the bets file never holds rows it does not describe.
                 journal.write_all_at(records.as_bytes(), journal_at)?;
@@ -250,7 +256,7 @@ impl Shared {
             if let Err(e) = result {
                 // Best effort: what cannot be cut now is cut before the next write, or at start-up
                 // (a group whose rows are short is never acknowledged: recovery cuts it).
-                let cut = bets.set_len(at).and_then(|()| journal.set_len(journal_at));
+                let cut = cut_back(&bets, at, &journal, journal_at, sync);
                 return (Err(WriteFailure::Io(e)), cut.is_err());
             }
             (result.map_err(WriteFailure::Io), false)
@@ -280,8 +286,7 @@ impl Shared {
         let written = tokio::task::spawn_blocking(move || {
             if dirty {
                 // What a failed write left past the committed ends goes before the record.
-                bets.set_len(committed)?;
-                journal.set_len(at)?;
+                cut_back(&bets, committed, &journal, at, sync)?;
             }
             journal.write_all_at(line.as_bytes(), at)?;
             if sync {
@@ -313,6 +318,21 @@ enum WriteFailure {
     LowSpace { free: u64 },
     /// A write or sync failed; what was written is cut back.
     Io(io::Error),
+}
+
+impl WriteFailure {
+    /// What a batch of the failed group is answered.
+    fn to_error(&self, path: &std::path::Path, floor: u64) -> StorageError {
+        match self {
+            Self::LowSpace { free } => {
+                StorageError::LowDiskSpace { path: path.to_owned(), free: *free, floor }
+            }
+            Self::Io(e) => StorageError::Write {
+                path: path.to_owned(),
+                source: io::Error::new(e.kind(), e.to_string()),
+            },
+        }
+    }
 }
 
 /// The task that commits submitted batches as they come, each group while the next one queues.
@@ -367,4 +387,21 @@ async fn run(shared: Weak<Shared>, queued: Arc<Notify>, token: CancellationToken
     if let Some(shared) = shared.upgrade() {
         shared.commit_queued().await;
     }
+}
+
+/// Cuts what a failed write left past the committed ends: the bets file first and synced, then
+/// the journal and synced. A cut that is not durable could reappear after a power loss once a
+/// later record made the journal's shorter length durable: rows past the journal's end, which
+/// recovery refuses. In this order a crash in between leaves a last group short of its rows,
+/// which recovery cuts.
+fn cut_back(bets: &File, at: u64, journal: &File, journal_at: u64, sync: bool) -> io::Result<()> {
+    bets.set_len(at)?;
+    if sync {
+        bets.sync_data()?;
+    }
+    journal.set_len(journal_at)?;
+    if sync {
+        journal.sync_data()?;
+    }
+    Ok(())
 }

@@ -46,6 +46,12 @@ impl Files {
     }
 }
 
+/// Syncs the directory that holds `path`, so that its entry (a new or renamed file) is durable.
+pub(super) fn sync_dir(path: &Path) -> Result<(), StorageError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(dir).and_then(|d| d.sync_all()).map_err(write_error(dir))
+}
+
 /// Writes `text` as the new journal at `path` (through a temporary file renamed over it, so a
 /// crash leaves the old journal or the new one, whole) and opens and locks it.
 pub(super) fn install(path: &Path, text: &str, sync: bool) -> Result<File, StorageError> {
@@ -66,8 +72,7 @@ pub(super) fn install(path: &Path, text: &str, sync: bool) -> Result<File, Stora
     std::fs::rename(&temporary, path).map_err(write_error(path))?;
     if sync {
         // The journal's directory entry must be durable before anything relies on it.
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(write_error(dir))?;
+        sync_dir(path)?;
     }
     let journal = open(path, false)?;
     lock(&journal, path)?;

@@ -4,12 +4,12 @@
 use std::fs::File;
 use std::path::Path;
 
+use super::StorageError;
 use super::files::rows_crc;
 use super::journal::{FORMAT_VERSION, Record};
-use super::recovery::{ADOPT_HINT, check_row_end};
-use super::{MAX_GROUP_BYTES, StorageError};
+use super::recovery::check_row_end;
 
-/// A journal whose rows went first (format 2, legacy): the bets file may hold up to one group
+/// A journal whose rows went first (format 2, legacy): the bets file may hold the last group
 /// commit's rows past the last recorded end, written and synced but never acknowledged because
 /// their records were not. (Such a journal that lost its last records looks the same: the
 /// reason the current format writes the journal first.)
@@ -19,18 +19,11 @@ pub(super) fn check_rows_first(
     bets_len: u64,
     committed: u64,
 ) -> Result<(), StorageError> {
-    check_row_end(bets, path, bets_len, committed)?;
-    let extra = bets_len - committed;
-    if extra > MAX_GROUP_BYTES {
-        let reason = format!(
-            "it has {extra} bytes past byte {committed}, where the journal's last batch ends; a \
-             crash leaves at most {MAX_GROUP_BYTES} (one group commit, never acknowledged), so \
-             the journal lacks records of acknowledged bets. Nothing was changed. To start, \
-             {ADOPT_HINT}"
-        );
-        return Err(StorageError::Corrupt { path: path.to_owned(), reason });
-    }
-    Ok(())
+    // Rows were written before their records, and the versions that did so did not bound a
+    // group (main's took the whole queue: 32 batches in flight per agency): whatever lies past the
+    // last recorded end is the last group, never acknowledged, and is cut. In these formats that
+    // cannot be told from a journal that lost records; format 3 can (see `recovery`).
+    check_row_end(bets, path, bets_len, committed)
 }
 
 /// Why a conversion failed: the bets file could not be read, or the records contradict it.

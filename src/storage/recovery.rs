@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use tracing::info;
 
 use super::error::write_error;
-use super::files::{Files, install, len, lock, open, rows_crc};
+use super::files::{Files, install, len, lock, open, rows_crc, sync_dir};
 use super::journal::{self, FORMAT_VERSION, Format, Record};
 use super::ledger::{LastGroup, Ledger};
 use super::legacy::{Converting, check_rows_first, convert};
@@ -56,8 +56,13 @@ pub(super) fn recover(
         );
         return Err(StorageError::Corrupt { path: path.into(), reason });
     }
+    let created = !path.exists();
     let bets = open(path, true)?;
     lock(&bets, path)?;
+    if created && sync {
+        // A new bets file's directory entry must be durable before any of its rows count.
+        sync_dir(path)?;
+    }
     let bets_len = len(&bets, path)?;
     let mut recovery = Recovery::default();
     let corrupt = |path: &Path, reason: String| StorageError::Corrupt { path: path.into(), reason };

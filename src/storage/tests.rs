@@ -224,7 +224,8 @@ async fn rows_first_journals_are_rewritten_in_the_current_format() {
     let path = dir.path().join("bets.csv");
     let journal_path = dir.path().join("bets.csv.journal");
     let rows = "1,Ana,Paz,1,2000-01-01,7574\r\n1,Ana,Paz,2,2000-01-01,5\r\n";
-    let unacknowledged = "1,Ana,Paz,3,2000-01-01,6\r\n";
+    // More than 1 MiB: the versions that wrote rows first did not bound a group commit.
+    let unacknowledged = "1,Ana,Paz,3,2000-01-01,6\r\n".repeat((1 << 20) / 24 + 1);
     let format_two = {
         let mut text = String::new();
         Record::Header { version: journal::FORMAT_ROWS_FIRST }.write_to(&mut text);
@@ -354,6 +355,15 @@ async fn limits_refuse_a_batch_before_anything_is_written() {
     assert_eq!(store.stats(), StoreStats { groups: 0, syncs: 0 }, "a refused group is no commit");
     assert_eq!(fs::metadata(&path).unwrap().len(), len);
     assert_eq!(fs::read(store.journal_path()).unwrap(), journal);
+    // A retry of a batch of the same failed group (a takeover can send it again while the first
+    // copy is still queued) is not acknowledged as stored either: nothing of the group was.
+    let first = store.submit(agency(2), 2, &[bet(2, "4", 4)]);
+    let retry = store.submit(agency(2), 2, &[bet(2, "4", 4)]);
+    store.commit_queued().await;
+    for ack in [first, retry] {
+        let err = ack.await.unwrap_err();
+        assert!(matches!(err, StorageError::LowDiskSpace { .. }), "{err}");
+    }
 }
 
 #[tokio::test]
