@@ -90,7 +90,7 @@ fn check(config: &ClientConfig) -> ExitCode {
         return ExitCode::SUCCESS;
     };
     let file = path.display().to_string();
-    match client::check_file(path, config.id) {
+    match client::check_file(path) {
         Ok(report) if report.bad_rows == 0 => {
             info!(action = "check", result = "success", file, rows = report.rows);
             ExitCode::SUCCESS

@@ -7,8 +7,8 @@ use tokio::sync::mpsc;
 
 use super::ClientError;
 use crate::config::{BetSource, ClientConfig};
-use crate::csv_rows::{csv_reader, fields, record_line};
-use crate::domain::{AgencyId, Bet, BetNumber, Checker, WINNING_NUMBER, has_won, latest_birthdate};
+use crate::csv_rows::RecordReader;
+use crate::domain::{BetNumber, BetText, Checker, WINNING_NUMBER, has_won, latest_birthdate};
 use crate::protocol::{MAX_BATCH_BYTES, WireBet, batch_end_frame_max_len};
 
 /// Batches read ahead of the one being sent.
@@ -39,10 +39,10 @@ pub(super) fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<R
             let _ = tx.try_send(Ok(Read::End { winners }));
         }
         BetSource::File(path) => {
-            let (path, agency, max) = (path.clone(), config.id, config.batch_max_amount.get());
+            let (path, max) = (path.clone(), config.batch_max_amount.get());
             tokio::task::spawn_blocking(move || {
                 let deliver = |batch| tx.blocking_send(Ok(Read::Batch(batch))).is_ok();
-                let read = read_batches(&path, agency, max, skip, deliver);
+                let read = read_batches(&path, max, skip, deliver);
                 let _ = tx.blocking_send(read.map(|winners| Read::End { winners }));
             });
         }
@@ -60,12 +60,11 @@ pub(super) fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<R
 /// delivered); `FileShorter` when the file has fewer than `skip` rows.
 pub fn read_batches(
     path: &Path,
-    agency: AgencyId,
     max_amount: usize,
     skip: u64,
     mut deliver: impl FnMut(Vec<WireBet>) -> bool,
 ) -> Result<Vec<String>, ClientError> {
-    let mut rows = Rows::open(path, agency)?;
+    let mut rows = Rows::open(path)?;
     let bad_row = |(line, reason)| ClientError::BadRow { path: path.to_owned(), line, reason };
     let empty_bytes = batch_end_frame_max_len();
     let mut batch = Vec::new();
@@ -79,11 +78,12 @@ pub fn read_batches(
             rows: skipped,
         });
     }
-    for row in rows {
+    while let Some(row) = rows.next_bet() {
         let bet = row.map_err(bad_row)?;
-        if bet.number == WINNING_NUMBER.get() {
-            winners.push(bet.document.clone());
+        if bet.number == WINNING_NUMBER {
+            winners.push(bet.document.to_owned());
         }
+        let bet = WireBet::from_text(&bet);
         let len = bet.frame_len();
         // A bet is at most a few hundred bytes, so it always fits an empty batch.
         if !batch.is_empty() && bytes + len > MAX_BATCH_BYTES {
@@ -126,9 +126,10 @@ pub const CHECK_REPORTED_ROWS: usize = 10;
 ///
 /// # Errors
 /// `DataFile` when the file cannot be opened.
-pub fn check_file(path: &Path, agency: AgencyId) -> Result<CheckReport, ClientError> {
+pub fn check_file(path: &Path) -> Result<CheckReport, ClientError> {
     let mut report = CheckReport::default();
-    for row in Rows::open(path, agency)? {
+    let mut rows = Rows::open(path)?;
+    while let Some(row) = rows.next_bet() {
         report.rows += 1;
         if let Err(bad) = row {
             report.bad_rows += 1;
@@ -140,33 +141,37 @@ pub fn check_file(path: &Path, agency: AgencyId) -> Result<CheckReport, ClientEr
     Ok(report)
 }
 
-/// An agency file's rows, each a bet ready to send or the line and reason it is not one.
-struct Rows {
-    reader: csv::Reader<io::BufReader<std::fs::File>>,
-    record: csv::StringRecord,
-    agency: AgencyId,
+/// An agency file's rows, each a checked bet or the line and reason it is not one.
+struct Rows<R> {
+    records: RecordReader<R>,
     latest_birthdate: chrono::NaiveDate,
 }
 
-impl Rows {
-    fn open(path: &Path, agency: AgencyId) -> Result<Self, ClientError> {
+impl Rows<std::fs::File> {
+    fn open(path: &Path) -> Result<Self, ClientError> {
         let file = std::fs::File::open(path)
             .map_err(|source| ClientError::DataFile { path: path.to_owned(), source })?;
-        Ok(Self {
-            reader: csv_reader(io::BufReader::new(file)),
-            record: csv::StringRecord::new(),
-            agency,
-            latest_birthdate: latest_birthdate(Checker::Agency),
-        })
+        Ok(Self::new(RecordReader::new(file), latest_birthdate(Checker::Agency)))
+    }
+}
+
+impl<R: io::Read> Rows<R> {
+    fn new(records: RecordReader<R>, latest_birthdate: chrono::NaiveDate) -> Self {
+        Self { records, latest_birthdate }
     }
 
     /// Passes over the first `n` rows (already stored, so checked when they were sent), adding
-    /// the documents of the winning ones to `winners`; returns how many rows there were.
+    /// the documents of the winning ones to `winners`; returns how many rows there were (it
+    /// stops early at a row it cannot read).
     fn pass_over(&mut self, n: u64, winners: &mut Vec<String>) -> u64 {
         let mut skipped = 0;
-        while skipped < n && matches!(self.reader.read_record(&mut self.record), Ok(true)) {
+        while skipped < n {
+            let Some(Ok(fields)) = self.records.next_record::<5>().map(|(_, row)| row.fields())
+            else {
+                break;
+            };
             skipped += 1;
-            if let Ok([_, _, document, _, number]) = fields::<5>(&self.record)
+            if let Ok([_, _, document, _, number]) = fields.exact()
                 && BetNumber::parse_text(number).is_ok_and(|n| n == WINNING_NUMBER)
             {
                 winners.push(document.to_owned());
@@ -174,29 +179,26 @@ impl Rows {
         }
         skipped
     }
-}
 
-impl Iterator for Rows {
-    type Item = Result<WireBet, (u64, String)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.reader.read_record(&mut self.record) {
-            Ok(false) => None,
-            Err(e) => {
-                let line = e.position().map_or(self.reader.position().line(), csv::Position::line);
-                Some(Err((line, e.to_string())))
-            }
-            Ok(true) => {
-                let line = record_line(&self.record);
-                let row = fields::<5>(&self.record)
-                    .map_err(|e| format!("{e} (first_name,last_name,document,birthdate,number)"))
-                    .and_then(|fields| {
-                        Bet::from_text(self.agency, fields, self.latest_birthdate)
-                            .map_err(|e| e.to_string())
-                    });
-                Some(row.map(WireBet::from_owned).map_err(|reason| (line, reason)))
-            }
+    /// The next row: a checked bet, borrowed from the file's buffer, or its line and why it is
+    /// not one. `None` after the last row.
+    fn next_bet(&mut self) -> Option<Result<BetText<'_>, (u64, String)>> {
+        let latest_birthdate = self.latest_birthdate;
+        let (line, record) = self.records.next_record::<5>()?;
+        // Nearly every row: one line without quotes, a valid bet.
+        let quick = record
+            .line()
+            .and_then(|(line, fields)| BetText::from_line(line, fields, latest_birthdate));
+        if let Some(bet) = quick {
+            return Some(Ok(bet));
         }
+        let bet = record.fields().and_then(|fields| {
+            let fields = fields
+                .exact()
+                .map_err(|e| format!("{e} (first_name,last_name,document,birthdate,number)"))?;
+            BetText::parse(fields, latest_birthdate).map_err(|e| e.to_string())
+        });
+        Some(bet.map_err(|reason| (line, reason)))
     }
 }
 
@@ -205,6 +207,7 @@ mod tests {
     use super::*;
     use crate::protocol::{ClientCodec, ClientMessage};
     use bytes::BytesMut;
+    use proptest::prelude::*;
     use tokio_util::codec::Encoder;
 
     type Read = (Vec<Vec<WireBet>>, Result<Vec<String>, ClientError>);
@@ -218,8 +221,7 @@ mod tests {
         let path = dir.path().join("agency-1.csv");
         std::fs::write(&path, contents).unwrap();
         let mut out = Vec::new();
-        let agency = AgencyId::new(1).unwrap();
-        let result = read_batches(&path, agency, max_amount, skip, |b| {
+        let result = read_batches(&path, max_amount, skip, |b| {
             out.push(b);
             true
         });
@@ -234,6 +236,229 @@ mod tests {
         }
         codec.encode(ClientMessage::BetBatchEnd { seq }, &mut buf).unwrap();
         buf.len()
+    }
+
+    /// What a reader does with a file: each row's bet or line and reason, then for each `skip`
+    /// what passing over that many rows finds (rows passed over, winners).
+    type Outcome = (Vec<Result<WireBet, (u64, String)>>, Vec<(u64, Vec<String>)>);
+
+    fn today() -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()
+    }
+
+    /// The reader before this one, kept as the reference: the csv crate's `StringRecord`s and
+    /// `Bet::from_text`'s steps, as they were.
+    fn reference(contents: &[u8]) -> Outcome {
+        use crate::csv_rows::{csv_reader, fields, record_line};
+        use crate::domain::{Bet, Document, parse_date};
+        let mut reader = csv_reader(contents);
+        let mut record = csv::StringRecord::new();
+        let mut rows = Vec::new();
+        loop {
+            match reader.read_record(&mut record) {
+                Ok(false) => break,
+                Err(e) => {
+                    let line = e.position().map_or(reader.position().line(), csv::Position::line);
+                    rows.push(Err((line, e.to_string())));
+                }
+                Ok(true) => {
+                    let line = record_line(&record);
+                    let row = fields::<5>(&record)
+                        .map_err(|e| {
+                            format!("{e} (first_name,last_name,document,birthdate,number)")
+                        })
+                        .and_then(|[first, last, document, birthdate, number]| {
+                            let bet = || {
+                                let agency = crate::domain::AgencyId::new(1)?;
+                                let document = Document::parse(document)?;
+                                let birthdate = parse_date(birthdate)?;
+                                let number = BetNumber::parse_text(number)?;
+                                let (first, last) = (first.into(), last.into());
+                                Bet::new(agency, first, last, document, birthdate, number, today())
+                            };
+                            bet().map_err(|e| e.to_string())
+                        });
+                    rows.push(row.map(WireBet::from_owned).map_err(|reason| (line, reason)));
+                }
+            }
+        }
+        let passes = (0..=rows.len() as u64 + 1)
+            .map(|n| {
+                let (mut reader, mut winners) = (csv_reader(contents), Vec::new());
+                let mut skipped = 0;
+                while skipped < n && matches!(reader.read_record(&mut record), Ok(true)) {
+                    skipped += 1;
+                    if let Ok([_, _, document, _, number]) = fields::<5>(&record)
+                        && BetNumber::parse_text(number).is_ok_and(|n| n == WINNING_NUMBER)
+                    {
+                        winners.push(document.to_owned());
+                    }
+                }
+                (skipped, winners)
+            })
+            .collect();
+        (rows, passes)
+    }
+
+    /// This reader, reading `chunk` bytes at a time.
+    fn fast(contents: &[u8], chunk: usize) -> Outcome {
+        let rows_of = || Rows::new(RecordReader::with_chunk(contents, chunk), today());
+        let mut rows = rows_of();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next_bet() {
+            out.push(row.map(|bet| WireBet::from_text(&bet)));
+        }
+        let passes = (0..=out.len() as u64 + 1)
+            .map(|n| {
+                let mut winners = Vec::new();
+                (rows_of().pass_over(n, &mut winners), winners)
+            })
+            .collect();
+        (out, passes)
+    }
+
+    /// Pieces of agency files, the awkward ones included: quotes, commas in names, CRLF, a BOM,
+    /// empty fields, blank lines, control characters (C0 and C1), bytes that are not UTF-8.
+    const PIECES: &[&[u8]] = &[
+        b"Ana",
+        b"Paz",
+        "Ñandú".as_bytes(),
+        b",",
+        b",",
+        b",",
+        b"\"",
+        b"\"\"",
+        b"\r",
+        b"\n",
+        b"\n",
+        b"\r\n",
+        b"1",
+        b"30904465",
+        b"7574",
+        b"0",
+        b"2000-01-01",
+        b"1999-02-29",
+        b"2026-11-27",
+        b"2026-11-28",
+        b"-",
+        b" ",
+        "\u{85}".as_bytes(),
+        "\u{feff}".as_bytes(),
+        b"\xff",
+        b"\xc3",
+        b"\t",
+        b"12345678901",
+        b"+5",
+        b"",
+    ];
+
+    fn piece() -> impl Strategy<Value = Vec<u8>> {
+        proptest::sample::select(PIECES).prop_map(<[u8]>::to_vec)
+    }
+
+    /// A field: mostly plausible, sometimes quoted (its quotes doubled), sometimes anything.
+    fn field(plausible: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
+        let plain = proptest::sample::select(plausible).prop_map(|f| f.as_bytes().to_vec());
+        let soup = proptest::collection::vec(piece(), 0..4).prop_map(|p| p.concat());
+        prop_oneof![
+            6 => plain.clone(),
+            1 => plain.prop_map(|f| [&b"\""[..], &f.iter().flat_map(|&b| if b == b'"' { vec![b'"'; 2] } else { vec![b] }).collect::<Vec<_>>(), b"\""].concat()),
+            2 => soup,
+        ]
+    }
+
+    fn row() -> impl Strategy<Value = Vec<u8>> {
+        let names = &["Ana", "Núñez", "José María, \"Pepe\"", "O'Brien", "a\tb", "\u{9f}x", ""];
+        let fields = (
+            field(names),
+            field(names),
+            field(&["30904465", "1", "0012", "x", "12345678901", ""]),
+            field(&[
+                "1999-03-17",
+                "2024-02-29",
+                "2023-02-29",
+                "2026-11-27",
+                "2026-11-28",
+                "0000-12-31",
+            ]),
+            field(&["7574", "07574", "0", "9999", "10000", ""]),
+            proptest::collection::vec(field(names), 0..2),
+        );
+        const ENDS: &[&[u8]] = &[b"\n", b"\r\n", b"\n\n", b"", b"\r\r\n"];
+        let end = proptest::sample::select(ENDS);
+        (fields, end).prop_map(|((a, b, c, d, e, more), end)| {
+            let mut row =
+                [a, b, c, d, e].into_iter().chain(more).collect::<Vec<_>>().join(&b","[..]);
+            row.extend_from_slice(end);
+            row
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn rows_are_read_exactly_as_the_csv_crate_reads_them(
+            rows in proptest::collection::vec(row(), 0..8),
+            soup in proptest::collection::vec(piece(), 0..12),
+            at in any::<prop::sample::Index>(),
+            chunk in 1..48usize,
+        ) {
+            // Well-formed rows, with a piece of anything put in somewhere.
+            let mut contents = rows.concat();
+            contents.splice(at.index(contents.len() + 1)..at.index(contents.len() + 1), soup.concat());
+            let expected = reference(&contents);
+            prop_assert_eq!(&fast(&contents, chunk), &expected);
+            prop_assert_eq!(&fast(&contents, READ_CHUNK_FOR_TESTS), &expected);
+        }
+    }
+
+    const READ_CHUNK_FOR_TESTS: usize = 128 * 1024;
+
+    #[test]
+    fn edge_cases_are_read_exactly_as_the_csv_crate_reads_them() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"\n\n\n",
+            b"Ana,Paz,1,2000-01-01,7574",
+            b"Ana,Paz,1,2000-01-01,7574\n\nAna,Paz,2,2000-01-01,1\n",
+            b"\"Ana, M\",\"Paz \"\"x\"\"\",1,2000-01-01,1\r\n",
+            b"\"Ana\nM\",Paz,1,2000-01-01,1\nAna,Paz,x,2000-01-01,1\n",
+            b"\"Ana\"x,Paz,1,2000-01-01,1\n",
+            b"A\"na,Paz,1,2000-01-01,1\n",
+            b"\"Ana,Paz,1,2000-01-01,1\nAna,Paz,2,2000-01-01,1\n",
+            b"Ana,Paz,1,2000-01-01,\"7574\"\r\n",
+            b"Ana,Paz,1,2000-01-01,7574,\n,\n\r\n\r\n",
+            b"\xef\xbb\xbfAna,Paz,1,2000-01-01,7574\n",
+            b"Ana,Paz,1,2000-01-01,1\nA\xffna,Paz,2,2000-01-01,1\nAna,Paz,3,2000-01-01,1\n",
+            b"Ana,Paz,1,2000-01-01,1\n\"A\xc3\",\"\xb1\",2,2000-01-01,1\n",
+            b"Ana,Paz,\xc3\xb1,2000-01-01,1\n",
+            b"Ana,\xc2\x85,1,2000-01-01,1\n",
+            b"Ana,Paz,1,2000-01-01,1\r",
+            b"Ana,Paz,1,2000-01-01,1\r\r\n",
+            b"\"\"\"\",Paz,1,2000-01-01,1\n",
+        ];
+        for contents in cases {
+            let expected = reference(contents);
+            for chunk in [1, 2, 3, 7, 64, READ_CHUNK_FOR_TESTS] {
+                assert_eq!(
+                    fast(contents, chunk),
+                    expected,
+                    "{:?} in chunks of {chunk}",
+                    contents.escape_ascii().to_string()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_that_fails_is_the_last_row_as_the_csv_crate_reports_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = check_file(dir.path()).unwrap();
+        let reference = {
+            let mut reader = crate::csv_rows::csv_reader(std::fs::File::open(dir.path()).unwrap());
+            let e = reader.read_record(&mut csv::StringRecord::new()).unwrap_err();
+            (reader.position().line(), e.to_string())
+        };
+        assert_eq!(report, CheckReport { rows: 1, bad_rows: 1, first_bad: vec![reference] });
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod lottery;
 
 pub(crate) use bet::write_date;
 pub use bet::{
-    AgencyId, Bet, BetError, BetNumber, Checker, Document, NAME_MAX_CHARS, latest_birthdate,
-    latest_birthdate_on, parse_date, parse_digits,
+    AgencyId, Bet, BetError, BetNumber, BetText, Checker, Document, NAME_MAX_CHARS,
+    latest_birthdate, latest_birthdate_on, parse_date, parse_digits,
 };
 pub use lottery::{Draw, WINNING_NUMBER, has_won};

@@ -14,7 +14,7 @@ use bincode::Options;
 use chrono::{Datelike, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{AgencyId, Bet, BetError, BetNumber, Document};
+use crate::domain::{AgencyId, Bet, BetError, BetNumber, BetText, Document};
 
 pub use codec::{ClientCodec, CodecError, MessageCodec, ServerCodec};
 
@@ -166,6 +166,17 @@ impl WireBet {
             first_name: bet.first_name,
             last_name: bet.last_name,
             document: bet.document.into_string(),
+            number: bet.number.get(),
+        }
+    }
+
+    /// The wire form of a checked CSV row, its text copied out of the row.
+    pub fn from_text(bet: &BetText<'_>) -> Self {
+        Self {
+            first_name: bet.first_name.to_owned(),
+            last_name: bet.last_name.to_owned(),
+            document: bet.document.to_owned(),
+            birthdate: WireDate::from(bet.birthdate),
             number: bet.number.get(),
         }
     }
