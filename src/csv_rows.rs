@@ -147,7 +147,8 @@ impl<const N: usize> Commas<N> {
             let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
             let stops = zero_bytes(word ^ each(b'\n')) | zero_bytes(word ^ each(b'"'));
             // The commas before the first stop: the bits below its bit.
-            let mut found = zero_bytes(word ^ each(b',')) & (stops & stops.wrapping_neg()).wrapping_sub(1);
+            let mut found =
+                zero_bytes(word ^ each(b',')) & (stops & stops.wrapping_neg()).wrapping_sub(1);
             while found != 0 {
                 commas.push(i * 8 + found.trailing_zeros() as usize / 8);
                 found &= found - 1;

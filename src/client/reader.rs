@@ -81,7 +81,7 @@ pub fn read_batches(
     while let Some(row) = rows.next_bet() {
         let bet = row.map_err(bad_row)?;
         if bet.number == WINNING_NUMBER {
-            winners.push(bet.document.to_owned());
+            winners.push(bet.document().to_owned());
         }
         let bet = WireBet::from_text(&bet);
         let len = bet.frame_len();

@@ -250,9 +250,9 @@ impl Bet {
             BetText::parse([first_name, last_name, document, birthdate, number], latest_birthdate)?;
         Ok(Self {
             agency,
-            first_name: text.first_name.to_owned(),
-            last_name: text.last_name.to_owned(),
-            document: Document(text.document.to_owned()),
+            first_name: first_name.to_owned(),
+            last_name: last_name.to_owned(),
+            document: Document(document.to_owned()),
             birthdate: text.birthdate,
             number: text.number,
         })
@@ -260,13 +260,14 @@ impl Bet {
 }
 
 /// A bet's fields as read from a CSV row, every check of [`Bet::from_text`] passed, the text
-/// borrowed from the row: validating a file needs no allocation per row.
+/// borrowed from the row: validating a file needs no allocation per row, and its text fields
+/// are known to be UTF-8 without making `&str`s of them (see [`BetText::from_line`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BetText<'a> {
-    pub first_name: &'a str,
-    pub last_name: &'a str,
+    first_name: &'a [u8],
+    last_name: &'a [u8],
     /// 1 to 10 ASCII digits.
-    pub document: &'a str,
+    document: &'a [u8],
     pub birthdate: NaiveDate,
     pub number: BetNumber,
 }
@@ -287,7 +288,22 @@ impl<'a> BetText<'a> {
         check_name("first_name", first_name)?;
         check_name("last_name", last_name)?;
         check_birthdate(birthdate, latest_birthdate)?;
-        Ok(Self { first_name, last_name, document, birthdate, number })
+        let (first_name, last_name) = (first_name.as_bytes(), last_name.as_bytes());
+        Ok(Self { first_name, last_name, document: document.as_bytes(), birthdate, number })
+    }
+
+    pub fn first_name(&self) -> &'a str {
+        // Checked to be UTF-8 on construction: never the default.
+        std::str::from_utf8(self.first_name).unwrap_or_default()
+    }
+
+    pub fn last_name(&self) -> &'a str {
+        std::str::from_utf8(self.last_name).unwrap_or_default()
+    }
+
+    /// 1 to 10 ASCII digits.
+    pub fn document(&self) -> &'a str {
+        std::str::from_utf8(self.document).unwrap_or_default()
     }
 
     /// The quick way for the usual row: a line of five fields without quotes, as read (not yet
@@ -312,12 +328,12 @@ impl<'a> BetText<'a> {
             .flatten()
             .and_then(|n| BetNumber::parse(n.into()).ok())?;
         let birthdate = date_from_bytes(line.get(birthdate)?)?;
-        // One UTF-8 check for the three text fields, which come first.
-        let text = std::str::from_utf8(line.get(..document.end)?).ok()?;
-        let (first_name, last_name, document) =
-            (text.get(first_name)?, text.get(last_name)?, text.get(document)?);
-        let document_ok = document.len() <= DOCUMENT_MAX_DIGITS && digits(document.as_bytes());
-        let checks = document_ok && name_is_valid(first_name) && name_is_valid(last_name);
+        let (first_name, last_name) = (line.get(first_name)?, line.get(last_name)?);
+        let document = line.get(document)?;
+        let checks = document.len() <= DOCUMENT_MAX_DIGITS
+            && digits(document)
+            && utf8_name_is_valid(first_name)
+            && utf8_name_is_valid(last_name);
         (checks && check_birthdate(birthdate, latest_birthdate).is_ok()).then_some(Self {
             first_name,
             last_name,
@@ -383,6 +399,44 @@ fn check_name(field: &'static str, name: &str) -> Result<(), BetError> {
         return Err(BetError::new(field, name.escape_debug(), expected));
     }
     Ok(())
+}
+
+/// Whether `name` is UTF-8 and, as text, passes [`name_is_valid`]: one pass over its bytes,
+/// validating UTF-8 as `str::from_utf8` does (RFC 3629: no overlong forms, surrogates or
+/// code points past U+10FFFF), counting the characters and finding control characters.
+fn utf8_name_is_valid(name: &[u8]) -> bool {
+    let mut chars = 0;
+    let mut rest = name;
+    while let [first, after @ ..] = rest {
+        let width = match first {
+            0x00..=0x1F | 0x7F => return false,
+            0x20..=0x7E => 1,
+            // The range of the second byte depends on the first; the others are 0x80..=0xBF.
+            _ => {
+                let (width, second) = match first {
+                    0xC2..=0xDF => (2, 0x80..=0xBF),
+                    0xE0 => (3, 0xA0..=0xBF),
+                    0xE1..=0xEC | 0xEE..=0xEF => (3, 0x80..=0xBF),
+                    0xED => (3, 0x80..=0x9F),
+                    0xF0 => (4, 0x90..=0xBF),
+                    0xF1..=0xF3 => (4, 0x80..=0xBF),
+                    0xF4 => (4, 0x80..=0x8F),
+                    _ => return false,
+                };
+                let Some([next, more @ ..]) = after.get(..width - 1) else { return false };
+                // C1 controls, U+0080..=U+009F, are 0xC2 then 0x80..=0x9F.
+                let c1 = *first == 0xC2 && *next < 0xA0;
+                if c1 || !second.contains(next) || more.iter().any(|&b| !(0x80..=0xBF).contains(&b))
+                {
+                    return false;
+                }
+                width
+            }
+        };
+        chars += 1;
+        rest = rest.get(width..).unwrap_or_default();
+    }
+    (1..=NAME_MAX_CHARS).contains(&chars)
 }
 
 /// What each byte of a name adds up to in [`name_is_valid`]: 1 for a byte that starts a
@@ -499,6 +553,49 @@ mod tests {
             let chars = name.chars().count();
             let by_chars = (1..=NAME_MAX_CHARS).contains(&chars) && !name.chars().any(char::is_control);
             proptest::prop_assert_eq!(check_name("first_name", &name).is_ok(), by_chars, "{:?}", name);
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-pass check of a name's bytes is `str::from_utf8` and then the text's check.
+        #[test]
+        fn name_bytes_are_checked_as_utf8_then_as_text(
+            text in "\\PC{0,8}|[\\x00-\\u{ff}]{0,8}|\\p{Cc}?.{0,3}",
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..3),
+            at in proptest::num::usize::ANY,
+            long in proptest::bool::weighted(0.05),
+        ) {
+            let mut bytes = text.into_bytes();
+            if long {
+                bytes = bytes.repeat(30);
+            }
+            let at = at % (bytes.len() + 1);
+            bytes.splice(at..at, noise);
+            let expected = std::str::from_utf8(&bytes).is_ok_and(name_is_valid);
+            proptest::prop_assert_eq!(utf8_name_is_valid(&bytes), expected, "{:?}", bytes);
+        }
+    }
+
+    #[test]
+    fn name_bytes_at_the_edges_of_utf8() {
+        for (bytes, valid) in [
+            (&b"\xC2\xA0"[..], true),
+            (b"\xC2\x9F", false),
+            (b"\xC1\xBF", false),
+            (b"\xE0\x9F\xBF", false),
+            (b"\xE0\xA0\x80", true),
+            (b"\xED\xA0\x80", false),
+            (b"\xED\x9F\xBF", true),
+            (b"\xF0\x8F\xBF\xBF", false),
+            (b"\xF0\x90\x80\x80", true),
+            (b"\xF4\x8F\xBF\xBF", true),
+            (b"\xF4\x90\x80\x80", false),
+            (b"\xF5\x80\x80\x80", false),
+            (b"\xC3", false),
+            (b"a\xC3\xB1", true),
+        ] {
+            assert_eq!(utf8_name_is_valid(bytes), valid, "{bytes:?}");
+            assert_eq!(std::str::from_utf8(bytes).is_ok_and(name_is_valid), valid, "{bytes:?}");
         }
     }
 

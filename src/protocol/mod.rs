@@ -173,9 +173,9 @@ impl WireBet {
     /// The wire form of a checked CSV row, its text copied out of the row.
     pub fn from_text(bet: &BetText<'_>) -> Self {
         Self {
-            first_name: bet.first_name.to_owned(),
-            last_name: bet.last_name.to_owned(),
-            document: bet.document.to_owned(),
+            first_name: bet.first_name().to_owned(),
+            last_name: bet.last_name().to_owned(),
+            document: bet.document().to_owned(),
             birthdate: WireDate::from(bet.birthdate),
             number: bet.number.get(),
         }
