@@ -406,35 +406,32 @@ fn check_name(field: &'static str, name: &str) -> Result<(), BetError> {
 /// code points past U+10FFFF), counting the characters and finding control characters.
 fn utf8_name_is_valid(name: &[u8]) -> bool {
     let mut chars = 0;
-    let mut rest = name;
-    while let [first, after @ ..] = rest {
-        let width = match first {
-            0x00..=0x1F | 0x7F => return false,
-            0x20..=0x7E => 1,
-            // The range of the second byte depends on the first; the others are 0x80..=0xBF.
-            _ => {
-                let (width, second) = match first {
-                    0xC2..=0xDF => (2, 0x80..=0xBF),
-                    0xE0 => (3, 0xA0..=0xBF),
-                    0xE1..=0xEC | 0xEE..=0xEF => (3, 0x80..=0xBF),
-                    0xED => (3, 0x80..=0x9F),
-                    0xF0 => (4, 0x90..=0xBF),
-                    0xF1..=0xF3 => (4, 0x80..=0xBF),
-                    0xF4 => (4, 0x80..=0x8F),
-                    _ => return false,
-                };
-                let Some([next, more @ ..]) = after.get(..width - 1) else { return false };
-                // C1 controls, U+0080..=U+009F, are 0xC2 then 0x80..=0x9F.
-                let c1 = *first == 0xC2 && *next < 0xA0;
-                if c1 || !second.contains(next) || more.iter().any(|&b| !(0x80..=0xBF).contains(&b))
-                {
-                    return false;
-                }
-                width
-            }
-        };
+    let mut bytes = name.iter();
+    while let Some(&first) = bytes.next() {
         chars += 1;
-        rest = rest.get(width..).unwrap_or_default();
+        // Printable ASCII, nearly every byte: one step.
+        if (0x20..0x7F).contains(&first) {
+            continue;
+        }
+        // The range of the second byte depends on the first; the others are 0x80..=0xBF.
+        let (more, second) = match first {
+            0xC2..=0xDF => (0, 0x80..=0xBF),
+            0xE0 => (1, 0xA0..=0xBF),
+            0xE1..=0xEC | 0xEE..=0xEF => (1, 0x80..=0xBF),
+            0xED => (1, 0x80..=0x9F),
+            0xF0 => (2, 0x90..=0xBF),
+            0xF1..=0xF3 => (2, 0x80..=0xBF),
+            0xF4 => (2, 0x80..=0x8F),
+            // C0 controls and DEL, continuation bytes, and bytes UTF-8 never has.
+            _ => return false,
+        };
+        let Some(&next) = bytes.next() else { return false };
+        // C1 controls, U+0080..=U+009F, are 0xC2 then 0x80..=0x9F.
+        let c1 = first == 0xC2 && next < 0xA0;
+        let continued = bytes.by_ref().take(more).filter(|b| (0x80..=0xBF).contains(*b)).count();
+        if c1 || !second.contains(&next) || continued != more {
+            return false;
+        }
     }
     (1..=NAME_MAX_CHARS).contains(&chars)
 }
@@ -564,6 +561,7 @@ mod tests {
             noise in proptest::collection::vec(proptest::num::u8::ANY, 0..3),
             at in proptest::num::usize::ANY,
             long in proptest::bool::weighted(0.05),
+            cut in proptest::num::usize::ANY,
         ) {
             let mut bytes = text.into_bytes();
             if long {
@@ -571,6 +569,8 @@ mod tests {
             }
             let at = at % (bytes.len() + 1);
             bytes.splice(at..at, noise);
+            // Cut, often inside a character.
+            bytes.truncate(cut % (bytes.len() + 2));
             let expected = std::str::from_utf8(&bytes).is_ok_and(name_is_valid);
             proptest::prop_assert_eq!(utf8_name_is_valid(&bytes), expected, "{:?}", bytes);
         }
@@ -592,6 +592,9 @@ mod tests {
             (b"\xF4\x90\x80\x80", false),
             (b"\xF5\x80\x80\x80", false),
             (b"\xC3", false),
+            (b"\xE0\xA0", false),
+            (b"\xF0\x90\x80", false),
+            (b"\xE1\x80a", false),
             (b"a\xC3\xB1", true),
         ] {
             assert_eq!(utf8_name_is_valid(bytes), valid, "{bytes:?}");
