@@ -140,24 +140,30 @@ impl<const N: usize> Commas<N> {
     fn scan(input: &[u8]) -> (Self, Option<usize>) {
         let each = |byte| u64::from_ne_bytes([byte; 8]);
         let mut commas = Self { at: [0; N], count: 0 };
-        let mut words = input.chunks_exact(8);
-        let mut tail = [0; 8];
-        tail[..words.remainder().len()].copy_from_slice(words.remainder());
-        for (i, word) in words.by_ref().chain([&tail[..]]).enumerate() {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        // The commas of the word at `base`, up to its first stop; where that stop is.
+        let mut step = |base: usize, word: u64| {
             let stops = zero_bytes(word ^ each(b'\n')) | zero_bytes(word ^ each(b'"'));
             // The commas before the first stop: the bits below its bit.
             let mut found =
                 zero_bytes(word ^ each(b',')) & (stops & stops.wrapping_neg()).wrapping_sub(1);
             while found != 0 {
-                commas.push(i * 8 + found.trailing_zeros() as usize / 8);
+                commas.push(base + found.trailing_zeros() as usize / 8);
                 found &= found - 1;
             }
-            if stops != 0 {
-                return (commas, Some(i * 8 + stops.trailing_zeros() as usize / 8));
+            (stops != 0).then(|| base + stops.trailing_zeros() as usize / 8)
+        };
+        let mut words = input.chunks_exact(8);
+        for (i, word) in words.by_ref().enumerate() {
+            let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            if let Some(stop) = step(i * 8, word) {
+                return (commas, Some(stop));
             }
         }
-        (commas, None)
+        // The last few bytes, padded with zeros (which stop nothing).
+        let mut tail = [0; 8];
+        tail[..words.remainder().len()].copy_from_slice(words.remainder());
+        let stop = step(input.len() / 8 * 8, u64::from_le_bytes(tail));
+        (commas, stop)
     }
 
     fn push(&mut self, at: usize) {
