@@ -5,10 +5,9 @@
 
 mod bet;
 mod lottery;
+mod rules;
 
-pub(crate) use bet::write_date;
-pub use bet::{
-    AgencyId, Bet, BetError, BetNumber, BetText, Checker, Document, NAME_MAX_CHARS,
-    latest_birthdate, latest_birthdate_on, parse_date, parse_digits,
-};
+pub use bet::{AgencyId, Bet, BetError, BetNumber, BetText, Document, NAME_MAX_CHARS};
 pub use lottery::{Draw, WINNING_NUMBER, has_won};
+pub(crate) use rules::write_date;
+pub use rules::{Checker, latest_birthdate, latest_birthdate_on, parse_date, parse_digits};

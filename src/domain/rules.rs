@@ -1,0 +1,177 @@
+//! The rules a bet's text fields must pass, on both sides: the birthdate rule (one for the agency
+//! and the central), dates, names, digits-only numbers. [`super::bet`] builds its types on them.
+
+use std::str::FromStr;
+
+use chrono::{Datelike, Days, NaiveDate, Utc};
+
+use super::bet::{BetError, NAME_MAX_CHARS};
+
+/// Who checks a birthdate: the two sides apply one rule, the central with a day of grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checker {
+    /// The agency, before sending a row.
+    Agency,
+    /// The central, before storing a bet.
+    Central,
+}
+
+/// The latest birthdate `checker` accepts when today's date in UTC is `today_utc`.
+///
+/// The rule: a birthdate may not be after today's date in UTC plus one day. No time zone's
+/// "today" is later than that (UTC+14 is the furthest ahead), so a bet dated today wherever the
+/// agency is passes, whatever zone either machine runs in. The central allows one day more, so
+/// an agency whose clock runs ahead of the central's (by less than a day) never has a row it
+/// accepted refused by the central.
+pub fn latest_birthdate_on(today_utc: NaiveDate, checker: Checker) -> NaiveDate {
+    let days = match checker {
+        Checker::Agency => 1,
+        Checker::Central => 2,
+    };
+    today_utc.checked_add_days(Days::new(days)).unwrap_or(NaiveDate::MAX)
+}
+
+/// [`latest_birthdate_on`] today, by this machine's clock.
+pub fn latest_birthdate(checker: Checker) -> NaiveDate {
+    latest_birthdate_on(Utc::now().date_naive(), checker)
+}
+
+/// Parses a whole number written with ASCII digits only. Rust's `parse` also takes a leading
+/// `+`, which no file or setting of this project means to allow.
+pub fn parse_digits<T: FromStr>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+pub(super) fn check_birthdate(
+    birthdate: NaiveDate,
+    latest_birthdate: NaiveDate,
+) -> Result<(), BetError> {
+    // Year 1 is Python's `date.min`: the bets file must stay readable by the original helpers.
+    if birthdate > latest_birthdate || birthdate.year() < 1 {
+        let expected = "a date from 0001-01-01 to today (at most a day after today in UTC)";
+        return Err(BetError::new("birthdate", birthdate, expected));
+    }
+    Ok(())
+}
+
+/// Parses a `YYYY-MM-DD` calendar date.
+///
+/// # Errors
+/// `BetError` for anything else, or a day that does not exist (2023-02-29).
+pub fn parse_date(text: &str) -> Result<NaiveDate, BetError> {
+    date_from_bytes(text.as_bytes())
+        .ok_or_else(|| BetError::new("birthdate", text, "a real calendar date as YYYY-MM-DD"))
+}
+
+/// [`parse_date`]'s rule on bytes: `None` for anything it refuses.
+pub(super) fn date_from_bytes(bytes: &[u8]) -> Option<NaiveDate> {
+    // By hand: on the hot path of every row, chrono's format parser costs several times more.
+    let digits = |range: std::ops::Range<usize>| {
+        let part = bytes.get(range)?;
+        part.iter().try_fold(0u32, |n, b| b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0')))
+    };
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)
+}
+
+/// Writes `date` as `YYYY-MM-DD` (years 0..=9999, as every valid birthdate has).
+pub(crate) fn write_date(date: NaiveDate, out: &mut [u8; 10]) -> &str {
+    let two = |n: u32, at: &mut [u8]| {
+        at[0] = b'0' + (n / 10 % 10) as u8;
+        at[1] = b'0' + (n % 10) as u8;
+    };
+    let year = date.year().clamp(0, 9999) as u32;
+    two(year / 100, &mut out[0..2]);
+    two(year % 100, &mut out[2..4]);
+    out[4] = b'-';
+    two(date.month(), &mut out[5..7]);
+    out[7] = b'-';
+    two(date.day(), &mut out[8..10]);
+    // Only ASCII digits and dashes were written.
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+pub(super) fn check_name(field: &'static str, name: &str) -> Result<(), BetError> {
+    if !name_is_valid(name) {
+        let expected = "1 to 100 characters, none of them control characters";
+        return Err(BetError::new(field, name.escape_debug(), expected));
+    }
+    Ok(())
+}
+
+/// Whether `name` is UTF-8 and, as text, passes [`name_is_valid`]: one pass over its bytes,
+/// validating UTF-8 as `str::from_utf8` does (RFC 3629: no overlong forms, surrogates or
+/// code points past U+10FFFF), counting the characters and finding control characters.
+pub(super) fn utf8_name_is_valid(name: &[u8]) -> bool {
+    let mut chars = 0;
+    let mut bytes = name.iter();
+    while let Some(&first) = bytes.next() {
+        chars += 1;
+        // Printable ASCII, nearly every byte: one step.
+        if (0x20..0x7F).contains(&first) {
+            continue;
+        }
+        // The range of the second byte depends on the first; the others are 0x80..=0xBF.
+        let (more, second) = match first {
+            0xC2..=0xDF => (0, 0x80..=0xBF),
+            0xE0 => (1, 0xA0..=0xBF),
+            0xE1..=0xEC | 0xEE..=0xEF => (1, 0x80..=0xBF),
+            0xED => (1, 0x80..=0x9F),
+            0xF0 => (2, 0x90..=0xBF),
+            0xF1..=0xF3 => (2, 0x80..=0xBF),
+            0xF4 => (2, 0x80..=0x8F),
+            // C0 controls and DEL, continuation bytes, and bytes UTF-8 never has.
+            _ => return false,
+        };
+        let Some(&next) = bytes.next() else { return false };
+        // C1 controls, U+0080..=U+009F, are 0xC2 then 0x80..=0x9F.
+        let c1 = first == 0xC2 && next < 0xA0;
+        let continued = bytes.by_ref().take(more).filter(|b| (0x80..=0xBF).contains(*b)).count();
+        if c1 || !second.contains(&next) || continued != more {
+            return false;
+        }
+    }
+    (1..=NAME_MAX_CHARS).contains(&chars)
+}
+
+/// What each byte of a name adds up to in [`name_is_valid`]: 1 for a byte that starts a
+/// character (any but a UTF-8 continuation byte, 0x80..=0xBF), plus `CONTROL` for a control
+/// character of one byte (C0 or DEL), plus `MAYBE_C1` for 0xC2, which starts U+0080..=U+00BF.
+const NAME_BYTES: [u32; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b {
+            0x00..=0x1F | 0x7F => 1 + CONTROL,
+            0x80..=0xBF => 0,
+            0xC2 => 1 + MAYBE_C1,
+            _ => 1,
+        };
+        b += 1;
+    }
+    table
+};
+// 400 bytes make at most 400 characters (< MAYBE_C1) and 200 0xC2 (< CONTROL / MAYBE_C1).
+const MAYBE_C1: u32 = 1 << 10;
+const CONTROL: u32 = 1 << 20;
+
+/// 1 to 100 characters, none of them a control character (Unicode's `Cc`, what
+/// `char::is_control` means: C0, DEL and C1), counted by bytes: this runs on every row.
+pub(super) fn name_is_valid(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    // More than 400 bytes is more than 100 characters; up to there the sum cannot overflow.
+    if bytes.is_empty() || bytes.len() > 4 * NAME_MAX_CHARS {
+        return false;
+    }
+    let sum: u32 = bytes.iter().map(|&b| NAME_BYTES[usize::from(b)]).sum();
+    let (chars, maybe_c1, controls) = (sum % MAYBE_C1, sum % CONTROL >= MAYBE_C1, sum >= CONTROL);
+    // C1 controls are 0xC2 followed by 0x80..=0x9F.
+    let c1 = || bytes.windows(2).any(|pair| pair[0] == 0xC2 && pair[1] < 0xA0);
+    chars as usize <= NAME_MAX_CHARS && !controls && !(maybe_c1 && c1())
+}
