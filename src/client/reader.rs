@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::ClientError;
 use crate::config::{BetSource, ClientConfig};
 use crate::csv_rows::RecordReader;
-use crate::domain::{BetNumber, BetText, Checker, WINNING_NUMBER, has_won, latest_birthdate};
+use crate::domain::{BetNumber, BetText, Checker, has_won, is_winning, latest_birthdate};
 use crate::protocol::{MAX_BATCH_BYTES, WireBet, batch_end_frame_max_len};
 
 /// Batches read ahead of the one being sent.
@@ -80,7 +80,7 @@ pub fn read_batches(
     }
     while let Some(row) = rows.next_bet() {
         let bet = row.map_err(bad_row)?;
-        if bet.number == WINNING_NUMBER {
+        if is_winning(bet.number) {
             winners.push(bet.document().to_owned());
         }
         let bet = WireBet::from_text(&bet);
@@ -172,7 +172,7 @@ impl<R: io::Read> Rows<R> {
             };
             skipped += 1;
             if let Ok([_, _, document, _, number]) = fields.exact()
-                && BetNumber::parse_text(number).is_ok_and(|n| n == WINNING_NUMBER)
+                && BetNumber::parse_text(number).is_ok_and(is_winning)
             {
                 winners.push(document.to_owned());
             }
@@ -289,7 +289,7 @@ mod tests {
                 while skipped < n && matches!(reader.read_record(&mut record), Ok(true)) {
                     skipped += 1;
                     if let Ok([_, _, document, _, number]) = fields::<5>(&record)
-                        && BetNumber::parse_text(number).is_ok_and(|n| n == WINNING_NUMBER)
+                        && BetNumber::parse_text(number).is_ok_and(is_winning)
                     {
                         winners.push(document.to_owned());
                     }

@@ -9,7 +9,12 @@ pub const WINNING_NUMBER: BetNumber = BetNumber::new_const(7574);
 
 /// Returns whether `bet` wins the draw.
 pub fn has_won(bet: &Bet) -> bool {
-    bet.number == WINNING_NUMBER
+    is_winning(bet.number)
+}
+
+/// Returns whether a bet on `number` wins the draw: the one rule, for a bet not (yet) a [`Bet`].
+pub fn is_winning(number: BetNumber) -> bool {
+    number == WINNING_NUMBER
 }
 
 /// The outcome of the draw: every agency's winning documents, in the order the bets were stored.

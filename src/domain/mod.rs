@@ -8,6 +8,6 @@ mod lottery;
 mod rules;
 
 pub use bet::{AgencyId, Bet, BetError, BetNumber, BetText, Document, NAME_MAX_CHARS};
-pub use lottery::{Draw, WINNING_NUMBER, has_won};
+pub use lottery::{Draw, WINNING_NUMBER, has_won, is_winning};
 pub(crate) use rules::write_date;
 pub use rules::{Checker, latest_birthdate, latest_birthdate_on, parse_date, parse_digits};
