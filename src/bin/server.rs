@@ -3,6 +3,8 @@
 //! a bad configuration.
 //!
 //! `lottery-server --help` lists every setting with its flag, variable and default.
+//! `lottery-server export OUTPUT` writes the stored bets (from the bets file or the database the
+//! same settings name) to OUTPUT (`-`: standard output) as the original bets file: exit 0 if so.
 //! `lottery-server healthcheck` instead checks that the central configured by the same
 //! environment answers a protocol `Ping` on 127.0.0.1, or on `SERVER_IP` when that is one address
 //! (the container health check): exit 0 if so.
@@ -21,6 +23,9 @@ lottery::use_mimalloc!();
 fn main() -> ExitCode {
     let rust_log = std::env::var("RUST_LOG").ok();
     let healthcheck_only = std::env::args().nth(1).as_deref() == Some("healthcheck");
+    if std::env::args().nth(1).as_deref() == Some("export") {
+        return export();
+    }
     let loaded = if healthcheck_only {
         ServerConfig::load(["lottery-server"], config::env_lookup)
     } else {
@@ -77,6 +82,80 @@ fn chain(error: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+/// `lottery-server export OUTPUT [settings…]`: the stored bets as the original bets file.
+fn export() -> ExitCode {
+    let mut args = std::env::args_os().skip(2);
+    let Some(output) = args.next().filter(|o| !o.to_string_lossy().starts_with("--")) else {
+        eprintln!(
+            "usage: lottery-server export OUTPUT [settings…]\n\
+             writes the stored bets as the original bets file to OUTPUT (- for standard output), \
+             reading them from LOTTERY_DATABASE_URL's database, or else BETS_FILE"
+        );
+        return ExitCode::from(2);
+    };
+    let settings = std::iter::once("lottery-server".into()).chain(args);
+    let config = match ServerConfig::load(settings, config::env_lookup) {
+        Ok(config) => config,
+        Err(e) => return ExitCode::from(e.report()),
+    };
+    let output = std::path::PathBuf::from(output);
+    let to_stdout = output.as_os_str() == "-";
+    if !to_stdout && config.database_url.is_none() && same_file(&output, &config.bets_file) {
+        eprintln!("export: {} is the bets file itself; give another OUTPUT", output.display());
+        return ExitCode::from(2);
+    }
+    let run = async {
+        if to_stdout {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            server::export(&config, &mut out).await.map_err(anyhow::Error::from)
+        } else {
+            // Written beside OUTPUT and renamed over it once whole: never a half-written export.
+            let mut partial = output.clone().into_os_string();
+            partial.push(format!(".partial-{}", std::process::id()));
+            let partial = std::path::PathBuf::from(partial);
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("cannot create {}", partial.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            let written = server::export(&config, &mut out).await;
+            let finished = written.map_err(anyhow::Error::from).and_then(|bytes| {
+                let file = out.into_inner().context("cannot write the export")?;
+                file.sync_all().context("cannot sync the export")?;
+                std::fs::rename(&partial, &output)
+                    .with_context(|| format!("cannot rename it to {}", output.display()))?;
+                Ok(bytes)
+            });
+            if finished.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            finished
+        }
+    };
+    let result = tokio::runtime::Runtime::new()
+        .context("cannot start the Tokio runtime")
+        .and_then(|runtime| runtime.block_on(run));
+    match result {
+        Ok(bytes) => {
+            eprintln!(
+                "action: export | result: success | output: {} | bytes: {bytes}",
+                output.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("action: export | result: fail | error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether `a` and `b` name the same existing file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// How long the health check waits for its `Pong`.

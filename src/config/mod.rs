@@ -26,7 +26,7 @@ mod tests;
 mod tokens;
 
 pub use client::{BetSource, ClientConfig, DEFAULT_CLIENT_READ_TIMEOUT};
-pub use server::{MAX_AGENCIES, ServerConfig};
+pub use server::{DatabaseUrl, MAX_AGENCIES, ServerConfig, redact_password};
 pub use settings::env_lookup;
 pub use sources::{CLIENT_OPTIONS, ConfigOption, SERVER_OPTIONS};
 pub use tokens::AgencyTokens;

@@ -65,6 +65,57 @@ pub struct ServerConfig {
     /// `LOTTERY_MIN_FREE_BYTES`: free bytes the bets file's filesystem must keep; below it
     /// batches are refused (`Storage`). 0 turns the check off. Default 64 MiB.
     pub min_free_bytes: u64,
+    /// `LOTTERY_DATABASE_URL`: a PostgreSQL connection string; when set, bets are stored there
+    /// (several centrals may share it) instead of in `bets_file`. Default: unset (the bets file).
+    pub database_url: Option<DatabaseUrl>,
+}
+
+/// A PostgreSQL connection string, checked when read. Its `Debug` and `Display` hide the
+/// password, so the configuration can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The connection string, password included: for connecting, never for logging.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_password(&self.0))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// `url` with its password replaced by `***`: the `user:password@` of a URL, and a
+/// `password=…` of a URL's query or of a `key=value` connection string.
+pub fn redact_password(url: &str) -> String {
+    let mut text = url.to_owned();
+    if let Some(rest) = ["postgresql://", "postgres://"].iter().find_map(|p| url.strip_prefix(p))
+        && let Some(at) = rest.find('@')
+        && let Some(colon) = rest[..at].find(':')
+    {
+        let start = url.len() - rest.len() + colon + 1;
+        text.replace_range(start..url.len() - rest.len() + at, "***");
+    }
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(found) = rest.find("password=") {
+        let value = found + "password=".len();
+        redacted.push_str(&rest[..value]);
+        redacted.push_str("***");
+        let end = rest[value..].find(['&', ' ']).map_or(rest.len(), |e| value + e);
+        rest = &rest[end..];
+    }
+    redacted.push_str(rest);
+    redacted
 }
 
 impl ServerConfig {
@@ -177,6 +228,22 @@ impl ServerConfig {
                 "LOTTERY_MIN_FREE_BYTES",
                 "a whole number of bytes, such as 67108864 (64 MiB); 0 turns the check off",
             )?,
+            database_url: match vars.set("LOTTERY_DATABASE_URL") {
+                None => None,
+                Some(url) => {
+                    if let Err(e) = url.trim().parse::<tokio_postgres::Config>() {
+                        return Err(ConfigError::Invalid {
+                            var: "LOTTERY_DATABASE_URL",
+                            value: redact_password(&url),
+                            expected: format!(
+                                "a PostgreSQL connection string such as \
+                                 postgresql://lottery:secret@db:5432/lottery ({e})"
+                            ),
+                        });
+                    }
+                    Some(DatabaseUrl(url.trim().to_owned()))
+                }
+            },
         })
     }
 

@@ -174,6 +174,13 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "free bytes the bets file's filesystem keeps; below, batches are refused (0: off)",
     ),
     described(option(
+        "database-url",
+        "LOTTERY_DATABASE_URL",
+        Some("LOTTERY_DATABASE_URL"),
+        "none: the bets file",
+        "PostgreSQL connection string; several centrals may share the database",
+    )),
+    described(option(
         "config",
         "LOTTERY_CONFIG_FILE",
         None,

@@ -32,6 +32,8 @@ use crate::protocol::{
     ClientMessage, CodecError, ErrorCode, MAX_BATCHES_IN_FLIGHT, PROTOCOL_VERSION, ServerCodec,
     ServerMessage, WINNERS_PER_FRAME,
 };
+use crate::storage::StorageError;
+use crate::storage::postgres::Epoch;
 
 /// How long a farewell `Error` may take to send before the connection is dropped anyway.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -62,6 +64,9 @@ pub(super) struct Handler {
     newcomer: Option<Newcomer>,
     /// Held while this connection is its agency's session (see `Sessions`).
     _claim: Option<OwnedMutexGuard<()>>,
+    /// The session's epoch, from the store at `Welcome`: its batches carry it, so a store
+    /// shared by several centrals refuses them once a newer session took over anywhere.
+    epoch: Epoch,
 }
 
 impl Handler {
@@ -86,6 +91,7 @@ impl Handler {
             connected_at: tokio::time::Instant::now(),
             newcomer: Some(newcomer),
             _claim: None,
+            epoch: 0,
         }
     }
 
@@ -142,7 +148,7 @@ impl Handler {
                     }
                 }
                 Step::Store { agency, seq, bets } => {
-                    let ack = self.shared.store.submit(agency, seq, &bets);
+                    let ack = self.shared.store.submit(agency, self.epoch, seq, &bets);
                     let count = bets.len();
                     let bets = tracing::enabled!(tracing::Level::DEBUG).then_some(bets);
                     let read_at = std::time::Instant::now();
@@ -308,7 +314,11 @@ impl Handler {
             return Ok(false);
         };
         self._claim = claim;
-        let progress = self.shared.store.progress(agency).await;
+        let (progress, epoch) = self.shared.store.open_session(agency).await.map_err(|e| {
+            error!(action = "hello", result = "fail", agency = %agency, ip = %self.peer, error = %e);
+            protocol(ErrorCode::StorageFailed, e.to_string())
+        })?;
+        self.epoch = epoch;
         let (next_seq, stored_bets) = (progress.last_seq + 1, progress.stored_bets);
         info!(action = "hello", result = "success", agency = %agency, ip = %self.peer, next_seq, stored_bets);
         self.send(ServerMessage::Welcome { version: PROTOCOL_VERSION, next_seq, stored_bets })
@@ -319,9 +329,15 @@ impl Handler {
     /// Counts the agency in (once), waits for the draw and sends its winners.
     /// Returns false when this connection was cancelled meanwhile.
     async fn ready(&mut self, agency: AgencyId) -> Result<bool, HandlerError> {
-        self.shared.ready(agency).await.map_err(|e| {
-            error!(action = "ready_for_lottery", result = "fail", agency = %agency, error = %e);
-            protocol(ErrorCode::StorageFailed, e.to_string())
+        self.shared.ready(agency, self.epoch).await.map_err(|e| match e {
+            StorageError::Fenced { .. } => {
+                warn!(action = "ready_for_lottery", result = "fail", agency = %agency, error = %e);
+                protocol(ErrorCode::SessionReplaced, e.to_string())
+            }
+            e => {
+                error!(action = "ready_for_lottery", result = "fail", agency = %agency, error = %e);
+                protocol(ErrorCode::StorageFailed, e.to_string())
+            }
         })?;
         let mut status = self.shared.lottery.subscribe();
         let waited = status.wait_for(|s| !matches!(s, DrawStatus::Pending));

@@ -4,15 +4,23 @@
 //! to a `tokio::sync::Barrier` with one party per agency (once, even across reconnections and
 //! restarts). The barrier's leader runs the draw and publishes its result on a `watch` channel,
 //! where every connection waiting for the draw reads it and sends its agency's winners.
+//!
+//! With a store several centrals share (PostgreSQL), agencies also become ready on the other
+//! centrals: a watcher task re-reads the ready agencies whenever the store says one may have
+//! changed (a notification) and every [`READY_POLL`], and adds each one's party once. Every
+//! central's barrier then completes; the store records the draw once, whichever central's leader
+//! gets there first, and the others read it.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 
 use tokio::sync::{Barrier, watch};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::Shared;
 use crate::domain::{AgencyId, Draw};
 use crate::storage::StorageError;
+use crate::storage::postgres::{Epoch, READY_POLL};
 
 /// The barrier and the draw's result, shared by every connection.
 #[derive(Debug)]
@@ -21,8 +29,9 @@ pub(super) struct Lottery {
     barrier: Barrier,
     /// Set once, by the barrier's leader, when the draw has run.
     draw: watch::Sender<DrawStatus>,
-    /// The journal held the draw when this process started: running it again restores it.
-    recorded: bool,
+    /// The agencies whose party has joined the barrier.
+    joined: StdMutex<HashSet<AgencyId>>,
+    agencies: usize,
 }
 
 /// Where the draw is.
@@ -34,10 +43,11 @@ pub(super) enum DrawStatus {
 }
 
 impl Lottery {
-    /// A lottery of `agencies` agencies; `recorded` when the store already holds its draw.
-    pub(super) fn new(agencies: usize, recorded: bool) -> Self {
+    /// A lottery of `agencies` agencies.
+    pub(super) fn new(agencies: usize) -> Self {
         let (draw, _) = watch::channel(DrawStatus::Pending);
-        Self { barrier: Barrier::new(agencies), draw, recorded }
+        let joined = StdMutex::default();
+        Self { barrier: Barrier::new(agencies), draw, joined, agencies }
     }
 
     /// The draw's status, to wait on until it is no longer `Pending`.
@@ -51,24 +61,36 @@ impl Shared {
     ///
     /// # Errors
     /// The store's, when the record cannot be written.
-    pub(super) async fn ready(self: &Arc<Self>, agency: AgencyId) -> Result<(), StorageError> {
-        let readiness = self.store.mark_ready(agency).await?;
+    pub(super) async fn ready(
+        self: &Arc<Self>,
+        agency: AgencyId,
+        epoch: Epoch,
+    ) -> Result<(), StorageError> {
+        let readiness = self.store.mark_ready(agency, epoch).await?;
         if readiness.newly_ready {
             let expected = self.config.agencies;
             info!(action = "ready_for_lottery", result = "success", agency = %agency, ready = readiness.ready, expected);
             metrics::gauge!("lottery_agencies_ready").set(readiness.ready as f64);
-            self.join_barrier();
         } else {
             info!(action = "ready_for_lottery", result = "success", agency = %agency, again = true);
         }
+        // Again too: with a shared store, it may have been recorded ready by another central
+        // before this one's watcher saw it.
+        self.join_barrier(agency);
         Ok(())
     }
 
-    /// Adds an agency's party to the barrier, once it is durably ready (or was, before a
-    /// restart). The party is a task of its own, not the agency's connection: a connection can
-    /// end (closed, replaced by a newer one) at any moment, and the agency must still count,
-    /// exactly once. When the last party arrives, it runs the draw.
-    pub(super) fn join_barrier(self: &Arc<Self>) {
+    /// Adds `agency`'s party to the barrier, once it is durably ready (or was, before a
+    /// restart, or on another central), and only the first time. The party is a task of its
+    /// own, not the agency's connection: a connection can end (closed, replaced by a newer one)
+    /// at any moment, and the agency must still count, exactly once. When the last party
+    /// arrives, it runs the draw.
+    pub(super) fn join_barrier(self: &Arc<Self>, agency: AgencyId) {
+        let first =
+            self.lottery.joined.lock().unwrap_or_else(PoisonError::into_inner).insert(agency);
+        if !first {
+            return;
+        }
         let shared = self.clone();
         self.tasks.spawn(async move {
             if let Some(arrival) =
@@ -80,10 +102,57 @@ impl Shared {
         });
     }
 
+    /// Watches a store other centrals share for agencies that became ready on any of them, and
+    /// adds each one's party (once): on every change the store reports and every
+    /// [`READY_POLL`], so a lost notification delays the draw by a second at most. Ends when
+    /// every agency has joined, or at shutdown.
+    pub(super) fn watch_ready(self: &Arc<Self>) {
+        let Some(mut changes) = self.store.ready_changes() else { return };
+        let shared = self.clone();
+        self.tasks.spawn(async move {
+            let mut failing = false;
+            let mut ignored = HashSet::new();
+            loop {
+                match shared.store.ready_agencies().await {
+                    Ok(ready) => {
+                        failing = false;
+                        for agency in ready {
+                            if shared.config.expects(agency.get()) {
+                                shared.join_barrier(agency);
+                            } else if ignored.insert(agency) {
+                                warn!(action = "ready_for_lottery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
+                            }
+                        }
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        warn!(action = "ready_watch", result = "fail", error = %e, retry_in_ms = READY_POLL.as_millis() as u64);
+                    }
+                    Err(_) => {}
+                }
+                let joined = shared.lottery.joined.lock().unwrap_or_else(PoisonError::into_inner).len();
+                if joined >= shared.lottery.agencies {
+                    return;
+                }
+                tokio::select! {
+                    () = shared.token.cancelled() => return,
+                    _ = changes.changed() => {}
+                    () = tokio::time::sleep(READY_POLL) => {}
+                }
+            }
+        });
+    }
+
     /// One line per agency (bets, batches, winners) and one with the totals and how long this
     /// process ingested for (first stored batch → draw).
     async fn log_summary(&self, draw: &Draw) {
-        let agencies = self.store.agencies().await;
+        let agencies = match self.store.agencies().await {
+            Ok(agencies) => agencies,
+            Err(e) => {
+                warn!(action = "resumen", result = "fail", error = %e);
+                return;
+            }
+        };
         let mut batches = 0;
         for (agency, progress) in &agencies {
             batches += progress.last_seq;
@@ -97,12 +166,13 @@ impl Shared {
     }
 
     /// Runs the draw (the barrier's leader does, once per process) and publishes the result.
-    /// `sorteo` is logged once per lottery: a draw the journal already held is restored, and
-    /// logged as `sorteo_restaurado`.
+    /// `sorteo` is logged once per lottery: a draw the store already held (before a restart, or
+    /// recorded by another central) is restored, and logged as `sorteo_restaurado`.
     async fn run_draw(&self) {
         let status = match self.store.draw().await {
-            Ok(draw) => {
-                let action = if self.lottery.recorded { "sorteo_restaurado" } else { "sorteo" };
+            Ok(drawn) => {
+                let draw = drawn.draw;
+                let action = if drawn.recorded_now { "sorteo" } else { "sorteo_restaurado" };
                 info!(
                     action,
                     result = "success",

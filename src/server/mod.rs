@@ -22,7 +22,7 @@ mod replies;
 pub mod session;
 mod sessions;
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -33,6 +33,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::ServerConfig;
+use crate::domain::AgencyId;
+use crate::storage::postgres::PgStore;
 use crate::storage::{BetStore, StorageError, Store, StoreOptions};
 use listener::{Newcomers, Throttle, accept_loop};
 use lottery::Lottery;
@@ -81,33 +83,20 @@ pub async fn run(
         max_bets_per_agency: config.max_bets_per_agency,
         min_free_bytes: config.min_free_bytes,
     };
-    let (store, recovery) = BetStore::open_with(&config.bets_file, options).await?;
-    info!(
-        action = "recovery",
-        result = "success",
-        path = %store.path().display(),
-        bytes = recovery.bets_len,
-        batches = recovery.batches,
-        cut_bets_bytes = recovery.cut_bets_bytes,
-        cut_journal_bytes = recovery.cut_journal_bytes,
-        ready = recovery.ready.len(),
-        drawn = recovery.drawn,
-        adopted = recovery.adopted,
-        journal_converted = recovery.journal_converted,
-    );
+    let (store, ready) = open_store(&config, options).await?;
     let tracker = TaskTracker::new();
-    let lottery = Lottery::new(config.agencies.get() as usize, recovery.drawn);
-    let shared =
-        Arc::new(Shared::new(config, store.into(), lottery, tracker.clone(), token.clone()));
+    let lottery = Lottery::new(config.agencies.get() as usize);
+    let shared = Arc::new(Shared::new(config, store, lottery, tracker.clone(), token.clone()));
     // Agencies that were ready before a restart keep their barrier party.
-    ::metrics::gauge!("lottery_agencies_ready").set(recovery.ready.len() as f64);
-    for agency in recovery.ready {
+    ::metrics::gauge!("lottery_agencies_ready").set(ready.len() as f64);
+    for agency in ready {
         if shared.config.expects(agency.get()) {
-            shared.join_barrier();
+            shared.join_barrier(agency);
         } else {
             warn!(action = "recovery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
         }
     }
+    shared.watch_ready();
 
     if let Some(addr) = shared.config.metrics_addr
         && let Some(handle) = self::metrics::install()
@@ -137,12 +126,116 @@ pub async fn run(
     info!(
         action = "shutdown",
         result = "in_progress",
-        step = "bets file closed",
+        step = if shared.store.is_shared() { "database closed" } else { "bets file closed" },
         commits = stats.groups,
         fsyncs = stats.syncs
     );
     info!(action = "shutdown", result = "success");
     Ok(())
+}
+
+/// Opens the store the configuration names (PostgreSQL when `LOTTERY_DATABASE_URL` is set,
+/// else the bets file), logs what it found, and returns it with the agencies already ready.
+async fn open_store(
+    config: &ServerConfig,
+    options: StoreOptions,
+) -> Result<(Store, Vec<AgencyId>), ServerError> {
+    if let Some(url) = &config.database_url {
+        let central = format!("{}:{} (pid {})", hostname(), config.port, std::process::id());
+        let (store, opened) = PgStore::open(url, options, central).await?;
+        info!(
+            action = "database",
+            result = "success",
+            target = %store.target(),
+            schema_version = opened.schema_version,
+            schema_found = opened.schema_found,
+            batches = opened.batches,
+            ready = opened.ready.len(),
+            drawn = opened.drawn,
+        );
+        return Ok((store.into(), opened.ready));
+    }
+    let (store, recovery) = BetStore::open_with(&config.bets_file, options).await?;
+    info!(
+        action = "recovery",
+        result = "success",
+        path = %store.path().display(),
+        bytes = recovery.bets_len,
+        batches = recovery.batches,
+        cut_bets_bytes = recovery.cut_bets_bytes,
+        cut_journal_bytes = recovery.cut_journal_bytes,
+        ready = recovery.ready.len(),
+        drawn = recovery.drawn,
+        adopted = recovery.adopted,
+        journal_converted = recovery.journal_converted,
+    );
+    Ok((store.into(), recovery.ready))
+}
+
+/// Writes the stored bets to `out` as the original bets file (`lottery-server export`): with
+/// PostgreSQL, every stored bet in the order stored, encoded as the file store encodes them;
+/// with the file store, the committed part of the bets file (after the same recovery a start
+/// runs, under the same lock: a central running on the file must be stopped first). Returns the
+/// bytes written.
+///
+/// # Errors
+/// The store's: it cannot be opened or read, or `out` cannot be written.
+pub async fn export(
+    config: &ServerConfig,
+    out: &mut impl std::io::Write,
+) -> Result<u64, ServerError> {
+    let options = StoreOptions {
+        sync: config.fsync,
+        max_bets_per_agency: config.max_bets_per_agency,
+        min_free_bytes: 0,
+    };
+    let mut counted = CountingWriter { out, bytes: 0 };
+    let write_error = |source| StorageError::Write { path: "the export's output".into(), source };
+    if let Some(url) = &config.database_url {
+        let (store, _) = PgStore::open(url, options, format!("{} export", hostname())).await?;
+        let exported = store.export(&mut counted).await;
+        store.close().await;
+        exported?;
+    } else {
+        let (store, recovery) = BetStore::open_with(&config.bets_file, options).await?;
+        let path = store.path().to_owned();
+        let copied = (|| -> Result<(), StorageError> {
+            let file = std::fs::File::open(&path)
+                .map_err(|source| StorageError::Open { path: path.clone(), source })?;
+            let mut committed = std::io::Read::take(file, recovery.bets_len);
+            std::io::copy(&mut committed, &mut counted).map_err(write_error)?;
+            Ok(())
+        })();
+        store.close().await;
+        copied?;
+    }
+    counted.flush().map_err(write_error)?;
+    Ok(counted.bytes)
+}
+
+/// A writer that counts what goes through it.
+struct CountingWriter<'a, W> {
+    out: &'a mut W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.out.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// This machine's name, for the `draw` row (which central recorded it).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// State every connection task shares.

@@ -77,6 +77,9 @@ impl PendingAck {
                 let message = format!("not stored: {e}");
                 Ok(ServerMessage::BatchRejected { seq, reason: RejectReason::Storage, message })
             }
+            Err(e @ StorageError::Fenced { .. }) => {
+                Err(protocol(ErrorCode::SessionReplaced, e.to_string()))
+            }
             Err(e @ StorageError::AgencyClosed { .. }) => {
                 warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
                 Err(protocol(ErrorCode::AgencyClosed, e.to_string()))

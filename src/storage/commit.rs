@@ -48,6 +48,17 @@ pub(super) struct Pending {
 #[derive(Debug)]
 pub struct Ack(oneshot::Receiver<Result<Stored, StorageError>>);
 
+/// Where a committer sends a batch's answer.
+pub(super) type AckSender = oneshot::Sender<Result<Stored, StorageError>>;
+
+impl Ack {
+    /// A new answer to await, and where the committer sends it.
+    pub(super) fn channel() -> (AckSender, Self) {
+        let (done, answer) = oneshot::channel();
+        (done, Self(answer))
+    }
+}
+
 impl Future for Ack {
     type Output = Result<Stored, StorageError>;
 

@@ -36,6 +36,12 @@ pub enum StorageError {
     LowDiskSpace { path: PathBuf, free: u64, floor: u64 },
     #[error("agency {agency}, batch {seq}: {reason}")]
     BadBatch { agency: AgencyId, seq: u64, reason: &'static str },
+    #[error("database {target}: cannot {what}: {reason}")]
+    Database { target: String, what: &'static str, reason: String },
+    #[error(
+        "agency {agency}: a newer session of this agency took over (on this central or another); this one's batches are refused"
+    )]
+    Fenced { agency: AgencyId },
 }
 
 pub(super) fn write_error(path: &Path) -> impl Fn(io::Error) -> StorageError + '_ {

@@ -34,7 +34,8 @@
 //! - `journal.rs`: the journal's records and their replay; `ledger.rs`: what they add up to;
 //!   `recovery.rs`: start-up recovery; `legacy.rs`: older journals' check and conversion;
 //! - `rows.rs`: the bets file's row format;
-//! - `store.rs`: [`Store`], the seam the server uses, with the file store behind it.
+//! - `store.rs`: [`Store`], the seam the server uses, with the file store or PostgreSQL behind it;
+//! - `postgres/`: [`postgres::PgStore`], the bets in PostgreSQL, shared by several centrals.
 
 mod commit;
 mod error;
@@ -42,6 +43,7 @@ mod files;
 mod journal;
 mod ledger;
 mod legacy;
+pub mod postgres;
 mod recovery;
 mod rows;
 mod store;
@@ -64,7 +66,7 @@ pub use commit::Ack;
 pub use error::StorageError;
 pub use ledger::AgencyProgress;
 pub use rows::{load_bets, store_bets};
-pub use store::Store;
+pub use store::{Drawn, Store};
 
 /// Most bytes of rows one group commit writes. Batches queued beyond it wait for the next group.
 /// Recovery of an older journal (rows written first) cuts at most this much past its last
@@ -314,6 +316,11 @@ impl BetStore {
     /// When this process first committed a batch, if it did.
     pub fn first_commit(&self) -> Option<std::time::Instant> {
         self.shared.first_commit.get().copied()
+    }
+
+    /// Whether the draw is recorded.
+    pub async fn drawn(&self) -> bool {
+        self.shared.files.lock().await.ledger.draw.is_some()
     }
 
     /// Agencies that have declared ReadyForLottery, in order.

@@ -1,0 +1,245 @@
+//! Group commit into PostgreSQL: the committer task takes every batch queued (up to
+//! [`MAX_GROUP_BETS`] bets) and stores them in one transaction, so one `COMMIT` (one flush of
+//! the write-ahead log) serves every agency that was waiting, as the file store's group commit
+//! does with its fsyncs.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::SinkExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::super::commit::AckSender;
+use super::{Epoch, Shared, agency_id, group_failed};
+use crate::domain::{AgencyId, Bet};
+use crate::storage::{AgencyProgress, StorageError, Stored};
+
+/// Most bets one group transaction stores; more queued wait for the next one.
+pub(super) const MAX_GROUP_BETS: u64 = 50_000;
+
+/// `COPY … (FORMAT binary)`'s header: signature, flags, header extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// Its trailer: a field count of -1.
+const COPY_TRAILER: &[u8] = &[0xff, 0xff];
+
+/// A batch waiting for its group, its bets already in `COPY` binary rows.
+#[derive(Debug)]
+pub(super) struct Pending {
+    agency: AgencyId,
+    epoch: Epoch,
+    seq: u64,
+    bets: u64,
+    rows: Bytes,
+    done: AckSender,
+}
+
+impl Pending {
+    pub(super) fn new(
+        agency: AgencyId,
+        epoch: Epoch,
+        seq: u64,
+        bets: &[Bet],
+        done: AckSender,
+    ) -> Self {
+        let rows = copy_rows(seq, bets);
+        Self { agency, epoch, seq, bets: bets.len() as u64, rows, done }
+    }
+}
+
+/// The committer: commits queued batches until `stop`, then what is still queued, and ends.
+pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let group = take_group(&shared);
+        if group.is_empty() {
+            tokio::select! {
+                biased;
+                () = shared.queued.notified() => continue,
+                () = stop.cancelled() => {
+                    if shared.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        commit(&shared, group).await;
+    }
+}
+
+fn take_group(shared: &Shared) -> Vec<Pending> {
+    let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+    let (mut taken, mut bets) = (0, 0);
+    for pending in queue.iter() {
+        bets += pending.bets;
+        if taken > 0 && bets > MAX_GROUP_BETS {
+            break;
+        }
+        taken += 1;
+    }
+    queue.drain(..taken).collect()
+}
+
+/// Commits `group` in one transaction and answers each batch.
+async fn commit(shared: &Shared, group: Vec<Pending>) {
+    match store_group(shared, &group).await {
+        Ok(outcomes) => {
+            for (pending, outcome) in group.into_iter().zip(outcomes) {
+                let _ = pending.done.send(outcome);
+            }
+        }
+        Err(reason) => {
+            error!(action = "group_commit", result = "fail", target = %shared.target, batches = group.len(), error = %reason);
+            for pending in group {
+                let _ = pending.done.send(Err(group_failed(&shared.target, &reason)));
+            }
+        }
+    }
+}
+
+/// Decides every batch of `group` against its agency's row, stores the accepted ones, commits.
+/// `Err` when the transaction failed: nothing of the group is acknowledged.
+async fn store_group(
+    shared: &Shared,
+    group: &[Pending],
+) -> Result<Vec<Result<Stored, StorageError>>, String> {
+    let describe = |e: tokio_postgres::Error| super::describe(&e);
+    let mut client = shared.pool.get().await.map_err(|e| e.to_string())?;
+    let tx = client.transaction().await.map_err(describe)?;
+    let mut agencies: Vec<i32> = group.iter().map(|p| agency_id(p.agency)).collect();
+    agencies.sort_unstable();
+    agencies.dedup();
+    let rows = tx
+        .query(
+            "SELECT agency, epoch, last_seq, stored_bets, ready FROM agencies
+             WHERE agency = ANY($1) ORDER BY agency FOR UPDATE",
+            &[&agencies],
+        )
+        .await
+        .map_err(describe)?;
+    let mut state: HashMap<i32, (Epoch, AgencyProgress)> = rows
+        .iter()
+        .map(|row| (row.get(0), (row.get(1), super::progress(row.get(2), row.get(3), row.get(4)))))
+        .collect();
+    let limit = shared.options.max_bets_per_agency;
+    let mut outcomes = Vec::with_capacity(group.len());
+    let mut accepted: Vec<&Pending> = Vec::new();
+    for pending in group {
+        let agency = pending.agency;
+        let outcome = match state.get_mut(&agency_id(agency)) {
+            None => Err(StorageError::Fenced { agency }),
+            Some((epoch, _)) if *epoch != pending.epoch => Err(StorageError::Fenced { agency }),
+            Some(_) if pending.seq == 0 || pending.bets == 0 => {
+                let reason = if pending.seq == 0 {
+                    "batch numbers start at 1"
+                } else {
+                    "a batch holds at least one bet"
+                };
+                Err(StorageError::BadBatch { agency, seq: pending.seq, reason })
+            }
+            Some((_, progress)) if progress.ready => Err(StorageError::AgencyClosed { agency }),
+            Some((_, progress)) if pending.seq <= progress.last_seq => Ok(Stored::Duplicate),
+            Some((_, progress)) if pending.seq != progress.last_seq + 1 => {
+                let expected = progress.last_seq + 1;
+                Err(StorageError::SequenceGap { agency, expected, got: pending.seq })
+            }
+            Some((_, progress)) if progress.stored_bets.saturating_add(pending.bets) > limit => {
+                let stored = progress.stored_bets;
+                Err(StorageError::AgencyLimit { agency, stored, bets: pending.bets, limit })
+            }
+            Some((_, progress)) => {
+                progress.last_seq = pending.seq;
+                progress.stored_bets += pending.bets;
+                accepted.push(pending);
+                Ok(Stored::New)
+            }
+        };
+        outcomes.push(outcome);
+    }
+    if accepted.is_empty() {
+        // Nothing to write: the row locks go with the rollback.
+        return Ok(outcomes);
+    }
+    let copy = "COPY bets (agency, seq, idx, first_name, last_name, document, birthdate, number) \
+                FROM STDIN (FORMAT binary)";
+    let sink = tx.copy_in::<_, Bytes>(copy).await.map_err(describe)?;
+    let mut sink = std::pin::pin!(sink);
+    sink.feed(Bytes::from_static(COPY_HEADER)).await.map_err(describe)?;
+    for pending in &accepted {
+        sink.feed(pending.rows.clone()).await.map_err(describe)?;
+    }
+    sink.feed(Bytes::from_static(COPY_TRAILER)).await.map_err(describe)?;
+    sink.as_mut().finish().await.map_err(describe)?;
+    let batch_agencies: Vec<i32> = accepted.iter().map(|p| agency_id(p.agency)).collect();
+    let seqs: Vec<i64> = accepted.iter().map(|p| seq_id(p.seq)).collect();
+    let counts: Vec<i32> =
+        accepted.iter().map(|p| i32::try_from(p.bets).unwrap_or(i32::MAX)).collect();
+    tx.execute(
+        "INSERT INTO batches (agency, seq, bets)
+         SELECT agency, seq, bets FROM unnest($1::integer[], $2::bigint[], $3::integer[])
+             WITH ORDINALITY AS t(agency, seq, bets, n)
+         ORDER BY n",
+        &[&batch_agencies, &seqs, &counts],
+    )
+    .await
+    .map_err(describe)?;
+    let mut moved: Vec<i32> = accepted.iter().map(|p| agency_id(p.agency)).collect();
+    moved.sort_unstable();
+    moved.dedup();
+    let last_seqs: Vec<i64> = moved.iter().map(|a| seq_id(state[a].1.last_seq)).collect();
+    let stored: Vec<i64> = moved.iter().map(|a| seq_id(state[a].1.stored_bets)).collect();
+    tx.execute(
+        "UPDATE agencies SET last_seq = t.last_seq, stored_bets = t.stored_bets
+         FROM unnest($1::integer[], $2::bigint[], $3::bigint[]) AS t(agency, last_seq, stored_bets)
+         WHERE agencies.agency = t.agency",
+        &[&moved, &last_seqs, &stored],
+    )
+    .await
+    .map_err(describe)?;
+    tx.commit().await.map_err(describe)?;
+    shared.groups.fetch_add(1, Ordering::Relaxed);
+    if shared.first_commit.set(Instant::now()).is_ok() {
+        info!(action = "group_commit", result = "success", target = %shared.target, first = true);
+    }
+    for (pending, outcome) in group.iter().zip(&outcomes) {
+        if let Err(e @ StorageError::Fenced { .. }) = outcome {
+            warn!(action = "apuesta_recibida", result = "fail", agency = %pending.agency, seq = pending.seq, error = %e);
+        }
+    }
+    Ok(outcomes)
+}
+
+fn seq_id(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// `bets` as rows of `COPY bets (agency, seq, idx, first_name, last_name, document, birthdate,
+/// number) FROM STDIN (FORMAT binary)`: per row the field count, then each field's length and
+/// big-endian value; a date is days since 2000-01-01.
+fn copy_rows(seq: u64, bets: &[Bet]) -> Bytes {
+    let mut rows = BytesMut::with_capacity(bets.len() * 96);
+    let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+    for (idx, bet) in bets.iter().enumerate() {
+        rows.put_i16(8);
+        rows.put_i32(4);
+        rows.put_i32(agency_id(bet.agency));
+        rows.put_i32(8);
+        rows.put_i64(seq_id(seq));
+        rows.put_i32(4);
+        rows.put_i32(i32::try_from(idx).unwrap_or(i32::MAX));
+        for text in [bet.first_name.as_str(), bet.last_name.as_str(), bet.document.as_str()] {
+            rows.put_i32(i32::try_from(text.len()).unwrap_or(i32::MAX));
+            rows.put_slice(text.as_bytes());
+        }
+        rows.put_i32(4);
+        let days = bet.birthdate.signed_duration_since(epoch).num_days();
+        rows.put_i32(i32::try_from(days).unwrap_or(i32::MIN));
+        rows.put_i32(4);
+        rows.put_i32(i32::from(bet.number.get()));
+    }
+    rows.freeze()
+}
