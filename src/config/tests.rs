@@ -177,6 +177,15 @@ fn server_address_takes_a_list_of_centrals_in_failover_order() {
     assert_eq!(addresses("[::1]:80,a:1").unwrap().first(), "[::1]:80");
     let config = ClientConfig::from_lookup(lookup(&[("CLI_ID", "1")])).unwrap();
     assert_eq!(config.server_addresses.to_string(), "server:12345", "the default: one");
+
+    // config.yaml's `server.address` takes the list as one value, quoted or not.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("config.yaml");
+    std::fs::write(&yaml, "id: 2\nserver:\n  address: central1:12345, central2:12345\n").unwrap();
+    let path = yaml.display().to_string();
+    let env = |name: &str| (name == "CLI_CONFIG_FILE").then(|| path.clone());
+    let config = ClientConfig::load(["lottery-client"], env).unwrap();
+    assert_eq!(config.server_addresses.to_string(), "central1:12345,central2:12345");
 }
 
 #[test]
