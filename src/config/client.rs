@@ -131,9 +131,7 @@ impl ClientConfig {
             check: false,
         })
     }
-}
 
-impl ClientConfig {
     /// The first central of `CLI_SERVER_ADDRESS`, where the agency starts.
     pub fn server_address(&self) -> &str {
         self.server_addresses.first()
