@@ -23,8 +23,14 @@ fn agency_env(addresses: &str, data: &AgencyData) -> Vec<(&'static str, String)>
 
 /// A loopback address nothing listens on: a listener's port, the listener dropped.
 fn closed_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+    closed_addresses::<1>()[0].clone()
+}
+
+/// `N` different loopback addresses nothing listens on: every listener is bound before any is
+/// dropped, so no two share a port.
+fn closed_addresses<const N: usize>() -> [String; N] {
+    let listeners = [(); N].map(|()| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    listeners.map(|l| l.local_addr().unwrap().to_string())
 }
 
 /// Checks the agency ended well: exit 0, its own winners, every line in the graders' shape.
@@ -71,7 +77,7 @@ async fn an_agency_skips_a_central_that_refuses_and_uploads_to_the_next() {
 
 #[tokio::test]
 async fn an_agency_that_can_reach_no_central_names_every_address_it_tried() {
-    let (first, second) = (closed_address(), closed_address());
+    let [first, second] = closed_addresses();
     let env = [
         ("CLI_ID", "1".to_owned()),
         ("CLI_SERVER_ADDRESS", format!("{first}, {second}")),

@@ -1,0 +1,165 @@
+//! Several centrals on one PostgreSQL database (issue 13). Each test makes a database of its own
+//! on the server `PGHOST` names; without one they skip, loudly (see `common::postgres`). Run
+//! them with `pg_virtualenv cargo test --locked --test postgres --test postgres_chaos`.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::postgres::{TestDb, test_database};
+use common::{AgencyData, CLIENT_BIN, Process, SERVER_BIN, sorted, stored_multiset, within};
+use lottery::config::ServerConfig;
+use lottery::domain::{AgencyId, Bet};
+use lottery::storage::postgres::PgStore;
+use lottery::storage::{BetStore, StoreOptions, Stored};
+
+/// Starts a central process on 127.0.0.1:`port` (0: a free one) storing in `db`; returns it and
+/// its address once it listens.
+async fn start_central(db: &TestDb, port: u16, agencies: u32) -> (Process, String) {
+    let env = [
+        ("SERVER_IP", "127.0.0.1".to_owned()),
+        ("SERVER_PORT", port.to_string()),
+        ("LOTTERY_DATABASE_URL", db.url.clone()),
+        ("LOTTERY_AGENCIES", agencies.to_string()),
+        ("BETS_FILE", "/nonexistent/never-opened.csv".to_owned()),
+    ];
+    let mut central = Process::start(SERVER_BIN, &env);
+    let line = central.wait_for_line("action: listen | result: success").await;
+    let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
+    central.wait_for_line("action: database | result: success").await;
+    (central, address)
+}
+
+fn agency_env(addresses: &str, data: &AgencyData) -> Vec<(&'static str, String)> {
+    vec![
+        ("CLI_ID", data.agency.to_string()),
+        ("CLI_SERVER_ADDRESS", addresses.to_owned()),
+        ("CLI_DATA_FILE", data.path.display().to_string()),
+        ("CLI_CONNECT_TIMEOUT", "60s".to_owned()),
+    ]
+}
+
+/// `lottery-server export` of `db` into `dir`, read back as sorted rows.
+async fn exported(db: &TestDb, dir: &std::path::Path) -> Vec<String> {
+    let output = dir.join("exported.csv");
+    let env = [("LOTTERY_DATABASE_URL", db.url.clone())];
+    let export = Process::start_with_args(SERVER_BIN, &env, ["export", output.to_str().unwrap()]);
+    let (code, lines) = export.finish().await;
+    assert_eq!(code, Some(0), "export: {lines:#?}");
+    stored_multiset(&output)
+}
+
+#[tokio::test]
+async fn two_centrals_on_one_database_serve_five_agencies_each_bet_once_one_draw() {
+    let Some(db) = test_database("two_centrals").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (first, a) = start_central(&db, 0, 5).await;
+    let (second, b) = start_central(&db, 0, 5).await;
+    let data: Vec<AgencyData> =
+        (1..=5).map(|agency| AgencyData::generate(dir.path(), agency, 20_500)).collect();
+    // Half the agencies go to each central first.
+    let agencies: Vec<Process> = data
+        .iter()
+        .map(|d| {
+            let list = if d.agency % 2 == 1 { format!("{a},{b}") } else { format!("{b},{a}") };
+            Process::start(CLIENT_BIN, &agency_env(&list, d))
+        })
+        .collect();
+    for (agency, data) in agencies.into_iter().zip(&data) {
+        let (code, lines) = agency.finish().await;
+        assert_eq!(code, Some(0), "agency {}: {lines:#?}", data.agency);
+        let winners = format!(
+            "action: consulta_ganadores | result: success | cant_ganadores: {}",
+            data.winners().len()
+        );
+        assert!(lines.iter().any(|l| l.ends_with(&winners)), "{winners} in {lines:#?}");
+    }
+    let mut draws = 0;
+    for central in [first, second] {
+        central.signal("TERM");
+        let (code, lines) = central.finish().await;
+        assert_eq!(code, Some(0), "{lines:#?}");
+        draws += lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count();
+        let password = db.url.split("password=").nth(1).unwrap().split(' ').next().unwrap();
+        assert!(
+            !password.is_empty() && lines.iter().all(|l| !l.contains(password)),
+            "password logged"
+        );
+    }
+    assert_eq!(draws, 1, "one central recorded the draw");
+    assert_eq!(db.count("SELECT count(*) FROM draw").await, 1);
+    let total: usize = data.iter().map(|d| d.rows.len()).sum();
+    assert!(total >= 100_000);
+    assert_eq!(db.count("SELECT count(*) FROM bets").await, total as i64);
+    let expected = sorted(data.iter().flat_map(AgencyData::stored_rows).collect());
+    assert_eq!(exported(&db, dir.path()).await, expected, "each bet exactly once");
+}
+
+/// The stores' API with the same batches in the same order: the export of the database is the
+/// file store's bets file, byte for byte, and the draw the same.
+#[tokio::test]
+async fn the_export_is_byte_identical_to_the_file_store_for_the_same_batches() {
+    let Some(db) = test_database("export_identical").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| db.url.clone()))
+            .unwrap();
+    let url = config.database_url.clone().unwrap();
+    let (pg, _) = PgStore::open(&url, StoreOptions::default(), "test".into()).await.unwrap();
+    let (file, _) = BetStore::open(dir.path().join("bets.csv"), true).await.unwrap();
+    let data: Vec<AgencyData> =
+        (1..=3).map(|agency| AgencyData::generate(dir.path(), agency, 700)).collect();
+    let latest = lottery::domain::latest_birthdate(lottery::domain::Checker::Central);
+    let mut epochs = HashMap::new();
+    for d in &data {
+        let agency = AgencyId::new(d.agency).unwrap();
+        let (progress, epoch) = pg.open_session(agency).await.unwrap();
+        assert_eq!(progress.last_seq, 0);
+        epochs.insert(d.agency, epoch);
+    }
+    // Batches of the three agencies interleaved, names with commas and quotes included.
+    let batches: Vec<Vec<Bet>> = data
+        .iter()
+        .map(|d| {
+            d.rows
+                .iter()
+                .map(|r| {
+                    let fields = [
+                        &*r.first_name,
+                        &r.last_name,
+                        &r.document,
+                        &r.birthdate,
+                        &r.number.to_string(),
+                    ];
+                    Bet::from_text(AgencyId::new(d.agency).unwrap(), fields, latest).unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    for seq in 1..=7u64 {
+        for (d, bets) in data.iter().zip(&batches) {
+            let agency = AgencyId::new(d.agency).unwrap();
+            let chunk = &bets[(seq as usize - 1) * 100..seq as usize * 100];
+            let file_ack = within("file ack", file.submit(agency, seq, chunk)).await.unwrap();
+            let pg_ack = pg.submit(agency, epochs[&d.agency], seq, chunk);
+            assert_eq!(
+                (file_ack, within("pg ack", pg_ack).await.unwrap()),
+                (Stored::New, Stored::New)
+            );
+        }
+    }
+    let mut from_pg = Vec::new();
+    pg.export(&mut from_pg).await.unwrap();
+    file.close().await;
+    let from_file = std::fs::read(dir.path().join("bets.csv")).unwrap();
+    assert_eq!(from_pg.len(), from_file.len());
+    assert!(from_pg == from_file, "the export differs from the bets file");
+    let (draw, recorded_now) = pg.draw().await.unwrap();
+    assert!(recorded_now);
+    let file_draw = lottery::domain::Draw::from_bets(
+        lottery::storage::load_bets(&dir.path().join("bets.csv")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(draw, file_draw);
+    pg.close().await;
+}
