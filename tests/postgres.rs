@@ -5,11 +5,17 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use common::postgres::{TestDb, test_database};
-use common::{AgencyData, CLIENT_BIN, Process, SERVER_BIN, sorted, stored_multiset, within};
+use common::{
+    AgencyData, CLIENT_BIN, Process, SERVER_BIN, sorted, stored_multiset, wire_bet, within,
+};
+use lottery::Connection;
+use lottery::client::ClientError;
 use lottery::config::ServerConfig;
 use lottery::domain::{AgencyId, Bet};
+use lottery::protocol::ErrorCode;
 use lottery::storage::postgres::PgStore;
 use lottery::storage::{BetStore, StoreOptions, Stored};
 
@@ -162,4 +168,91 @@ async fn the_export_is_byte_identical_to_the_file_store_for_the_same_batches() {
     .unwrap();
     assert_eq!(draw, file_draw);
     pg.close().await;
+}
+
+/// The same agency connected to two centrals at once: the newer session (on the other central)
+/// fences the older one, whose batch and ReadyForLottery are refused and not stored.
+#[tokio::test]
+async fn a_session_fenced_by_a_newer_one_on_another_central_stores_nothing() {
+    let Some(db) = test_database("fencing").await else { return };
+    let (first, a) = start_central(&db, 0, 1).await;
+    let (second, b) = start_central(&db, 0, 1).await;
+    let agency = AgencyId::new(1).unwrap();
+    let mut old = within("connect", Connection::connect(&a, agency, None)).await.unwrap();
+    assert_eq!(within("batch 1", old.send_batch(1, &[wire_bet("101", 1)])).await.unwrap(), 1);
+
+    let mut new = within("connect", Connection::connect(&b, agency, None)).await.unwrap();
+    assert_eq!((new.next_seq(), new.stored_bets()), (2, 1), "resumes after batch 1");
+    let refused = within("fenced batch", old.send_batch(2, &[wire_bet("102", 7574)])).await;
+    match refused {
+        Err(ClientError::Server { code: ErrorCode::SessionReplaced, message }) => {
+            assert!(message.contains("newer session"), "{message}");
+        }
+        other => panic!("the fenced session's batch must be refused: {other:?}"),
+    }
+    assert_eq!(db.count("SELECT count(*) FROM bets WHERE document = '102'").await, 0);
+
+    // The newer session goes on; then one newer still, back on the first central, fences it
+    // before its ReadyForLottery.
+    assert_eq!(within("batch 2", new.send_batch(2, &[wire_bet("202", 7574)])).await.unwrap(), 1);
+    let mut newest = within("connect", Connection::connect(&a, agency, None)).await.unwrap();
+    assert_eq!(newest.next_seq(), 3);
+    match within("fenced ready", new.winners()).await {
+        Err(ClientError::Server { code: ErrorCode::SessionReplaced, .. }) => {}
+        other => panic!("the fenced session's ReadyForLottery must be refused: {other:?}"),
+    }
+    assert_eq!(db.count("SELECT count(*) FROM agencies WHERE ready").await, 0);
+    let winners = within("winners", newest.winners()).await.unwrap();
+    assert_eq!(winners, ["202"]);
+    assert_eq!(db.count("SELECT count(*) FROM bets").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM draw").await, 1);
+    for central in [first, second] {
+        central.signal("TERM");
+        let (code, lines) = central.finish().await;
+        assert_eq!(code, Some(0), "{lines:#?}");
+    }
+}
+
+/// Every agency's ReadyForLottery released at once, half at each central: one draw, recorded by
+/// one central, and each agency gets its own winners. Several rounds, each on a new database.
+#[tokio::test]
+async fn ready_at_both_centrals_at_once_yields_exactly_one_draw() {
+    const AGENCIES: u32 = 6;
+    for round in 0..4 {
+        let Some(db) = test_database(&format!("draw_race_{round}")).await else { return };
+        let (first, a) = start_central(&db, 0, AGENCIES).await;
+        let (second, b) = start_central(&db, 0, AGENCIES).await;
+        let release = Arc::new(tokio::sync::Barrier::new(AGENCIES as usize));
+        let mut agencies = Vec::new();
+        for id in 1..=AGENCIES {
+            let address = if id % 2 == 0 { a.clone() } else { b.clone() };
+            let release = release.clone();
+            agencies.push(tokio::spawn(async move {
+                let agency = AgencyId::new(id).unwrap();
+                let mut connection = Connection::connect(&address, agency, None).await.unwrap();
+                let winner = format!("{id}000");
+                let batch = [wire_bet(&winner, 7574), wire_bet(&format!("{id}001"), 1)];
+                connection.send_batch(1, &batch).await.unwrap();
+                release.wait().await;
+                (connection.winners().await.unwrap(), winner)
+            }));
+        }
+        for agency in agencies {
+            let (winners, own) = within("winners", agency).await.unwrap();
+            assert_eq!(winners, [own], "round {round}");
+        }
+        assert_eq!(db.count("SELECT count(*) FROM draw").await, 1, "round {round}");
+        assert_eq!(db.count("SELECT bets FROM draw").await, 2 * i64::from(AGENCIES));
+        let mut recorded = 0;
+        for central in [first, second] {
+            central.signal("TERM");
+            let (code, lines) = central.finish().await;
+            assert_eq!(code, Some(0), "{lines:#?}");
+            recorded +=
+                lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count();
+            let restored = lines.iter().filter(|l| l.contains("action: sorteo_restaurado")).count();
+            assert!(recorded + restored >= 1, "{lines:#?}");
+        }
+        assert_eq!(recorded, 1, "round {round}: one central records the draw");
+    }
 }
