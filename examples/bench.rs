@@ -7,9 +7,17 @@
 //! ```
 //! Options: `--agencies N` (10), `--bets-per-agency M` (100000), `--batch B` (150),
 //! `--window W` (8), `--no-fsync` (measure what durability costs), `--data-dir DIR`
-//! (`target/bench-data`; generated files are reused).
+//! (`target/bench-data`; generated files are reused), `--postgres` (store in a new database on
+//! the PostgreSQL server `PGHOST`/`PGPORT`/`PGUSER`/`PGPASSWORD` name, as `pg_virtualenv` sets
+//! them; it is dropped afterwards), `--centrals C` (with `--postgres`: C centrals share the
+//! database, default 2; agency i lists them starting at central i mod C).
 //!
-//! The central runs in a child process (this same binary, `--serve`), so its peak RSS is its
+//! ```sh
+//! pg_virtualenv -o fsync=on cargo run --release --example bench -- --postgres \
+//!     --agencies 10 --bets-per-agency 200000
+//! ```
+//!
+//! Each central runs in a child process (this same binary, `--serve`), so its peak RSS is its
 //! own. Prints total bets, wall time, bets/s, batch-ack latency p50/p99/max, draw time (last
 //! `ReadyForLottery` → last `Winners`), fsyncs and the central's peak RSS. Exits 1 if any
 //! agency's winners or the stored count are wrong, 2 on bad arguments.
@@ -36,6 +44,8 @@ struct Args {
     window: usize,
     fsync: bool,
     data_dir: PathBuf,
+    postgres: bool,
+    centrals: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +56,8 @@ fn parse_args() -> Result<Args, String> {
         window: 8,
         fsync: true,
         data_dir: PathBuf::from("target/bench-data"),
+        postgres: false,
+        centrals: 0,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -65,8 +77,18 @@ fn parse_args() -> Result<Args, String> {
             "--window" => args.window = number("--window", value("--window")?)?,
             "--no-fsync" => args.fsync = false,
             "--data-dir" => args.data_dir = PathBuf::from(value("--data-dir")?),
+            "--postgres" => args.postgres = true,
+            "--centrals" => args.centrals = number("--centrals", value("--centrals")?)?,
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    match (args.postgres, args.centrals) {
+        (false, 0 | 1) => args.centrals = 1,
+        (false, _) => {
+            return Err("--centrals needs --postgres: one central owns a bets file".into());
+        }
+        (true, 0) => args.centrals = 2,
+        (true, _) => {}
     }
     Ok(args)
 }
@@ -151,43 +173,36 @@ fn run(args: &Args) -> Result<bool, String> {
 
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let bets_file = work.path().join("bets.csv");
-    let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
-        .arg("--serve")
-        .env_clear()
-        .envs([
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let database = if args.postgres { Some(runtime.block_on(Database::create())?) } else { None };
+    let mut centrals = Vec::new();
+    for _ in 0..args.centrals {
+        let mut env = vec![
             ("SERVER_IP", "127.0.0.1".to_owned()),
             ("SERVER_PORT", "0".to_owned()),
             ("LOTTERY_AGENCIES", args.agencies.to_string()),
             ("BETS_FILE", bets_file.display().to_string()),
             ("LOTTERY_FSYNC", args.fsync.to_string()),
             ("LOTTERY_BATCH_MAX_BETS", args.batch.max(500).to_string()),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start the central: {e}"))?;
-    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let address = loop {
-        let line = lines.next().ok_or("the central exited")?.map_err(|e| e.to_string())?;
-        if let Some(address) = line.strip_prefix("LISTENING ") {
-            break address.to_owned();
+        ];
+        if let Some(database) = &database {
+            env.push(("LOTTERY_DATABASE_URL", database.url.clone()));
         }
-    };
-    // Drain the central's log as it runs (a full pipe would stall it); keep its counters line.
-    let counters = std::thread::spawn(move || {
-        lines.map_while(Result::ok).filter(|l| l.contains("fsyncs: ")).last().unwrap_or_default()
-    });
+        centrals.push(Central::start(&env)?);
+    }
+    let addresses: Vec<String> = centrals.iter().map(|c| c.address.clone()).collect();
 
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let acked = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let progress = spawn_progress(acked.clone(), total, t0);
     let results: Vec<(Result<Outcome, String>, Instant)> = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (path, _)) in agencies.iter().enumerate() {
+            let first = i % addresses.len();
+            let list = [&addresses[first..], &addresses[..first]].concat().join(",");
             let env = [
                 ("CLI_ID", (i + 1).to_string()),
-                ("CLI_SERVER_ADDRESS", address.clone()),
+                ("CLI_SERVER_ADDRESS", list),
                 ("CLI_DATA_FILE", path.display().to_string()),
                 ("CLI_BATCH_MAXAMOUNT", args.batch.to_string()),
                 ("CLI_BATCH_WINDOW", args.window.to_string()),
@@ -221,10 +236,9 @@ fn run(args: &Args) -> Result<bool, String> {
     let wall = t0.elapsed();
     progress.store(u64::MAX, Ordering::Relaxed);
 
-    let peak_rss_mib = peak_rss_kib(child.id()).map(|k| k as f64 / 1024.0);
-    drop(child.stdin.take());
-    let counters = counters.join().unwrap_or_default();
-    let _ = child.wait();
+    let peaks: Vec<Option<f64>> =
+        centrals.iter().map(|c| peak_rss_kib(c.child.id()).map(|k| k as f64 / 1024.0)).collect();
+    let counters: Vec<String> = centrals.into_iter().map(Central::stop).collect();
 
     let mut ok = true;
     let mut latencies = Vec::new();
@@ -251,9 +265,12 @@ fn run(args: &Args) -> Result<bool, String> {
             }
         }
     }
-    let stored = count_lines(&bets_file).map_err(|e| e.to_string())?;
+    let stored = match &database {
+        Some(database) => runtime.block_on(database.count_and_drop())?,
+        None => count_lines(&bets_file).map_err(|e| e.to_string())?,
+    };
     if stored != total {
-        eprintln!("WRONG: the bets file holds {stored} bets, expected {total}");
+        eprintln!("WRONG: the store holds {stored} bets, expected {total}");
         ok = false;
     }
     latencies.sort();
@@ -262,16 +279,35 @@ fn run(args: &Args) -> Result<bool, String> {
         latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     let field = |name: &str| {
-        counters.split(" | ").find_map(|f| f.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+        let values = counters.iter().map(|line| {
+            line.split(" | ")
+                .find_map(|f| f.strip_prefix(&format!("{name}: ")))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        });
+        values.sum::<u64>().to_string()
     };
     let upload = last_upload.duration_since(t0);
     println!("agencies:         {}", args.agencies);
+    println!(
+        "store:            {}",
+        if args.postgres {
+            format!("PostgreSQL, {} centrals sharing it", args.centrals)
+        } else {
+            "bets file + journal".to_owned()
+        }
+    );
     println!(
         "bets:             {total} (stored {stored}, verified: {})",
         if ok { "yes" } else { "NO" }
     );
     println!("batch / window:   {} / {}", args.batch, args.window);
-    println!("durable acks:     {}", if args.fsync { "on (fdatasync)" } else { "OFF" });
+    let durable = match (args.fsync, args.postgres) {
+        (_, true) => "on (COMMIT, synchronous_commit = on)",
+        (true, false) => "on (fdatasync)",
+        (false, false) => "OFF",
+    };
+    println!("durable acks:     {durable}");
     println!(
         "wall time:        {:.3} s (first bet sent → last winners received)",
         wall.as_secs_f64()
@@ -292,16 +328,112 @@ fn run(args: &Args) -> Result<bool, String> {
         "draw:             {:.1} ms (last ReadyForLottery → last Winners)",
         last_winners.duration_since(last_upload).as_secs_f64() * 1000.0
     );
-    println!(
-        "commits / fsyncs: {} / {}",
-        field("commits").unwrap_or_default(),
-        field("fsyncs").unwrap_or_default()
-    );
-    println!(
-        "central peak RSS: {}",
-        peak_rss_mib.map_or("unknown".into(), |m| format!("{m:.1} MiB"))
-    );
+    println!("commits / fsyncs: {} / {}", field("commits"), field("fsyncs"));
+    let peaks: Vec<String> =
+        peaks.iter().map(|p| p.map_or("unknown".into(), |m| format!("{m:.1} MiB"))).collect();
+    println!("central peak RSS: {}", peaks.join(", "));
     Ok(ok)
+}
+
+/// A central child process.
+struct Central {
+    child: std::process::Child,
+    address: String,
+    /// Its log's last counters line (`commits: … | fsyncs: …`), once it has stopped.
+    counters: std::thread::JoinHandle<String>,
+}
+
+impl Central {
+    fn start(env: &[(&str, String)]) -> Result<Self, String> {
+        let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+            .arg("--serve")
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the central: {e}"))?;
+        let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+        let address = loop {
+            let line = lines.next().ok_or("the central exited")?.map_err(|e| e.to_string())?;
+            if let Some(address) = line.strip_prefix("LISTENING ") {
+                break address.to_owned();
+            }
+        };
+        // Drain the central's log as it runs (a full pipe would stall it); keep its counters.
+        let counters = std::thread::spawn(move || {
+            lines
+                .map_while(Result::ok)
+                .filter(|l| l.contains("fsyncs: "))
+                .last()
+                .unwrap_or_default()
+        });
+        Ok(Self { child, address, counters })
+    }
+
+    /// Stops it (closing its stdin) and returns its counters line.
+    fn stop(mut self) -> String {
+        drop(self.child.stdin.take());
+        let counters = self.counters.join().unwrap_or_default();
+        let _ = self.child.wait();
+        counters
+    }
+}
+
+/// A new database on the PostgreSQL server the `PG*` variables name.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create() -> Result<Self, String> {
+        let var = |k: &str| std::env::var(k).unwrap_or_default();
+        if var("PGHOST").is_empty() {
+            return Err("--postgres needs PGHOST, PGPORT, PGUSER, PGPASSWORD: run it under \
+                        `pg_virtualenv -o fsync=on`"
+                .into());
+        }
+        let base = format!(
+            "host={} port={} user={} password={}",
+            var("PGHOST"),
+            var("PGPORT"),
+            var("PGUSER"),
+            var("PGPASSWORD")
+        );
+        let name = format!("lottery_bench_{}", std::process::id());
+        let admin = format!("{base} dbname=postgres");
+        let client = connect(&admin).await?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let fsync = client.query_one("SHOW fsync", &[]).await.map_err(|e| e.to_string())?;
+        eprintln!("database {name}: fsync = {}", fsync.get::<_, String>(0));
+        Ok(Self { url: format!("{base} dbname={name}"), admin, name })
+    }
+
+    /// The bets stored, then the database dropped.
+    async fn count_and_drop(&self) -> Result<u64, String> {
+        let client = connect(&self.url).await?;
+        let row = client.query_one("SELECT count(*) FROM bets", &[]).await;
+        let stored = row.map_err(|e| e.to_string())?.get::<_, i64>(0);
+        drop(client);
+        let admin = connect(&self.admin).await?;
+        let drop = format!("DROP DATABASE {} WITH (FORCE)", self.name);
+        admin.batch_execute(&drop).await.map_err(|e| e.to_string())?;
+        Ok(u64::try_from(stored).unwrap_or(0))
+    }
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
 }
 
 /// Prints progress until the returned flag is set to `u64::MAX`: a live line on a terminal,
