@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         action = "config",
         result = "success",
         client_id = %config.id,
-        server_address = %config.server_address,
+        server_address = %config.server_addresses,
         loop_amount = config.loop_amount,
         loop_period = %Period(config.loop_period),
         log_level = %config.log_level,

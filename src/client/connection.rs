@@ -1,5 +1,6 @@
 //! [`Connection`]: one protocol session with the central, past its `Hello`, every wait on the
-//! central under the connection's deadline; and [`ping`], the container health check.
+//! central under the connection's deadline; connecting with retries across the centrals of
+//! `CLI_SERVER_ADDRESS`; and [`ping`], the container health check.
 
 use std::time::Duration;
 
@@ -16,11 +17,8 @@ use crate::protocol::{
     ClientCodec, ClientMessage, CodecError, PROTOCOL_VERSION, ServerMessage, WireBet,
 };
 
+use super::failover::{Backoff, Centrals, pause};
 use super::{ClientError, PING_EVERY};
-
-/// First pause between connection attempts; it doubles up to `MAX_RETRY_DELAY`.
-pub(super) const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);
-pub(super) const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// `future`'s output, or `Timeout` naming `what` the central did not do within `limit`.
 pub(super) async fn within<T, E: Into<ClientError>>(
@@ -105,9 +103,10 @@ impl Connection {
         }
     }
 
-    /// Like [`Connection::open`] to `config`'s central as its agency, retrying with backoff
-    /// while the central is unreachable, busy, slow to answer, or drops the connection before
-    /// its `Welcome`, for at most `config.connect_timeout`.
+    /// Like [`Connection::open`] to `config`'s centrals as its agency, retrying with backoff
+    /// while they are unreachable, busy, slow to answer, or drop the connection before their
+    /// `Welcome`, for at most `config.connect_timeout`. It starts at the first address and
+    /// moves to the next after each failure (see [`Connection::connect_until`]).
     ///
     /// # Errors
     /// `Unreachable` once `timeout` has passed; a non-transient error at once.
@@ -115,22 +114,35 @@ impl Connection {
         config: &ClientConfig,
         cancel: &CancellationToken,
     ) -> Result<Self, ClientError> {
-        Self::connect_until(config, cancel, Instant::now()).await
+        let mut centrals = Centrals::new(&config.server_addresses);
+        Self::connect_until(config, &mut centrals, cancel, Instant::now()).await
     }
 
-    /// [`Connection::connect_with_retry`], giving up `config.connect_timeout` after `since`
-    /// (the last progress). No attempt outlives that deadline.
+    /// [`Connection::connect_with_retry`] from `centrals`' current address, giving up
+    /// `config.connect_timeout` after `since` (the last progress). No attempt outlives that
+    /// deadline. After a transient failure the next attempt goes to the next address (round
+    /// robin); the pauses follow [`Backoff`], whose step doubles only after every address failed
+    /// once at it. A connection made stays on its address: `centrals` is left there.
+    ///
+    /// # Errors
+    /// `Unreachable`, naming every address tried, once the deadline has passed; a non-transient
+    /// error at once.
     pub(super) async fn connect_until(
         config: &ClientConfig,
+        centrals: &mut Centrals<'_>,
         cancel: &CancellationToken,
         since: Instant,
     ) -> Result<Self, ClientError> {
-        let address = config.server_address.as_str();
         let deadline = since + config.connect_timeout;
-        let mut delay = FIRST_RETRY_DELAY;
+        let mut backoff = Backoff::new(centrals.len());
+        let mut tried = vec![false; centrals.len()];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let limit = config.read_timeout.min(left).max(Duration::from_millis(1));
+            let address = centrals.current();
+            if let Some(tried) = tried.get_mut(centrals.index()) {
+                *tried = true;
+            }
             let connect = Self::open(address, config.id, config.token.as_deref(), limit);
             let attempt = cancel.run_until_cancelled(connect).await;
             match attempt.ok_or(ClientError::Cancelled)? {
@@ -138,17 +150,19 @@ impl Connection {
                     connection.timeout = config.read_timeout;
                     return Ok(connection);
                 }
-                Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
-                    let pause_for = jittered(delay);
+                Err(e) if e.is_transient() && Instant::now() + backoff.step() < deadline => {
+                    let (address, next_address) = centrals.advance();
+                    let pause_for = backoff.next_pause();
                     let retry_in_ms = pause_for.as_millis() as u64;
-                    warn!(action = "connect", result = "in_progress", address, retry_in_ms, error = %e);
+                    warn!(action = "connect", result = "in_progress", address, next_address, retry_in_ms, error = %e);
                     pause(pause_for, cancel).await?;
-                    delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
                 Err(e) if e.is_transient() => {
                     let waited = since.elapsed();
+                    let addresses = centrals.addresses().zip(&tried);
+                    let addresses = addresses.filter(|(_, tried)| **tried);
                     return Err(ClientError::Unreachable {
-                        address: address.to_owned(),
+                        addresses: addresses.map(|(address, _)| address.to_owned()).collect(),
                         waited,
                         last: Box::new(e),
                     });
@@ -349,36 +363,4 @@ pub async fn ping(address: &str) -> Result<(), ClientError> {
 
 fn unexpected(expected: &'static str, got: &ServerMessage) -> ClientError {
     ClientError::Unexpected { expected, got: format!("{got:?}") }
-}
-
-/// A pause of between half and all of `step` ("equal jitter"), so agencies that lost the central
-/// together do not all come back in the same millisecond.
-pub(super) fn jittered(step: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    // A randomly keyed hasher is a random number source without another dependency.
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
-    let half = step / 2;
-    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-    half + Duration::from_nanos(random % nanos.saturating_add(1))
-}
-
-/// Sleeps for `delay`, or `Cancelled` if `token` is cancelled first.
-pub(super) async fn pause(delay: Duration, token: &CancellationToken) -> Result<(), ClientError> {
-    token.run_until_cancelled(tokio::time::sleep(delay)).await.ok_or(ClientError::Cancelled)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_pauses_are_jittered_between_half_and_all_of_the_step() {
-        for step in [FIRST_RETRY_DELAY, Duration::from_millis(640), MAX_RETRY_DELAY] {
-            let pauses: Vec<Duration> = (0..200).map(|_| jittered(step)).collect();
-            assert!(pauses.iter().all(|p| *p >= step / 2 && *p <= step), "{step:?}: {pauses:?}");
-            let first = pauses[0];
-            assert!(pauses.iter().any(|p| *p != first), "{step:?}: every pause the same");
-        }
-        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
-    }
 }

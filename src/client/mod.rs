@@ -8,11 +8,14 @@
 //! Every wait on the central has a deadline (`CLI_READ_TIMEOUT`): the TCP connection, `Welcome`,
 //! each acknowledgement, each send and flush, and — while the agency waits for the draw — the
 //! `Pong` to the `Ping` it sends every [`PING_EVERY`]. A missed deadline is a broken connection:
-//! reconnect with jittered backoff and resume from the new `Welcome`.
+//! reconnect with jittered backoff, to the next central of the list when there are several, and
+//! resume from the new `Welcome`.
 //!
 //! # Layout
-//! - `connection.rs`: [`Connection`] (the session with the central, its deadlines, the
-//!   reconnection backoff) and [`ping`];
+//! - `connection.rs`: [`Connection`] (the session with the central, its deadlines, connecting
+//!   with retries) and [`ping`];
+//! - `failover.rs`: which of `CLI_SERVER_ADDRESS`'s centrals the next attempt goes to (round
+//!   robin after a transient failure) and the backoff between attempts;
 //! - `upload.rs`: [`run`], reading and batching the file, the pipelined upload, resuming;
 //! - `reader.rs`: the agency-file reader and `--check`; `pacer.rs`: `loop.period`;
 //!   `progress.rs`: the upload's progress lines and bar.
@@ -24,6 +27,7 @@ mod reader;
 pub use reader::{CHECK_REPORTED_ROWS, CheckReport, check_file, read_batches};
 
 mod connection;
+mod failover;
 mod upload;
 
 use std::io;
@@ -43,8 +47,8 @@ pub const PING_EVERY: Duration = Duration::from_secs(5);
 pub enum ClientError {
     #[error("cannot connect to the central at {address}: {source}")]
     Connect { address: String, source: io::Error },
-    #[error("cannot reach the central at {address} (tried for {waited:.1?}): {last}")]
-    Unreachable { address: String, waited: Duration, last: Box<ClientError> },
+    #[error("cannot reach the central at {} (tried for {waited:.1?}): {last}", addresses.join(", "))]
+    Unreachable { addresses: Vec<String>, waited: Duration, last: Box<ClientError> },
     #[error("no progress for {waited:.1?}, giving up: {last}")]
     Stalled { waited: Duration, last: Box<ClientError> },
     #[error("the central did not {what} within {waited:.1?}")]

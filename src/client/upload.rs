@@ -1,6 +1,6 @@
 //! The agency's run: read the agency file, send it in pipelined batches over a [`Connection`],
-//! resume from each new `Welcome` after a broken connection (with jittered backoff), declare
-//! readiness and receive the winners.
+//! resume from each new `Welcome` after a broken connection (with jittered backoff, at the next
+//! central of the list), declare readiness and receive the winners.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,8 @@ use tracing::{debug, info, warn};
 use crate::config::{BetSource, ClientConfig};
 
 use super::ClientError;
-use super::connection::{Connection, FIRST_RETRY_DELAY, MAX_RETRY_DELAY, jittered, pause};
+use super::connection::Connection;
+use super::failover::{Backoff, Centrals, pause};
 use super::pacer::Pacer;
 use super::progress::UploadProgress;
 use super::reader::{Read, spawn_reader};
@@ -47,8 +48,9 @@ pub struct Outcome {
 ///
 /// Up to `config.batch_window` batches are in flight at once. When the connection breaks (the
 /// central restarts, the network drops, the central cannot write for a moment, or it leaves a
-/// wait unanswered for `config.read_timeout`) it reconnects with backoff and resumes after the
-/// bets the central's `Welcome` says it holds, re-reading its file from there. While uploading
+/// wait unanswered for `config.read_timeout`) it reconnects with backoff, to the next central of
+/// `config.server_addresses` (round robin; the same one when there is one), and resumes after
+/// the bets the central's `Welcome` says it holds, re-reading its file from there. While uploading
 /// it gives up when nothing was acknowledged for `config.connect_timeout`; waiting for the draw
 /// never counts, only the time the central then stays unreachable after a break does.
 ///
@@ -79,11 +81,13 @@ pub async fn run_with_progress(
     };
     let mut progress = UploadProgress::new(total);
     let mut last_progress = Instant::now();
-    let mut delay = FIRST_RETRY_DELAY;
+    let mut centrals = Centrals::new(&config.server_addresses);
+    let mut backoff = Backoff::new(centrals.len());
     let mut pacer = Pacer::new(config.loop_period);
     loop {
         pacer.step(token).await?;
-        let mut connection = Connection::connect_until(config, token, last_progress).await?;
+        let connect = Connection::connect_until(config, &mut centrals, token, last_progress);
+        let mut connection = connect.await?;
         let acked_before = outcome.ack_latencies.len();
         let session = session(
             &mut connection,
@@ -106,17 +110,19 @@ pub async fn run_with_progress(
         // Once the central confirmed the agency is ready, waiting for the draw is progress.
         if outcome.ack_latencies.len() > acked_before || connection.ready_confirmed() {
             last_progress = Instant::now();
-            delay = FIRST_RETRY_DELAY;
+            backoff.reset();
         }
         let waited = last_progress.elapsed();
         if waited >= config.connect_timeout {
             return Err(ClientError::Stalled { waited, last: Box::new(error) });
         }
         outcome.reconnects += 1;
-        let pause_for = jittered(delay);
-        warn!(action = "reconnect", result = "in_progress", retry_in_ms = pause_for.as_millis() as u64, error = %error);
+        // The connection broke: the next attempt goes to the next central of the list.
+        let (address, next_address) = centrals.advance();
+        let pause_for = backoff.next_pause();
+        let retry_in_ms = pause_for.as_millis() as u64;
+        warn!(action = "reconnect", result = "in_progress", address, next_address, retry_in_ms, error = %error);
         pause(pause_for, token).await?;
-        delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
 }
 

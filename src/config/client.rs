@@ -25,8 +25,9 @@ pub const DEFAULT_CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ClientConfig {
     /// `CLI_ID`: this agency's number.
     pub id: AgencyId,
-    /// `CLI_SERVER_ADDRESS`: the central, `host:port`. Default `server:12345`.
-    pub server_address: String,
+    /// `CLI_SERVER_ADDRESS`: the centrals, `host:port` each, in failover order. Default
+    /// `server:12345`.
+    pub server_addresses: ServerAddresses,
     /// `CLI_BATCH_MAXAMOUNT`: most bets per batch (batches also stay under 8 kB).
     pub batch_max_amount: NonZeroUsize,
     /// `CLI_BATCH_WINDOW`: batches sent ahead of their acknowledgements. Default 8.
@@ -104,14 +105,12 @@ impl ClientConfig {
         })?;
         let id = AgencyId::parse(&id_text)
             .map_err(|_| vars.invalid("CLI_ID", "this agency's number, 1 or more"))?;
-        let server_address: String =
-            vars.parse("CLI_SERVER_ADDRESS", "host:port, such as server:12345")?;
-        if !has_host_and_port(&server_address) {
-            return Err(vars.invalid("CLI_SERVER_ADDRESS", "host:port, such as server:12345"));
-        }
+        let addresses = vars.get("CLI_SERVER_ADDRESS").unwrap_or_default();
+        let server_addresses = ServerAddresses::parse(&addresses)
+            .map_err(|expected| vars.invalid("CLI_SERVER_ADDRESS", expected))?;
         Ok(Self {
             id,
-            server_address,
+            server_addresses,
             batch_max_amount: vars.parse("CLI_BATCH_MAXAMOUNT", "a whole number of 1 or more")?,
             batch_window: {
                 let expected = format!("a whole number from 1 to {MAX_BATCHES_IN_FLIGHT}");
@@ -132,12 +131,91 @@ impl ClientConfig {
             check: false,
         })
     }
+
+    /// The first central of `CLI_SERVER_ADDRESS`, where the agency starts.
+    pub fn server_address(&self) -> &str {
+        self.server_addresses.first()
+    }
 }
 
-fn has_host_and_port(address: &str) -> bool {
-    address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && parse_digits::<u16>(port).is_some())
+/// What `CLI_SERVER_ADDRESS` expects, in its errors.
+const EXPECTED_ADDRESS: &str = "host:port, such as server:12345";
+
+/// The centrals an agency may talk to (`CLI_SERVER_ADDRESS`), `host:port` each, in failover
+/// order: never empty, no address twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddresses(Vec<String>);
+
+impl ServerAddresses {
+    /// One `host:port`, or several separated by commas (spaces around them allowed).
+    ///
+    /// # Errors
+    /// What was expected, naming the entry at fault: an empty entry, one that is not
+    /// `host:port`, or one listed twice (the host compared without case, the port as a number).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let entries: Vec<&str> = text.split(',').map(str::trim).collect();
+        if let [single] = entries[..] {
+            return match host_and_port(single) {
+                Some(_) => Ok(Self(vec![single.to_owned()])),
+                None => Err(EXPECTED_ADDRESS.to_owned()),
+            };
+        }
+        let expected =
+            |what: String| format!("{EXPECTED_ADDRESS}, or several separated by commas; {what}");
+        let mut seen: Vec<(String, u16)> = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let key = match host_and_port(entry) {
+                _ if entry.is_empty() => return Err(expected(format!("entry {} is empty", i + 1))),
+                Some((host, port)) => (host.to_ascii_lowercase(), port),
+                None => return Err(expected(format!("entry {entry:?} is not host:port"))),
+            };
+            if seen.contains(&key) {
+                return Err(expected(format!("entry {entry:?} is listed twice")));
+            }
+            seen.push(key);
+        }
+        Ok(Self(entries.into_iter().map(str::to_owned).collect()))
+    }
+
+    /// The first address: where an agency starts.
+    pub fn first(&self) -> &str {
+        // Never empty: `parse` is the only way to make one and refuses an empty list.
+        self.0.first().map_or("", String::as_str)
+    }
+
+    /// The address at `index`, counting round the list (`index` past the end wraps).
+    pub fn get(&self, index: usize) -> &str {
+        self.0.get(index % self.0.len().max(1)).map_or("", String::as_str)
+    }
+
+    /// How many addresses there are (1 or more).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never: a list holds at least one address.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The addresses, in failover order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(String::as_str)
+    }
+}
+
+/// As the setting is written: the addresses separated by commas.
+impl std::fmt::Display for ServerAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// `address`'s host and port, when it is `host:port` (a non-empty host, a port of digits only).
+fn host_and_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = parse_digits::<u16>(port)?;
+    (!host.is_empty()).then_some((host, port))
 }
 
 impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {

@@ -25,7 +25,7 @@ mod sources;
 mod tests;
 mod tokens;
 
-pub use client::{BetSource, ClientConfig, DEFAULT_CLIENT_READ_TIMEOUT};
+pub use client::{BetSource, ClientConfig, DEFAULT_CLIENT_READ_TIMEOUT, ServerAddresses};
 pub use server::{DatabaseUrl, MAX_AGENCIES, ServerConfig, redact_password};
 pub use settings::env_lookup;
 pub use sources::{CLIENT_OPTIONS, ConfigOption, SERVER_OPTIONS};

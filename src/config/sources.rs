@@ -197,7 +197,7 @@ pub const CLIENT_OPTIONS: &[ConfigOption] = &[
         "CLI_SERVER_ADDRESS",
         Some("server.address"),
         "server:12345",
-        "the central, host:port",
+        "the central, host:port; or several, comma-separated, in failover order",
     ),
     option(
         "batch-max-amount",

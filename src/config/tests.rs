@@ -124,7 +124,7 @@ fn empty_variables_leave_the_file_in_charge() {
         _ => None,
     };
     let config = ClientConfig::load(["lottery-client"], env).unwrap();
-    assert_eq!(config.server_address, "server:12345");
+    assert_eq!(config.server_address(), "server:12345");
     assert_eq!(config.batch_max_amount.get(), 10);
     assert_eq!(config.log_level, Level::DEBUG);
     assert_eq!(config.loop_period, Duration::from_millis(150));
@@ -153,12 +153,70 @@ fn client_needs_an_id_and_reads_its_file_by_default() {
     let err = ClientConfig::from_lookup(lookup(&[])).unwrap_err();
     assert!(matches!(err, ConfigError::Missing { var: "CLI_ID", .. }));
     let config = ClientConfig::from_lookup(lookup(&[("CLI_ID", "3")])).unwrap();
-    assert_eq!(config.server_address, "server:12345");
+    assert_eq!(config.server_address(), "server:12345");
     assert_eq!(config.batch_max_amount.get(), 150);
     assert_eq!(config.source, BetSource::File("/data/agency-3.csv".into()));
     assert_eq!(config.connect_timeout, Duration::from_secs(30));
     assert_eq!(config.read_timeout, DEFAULT_CLIENT_READ_TIMEOUT);
     assert_eq!((config.loop_period, config.loop_amount), (Duration::ZERO, 0), "no pacing");
+}
+
+#[test]
+fn server_address_takes_a_list_of_centrals_in_failover_order() {
+    let addresses = |value: &str| {
+        ClientConfig::from_lookup(lookup(&[("CLI_ID", "1"), ("CLI_SERVER_ADDRESS", value)]))
+            .map(|config| config.server_addresses)
+    };
+    let list = addresses("central1:12345, central2:12345 ,10.0.0.3:1").unwrap();
+    let entries: Vec<&str> = list.iter().collect();
+    assert_eq!(entries, ["central1:12345", "central2:12345", "10.0.0.3:1"]);
+    assert_eq!((list.len(), list.first()), (3, "central1:12345"));
+    assert_eq!(list.to_string(), "central1:12345,central2:12345,10.0.0.3:1", "as logged");
+    let single = addresses(" server:1 ").unwrap();
+    assert_eq!((single.len(), single.to_string()), (1, "server:1".to_owned()));
+    assert_eq!(addresses("[::1]:80,a:1").unwrap().first(), "[::1]:80");
+    let config = ClientConfig::from_lookup(lookup(&[("CLI_ID", "1")])).unwrap();
+    assert_eq!(config.server_addresses.to_string(), "server:12345", "the default: one");
+
+    // config.yaml's `server.address` takes the list as one value, quoted or not.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("config.yaml");
+    std::fs::write(&yaml, "id: 2\nserver:\n  address: central1:12345, central2:12345\n").unwrap();
+    let path = yaml.display().to_string();
+    let env = |name: &str| (name == "CLI_CONFIG_FILE").then(|| path.clone());
+    let config = ClientConfig::load(["lottery-client"], env).unwrap();
+    assert_eq!(config.server_addresses.to_string(), "central1:12345,central2:12345");
+}
+
+#[test]
+fn a_bad_address_list_names_the_entry_at_fault() {
+    let error = |value: &str| {
+        ClientConfig::from_lookup(lookup(&[("CLI_ID", "1"), ("CLI_SERVER_ADDRESS", value)]))
+            .unwrap_err()
+            .to_string()
+    };
+    let list = "expected host:port, such as server:12345, or several separated by commas;";
+    for (value, fault) in [
+        ("a:1,,b:2", "entry 2 is empty"),
+        ("a:1,b:2,", "entry 3 is empty"),
+        (",a:1", "entry 1 is empty"),
+        ("a:1,b", r#"entry "b" is not host:port"#),
+        ("a:1, b:port", r#"entry "b:port" is not host:port"#),
+        ("a:1,:2", r#"entry ":2" is not host:port"#),
+        ("a:1,b:+2", r#"entry "b:+2" is not host:port"#),
+        ("a:1,a:1", r#"entry "a:1" is listed twice"#),
+        ("A:1, b:2, a:01", r#"entry "a:01" is listed twice"#),
+    ] {
+        let text = error(value);
+        let whole = format!("CLI_SERVER_ADDRESS={value:?} is invalid: {list} {fault}");
+        assert_eq!(text, whole);
+    }
+    // One address keeps the error it always had.
+    let text = error("server");
+    assert_eq!(
+        text,
+        r#"CLI_SERVER_ADDRESS="server" is invalid: expected host:port, such as server:12345"#
+    );
 }
 
 #[test]
@@ -293,7 +351,7 @@ fn flags_beat_the_environment_which_beats_the_file_which_beats_the_default() {
         ClientConfig::load(["lottery-client", "--server-address", "flag:2", "--check"], env)
             .unwrap();
     assert_eq!(config.id.get(), 4, "file");
-    assert_eq!(config.server_address, "flag:2", "flag");
+    assert_eq!(config.server_address(), "flag:2", "flag");
     assert_eq!(config.batch_max_amount.get(), 60, "environment");
     assert_eq!(config.batch_window.get(), 8, "default");
     assert!(config.check);
