@@ -10,6 +10,8 @@
 #      batches, exactly one created the schema, one `sorteo` in all (the other central restores
 #      it), one `draw` row, 79,070 rows in `bets`, and `lottery-server export -` in a central's
 #      container writes exactly the rows of the agency files;
+#   1b. `down` and `up -d` again on the same database volume: the agencies learn from `Welcome`
+#      that everything is stored, nothing is stored again, the same winners and checks;
 #   2. failover: a new lottery (`down -v`, `up -d`) with the agencies paced (loop.period 25ms, so
 #      an upload takes over 2.5 s); once agencies 1, 2 and 5 have batches acknowledged by server1
 #      (their progress lines), `docker kill server1` (SIGKILL). Each of them logs its move to
@@ -159,6 +161,15 @@ done
 [[ $(grep -Ec "^server[12] +\| .*action: database \| result: success \| .*schema_version: 1 \| schema_found: 0 " \
     "$work/ha-1.log") == 1 ]] || fail "not exactly one central created the schema"
 check_lottery "$work/ha-1.log" server2
+dc down -t 10 >/dev/null 2>&1 || fail "down failed"
+
+say "1b. up -d again on the same database volume: nothing stored twice, the same winners"
+dc up -d >/dev/null 2>&1 || fail "second up failed"
+wait_clients
+logs_to "$work/ha-1b.log"
+py check "$work/ha-1b.log" --source server1 --source server2
+grep -Eq "action: apuesta_recibida" "$work/ha-1b.log" && fail "the second up stored bets again"
+check_lottery "$work/ha-1b.log" server1
 dc down -t 10 -v >/dev/null 2>&1 || fail "down -v failed"
 
 say "2. failover: docker kill server1 while agencies 1, 2 and 5 upload through it"
