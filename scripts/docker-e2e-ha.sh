@@ -17,6 +17,9 @@
 #      (their progress lines), `docker kill server1` (SIGKILL). Each of them logs its move to
 #      server2 and finishes there: the same checks as in 1, the draw recorded by server2 only;
 #      then `docker start server1` finds the lottery drawn in the database.
+#   3. the database restarts: a new lottery, paced as in 2; once every agency has batches
+#      acknowledged, `docker restart postgres`; the centrals refuse what they cannot commit, the
+#      agencies retry and finish: the same checks as in 1.
 # Every `action:` line is parsed by the graders' rule (scripts/e2e_logs.py); the first run may
 # not log `result: fail`.
 # Everything it creates (containers, the network, the database volume, the scratch directory,
@@ -202,6 +205,29 @@ check_lottery "$work/ha-2.log" server2
 docker start server1 >/dev/null || fail "docker start server1 failed"
 wait_log server1 60 "action: database \| result: success \| .*schema_found: 1 \| batches: [1-9][0-9]* \| ready: $agencies \| drawn: true"
 echo "   clients 1, 2, 5 moved to server2 and resumed; server2 drew; server1 restarted finds the draw"
+dc down -t 10 -v >/dev/null 2>&1 || fail "down -v failed"
+
+say "3. the database restarts (docker restart postgres) while every agency uploads"
+round_started=$SECONDS
+CLI_LOOP_PERIOD=25ms dc up -d >/dev/null 2>&1 || fail "up failed"
+for ((k = 1; k <= agencies; k++)); do
+    wait_log "client$k" 60 "action: upload \| result: in_progress \| .*acked: [1-9]"
+done
+if log_has server1 "action: sorteo" || log_has server2 "action: sorteo"; then
+    fail "a central drew before the database restarted"
+fi
+docker restart -t 10 postgres >/dev/null || fail "docker restart postgres failed"
+say "   postgres restarted $((SECONDS - round_started)) s after up"
+wait_clients
+say "   the agencies finished $((SECONDS - round_started)) s after up"
+logs_to "$work/ha-3.log"
+# Not a normal run: the centrals log the batches the database could not take.
+py check "$work/ha-3.log" --allow-fail --source server1 --source server2
+[[ $(grep -Ec "^server[12] +\| .*action: sorteo \| result: success" "$work/ha-3.log") == 1 ]] ||
+    fail "not exactly one sorteo"
+check_lottery "$work/ha-3.log" server1
+echo "   $(grep -Ec "^server[12] +\| .*action: group_commit \| result: fail" "$work/ha-3.log") failed group commits" \
+    "while the database was down, retried by the agencies; nothing lost or stored twice"
 dc down -t 10 -v >/dev/null 2>&1 || fail "down -v failed"
 
 say "docker e2e (several centrals) passed (${compose[*]}) in $((SECONDS - started)) s"
