@@ -181,15 +181,17 @@ def cmd_check(args):
     if args.data is None:
         print(f"   {len(lines)} lines, {parsed} action lines parsed by the graders' rule")
         return
-    draws = of("server", "sorteo")
+    centrals = args.central or ["server"]
+    draws = [e for e in events if e[1] in centrals and e[2] == "sorteo" and e[3] == "success"]
     if len(draws) != 1:
-        fail(f"the central logged {len(draws)} sorteo lines, expected 1")
+        fail(f"the central(s) {', '.join(centrals)} logged {len(draws)} sorteo lines, expected 1")
     draw_at = draws[0][0]
     for agency in range(1, args.agencies + 1):
         rows = read_agency(os.path.join(args.data, f"agency-{agency}.csv"))
         winners = sum(1 for row in rows if int(row[-1]) == WINNING_NUMBER)
-        batches = [int(field(e[4], "cantidad")) for e in of("server", "apuesta_recibida")
-                   if field(e[4], "agency") == str(agency)]
+        batches = [int(field(e[4], "cantidad")) for e in events
+                   if e[1] in centrals and e[2] == "apuesta_recibida" and e[3] == "success"
+                   and field(e[4], "agency") == str(agency)]
         if sum(batches) != len(rows):
             fail(f"agency {agency}: the central logged {sum(batches)} bets received, "
                  f"its file has {len(rows)}")
@@ -256,6 +258,8 @@ def main():
     check.add_argument("--server-config", help="key=value,… the server's config line shows")
     check.add_argument("--client-config", help="key=value,… every client's config line shows")
     check.add_argument("--source", action="append", default=[], help="a source that must log")
+    check.add_argument("--central", action="append", default=[],
+                       help="a central's source (repeat for several; default: server)")
     check.add_argument("--ordered", action="store_true", help="LOG ends at the first exit line")
     check.add_argument("--allow-fail", action="store_true", help="not a normal run")
     stored = sub.add_parser("stored")
