@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::postgres::{Cluster, TestDb, agency_env, central_address, exported, spawn_central};
 use common::{AgencyData, CLIENT_BIN, Process, sorted, within};
+use lottery::storage::postgres::DRAW_LOCK;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -131,7 +132,8 @@ impl Central {
                 let fired = match trigger {
                     Trigger::Hello => line.contains("action: hello | result: success"),
                     Trigger::Acks(k) => {
-                        acks += u64::from(line.contains("action: apuesta_recibida | result: success"));
+                        acks +=
+                            u64::from(line.contains("action: apuesta_recibida | result: success"));
                         acks >= k
                     }
                 };
@@ -263,8 +265,11 @@ async fn centrals_killed_at_random_points_lose_nothing_and_store_nothing_twice()
     for round in 0..2 * KILLS {
         let trigger = Trigger::draw(&mut rng);
         let (first, second) = centrals.split_at_mut(1);
-        let (victim, other) =
-            if round % 2 == 0 { (&mut first[0], &mut second[0]) } else { (&mut second[0], &mut first[0]) };
+        let (victim, other) = if round % 2 == 0 {
+            (&mut first[0], &mut second[0])
+        } else {
+            (&mut second[0], &mut first[0])
+        };
         if !victim.wait_for(trigger, &agencies.done).await {
             break;
         }
@@ -320,5 +325,47 @@ async fn a_database_restart_mid_upload_loses_nothing_and_stores_nothing_twice() 
         lines.iter().any(|l| l.contains(failed_commit)),
         "{failed_commit} while the database was down: {lines:#?}"
     );
+    check_database(&db, dir.path(), &data).await;
+}
+
+/// The database goes down while the centrals are running the draw (each one's draw waits for
+/// the lock the test holds, then its connection is cut): each central reports the failure and
+/// tries again once the database is back, so the agencies, waiting for their winners, get them.
+#[tokio::test]
+async fn a_database_outage_during_the_draw_delays_it_and_every_agency_gets_its_winners() {
+    let _serial = SERIAL.lock().await;
+    let test = "draw_outage";
+    let Some(db) = common::postgres::test_database(test).await else { return };
+    let Some(cluster) = Cluster::regress(test).await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_address) = Central::start("A", &db).await;
+    let (b, b_address) = Central::start("B", &db).await;
+    let holder = db.client().await;
+    holder.execute("SELECT pg_advisory_lock($1)", &[&DRAW_LOCK]).await.unwrap();
+    let data: Vec<AgencyData> =
+        (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 500)).collect();
+    let agencies = Agencies::start(&data, &a_address, &b_address, &[]);
+    // Both centrals' draws waiting for the lock: every agency is ready, no draw recorded yet.
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event = 'advisory'";
+    let watcher = db.client().await;
+    within("both centrals' draws waiting for the lock", async {
+        loop {
+            let row = watcher.query_one(waiting, &[]).await.unwrap();
+            if row.get::<_, i64>(0) == 2 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    cluster.stop_immediately().await;
+    cluster.start().await;
+    agencies.check(&data).await;
+    let lines: Vec<String> = [a.stop().await, b.stop().await].concat();
+    let failed = lines.iter().filter(|l| l.contains("action: sorteo | result: fail")).count();
+    assert!(failed >= 2, "each central's draw failed at least once: {lines:#?}");
+    let drawn = lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count();
+    assert_eq!(drawn, 1, "one central recorded the draw: {lines:#?}");
     check_database(&db, dir.path(), &data).await;
 }

@@ -150,7 +150,8 @@ impl Cluster {
         if let (Some(version), true) = (version, running) {
             return Some(Self { version });
         }
-        let why = "no running pg_virtualenv cluster (`pg_ctlcluster $PGVERSION regress status` failed)";
+        let why =
+            "no running pg_virtualenv cluster (`pg_ctlcluster $PGVERSION regress status` failed)";
         assert!(
             std::env::var_os("LOTTERY_REQUIRE_POSTGRES").is_none(),
             "LOTTERY_REQUIRE_POSTGRES is set but there is {why}: run `{HOW}`"

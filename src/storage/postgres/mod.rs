@@ -59,7 +59,8 @@ const START_WAIT: Duration = Duration::from_secs(60);
 const POOL_SIZE: usize = 4;
 
 /// Taken (`pg_advisory_xact_lock`) by the draw: one central at a time records or reads it.
-const DRAW_LOCK: i64 = 0x6c6f_7474_6572_7902;
+/// (Public for the tests that hold it to catch the draw in the act.)
+pub const DRAW_LOCK: i64 = 0x6c6f_7474_6572_7902;
 
 /// The notification channel of `ReadyForLottery`.
 const READY_CHANNEL: &str = "lottery_ready";
