@@ -173,20 +173,31 @@ impl Central {
     }
 }
 
-/// The agencies, each started with its half of the centrals first; `done` is cancelled once
-/// every one has exited (or the wait failed).
+/// The agencies; `done` is cancelled once every one has exited (or the wait failed).
 struct Agencies {
     done: CancellationToken,
     results: JoinHandle<Vec<(Option<i32>, Vec<String>)>>,
 }
 
 impl Agencies {
+    /// Starts the agencies of `data`, half of them listing `a` first, half `b`.
     fn start(data: &[AgencyData], a: &str, b: &str, extra: &[(&'static str, &str)]) -> Self {
+        let list = |d: &AgencyData| {
+            if d.agency % 2 == 1 { format!("{a},{b}") } else { format!("{b},{a}") }
+        };
+        Self::start_with(data, list, extra)
+    }
+
+    /// Starts the agencies of `data`, each with the centrals `list` gives it.
+    fn start_with(
+        data: &[AgencyData],
+        list: impl Fn(&AgencyData) -> String,
+        extra: &[(&'static str, &str)],
+    ) -> Self {
         let processes: Vec<Process> = data
             .iter()
             .map(|d| {
-                let list = if d.agency % 2 == 1 { format!("{a},{b}") } else { format!("{b},{a}") };
-                let mut env = agency_env(&list, d);
+                let mut env = agency_env(&list(d), d);
                 env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
                 env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
                 Process::start(CLIENT_BIN, &env)
@@ -199,9 +210,12 @@ impl Agencies {
             let mut results = Vec::new();
             for mut agency in processes {
                 let status = tokio::time::timeout(AGENCY_LIMIT, agency.child.wait()).await;
-                let status = status.unwrap_or_else(|_| {
+                let Ok(status) = status else {
+                    while let Ok(line) = agency.lines.try_recv() {
+                        agency.seen.push(line);
+                    }
                     panic!("an agency still runs after {AGENCY_LIMIT:?}: {:#?}", agency.seen)
-                });
+                };
                 while let Some(line) = within("agency output", agency.lines.recv()).await {
                     agency.seen.push(line);
                 }
@@ -367,5 +381,77 @@ async fn a_database_outage_during_the_draw_delays_it_and_every_agency_gets_its_w
     assert!(failed >= 2, "each central's draw failed at least once: {lines:#?}");
     let drawn = lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count();
     assert_eq!(drawn, 1, "one central recorded the draw: {lines:#?}");
+    check_database(&db, dir.path(), &data).await;
+}
+
+/// A central frozen (`SIGSTOP`, as a machine that hangs or drops off the network) in the middle
+/// of a group commit holds its agencies' rows locked: the database ends its transaction once it
+/// has waited `IDLE_IN_TRANSACTION_TIMEOUT` for it, so the other central takes the agencies over
+/// and they finish there.
+#[tokio::test]
+async fn a_central_frozen_inside_its_transaction_does_not_stall_the_other() {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = common::postgres::test_database("frozen_central").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, a_address) = Central::start("A", &db).await;
+    let (b, b_address) = Central::start("B", &db).await;
+    let data: Vec<AgencyData> =
+        (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 6_000)).collect();
+    // Every agency on A first, so any transaction of a central in the database is A's.
+    let extra = [
+        ("CLI_BATCH_MAXAMOUNT", "20"),
+        ("CLI_READ_TIMEOUT", "2s"),
+        ("CLI_CONNECT_TIMEOUT", "120s"),
+    ];
+    let agencies = Agencies::start_with(&data, |_| format!("{a_address},{b_address}"), &extra);
+    let watcher = db.client().await;
+    // A central's backends: their states once every statement in flight has finished (a
+    // backend still `active` is one waiting for COPY data from the frozen central).
+    let states = "SELECT state FROM pg_stat_activity
+                  WHERE datname = current_database() AND application_name = 'lottery-server'
+                    AND state <> 'idle'";
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        a.arm();
+        assert!(a.wait_for(Trigger::Acks(1), &agencies.done).await, "agencies finished early");
+        a.process.signal("STOP");
+        let states: Vec<String> = within("A's backends to settle", async {
+            loop {
+                let rows = watcher.query(states, &[]).await.unwrap();
+                let states: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                let active = states.iter().filter(|s| *s == "active").count();
+                let settled = active == 0 || {
+                    let waiting = "SELECT count(*) FROM pg_stat_activity
+                                   WHERE datname = current_database()
+                                     AND application_name = 'lottery-server'
+                                     AND state = 'active' AND wait_event = 'ClientRead'";
+                    watcher.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) == active as i64
+                };
+                if settled {
+                    break states;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        if states.iter().any(|s| s == "idle in transaction")
+            && !states.iter().any(|s| s == "active")
+        {
+            break;
+        }
+        // Not inside a transaction (or inside COPY: see the report): try at the next batch.
+        a.process.signal("CONT");
+        assert!(tries < 200, "A was never caught inside its transaction");
+    }
+    println!("A frozen inside its transaction after {tries} tries");
+    agencies.check(&data).await;
+    a.process.signal("CONT");
+    let lines: Vec<String> = [a.stop().await, b.stop().await].concat();
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count(),
+        1,
+        "{lines:#?}"
+    );
     check_database(&db, dir.path(), &data).await;
 }

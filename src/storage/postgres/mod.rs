@@ -55,6 +55,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a central keeps trying to reach the database at start-up.
 const START_WAIT: Duration = Duration::from_secs(60);
 
+/// How long the database waits, inside a transaction of a central, for the central's next
+/// statement before it ends the session (`idle_in_transaction_session_timeout`, set on every
+/// connection). A central never pauses inside its own transactions (between two statements it
+/// only decides, in memory), so a transaction idle this long belongs to a central that froze or
+/// lost its network in the middle of a group commit: its row locks would otherwise stall every
+/// agency of that group on every other central (their `Hello` and batches wait for the rows)
+/// until the central came back, or forever. Ending the session rolls the group back; its
+/// batches were never acknowledged, and the agencies resend them wherever they reconnect. A
+/// machine that died outright is found by the server's TCP keepalives (set with it: about 25 s).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connections in a central's pool: the committer's, and a few for sessions and the draw.
 const POOL_SIZE: usize = 4;
 
@@ -487,16 +498,23 @@ impl Shared {
     }
 }
 
-/// The connection settings of `url`, with `synchronous_commit` forced on and this program's name.
+/// The connection settings of `url`, with `synchronous_commit` forced on, this program's name,
+/// and the server told to end a transaction its central stopped talking to (see
+/// [`IDLE_IN_TRANSACTION_TIMEOUT`]) and to probe the central's end of the connection.
 fn connection_config(
     url: &DatabaseUrl,
     target: &str,
 ) -> Result<tokio_postgres::Config, StorageError> {
     let mut config: tokio_postgres::Config =
         url.expose().parse().map_err(|e| database(target, "read the connection string", &e))?;
+    let ours = format!(
+        "-c synchronous_commit=on -c idle_in_transaction_session_timeout={} \
+         -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
+        IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+    );
     let options = match config.get_options() {
-        Some(options) => format!("{options} -c synchronous_commit=on"),
-        None => "-c synchronous_commit=on".to_owned(),
+        Some(options) => format!("{options} {ours}"),
+        None => ours,
     };
     config
         .options(&options)
