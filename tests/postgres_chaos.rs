@@ -384,12 +384,34 @@ async fn a_database_outage_during_the_draw_delays_it_and_every_agency_gets_its_w
     check_database(&db, dir.path(), &data).await;
 }
 
+/// Where a frozen central's transaction is caught.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Caught {
+    /// Between two statements: the database sees it idle in its transaction.
+    BetweenStatements,
+    /// In the middle of sending its group's `COPY` data: the database waits for the rest.
+    InsideCopy,
+}
+
 /// A central frozen (`SIGSTOP`, as a machine that hangs or drops off the network) in the middle
 /// of a group commit holds its agencies' rows locked: the database ends its transaction once it
 /// has waited `IDLE_IN_TRANSACTION_TIMEOUT` for it, so the other central takes the agencies over
 /// and they finish there.
 #[tokio::test]
-async fn a_central_frozen_inside_its_transaction_does_not_stall_the_other() {
+async fn a_central_frozen_between_statements_of_its_transaction_does_not_stall_the_other() {
+    frozen_central(Caught::BetweenStatements, "20").await;
+}
+
+/// As above, frozen while it sends its `COPY` data (the database waits for it without a
+/// timeout): the other central ends that transaction when an agency's `Hello` has waited for
+/// its row, and the holder has not been heard from for `IDLE_IN_TRANSACTION_TIMEOUT`. Big
+/// batches make big groups, so that the central spends long inside `COPY`.
+#[tokio::test]
+async fn a_central_frozen_inside_copy_does_not_stall_the_other() {
+    frozen_central(Caught::InsideCopy, "400").await;
+}
+
+async fn frozen_central(caught: Caught, batch: &str) {
     let _serial = SERIAL.lock().await;
     let Some(db) = common::postgres::test_database("frozen_central").await else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -399,15 +421,15 @@ async fn a_central_frozen_inside_its_transaction_does_not_stall_the_other() {
         (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 6_000)).collect();
     // Every agency on A first, so any transaction of a central in the database is A's.
     let extra = [
-        ("CLI_BATCH_MAXAMOUNT", "20"),
+        ("CLI_BATCH_MAXAMOUNT", batch),
         ("CLI_READ_TIMEOUT", "2s"),
         ("CLI_CONNECT_TIMEOUT", "120s"),
     ];
     let agencies = Agencies::start_with(&data, |_| format!("{a_address},{b_address}"), &extra);
     let watcher = db.client().await;
-    // A central's backends: their states once every statement in flight has finished (a
-    // backend still `active` is one waiting for COPY data from the frozen central).
-    let states = "SELECT state FROM pg_stat_activity
+    // A central's backends in a transaction, once every statement in flight has finished: a
+    // backend still `active` then is one waiting for the rest of its COPY data.
+    let states = "SELECT state, wait_event FROM pg_stat_activity
                   WHERE datname = current_database() AND application_name = 'lottery-server'
                     AND state <> 'idle'";
     let mut tries = 0;
@@ -416,35 +438,34 @@ async fn a_central_frozen_inside_its_transaction_does_not_stall_the_other() {
         a.arm();
         assert!(a.wait_for(Trigger::Acks(1), &agencies.done).await, "agencies finished early");
         a.process.signal("STOP");
-        let states: Vec<String> = within("A's backends to settle", async {
+        let states: Vec<(String, Option<String>)> = within("A's backends to settle", async {
             loop {
                 let rows = watcher.query(states, &[]).await.unwrap();
-                let states: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-                let active = states.iter().filter(|s| *s == "active").count();
-                let settled = active == 0 || {
-                    let waiting = "SELECT count(*) FROM pg_stat_activity
-                                   WHERE datname = current_database()
-                                     AND application_name = 'lottery-server'
-                                     AND state = 'active' AND wait_event = 'ClientRead'";
-                    watcher.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) == active as i64
-                };
-                if settled {
+                let states: Vec<(String, Option<String>)> =
+                    rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+                let busy = states.iter().any(|(state, wait)| {
+                    state == "active" && wait.as_deref() != Some("ClientRead")
+                });
+                if !busy {
                     break states;
                 }
                 tokio::task::yield_now().await;
             }
         })
         .await;
-        if states.iter().any(|s| s == "idle in transaction")
-            && !states.iter().any(|s| s == "active")
-        {
+        let idle = states.iter().any(|(state, _)| state == "idle in transaction");
+        let copying = states.iter().any(|(state, _)| state == "active");
+        let found = match caught {
+            Caught::BetweenStatements => idle && !copying,
+            Caught::InsideCopy => copying,
+        };
+        if found {
             break;
         }
-        // Not inside a transaction (or inside COPY: see the report): try at the next batch.
         a.process.signal("CONT");
-        assert!(tries < 200, "A was never caught inside its transaction");
+        assert!(tries < 200, "A was never caught {caught:?}");
     }
-    println!("A frozen inside its transaction after {tries} tries");
+    println!("A frozen {caught:?} after {tries} tries");
     agencies.check(&data).await;
     a.process.signal("CONT");
     let lines: Vec<String> = [a.stop().await, b.stop().await].concat();
@@ -453,5 +474,9 @@ async fn a_central_frozen_inside_its_transaction_does_not_stall_the_other() {
         1,
         "{lines:#?}"
     );
+    if caught == Caught::InsideCopy {
+        let fenced = "action: fence | result: success";
+        assert!(lines.iter().any(|l| l.contains(fenced)), "{fenced} in {lines:#?}");
+    }
     check_database(&db, dir.path(), &data).await;
 }

@@ -25,6 +25,7 @@
 //! the others find it and check it covers the same bets. Winners are computed in SQL.
 
 mod commit;
+mod fence;
 mod schema;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -172,27 +174,53 @@ impl PgStore {
     }
 
     /// Starts a session of `agency`: bumps its epoch, which fences every older session of it
-    /// (here or on another central), and returns its durable progress and the new epoch.
+    /// (here or on another central), and returns its durable progress and the new epoch. When
+    /// the agency's row stays locked by a central that stopped talking to the database in the
+    /// middle of its transaction, that central's session is ended (see `fence.rs`).
     ///
     /// # Errors
-    /// `Database` when the database cannot be reached.
+    /// `Database` when the database cannot be reached, or the agency's row stays locked for
+    /// longer than a stalled holder takes to be ended.
     pub async fn open_session(
         &self,
         agency: AgencyId,
     ) -> Result<(AgencyProgress, Epoch), StorageError> {
         let what = "start the agency's session";
-        let client = self.shared.client(what).await?;
-        let row = client
-            .query_one(
-                "INSERT INTO agencies (agency, epoch) VALUES ($1, 1)
-                 ON CONFLICT (agency) DO UPDATE SET epoch = agencies.epoch + 1
-                 RETURNING epoch, last_seq, stored_bets, ready",
-                &[&agency_id(agency)],
-            )
-            .await
-            .map_err(|e| self.shared.error(what, &e))?;
-        let epoch: Epoch = row.get(0);
-        Ok((progress(row.get(1), row.get(2), row.get(3)), epoch))
+        let fail = |e: tokio_postgres::Error| self.shared.error(what, &e);
+        let mut client = self.shared.client(what).await?;
+        let id = agency_id(agency);
+        let started = Instant::now();
+        loop {
+            let tx = client.transaction().await.map_err(fail)?;
+            let wait = format!("SET LOCAL lock_timeout = {}", fence::ROW_WAIT.as_millis());
+            tx.batch_execute(&wait).await.map_err(fail)?;
+            let upsert = tx
+                .query_one(
+                    "INSERT INTO agencies (agency, epoch) VALUES ($1, 1)
+                     ON CONFLICT (agency) DO UPDATE SET epoch = agencies.epoch + 1
+                     RETURNING epoch, last_seq, stored_bets, ready",
+                    &[&id],
+                )
+                .await;
+            match upsert {
+                Ok(row) => {
+                    tx.commit().await.map_err(fail)?;
+                    let epoch: Epoch = row.get(0);
+                    return Ok((progress(row.get(1), row.get(2), row.get(3)), epoch));
+                }
+                Err(e)
+                    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                        && started.elapsed() < fence::SESSION_WAIT =>
+                {
+                    tx.rollback().await.map_err(fail)?;
+                    let ended = fence::end_stalled_holders(&client, id).await.map_err(fail)?;
+                    if ended > 0 {
+                        warn!(action = "fence", result = "success", agency = %agency, sessions_ended = ended, reason = "their transaction held the agency's row and their central had not been heard from");
+                    }
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
     }
 
     /// Queues batch `seq` of `agency`, sent in the session of `epoch`, for the next group
