@@ -265,17 +265,19 @@ async fn centrals_killed_at_random_points_lose_nothing_and_store_nothing_twice()
     let (a, a_address) = Central::start("A", &db).await;
     let (b, b_address) = Central::start("B", &db).await;
     let data: Vec<AgencyData> =
-        (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 6_000)).collect();
-    // Small batches, paced, so the upload outlasts 40 kills and restarts.
+        (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 10_000)).collect();
+    // Small batches, paced (each agency takes at least 1,000 × 20 ms), so the upload outlasts
+    // 40 kills and restarts (about 10 s here).
     let extra = [
         ("CLI_BATCH_MAXAMOUNT", "10"),
         ("CLI_LOOP_PERIOD", "20ms"),
         ("CLI_CONNECT_TIMEOUT", "120s"),
     ];
-    let agencies = Agencies::start(&data, &a_address, &b_address, &extra);
     let mut centrals = [a, b];
-    let started = std::time::Instant::now();
+    // A's first trigger counts from before the agencies' first Hello.
     centrals[0].arm();
+    let agencies = Agencies::start(&data, &a_address, &b_address, &extra);
+    let started = std::time::Instant::now();
     for round in 0..2 * KILLS {
         let trigger = Trigger::draw(&mut rng);
         let (first, second) = centrals.split_at_mut(1);
@@ -320,7 +322,12 @@ async fn a_database_restart_mid_upload_loses_nothing_and_stores_nothing_twice() 
     let (mut b, b_address) = Central::start("B", &db).await;
     let data: Vec<AgencyData> =
         (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 6_000)).collect();
-    let extra = [("CLI_BATCH_MAXAMOUNT", "20"), ("CLI_CONNECT_TIMEOUT", "120s")];
+    // Paced, so they are still uploading when the database goes down.
+    let extra = [
+        ("CLI_BATCH_MAXAMOUNT", "20"),
+        ("CLI_LOOP_PERIOD", "10ms"),
+        ("CLI_CONNECT_TIMEOUT", "120s"),
+    ];
     let agencies = Agencies::start(&data, &a_address, &b_address, &extra);
     a.arm();
     b.arm();
@@ -387,9 +394,10 @@ async fn a_database_outage_during_the_draw_delays_it_and_every_agency_gets_its_w
 /// Where a frozen central's transaction is caught.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Caught {
-    /// Between two statements: the database sees it idle in its transaction.
+    /// Between two statements: the database sees it idle in its transaction, holding rows.
     BetweenStatements,
-    /// In the middle of sending its group's `COPY` data: the database waits for the rest.
+    /// In the middle of sending its group's `COPY` data, holding rows: the database waits for
+    /// the rest.
     InsideCopy,
 }
 
@@ -427,38 +435,34 @@ async fn frozen_central(caught: Caught, batch: &str) {
     ];
     let agencies = Agencies::start_with(&data, |_| format!("{a_address},{b_address}"), &extra);
     let watcher = db.client().await;
-    // A central's backends in a transaction, once every statement in flight has finished: a
-    // backend still `active` then is one waiting for the rest of its COPY data.
-    let states = "SELECT state, wait_event FROM pg_stat_activity
-                  WHERE datname = current_database() AND application_name = 'lottery-server'
-                    AND state <> 'idle'";
+    // Once every statement in flight has finished, a central's backend still `active` is one
+    // waiting for the rest of its COPY data from the frozen central.
+    let busy = "SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND application_name = 'lottery-server'
+                  AND state = 'active' AND wait_event IS DISTINCT FROM 'ClientRead'";
+    // Agency rows locked by a transaction caught in the state wanted.
+    let locked = "SELECT count(*) FROM agencies g
+                  JOIN pg_locks l ON l.locktype = 'transactionid' AND l.transactionid = g.xmax
+                       AND l.granted
+                  JOIN pg_stat_activity a ON a.pid = l.pid
+                  WHERE a.state = $1 AND a.wait_event = 'ClientRead'";
+    let state = match caught {
+        Caught::BetweenStatements => "idle in transaction",
+        Caught::InsideCopy => "active",
+    };
     let mut tries = 0;
     loop {
         tries += 1;
         a.arm();
         assert!(a.wait_for(Trigger::Acks(1), &agencies.done).await, "agencies finished early");
         a.process.signal("STOP");
-        let states: Vec<(String, Option<String>)> = within("A's backends to settle", async {
-            loop {
-                let rows = watcher.query(states, &[]).await.unwrap();
-                let states: Vec<(String, Option<String>)> =
-                    rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-                let busy = states.iter().any(|(state, wait)| {
-                    state == "active" && wait.as_deref() != Some("ClientRead")
-                });
-                if !busy {
-                    break states;
-                }
+        within("A's backends to settle", async {
+            while watcher.query_one(busy, &[]).await.unwrap().get::<_, i64>(0) > 0 {
                 tokio::task::yield_now().await;
             }
         })
         .await;
-        let idle = states.iter().any(|(state, _)| state == "idle in transaction");
-        let copying = states.iter().any(|(state, _)| state == "active");
-        let found = match caught {
-            Caught::BetweenStatements => idle && !copying,
-            Caught::InsideCopy => copying,
-        };
+        let found = watcher.query_one(locked, &[&state]).await.unwrap().get::<_, i64>(0) > 0;
         if found {
             break;
         }
