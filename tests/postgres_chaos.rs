@@ -421,7 +421,8 @@ async fn a_central_frozen_inside_copy_does_not_stall_the_other() {
 
 async fn frozen_central(caught: Caught, batch: &str) {
     let _serial = SERIAL.lock().await;
-    let Some(db) = common::postgres::test_database("frozen_central").await else { return };
+    let test = format!("frozen_central_{caught:?}");
+    let Some(db) = common::postgres::test_database(&test).await else { return };
     let dir = tempfile::tempdir().unwrap();
     let (mut a, a_address) = Central::start("A", &db).await;
     let (b, b_address) = Central::start("B", &db).await;
