@@ -9,10 +9,12 @@
 //! centrals: a watcher task re-reads the ready agencies whenever the store says one may have
 //! changed (a notification) and every [`READY_POLL`], and adds each one's party once. Every
 //! central's barrier then completes; the store records the draw once, whichever central's leader
-//! gets there first, and the others read it.
+//! gets there first, and the others read it. A draw that cannot reach the database is tried
+//! again until it can (see `Shared::run_draw`): the agencies waiting for it keep waiting.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{Barrier, watch};
 use tracing::{error, info, warn};
@@ -21,6 +23,13 @@ use super::Shared;
 use crate::domain::{AgencyId, Draw};
 use crate::storage::StorageError;
 use crate::storage::postgres::{Epoch, READY_POLL};
+
+/// The first pause before trying a draw again when the database could not be reached; it
+/// doubles up to [`DRAW_RETRY_MAX`].
+const DRAW_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// The longest pause between two tries of the draw.
+const DRAW_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The barrier and the draw's result, shared by every connection.
 #[derive(Debug)]
@@ -168,24 +177,42 @@ impl Shared {
     /// Runs the draw (the barrier's leader does, once per process) and publishes the result.
     /// `sorteo` is logged once per lottery: a draw the store already held (before a restart, or
     /// recorded by another central) is restored, and logged as `sorteo_restaurado`.
+    ///
+    /// A database that cannot be reached (down, restarting, a connection cut mid-draw) is
+    /// waited for: the draw is tried again, with backoff, until it runs or the central stops,
+    /// while the waiting agencies keep their connections (they ping; the wait for the draw has
+    /// no deadline). Retrying is safe: the draw's transaction either recorded the draw, which
+    /// the retry then reads, or left nothing. Any other failure is published at once.
     async fn run_draw(&self) {
-        let status = match self.store.draw().await {
-            Ok(drawn) => {
-                let draw = drawn.draw;
-                let action = if drawn.recorded_now { "sorteo" } else { "sorteo_restaurado" };
-                info!(
-                    action,
-                    result = "success",
-                    apuestas = draw.bets(),
-                    ganadores = draw.total_winners()
-                );
-                self.log_summary(&draw).await;
-                metrics::gauge!("lottery_draw_done").set(1.0);
-                DrawStatus::Done(Arc::new(draw))
-            }
-            Err(e) => {
-                error!(action = "sorteo", result = "fail", error = %e);
-                DrawStatus::Failed(e.to_string().into())
+        let mut delay = DRAW_RETRY_FIRST;
+        let status = loop {
+            match self.store.draw().await {
+                Ok(drawn) => {
+                    let draw = drawn.draw;
+                    let action = if drawn.recorded_now { "sorteo" } else { "sorteo_restaurado" };
+                    info!(
+                        action,
+                        result = "success",
+                        apuestas = draw.bets(),
+                        ganadores = draw.total_winners()
+                    );
+                    self.log_summary(&draw).await;
+                    metrics::gauge!("lottery_draw_done").set(1.0);
+                    break DrawStatus::Done(Arc::new(draw));
+                }
+                Err(e @ StorageError::Database { .. }) => {
+                    let retry_in_ms = delay.as_millis() as u64;
+                    error!(action = "sorteo", result = "fail", error = %e, retry_in_ms);
+                    if self.token.run_until_cancelled(tokio::time::sleep(delay)).await.is_none() {
+                        // Shutting down: the waiting connections end with the token.
+                        return;
+                    }
+                    delay = (delay * 2).min(DRAW_RETRY_MAX);
+                }
+                Err(e) => {
+                    error!(action = "sorteo", result = "fail", error = %e);
+                    break DrawStatus::Failed(e.to_string().into());
+                }
             }
         };
         self.lottery.draw.send_replace(status);

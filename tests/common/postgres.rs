@@ -71,3 +71,113 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     });
     client
 }
+
+/// Starts a central process on 127.0.0.1:`port` (0: a free one) storing in `db`; returns it and
+/// its address once it listens and has opened the database.
+pub async fn start_central(db: &TestDb, port: u16, agencies: u32) -> (super::Process, String) {
+    let mut central = spawn_central(db, port, agencies);
+    let address = central_address(&mut central).await;
+    central.wait_for_line("action: database | result: success").await;
+    (central, address)
+}
+
+/// A central process on 127.0.0.1:`port` storing in `db`, not waited for: it may still be
+/// waiting for the database (see [`central_address`]).
+pub fn spawn_central(db: &TestDb, port: u16, agencies: u32) -> super::Process {
+    let env = [
+        ("SERVER_IP", "127.0.0.1".to_owned()),
+        ("SERVER_PORT", port.to_string()),
+        ("LOTTERY_DATABASE_URL", db.url.clone()),
+        ("LOTTERY_AGENCIES", agencies.to_string()),
+        ("BETS_FILE", "/nonexistent/never-opened.csv".to_owned()),
+    ];
+    super::Process::start(super::SERVER_BIN, &env)
+}
+
+/// The address `central` listens on, from its `listen` line.
+pub async fn central_address(central: &mut super::Process) -> String {
+    let line = central.wait_for_line("action: listen | result: success").await;
+    let address = line.rsplit("address: ").next().unwrap_or_default().trim().to_owned();
+    assert!(address.parse::<std::net::SocketAddr>().is_ok(), "address in {line:?}");
+    address
+}
+
+/// An agency's environment: `addresses` is its `CLI_SERVER_ADDRESS` list.
+pub fn agency_env(addresses: &str, data: &super::AgencyData) -> Vec<(&'static str, String)> {
+    vec![
+        ("CLI_ID", data.agency.to_string()),
+        ("CLI_SERVER_ADDRESS", addresses.to_owned()),
+        ("CLI_DATA_FILE", data.path.display().to_string()),
+        ("CLI_CONNECT_TIMEOUT", "60s".to_owned()),
+    ]
+}
+
+/// `lottery-server export` of `db` into `dir`, read back as sorted rows.
+pub async fn exported(db: &TestDb, dir: &std::path::Path) -> Vec<String> {
+    let output = dir.join("exported.csv");
+    let env = [("LOTTERY_DATABASE_URL", db.url.clone())];
+    let export = super::Process::start_with_args(
+        super::SERVER_BIN,
+        &env,
+        ["export", output.to_str().unwrap()],
+    );
+    let (code, lines) = export.finish().await;
+    assert_eq!(code, Some(0), "export: {lines:#?}");
+    super::stored_multiset(&output)
+}
+
+/// The PostgreSQL cluster `pg_virtualenv` made (named `regress`), to stop and start under the
+/// centrals' feet.
+pub struct Cluster {
+    version: String,
+}
+
+impl Cluster {
+    /// The cluster, or `None` (after saying so on stderr) when this is not a `pg_virtualenv`
+    /// cluster `pg_ctlcluster` can drive. Under `LOTTERY_REQUIRE_POSTGRES` that fails instead.
+    pub async fn regress(test: &str) -> Option<Self> {
+        let version = std::env::var("PGVERSION").ok().filter(|v| !v.is_empty());
+        let running = match &version {
+            Some(version) => tokio::process::Command::new("pg_ctlcluster")
+                .args([version.as_str(), "regress", "status"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|status| status.success()),
+            None => false,
+        };
+        if let (Some(version), true) = (version, running) {
+            return Some(Self { version });
+        }
+        let why =
+            "no running pg_virtualenv cluster (`pg_ctlcluster $PGVERSION regress status` failed)";
+        assert!(
+            std::env::var_os("LOTTERY_REQUIRE_POSTGRES").is_none(),
+            "LOTTERY_REQUIRE_POSTGRES is set but there is {why}: run `{HOW}`"
+        );
+        let message = format!("\n!!! SKIPPED {test}: {why}.\n!!! Run it with: {HOW}\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
+        None
+    }
+
+    /// Stops the cluster at once (`-m immediate`: no checkpoint, every connection cut, as in a
+    /// crash); returns when it is down.
+    pub async fn stop_immediately(&self) {
+        self.ctl(&["stop", "-m", "immediate"]).await;
+    }
+
+    /// Starts the cluster; returns when it accepts connections.
+    pub async fn start(&self) {
+        self.ctl(&["start"]).await;
+    }
+
+    async fn ctl(&self, args: &[&str]) {
+        let output = tokio::process::Command::new("pg_ctlcluster")
+            .args([self.version.as_str(), "regress"])
+            .args(args)
+            .output();
+        let output = super::within("pg_ctlcluster", output).await.unwrap();
+        assert!(output.status.success(), "pg_ctlcluster {args:?}: {output:?}");
+    }
+}
