@@ -7,10 +7,8 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::postgres::{TestDb, test_database};
-use common::{
-    AgencyData, CLIENT_BIN, Process, SERVER_BIN, sorted, stored_multiset, wire_bet, within,
-};
+use common::postgres::{agency_env, exported, start_central, test_database};
+use common::{AgencyData, CLIENT_BIN, Process, sorted, wire_bet, within};
 use lottery::Connection;
 use lottery::client::ClientError;
 use lottery::config::ServerConfig;
@@ -18,42 +16,6 @@ use lottery::domain::{AgencyId, Bet};
 use lottery::protocol::ErrorCode;
 use lottery::storage::postgres::PgStore;
 use lottery::storage::{BetStore, StoreOptions, Stored};
-
-/// Starts a central process on 127.0.0.1:`port` (0: a free one) storing in `db`; returns it and
-/// its address once it listens.
-async fn start_central(db: &TestDb, port: u16, agencies: u32) -> (Process, String) {
-    let env = [
-        ("SERVER_IP", "127.0.0.1".to_owned()),
-        ("SERVER_PORT", port.to_string()),
-        ("LOTTERY_DATABASE_URL", db.url.clone()),
-        ("LOTTERY_AGENCIES", agencies.to_string()),
-        ("BETS_FILE", "/nonexistent/never-opened.csv".to_owned()),
-    ];
-    let mut central = Process::start(SERVER_BIN, &env);
-    let line = central.wait_for_line("action: listen | result: success").await;
-    let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
-    central.wait_for_line("action: database | result: success").await;
-    (central, address)
-}
-
-fn agency_env(addresses: &str, data: &AgencyData) -> Vec<(&'static str, String)> {
-    vec![
-        ("CLI_ID", data.agency.to_string()),
-        ("CLI_SERVER_ADDRESS", addresses.to_owned()),
-        ("CLI_DATA_FILE", data.path.display().to_string()),
-        ("CLI_CONNECT_TIMEOUT", "60s".to_owned()),
-    ]
-}
-
-/// `lottery-server export` of `db` into `dir`, read back as sorted rows.
-async fn exported(db: &TestDb, dir: &std::path::Path) -> Vec<String> {
-    let output = dir.join("exported.csv");
-    let env = [("LOTTERY_DATABASE_URL", db.url.clone())];
-    let export = Process::start_with_args(SERVER_BIN, &env, ["export", output.to_str().unwrap()]);
-    let (code, lines) = export.finish().await;
-    assert_eq!(code, Some(0), "export: {lines:#?}");
-    stored_multiset(&output)
-}
 
 #[tokio::test]
 async fn two_centrals_on_one_database_serve_five_agencies_each_bet_once_one_draw() {
