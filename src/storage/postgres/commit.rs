@@ -27,6 +27,23 @@ const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// Its trailer: a field count of -1.
 const COPY_TRAILER: &[u8] = &[0xff, 0xff];
 
+/// Locks the group's agency rows, in agency order (two centrals never deadlock), and reads them.
+const LOCK_AGENCIES: &str = "SELECT agency, epoch, last_seq, stored_bets, ready FROM agencies
+    WHERE agency = ANY($1) ORDER BY agency FOR UPDATE";
+
+/// Records the stored batches' `(agency, seq)` in the order given (their `position`), and moves
+/// their agencies' rows on: one statement, one round trip (a data-modifying `WITH` runs whether
+/// or not it is referenced).
+const RECORD_BATCHES: &str = "WITH recorded AS (
+        INSERT INTO batches (agency, seq, bets)
+        SELECT agency, seq, bets FROM unnest($1::integer[], $2::bigint[], $3::integer[])
+            WITH ORDINALITY AS t(agency, seq, bets, n)
+        ORDER BY n
+    )
+    UPDATE agencies SET last_seq = t.last_seq, stored_bets = t.stored_bets
+    FROM unnest($4::integer[], $5::bigint[], $6::bigint[]) AS t(agency, last_seq, stored_bets)
+    WHERE agencies.agency = t.agency";
+
 /// A batch waiting for its group, its bets already in `COPY` binary rows.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -113,14 +130,9 @@ async fn store_group(
     let mut agencies: Vec<i32> = group.iter().map(|p| agency_id(p.agency)).collect();
     agencies.sort_unstable();
     agencies.dedup();
-    let rows = tx
-        .query(
-            "SELECT agency, epoch, last_seq, stored_bets, ready FROM agencies
-             WHERE agency = ANY($1) ORDER BY agency FOR UPDATE",
-            &[&agencies],
-        )
-        .await
-        .map_err(describe)?;
+    // Prepared once per connection: a statement given as text costs a parse and a round trip.
+    let lock = tx.prepare_cached(LOCK_AGENCIES).await.map_err(describe)?;
+    let rows = tx.query(&lock, &[&agencies]).await.map_err(describe)?;
     let mut state: HashMap<i32, (Epoch, AgencyProgress)> = rows
         .iter()
         .map(|row| (row.get(0), (row.get(1), super::progress(row.get(2), row.get(3), row.get(4)))))
@@ -178,28 +190,15 @@ async fn store_group(
     let seqs: Vec<i64> = accepted.iter().map(|p| seq_id(p.seq)).collect();
     let counts: Vec<i32> =
         accepted.iter().map(|p| i32::try_from(p.bets).unwrap_or(i32::MAX)).collect();
-    tx.execute(
-        "INSERT INTO batches (agency, seq, bets)
-         SELECT agency, seq, bets FROM unnest($1::integer[], $2::bigint[], $3::integer[])
-             WITH ORDINALITY AS t(agency, seq, bets, n)
-         ORDER BY n",
-        &[&batch_agencies, &seqs, &counts],
-    )
-    .await
-    .map_err(describe)?;
     let mut moved: Vec<i32> = accepted.iter().map(|p| agency_id(p.agency)).collect();
     moved.sort_unstable();
     moved.dedup();
     let last_seqs: Vec<i64> = moved.iter().map(|a| seq_id(state[a].1.last_seq)).collect();
     let stored: Vec<i64> = moved.iter().map(|a| seq_id(state[a].1.stored_bets)).collect();
-    tx.execute(
-        "UPDATE agencies SET last_seq = t.last_seq, stored_bets = t.stored_bets
-         FROM unnest($1::integer[], $2::bigint[], $3::bigint[]) AS t(agency, last_seq, stored_bets)
-         WHERE agencies.agency = t.agency",
-        &[&moved, &last_seqs, &stored],
-    )
-    .await
-    .map_err(describe)?;
+    let record = tx.prepare_cached(RECORD_BATCHES).await.map_err(describe)?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&batch_agencies, &seqs, &counts, &moved, &last_seqs, &stored];
+    tx.execute(&record, &params).await.map_err(describe)?;
     tx.commit().await.map_err(describe)?;
     shared.groups.fetch_add(1, Ordering::Relaxed);
     if shared.first_commit.set(Instant::now()).is_ok() {
