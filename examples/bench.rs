@@ -13,7 +13,7 @@
 //! database, default 2; agency i lists them starting at central i mod C).
 //!
 //! ```sh
-//! pg_virtualenv -o fsync=on cargo run --release --example bench -- --postgres \
+//! pg_virtualenv -t -o fsync=on cargo run --release --example bench -- --postgres \
 //!     --agencies 10 --bets-per-agency 200000
 //! ```
 //!
@@ -392,7 +392,7 @@ impl Database {
         let var = |k: &str| std::env::var(k).unwrap_or_default();
         if var("PGHOST").is_empty() {
             return Err("--postgres needs PGHOST, PGPORT, PGUSER, PGPASSWORD: run it under \
-                        `pg_virtualenv -o fsync=on`"
+                        `pg_virtualenv -t -o fsync=on`"
                 .into());
         }
         let base = format!(

@@ -2,7 +2,7 @@
 # The PostgreSQL store's load benchmark beside the file store's, in the same run (issue 13):
 # 10 agencies × 200,000 bets, durable acknowledgements, RUNS times each, interleaved.
 #   scripts/bench-postgres.sh [RUNS]        (default 3)
-# Runs under `pg_virtualenv -o fsync=on` (a throwaway PostgreSQL 15 cluster with fsync on, so
+# Runs under `pg_virtualenv -t -o fsync=on` (a throwaway PostgreSQL 15 cluster with fsync on, so
 # COMMIT with synchronous_commit = on really waits for the disk), 2 centrals sharing the database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,4 +22,4 @@ for run in \$(seq $runs); do
     $bench --postgres --centrals 2 --agencies $agencies --bets-per-agency $bets
 done
 INNER
-pg_virtualenv -o fsync=on bash "$inner"
+pg_virtualenv -t -o fsync=on bash "$inner"

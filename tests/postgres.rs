@@ -1,6 +1,6 @@
 //! Several centrals on one PostgreSQL database (issue 13). Each test makes a database of its own
 //! on the server `PGHOST` names; without one they skip, loudly (see `common::postgres`). Run
-//! them with `pg_virtualenv cargo test --locked --test postgres --test postgres_chaos`.
+//! them with `pg_virtualenv -t cargo test --locked --test postgres --test postgres_chaos`.
 
 mod common;
 

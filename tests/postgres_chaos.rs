@@ -3,7 +3,7 @@
 //! itself stopped and started in the middle of the uploads. Afterwards every agency has its
 //! winners, every bet is stored exactly once, and there is one draw.
 //!
-//! Run them with `pg_virtualenv cargo test --locked --test postgres_chaos` (without a database
+//! Run them with `pg_virtualenv -t cargo test --locked --test postgres_chaos` (without a database
 //! they skip, loudly). The kill points come from `CHAOS_SEED` (printed; random when unset), so a
 //! failing run can be replayed. The tests of this binary take turns ([`SERIAL`]): the database
 //! restart cuts every connection to the cluster, and the chaos test's timing is its own.
