@@ -8,6 +8,11 @@
 //! so `info!(action = "sorteo", result = "success")` prints `action: sorteo | result: success`.
 //! A `message` field is printed bare.
 //!
+//! Events of other crates (the database driver and its pool report broken connections through
+//! `log`) have no `action`: they are written in the same shape, as
+//! `action: <crate> | result: fail | message: …` (`fail` at WARN and ERROR, `in_progress` below),
+//! without the `log.*` fields the `log` bridge adds, so every line keeps the graders' format.
+//!
 //! # Escaping
 //! Values can come from bets, files and peers (a rejected document, a file name, an error
 //! message), so every text value is escaped before it is written (see [`escape`]): a value can
@@ -19,6 +24,7 @@ use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -55,8 +61,21 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-        write!(writer, "{now} {:<8} ", event.metadata().level().as_str())?;
-        let mut fields = Fields { writer: &mut writer, first: true, result: Ok(()) };
+        let normalized = event.normalized_metadata();
+        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let level = *metadata.level();
+        write!(writer, "{now} {:<8} ", level.as_str())?;
+        let target = metadata.target();
+        let ours = target == "lottery"
+            || target.starts_with("lottery::")
+            || target.starts_with("lottery_");
+        if !ours {
+            let source = target.split("::").next().unwrap_or(target);
+            let result = if level <= Level::WARN { "fail" } else { "in_progress" };
+            write!(writer, "action: {} | result: {result}", escape(source))?;
+        }
+        let mut fields =
+            Fields { writer: &mut writer, first: ours, foreign: !ours, result: Ok(()) };
         event.record(&mut fields);
         fields.result?;
         writeln!(writer)
@@ -66,6 +85,8 @@ where
 struct Fields<'a, 'w> {
     writer: &'a mut Writer<'w>,
     first: bool,
+    /// Another crate's event: its message gets a key, the `log` bridge's fields are left out.
+    foreign: bool,
     result: fmt::Result,
 }
 
@@ -73,21 +94,25 @@ impl Fields<'_, '_> {
     fn key(&mut self, field: &Field) -> fmt::Result {
         let separator = if std::mem::take(&mut self.first) { "" } else { " | " };
         match field.name() {
-            "message" => self.writer.write_str(separator),
+            "message" if !self.foreign => self.writer.write_str(separator),
             name => write!(self.writer, "{separator}{name}: "),
         }
     }
 
+    fn skipped(&self, field: &Field) -> bool {
+        self.foreign && field.name().starts_with("log.")
+    }
+
     /// Writes a text value, escaped (see [`escape`]).
     fn text(&mut self, field: &Field, value: &str) {
-        if self.result.is_ok() {
+        if self.result.is_ok() && !self.skipped(field) {
             self.result = self.key(field).and_then(|()| self.writer.write_str(&escape(value)));
         }
     }
 
     /// Writes a value that cannot contain a line break (a number, a bool).
     fn plain(&mut self, field: &Field, value: impl fmt::Display) {
-        if self.result.is_ok() {
+        if self.result.is_ok() && !self.skipped(field) {
             self.result = self.key(field).and_then(|()| write!(self.writer, "{value}"));
         }
     }
@@ -186,6 +211,26 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(subscriber, log);
         String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn other_crates_events_keep_the_graders_format() {
+        let line = printed(|| {
+            tracing::warn!(target: "tokio_postgres::connection", "Connection error: {}", "closed");
+        });
+        assert!(
+            line.ends_with(
+                "WARN     action: tokio_postgres | result: fail | message: Connection error: closed\n"
+            ),
+            "{line}"
+        );
+        let line = printed(|| tracing::info!(target: "deadpool", detail = 3, "recycled"));
+        assert!(
+            line.ends_with(
+                "action: deadpool | result: in_progress | message: recycled | detail: 3\n"
+            ),
+            "{line}"
+        );
     }
 
     #[test]
