@@ -218,3 +218,84 @@ async fn ready_at_both_centrals_at_once_yields_exactly_one_draw() {
         assert_eq!(recorded, 1, "round {round}: one central records the draw");
     }
 }
+
+/// A store of its own on `db`, as a central opens it.
+async fn open_store(db: &common::postgres::TestDb, central: &str) -> PgStore {
+    let config =
+        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| db.url.clone()))
+            .unwrap();
+    let url = config.database_url.unwrap();
+    within("open", PgStore::open(&url, StoreOptions::default(), central.into())).await.unwrap().0
+}
+
+fn store_bet(agency: u32, document: &str, number: u16) -> Bet {
+    let latest = lottery::domain::latest_birthdate(lottery::domain::Checker::Central);
+    let fields = ["Ana", "Núñez", document, "1990-02-28", &number.to_string()];
+    Bet::from_text(AgencyId::new(agency).unwrap(), fields, latest).unwrap()
+}
+
+/// Once the draw is recorded, no batch is stored, on any central, whatever its agency: the file
+/// store refuses them (`AgencyClosed`), and a bet stored after the draw is one the draw missed
+/// (and every later re-read of the draw fails on the count). Agency 2 here has a session but
+/// never declared itself ready: one central drew without it (a central with a smaller
+/// LOTTERY_AGENCIES, or an agency outside them).
+#[tokio::test]
+async fn no_batch_is_stored_after_the_draw_on_any_central() {
+    let Some(db) = test_database("after_the_draw").await else { return };
+    let a = open_store(&db, "a").await;
+    let b = open_store(&db, "b").await;
+    let (one, two) = (AgencyId::new(1).unwrap(), AgencyId::new(2).unwrap());
+    let (_, epoch_one) = a.open_session(one).await.unwrap();
+    let (_, epoch_two) = b.open_session(two).await.unwrap();
+    let stored = within("batch", a.submit(one, epoch_one, 1, &[store_bet(1, "11", 7574)])).await;
+    assert_eq!(stored.unwrap(), Stored::New);
+    a.mark_ready(one, epoch_one).await.unwrap();
+    let (draw, recorded_now) = a.draw().await.unwrap();
+    assert!(recorded_now);
+    assert_eq!(draw.bets(), 1);
+
+    let late = within("late batch", b.submit(two, epoch_two, 1, &[store_bet(2, "21", 7574)])).await;
+    assert!(
+        matches!(late, Err(lottery::storage::StorageError::AgencyClosed { .. })),
+        "no bets after the draw: {late:?}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM bets").await, 1);
+    let (again, recorded_now) = b.draw().await.unwrap();
+    assert!(!recorded_now);
+    assert_eq!(again, draw);
+    a.close().await;
+    b.close().await;
+}
+
+/// The draw racing a group commit: a group that starts while the draw's transaction is open
+/// waits for it, then sees the draw and stores nothing. (The draw's transaction is played here
+/// by the test, holding the draw's lock until the group is seen waiting for it.)
+#[tokio::test]
+async fn a_group_racing_the_draw_waits_for_it_and_stores_nothing() {
+    let Some(db) = test_database("group_racing_draw").await else { return };
+    let store = open_store(&db, "a").await;
+    let agency = AgencyId::new(1).unwrap();
+    let (_, epoch) = store.open_session(agency).await.unwrap();
+    let mut drawer = db.client().await;
+    let draw = drawer.transaction().await.unwrap();
+    let lock = lottery::storage::postgres::DRAW_LOCK;
+    draw.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).await.unwrap();
+    let ack = store.submit(agency, epoch, 1, &[store_bet(1, "11", 7574)]);
+    let watcher = db.client().await;
+    within("the group waits for the draw's lock", async {
+        let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+        while watcher.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    draw.execute("INSERT INTO draw (bets, central) VALUES (0, 'test')", &[]).await.unwrap();
+    draw.commit().await.unwrap();
+    let late = within("ack", ack).await;
+    assert!(
+        matches!(late, Err(lottery::storage::StorageError::AgencyClosed { .. })),
+        "no bets after the draw: {late:?}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM bets").await, 0);
+    store.close().await;
+}

@@ -71,7 +71,9 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in a central's pool: the committer's, and a few for sessions and the draw.
 const POOL_SIZE: usize = 4;
 
-/// Taken (`pg_advisory_xact_lock`) by the draw: one central at a time records or reads it.
+/// Taken (`pg_advisory_xact_lock`) by the draw: one central at a time records or reads it, and
+/// no group commit is in flight meanwhile (each holds it shared, see `commit.rs`), so the draw
+/// covers every bet stored before it and none is stored after it.
 /// (Public for the tests that hold it to catch the draw in the act.)
 pub const DRAW_LOCK: i64 = 0x6c6f_7474_6572_7902;
 
