@@ -299,3 +299,25 @@ async fn a_group_racing_the_draw_waits_for_it_and_stores_nothing() {
     assert_eq!(db.count("SELECT count(*) FROM bets").await, 0);
     store.close().await;
 }
+
+/// A database whose schema is newer than this central's is refused at once, as the permanent
+/// error it is (not retried for a minute as if the database were still starting), naming the
+/// versions.
+#[tokio::test]
+async fn a_newer_schema_is_refused_at_once_naming_its_version() {
+    let Some(db) = test_database("newer_schema").await else { return };
+    open_store(&db, "a").await.close().await;
+    let client = db.client().await;
+    client.batch_execute("INSERT INTO lottery_schema_version (version) VALUES (99)").await.unwrap();
+    let config =
+        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| db.url.clone()))
+            .unwrap();
+    let url = config.database_url.unwrap();
+    let refused = PgStore::open(&url, StoreOptions::default(), "b".into()).await.unwrap_err();
+    assert!(
+        !matches!(refused, lottery::storage::StorageError::Database { .. }),
+        "a newer schema is not a database that cannot be reached yet: {refused}"
+    );
+    let text = refused.to_string();
+    assert!(text.contains("version 99") && text.contains("newer"), "{text}");
+}

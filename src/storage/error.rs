@@ -39,6 +39,10 @@ pub enum StorageError {
     #[error("database {target}: cannot {what}: {reason}")]
     Database { target: String, what: &'static str, reason: String },
     #[error(
+        "database {target}: its schema is version {found}, newer than this central's ({ours}): run a newer central"
+    )]
+    SchemaTooNew { target: String, found: i32, ours: i32 },
+    #[error(
         "agency {agency}: a newer session of this agency took over (on this central or another); this one's batches are refused"
     )]
     Fenced { agency: AgencyId },

@@ -129,8 +129,8 @@ impl PgStore {
     /// `central` names this central in the `draw` row.
     ///
     /// # Errors
-    /// `Database` when it cannot be reached in time, its schema cannot be migrated, or it is
-    /// newer than this central's.
+    /// `Database` when it cannot be reached in time or its schema cannot be migrated;
+    /// `SchemaTooNew`, at once, when its schema is newer than this central's.
     pub async fn open(
         url: &DatabaseUrl,
         options: StoreOptions,
@@ -447,7 +447,12 @@ impl Shared {
         let mut client = self.client(what).await?;
         let found = schema::migrate(&mut client).await.map_err(|e| match e {
             schema::MigrateError::Database(e) => self.error(what, &e),
-            e @ schema::MigrateError::TooNew { .. } => database(&self.target, what, &e),
+            // Not retried: waiting does not make the schema older.
+            schema::MigrateError::TooNew { found } => StorageError::SchemaTooNew {
+                target: self.target.clone(),
+                found,
+                ours: schema::VERSION,
+            },
         })?;
         drop(client);
         let what = "read where the lottery is";
