@@ -321,3 +321,62 @@ async fn a_newer_schema_is_refused_at_once_naming_its_version() {
     let text = refused.to_string();
     assert!(text.contains("version 99") && text.contains("newer"), "{text}");
 }
+
+/// Centrals sharing a database must agree on LOTTERY_AGENCIES: one with fewer draws without the
+/// others' last agencies (their bets then missed, their later batches refused), one with more
+/// never completes its barrier (its agencies wait for a draw that came). The first central
+/// records the number; one with another is refused at start-up, naming both.
+#[tokio::test]
+async fn a_central_with_another_lottery_agencies_is_refused() {
+    let Some(db) = test_database("agencies_differ").await else { return };
+    let a = open_store(&db, "a").await;
+    a.claim_agencies(5).await.unwrap();
+    let b = open_store(&db, "b").await;
+    let refused = b.claim_agencies(6).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            lottery::storage::StorageError::AgenciesDiffer { recorded: 5, ours: 6, .. }
+        ),
+        "{refused}"
+    );
+    let text = refused.to_string();
+    assert!(text.contains("LOTTERY_AGENCIES"), "{text}");
+    b.claim_agencies(5).await.unwrap();
+    a.close().await;
+    b.close().await;
+
+    // The central process: refused at start-up, exit 1, the reason logged.
+    let (first, _) = start_central(&db, 0, 5).await;
+    let other = common::postgres::spawn_central(&db, 0, 6);
+    let (code, lines) = other.finish().await;
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("action: server | result: fail") && l.contains("LOTTERY_AGENCIES")),
+        "{lines:#?}"
+    );
+    first.signal("TERM");
+    assert_eq!(first.finish().await.0, Some(0));
+}
+
+/// Several centrals starting at once on an empty database: one creates the schema and records
+/// LOTTERY_AGENCIES, the others find them; every one starts.
+#[tokio::test]
+async fn centrals_starting_together_on_an_empty_database_all_start() {
+    let Some(db) = test_database("start_together").await else { return };
+    let mut centrals: Vec<Process> =
+        (0..4).map(|_| common::postgres::spawn_central(&db, 0, 3)).collect();
+    for central in &mut centrals {
+        common::postgres::central_address(central).await;
+        central.wait_for_line("action: database | result: success").await;
+    }
+    assert_eq!(db.count("SELECT count(*) FROM lottery_schema_version").await, 2);
+    assert_eq!(db.count("SELECT agencies::bigint FROM lottery").await, 3);
+    for central in centrals {
+        central.signal("TERM");
+        let (code, lines) = central.finish().await;
+        assert_eq!(code, Some(0), "{lines:#?}");
+    }
+}

@@ -175,6 +175,39 @@ impl PgStore {
         &self.shared.target
     }
 
+    /// Records `agencies` (LOTTERY_AGENCIES) as the lottery's when no central has yet, and
+    /// checks it is the one recorded: centrals that disagree would draw without some agencies'
+    /// bets, or wait for a draw forever.
+    ///
+    /// # Errors
+    /// `AgenciesDiffer` when the database's lottery has another number of agencies; `Database`
+    /// when it cannot be reached.
+    pub async fn claim_agencies(&self, agencies: u32) -> Result<(), StorageError> {
+        let what = "record LOTTERY_AGENCIES";
+        let fail = |e: tokio_postgres::Error| self.shared.error(what, &e);
+        let client = self.shared.client(what).await?;
+        let ours = i32::try_from(agencies).unwrap_or(i32::MAX);
+        // Two statements: the second's snapshot sees a row another central inserted while
+        // this one's insert waited for it.
+        client
+            .execute(
+                "INSERT INTO lottery (agencies) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+                &[&ours],
+            )
+            .await
+            .map_err(fail)?;
+        let recorded: i32 =
+            client.query_one("SELECT agencies FROM lottery", &[]).await.map_err(fail)?.get(0);
+        if recorded == ours {
+            return Ok(());
+        }
+        Err(StorageError::AgenciesDiffer {
+            target: self.shared.target.clone(),
+            recorded: u32::try_from(recorded).unwrap_or(0),
+            ours: agencies,
+        })
+    }
+
     /// Starts a session of `agency`: bumps its epoch, which fences every older session of it
     /// (here or on another central), and returns its durable progress and the new epoch. When
     /// the agency's row stays locked by a central that stopped talking to the database in the
