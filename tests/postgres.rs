@@ -269,7 +269,8 @@ async fn no_batch_is_stored_after_the_draw_on_any_central() {
 
 /// The draw racing a group commit: a group that starts while the draw's transaction is open
 /// waits for it, then sees the draw and stores nothing. (The draw's transaction is played here
-/// by the test, holding the draw's lock until the group is seen waiting for it.)
+/// by the test, holding the lock the draw takes against groups until the group is seen waiting
+/// for it.)
 #[tokio::test]
 async fn a_group_racing_the_draw_waits_for_it_and_stores_nothing() {
     let Some(db) = test_database("group_racing_draw").await else { return };
@@ -278,7 +279,7 @@ async fn a_group_racing_the_draw_waits_for_it_and_stores_nothing() {
     let (_, epoch) = store.open_session(agency).await.unwrap();
     let mut drawer = db.client().await;
     let draw = drawer.transaction().await.unwrap();
-    let lock = lottery::storage::postgres::DRAW_LOCK;
+    let lock = lottery::storage::postgres::COMMIT_LOCK;
     draw.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).await.unwrap();
     let ack = store.submit(agency, epoch, 1, &[store_bet(1, "11", 7574)]);
     let watcher = db.client().await;

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::super::commit::AckSender;
-use super::{DRAW_LOCK, Epoch, Shared, agency_id, group_failed};
+use super::{COMMIT_LOCK, Epoch, Shared, agency_id, group_failed};
 use crate::domain::{AgencyId, Bet};
 use crate::storage::{AgencyProgress, StorageError, Stored};
 
@@ -27,12 +27,12 @@ const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// Its trailer: a field count of -1.
 const COPY_TRAILER: &[u8] = &[0xff, 0xff];
 
-/// Taken first by every group transaction: the draw takes [`DRAW_LOCK`] exclusively, so it
+/// Taken first by every group transaction: the draw takes [`COMMIT_LOCK`] exclusively, so it
 /// waits for the groups in flight, and a group that starts after it waits for it to commit.
-const SHARE_DRAW_LOCK: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+const SHARE_COMMIT_LOCK: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 
 /// Locks the group's agency rows, in agency order (two centrals never deadlock), and reads them,
-/// and whether the draw is recorded. Run after [`SHARE_DRAW_LOCK`], so its snapshot sees a draw
+/// and whether the draw is recorded. Run after [`SHARE_COMMIT_LOCK`], so its snapshot sees a draw
 /// that committed while the group waited for that lock.
 const LOCK_AGENCIES: &str = "SELECT agency, epoch, last_seq, stored_bets, ready,
         EXISTS (SELECT 1 FROM draw) FROM agencies
@@ -138,8 +138,8 @@ async fn store_group(
     agencies.sort_unstable();
     agencies.dedup();
     // Prepared once per connection: a statement given as text costs a parse and a round trip.
-    let share = tx.prepare_cached(SHARE_DRAW_LOCK).await.map_err(describe)?;
-    tx.execute(&share, &[&DRAW_LOCK]).await.map_err(describe)?;
+    let share = tx.prepare_cached(SHARE_COMMIT_LOCK).await.map_err(describe)?;
+    tx.execute(&share, &[&COMMIT_LOCK]).await.map_err(describe)?;
     let lock = tx.prepare_cached(LOCK_AGENCIES).await.map_err(describe)?;
     let rows = tx.query(&lock, &[&agencies]).await.map_err(describe)?;
     // No batch after the draw, of any agency: it would be a bet the draw missed.

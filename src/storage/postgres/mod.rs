@@ -71,11 +71,16 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections in a central's pool: the committer's, and a few for sessions and the draw.
 const POOL_SIZE: usize = 4;
 
-/// Taken (`pg_advisory_xact_lock`) by the draw: one central at a time records or reads it, and
-/// no group commit is in flight meanwhile (each holds it shared, see `commit.rs`), so the draw
-/// covers every bet stored before it and none is stored after it.
+/// Taken (`pg_advisory_xact_lock`) by the draw: one central at a time records or reads it.
 /// (Public for the tests that hold it to catch the draw in the act.)
 pub const DRAW_LOCK: i64 = 0x6c6f_7474_6572_7902;
+
+/// Held shared by every group commit (`pg_advisory_xact_lock_shared`, see `commit.rs`) and
+/// taken exclusively by the draw after [`DRAW_LOCK`]: the draw waits for the groups in flight,
+/// and a group that starts after it waits for it and then sees it (and stores nothing), so the
+/// draw covers every bet stored before it and none is stored after it.
+/// (Public for the tests that hold it to catch a group in the act.)
+pub const COMMIT_LOCK: i64 = 0x6c6f_7474_6572_7903;
 
 /// The notification channel of `ReadyForLottery`.
 const READY_CHANNEL: &str = "lottery_ready";
@@ -338,6 +343,7 @@ impl PgStore {
         let mut client = self.shared.client(what).await?;
         let tx = client.transaction().await.map_err(fail)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DRAW_LOCK]).await.map_err(fail)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK]).await.map_err(fail)?;
         let stored: i64 = tx
             .query_one("SELECT coalesce(sum(stored_bets), 0)::bigint FROM agencies", &[])
             .await
