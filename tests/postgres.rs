@@ -381,3 +381,60 @@ async fn centrals_starting_together_on_an_empty_database_all_start() {
         assert_eq!(code, Some(0), "{lines:#?}");
     }
 }
+
+/// Agencies whose `Hello` waits for their rows (held by a transaction that is not stalled, so
+/// the fence leaves it alone) occupy the central's session connections; the group commit must
+/// not wait behind them: another agency's batch is stored and acknowledged meanwhile.
+#[tokio::test]
+async fn hellos_waiting_for_their_rows_do_not_starve_the_group_commit() {
+    let Some(db) = test_database("pool_starved").await else { return };
+    let store = Arc::new(open_store(&db, "a").await);
+    let agencies: Vec<AgencyId> = (1..=5).map(|a| AgencyId::new(a).unwrap()).collect();
+    let mut epochs = Vec::new();
+    for &agency in &agencies {
+        epochs.push(store.open_session(agency).await.unwrap().1);
+    }
+    // Agencies 1..=4's rows held by a transaction busy waiting for a lock of the test's.
+    let gate = db.client().await;
+    gate.execute("SELECT pg_advisory_lock(42)", &[]).await.unwrap();
+    let mut holder = db.client().await;
+    let holder = tokio::spawn(async move {
+        let tx = holder.transaction().await.unwrap();
+        tx.execute("SELECT 1 FROM agencies WHERE agency <= 4 FOR UPDATE", &[]).await.unwrap();
+        tx.execute("SELECT pg_advisory_xact_lock(42)", &[]).await.unwrap();
+        tx.commit().await.unwrap();
+    });
+    let watcher = db.client().await;
+    let count = async |sql: &str| watcher.query_one(sql, &[]).await.unwrap().get::<_, i64>(0);
+    within("the holder has the rows", async {
+        while count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            .await
+            == 0
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let hellos: Vec<_> = agencies[..4]
+        .iter()
+        .map(|&agency| {
+            let store = store.clone();
+            tokio::spawn(async move { store.open_session(agency).await.map(|(_, e)| e) })
+        })
+        .collect();
+    within("four Hellos waiting for their rows at once", async {
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = \
+                       'lottery-server' AND wait_event_type = 'Lock'";
+        while count(waiting).await < 4 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let ack = store.submit(agencies[4], epochs[4], 1, &[store_bet(5, "51", 7574)]);
+    assert_eq!(within("agency 5's batch", ack).await.unwrap(), Stored::New);
+    gate.execute("SELECT pg_advisory_unlock(42)", &[]).await.unwrap();
+    within("holder", holder).await.unwrap();
+    for hello in hellos {
+        within("hello", hello).await.unwrap().unwrap();
+    }
+}

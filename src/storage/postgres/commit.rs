@@ -132,7 +132,7 @@ async fn store_group(
     group: &[Pending],
 ) -> Result<Vec<Result<Stored, StorageError>>, String> {
     let describe = |e: tokio_postgres::Error| super::describe(&e);
-    let mut client = shared.pool.get().await.map_err(|e| e.to_string())?;
+    let mut client = shared.commit_pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(describe)?;
     let mut agencies: Vec<i32> = group.iter().map(|p| agency_id(p.agency)).collect();
     agencies.sort_unstable();

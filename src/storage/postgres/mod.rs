@@ -68,7 +68,10 @@ const START_WAIT: Duration = Duration::from_secs(60);
 /// machine that died outright is found by the server's TCP keepalives (set with it: about 25 s).
 pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections in a central's pool: the committer's, and a few for sessions and the draw.
+/// Connections in a central's pool, for sessions (`Hello`, `ReadyForLottery`), the draw and
+/// the ready watcher. The committer has one of its own besides (`commit_pool`): a `Hello`
+/// waiting for its agency's row holds its connection for up to [`fence::SESSION_WAIT`], and
+/// several of them must not keep every other agency's batches from being stored.
 const POOL_SIZE: usize = 4;
 
 /// Taken (`pg_advisory_xact_lock`) by the draw: one central at a time records or reads it.
@@ -100,6 +103,8 @@ pub struct PgStore {
 #[derive(Debug)]
 struct Shared {
     pool: Pool,
+    /// The committer's connection (see [`POOL_SIZE`]).
+    commit_pool: Pool,
     /// The database, password hidden: for log lines and errors.
     target: String,
     /// This central, as the `draw` row records it.
@@ -143,21 +148,26 @@ impl PgStore {
     ) -> Result<(Self, Opened), StorageError> {
         let target = url.to_string();
         let config = connection_config(url, &target)?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .wait_timeout(Some(CONNECT_TIMEOUT * 2))
-            .build()
-            .map_err(|e| database(&target, "build the connection pool", &e))?;
+        let build = |size| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .wait_timeout(Some(CONNECT_TIMEOUT * 2))
+                .build()
+                .map_err(|e| database(&target, "build the connection pool", &e))
+        };
+        let pool = build(POOL_SIZE)?;
+        let commit_pool = build(1)?;
         let (ready_changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             pool,
+            commit_pool,
             target,
             central,
             options,
@@ -420,6 +430,7 @@ impl PgStore {
         }
         self.listener.abort();
         self.shared.pool.close();
+        self.shared.commit_pool.close();
     }
 
     /// Writes every stored bet to `out` as bets-file rows, in the order they were stored: the
