@@ -438,3 +438,24 @@ async fn hellos_waiting_for_their_rows_do_not_starve_the_group_commit() {
         within("hello", hello).await.unwrap().unwrap();
     }
 }
+
+/// `ReadyForLottery` whose agency's row is held by a central that stopped talking to the
+/// database mid-transaction (here a session of the test, idle in its transaction): the holder
+/// is ended as for `Hello`, and the agency is recorded ready, instead of the central's
+/// connection waiting for the row for as long as the holder lives (a frozen central's kernel
+/// keeps its connection open).
+#[tokio::test]
+async fn ready_behind_a_stalled_holder_of_its_row_ends_the_holder() {
+    let Some(db) = test_database("ready_stalled").await else { return };
+    let store = open_store(&db, "a").await;
+    let agency = AgencyId::new(1).unwrap();
+    let (_, epoch) = store.open_session(agency).await.unwrap();
+    let mut holder = db.client().await;
+    let stalled = holder.transaction().await.unwrap();
+    stalled.execute("SELECT 1 FROM agencies WHERE agency = 1 FOR UPDATE", &[]).await.unwrap();
+    let readiness = within("ready", store.mark_ready(agency, epoch)).await.unwrap();
+    assert!(readiness.newly_ready);
+    assert!(stalled.commit().await.is_err(), "the stalled holder's session was ended");
+    assert_eq!(db.count("SELECT count(*) FROM agencies WHERE ready").await, 1);
+    store.close().await;
+}

@@ -263,10 +263,7 @@ impl PgStore {
                         && started.elapsed() < fence::SESSION_WAIT =>
                 {
                     tx.rollback().await.map_err(fail)?;
-                    let ended = fence::end_stalled_holders(&client, id).await.map_err(fail)?;
-                    if ended > 0 {
-                        warn!(action = "fence", result = "success", agency = %agency, sessions_ended = ended, reason = "their transaction held the agency's row and their central had not been heard from");
-                    }
+                    self.end_stalled_holders(&client, agency).await.map_err(fail)?;
                 }
                 Err(e) => return Err(fail(e)),
             }
@@ -284,11 +281,12 @@ impl PgStore {
     }
 
     /// Records that `agency` (in its session of `epoch`) has sent everything, and notifies every
-    /// central.
+    /// central. Its row is taken as `Hello` takes it: a stalled holder is ended (see `fence.rs`).
     ///
     /// # Errors
     /// `Fenced` when a newer session of the agency took over; `Database` when the database
-    /// cannot be reached.
+    /// cannot be reached, or the agency's row stays locked for longer than a stalled holder
+    /// takes to be ended.
     pub async fn mark_ready(
         &self,
         agency: AgencyId,
@@ -297,34 +295,66 @@ impl PgStore {
         let what = "record ReadyForLottery";
         let fail = |e: tokio_postgres::Error| self.shared.error(what, &e);
         let mut client = self.shared.client(what).await?;
-        let tx = client.transaction().await.map_err(fail)?;
-        let row = tx
-            .query_opt(
-                "SELECT epoch, ready FROM agencies WHERE agency = $1 FOR UPDATE",
-                &[&agency_id(agency)],
-            )
-            .await
-            .map_err(fail)?;
-        let Some(row) = row else { return Err(StorageError::Fenced { agency }) };
-        if row.get::<_, Epoch>(0) != epoch {
-            return Err(StorageError::Fenced { agency });
-        }
-        let newly_ready = !row.get::<_, bool>(1);
-        if newly_ready {
-            tx.execute("UPDATE agencies SET ready = true WHERE agency = $1", &[&agency_id(agency)])
+        let id = agency_id(agency);
+        let started = Instant::now();
+        loop {
+            let tx = client.transaction().await.map_err(fail)?;
+            let wait = format!("SET LOCAL lock_timeout = {}", fence::ROW_WAIT.as_millis());
+            tx.batch_execute(&wait).await.map_err(fail)?;
+            let locked = tx
+                .query_opt("SELECT epoch, ready FROM agencies WHERE agency = $1 FOR UPDATE", &[&id])
+                .await;
+            let row = match locked {
+                Ok(row) => row,
+                // Held by a central that stopped in the middle of its transaction, as for Hello.
+                Err(e)
+                    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                        && started.elapsed() < fence::SESSION_WAIT =>
+                {
+                    tx.rollback().await.map_err(fail)?;
+                    self.end_stalled_holders(&client, agency).await.map_err(fail)?;
+                    continue;
+                }
+                Err(e) => return Err(fail(e)),
+            };
+            let Some(row) = row else { return Err(StorageError::Fenced { agency }) };
+            if row.get::<_, Epoch>(0) != epoch {
+                return Err(StorageError::Fenced { agency });
+            }
+            let newly_ready = !row.get::<_, bool>(1);
+            if newly_ready {
+                tx.execute("UPDATE agencies SET ready = true WHERE agency = $1", &[&id])
+                    .await
+                    .map_err(fail)?;
+                tx.execute("SELECT pg_notify($1, $2)", &[&READY_CHANNEL, &agency.to_string()])
+                    .await
+                    .map_err(fail)?;
+            }
+            let ready: i64 = tx
+                .query_one("SELECT count(*) FROM agencies WHERE ready", &[])
                 .await
-                .map_err(fail)?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&READY_CHANNEL, &agency.to_string()])
-                .await
-                .map_err(fail)?;
+                .map_err(fail)?
+                .get(0);
+            tx.commit().await.map_err(fail)?;
+            return Ok(Readiness {
+                newly_ready,
+                ready: usize::try_from(ready).unwrap_or(usize::MAX),
+            });
         }
-        let ready: i64 = tx
-            .query_one("SELECT count(*) FROM agencies WHERE ready", &[])
-            .await
-            .map_err(fail)?
-            .get(0);
-        tx.commit().await.map_err(fail)?;
-        Ok(Readiness { newly_ready, ready: usize::try_from(ready).unwrap_or(usize::MAX) })
+    }
+
+    /// Ends the sessions that hold `agency`'s row and stopped talking to the database (see
+    /// `fence.rs`), and says so.
+    async fn end_stalled_holders(
+        &self,
+        client: &tokio_postgres::Client,
+        agency: AgencyId,
+    ) -> Result<(), tokio_postgres::Error> {
+        let ended = fence::end_stalled_holders(client, agency_id(agency)).await?;
+        if ended > 0 {
+            warn!(action = "fence", result = "success", agency = %agency, sessions_ended = ended, reason = "their transaction held the agency's row and their central had not been heard from");
+        }
+        Ok(())
     }
 
     /// Agencies that have declared ReadyForLottery, on any central, in order.
