@@ -218,3 +218,244 @@ async fn ready_at_both_centrals_at_once_yields_exactly_one_draw() {
         assert_eq!(recorded, 1, "round {round}: one central records the draw");
     }
 }
+
+/// A store of its own on `db`, as a central opens it.
+async fn open_store(db: &common::postgres::TestDb, central: &str) -> PgStore {
+    let config =
+        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| db.url.clone()))
+            .unwrap();
+    let url = config.database_url.unwrap();
+    within("open", PgStore::open(&url, StoreOptions::default(), central.into())).await.unwrap().0
+}
+
+fn store_bet(agency: u32, document: &str, number: u16) -> Bet {
+    let latest = lottery::domain::latest_birthdate(lottery::domain::Checker::Central);
+    let fields = ["Ana", "Núñez", document, "1990-02-28", &number.to_string()];
+    Bet::from_text(AgencyId::new(agency).unwrap(), fields, latest).unwrap()
+}
+
+/// Once the draw is recorded, no batch is stored, on any central, whatever its agency: the file
+/// store refuses them (`AgencyClosed`), and a bet stored after the draw is one the draw missed
+/// (and every later re-read of the draw fails on the count). Agency 2 here has a session but
+/// never declared itself ready: one central drew without it (a central with a smaller
+/// LOTTERY_AGENCIES, or an agency outside them).
+#[tokio::test]
+async fn no_batch_is_stored_after_the_draw_on_any_central() {
+    let Some(db) = test_database("after_the_draw").await else { return };
+    let a = open_store(&db, "a").await;
+    let b = open_store(&db, "b").await;
+    let (one, two) = (AgencyId::new(1).unwrap(), AgencyId::new(2).unwrap());
+    let (_, epoch_one) = a.open_session(one).await.unwrap();
+    let (_, epoch_two) = b.open_session(two).await.unwrap();
+    let stored = within("batch", a.submit(one, epoch_one, 1, &[store_bet(1, "11", 7574)])).await;
+    assert_eq!(stored.unwrap(), Stored::New);
+    a.mark_ready(one, epoch_one).await.unwrap();
+    let (draw, recorded_now) = a.draw().await.unwrap();
+    assert!(recorded_now);
+    assert_eq!(draw.bets(), 1);
+
+    let late = within("late batch", b.submit(two, epoch_two, 1, &[store_bet(2, "21", 7574)])).await;
+    assert!(
+        matches!(late, Err(lottery::storage::StorageError::AgencyClosed { .. })),
+        "no bets after the draw: {late:?}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM bets").await, 1);
+    let (again, recorded_now) = b.draw().await.unwrap();
+    assert!(!recorded_now);
+    assert_eq!(again, draw);
+    a.close().await;
+    b.close().await;
+}
+
+/// The draw racing a group commit: a group that starts while the draw's transaction is open
+/// waits for it, then sees the draw and stores nothing. (The draw's transaction is played here
+/// by the test, holding the lock the draw takes against groups until the group is seen waiting
+/// for it.)
+#[tokio::test]
+async fn a_group_racing_the_draw_waits_for_it_and_stores_nothing() {
+    let Some(db) = test_database("group_racing_draw").await else { return };
+    let store = open_store(&db, "a").await;
+    let agency = AgencyId::new(1).unwrap();
+    let (_, epoch) = store.open_session(agency).await.unwrap();
+    let mut drawer = db.client().await;
+    let draw = drawer.transaction().await.unwrap();
+    let lock = lottery::storage::postgres::COMMIT_LOCK;
+    draw.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).await.unwrap();
+    let ack = store.submit(agency, epoch, 1, &[store_bet(1, "11", 7574)]);
+    let watcher = db.client().await;
+    within("the group waits for the draw's lock", async {
+        let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+        while watcher.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    draw.execute("INSERT INTO draw (bets, central) VALUES (0, 'test')", &[]).await.unwrap();
+    draw.commit().await.unwrap();
+    let late = within("ack", ack).await;
+    assert!(
+        matches!(late, Err(lottery::storage::StorageError::AgencyClosed { .. })),
+        "no bets after the draw: {late:?}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM bets").await, 0);
+    store.close().await;
+}
+
+/// A database whose schema is newer than this central's is refused at once, as the permanent
+/// error it is (not retried for a minute as if the database were still starting), naming the
+/// versions.
+#[tokio::test]
+async fn a_newer_schema_is_refused_at_once_naming_its_version() {
+    let Some(db) = test_database("newer_schema").await else { return };
+    open_store(&db, "a").await.close().await;
+    let client = db.client().await;
+    client.batch_execute("INSERT INTO lottery_schema_version (version) VALUES (99)").await.unwrap();
+    let config =
+        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| db.url.clone()))
+            .unwrap();
+    let url = config.database_url.unwrap();
+    let refused = PgStore::open(&url, StoreOptions::default(), "b".into()).await.unwrap_err();
+    assert!(
+        !matches!(refused, lottery::storage::StorageError::Database { .. }),
+        "a newer schema is not a database that cannot be reached yet: {refused}"
+    );
+    let text = refused.to_string();
+    assert!(text.contains("version 99") && text.contains("newer"), "{text}");
+}
+
+/// Centrals sharing a database must agree on LOTTERY_AGENCIES: one with fewer draws without the
+/// others' last agencies (their bets then missed, their later batches refused), one with more
+/// never completes its barrier (its agencies wait for a draw that came). The first central
+/// records the number; one with another is refused at start-up, naming both.
+#[tokio::test]
+async fn a_central_with_another_lottery_agencies_is_refused() {
+    let Some(db) = test_database("agencies_differ").await else { return };
+    let a = open_store(&db, "a").await;
+    a.claim_agencies(5).await.unwrap();
+    let b = open_store(&db, "b").await;
+    let refused = b.claim_agencies(6).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            lottery::storage::StorageError::AgenciesDiffer { recorded: 5, ours: 6, .. }
+        ),
+        "{refused}"
+    );
+    let text = refused.to_string();
+    assert!(text.contains("LOTTERY_AGENCIES"), "{text}");
+    b.claim_agencies(5).await.unwrap();
+    a.close().await;
+    b.close().await;
+
+    // The central process: refused at start-up, exit 1, the reason logged.
+    let (first, _) = start_central(&db, 0, 5).await;
+    let other = common::postgres::spawn_central(&db, 0, 6);
+    let (code, lines) = other.finish().await;
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("action: server | result: fail") && l.contains("LOTTERY_AGENCIES")),
+        "{lines:#?}"
+    );
+    first.signal("TERM");
+    assert_eq!(first.finish().await.0, Some(0));
+}
+
+/// Several centrals starting at once on an empty database: one creates the schema and records
+/// LOTTERY_AGENCIES, the others find them; every one starts.
+#[tokio::test]
+async fn centrals_starting_together_on_an_empty_database_all_start() {
+    let Some(db) = test_database("start_together").await else { return };
+    let mut centrals: Vec<Process> =
+        (0..4).map(|_| common::postgres::spawn_central(&db, 0, 3)).collect();
+    for central in &mut centrals {
+        common::postgres::central_address(central).await;
+        central.wait_for_line("action: database | result: success").await;
+    }
+    assert_eq!(db.count("SELECT count(*) FROM lottery_schema_version").await, 2);
+    assert_eq!(db.count("SELECT agencies::bigint FROM lottery").await, 3);
+    for central in centrals {
+        central.signal("TERM");
+        let (code, lines) = central.finish().await;
+        assert_eq!(code, Some(0), "{lines:#?}");
+    }
+}
+
+/// Agencies whose `Hello` waits for their rows (held by a transaction that is not stalled, so
+/// the fence leaves it alone) occupy the central's session connections; the group commit must
+/// not wait behind them: another agency's batch is stored and acknowledged meanwhile.
+#[tokio::test]
+async fn hellos_waiting_for_their_rows_do_not_starve_the_group_commit() {
+    let Some(db) = test_database("pool_starved").await else { return };
+    let store = Arc::new(open_store(&db, "a").await);
+    let agencies: Vec<AgencyId> = (1..=5).map(|a| AgencyId::new(a).unwrap()).collect();
+    let mut epochs = Vec::new();
+    for &agency in &agencies {
+        epochs.push(store.open_session(agency).await.unwrap().1);
+    }
+    // Agencies 1..=4's rows held by a transaction busy waiting for a lock of the test's.
+    let gate = db.client().await;
+    gate.execute("SELECT pg_advisory_lock(42)", &[]).await.unwrap();
+    let mut holder = db.client().await;
+    let holder = tokio::spawn(async move {
+        let tx = holder.transaction().await.unwrap();
+        tx.execute("SELECT 1 FROM agencies WHERE agency <= 4 FOR UPDATE", &[]).await.unwrap();
+        tx.execute("SELECT pg_advisory_xact_lock(42)", &[]).await.unwrap();
+        tx.commit().await.unwrap();
+    });
+    let watcher = db.client().await;
+    let count = async |sql: &str| watcher.query_one(sql, &[]).await.unwrap().get::<_, i64>(0);
+    within("the holder has the rows", async {
+        while count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            .await
+            == 0
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let hellos: Vec<_> = agencies[..4]
+        .iter()
+        .map(|&agency| {
+            let store = store.clone();
+            tokio::spawn(async move { store.open_session(agency).await.map(|(_, e)| e) })
+        })
+        .collect();
+    within("four Hellos waiting for their rows at once", async {
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE application_name = \
+                       'lottery-server' AND wait_event_type = 'Lock'";
+        while count(waiting).await < 4 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let ack = store.submit(agencies[4], epochs[4], 1, &[store_bet(5, "51", 7574)]);
+    assert_eq!(within("agency 5's batch", ack).await.unwrap(), Stored::New);
+    gate.execute("SELECT pg_advisory_unlock(42)", &[]).await.unwrap();
+    within("holder", holder).await.unwrap();
+    for hello in hellos {
+        within("hello", hello).await.unwrap().unwrap();
+    }
+}
+
+/// `ReadyForLottery` whose agency's row is held by a central that stopped talking to the
+/// database mid-transaction (here a session of the test, idle in its transaction): the holder
+/// is ended as for `Hello`, and the agency is recorded ready, instead of the central's
+/// connection waiting for the row for as long as the holder lives (a frozen central's kernel
+/// keeps its connection open).
+#[tokio::test]
+async fn ready_behind_a_stalled_holder_of_its_row_ends_the_holder() {
+    let Some(db) = test_database("ready_stalled").await else { return };
+    let store = open_store(&db, "a").await;
+    let agency = AgencyId::new(1).unwrap();
+    let (_, epoch) = store.open_session(agency).await.unwrap();
+    let mut holder = db.client().await;
+    let stalled = holder.transaction().await.unwrap();
+    stalled.execute("SELECT 1 FROM agencies WHERE agency = 1 FOR UPDATE", &[]).await.unwrap();
+    let readiness = within("ready", store.mark_ready(agency, epoch)).await.unwrap();
+    assert!(readiness.newly_ready);
+    assert!(stalled.commit().await.is_err(), "the stalled holder's session was ended");
+    assert_eq!(db.count("SELECT count(*) FROM agencies WHERE ready").await, 1);
+    store.close().await;
+}

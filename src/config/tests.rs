@@ -467,3 +467,47 @@ fn every_literal_default_parses() {
         }
     }
 }
+
+/// Every form of connection string the driver accepts with a password in it: the password
+/// (`hunter2 swordfish`, or `hunter2`) appears neither in the URL's `Display`/`Debug` (the
+/// `action: database` line, every database error) nor in a configuration error.
+#[test]
+fn the_database_password_never_shows_in_any_form_the_driver_accepts() {
+    let valid = [
+        ("host=db user=u password = hunter2 dbname=x", "hunter2"),
+        ("host=db password='hunter2 swordfish' dbname=x", "hunter2 swordfish"),
+        ("host=db password='hunter2 \\'swordfish' dbname=x", "hunter2 'swordfish"),
+        ("host=db password=hunter2\\ swordfish dbname=x", "hunter2 swordfish"),
+        ("host=db\tpassword=hunter2\tdbname=x", "hunter2"),
+        ("postgresql://u:hunter2@db/x", "hunter2"),
+        ("postgresql://u@db/x?pass%77ord=hunter2&connect_timeout=5", "hunter2"),
+        ("postgres://u@db/x?password=hunter2%20swordfish", "hunter2 swordfish"),
+    ];
+    for (url, password) in valid {
+        let parsed: tokio_postgres::Config = url.parse().unwrap();
+        assert_eq!(parsed.get_password(), Some(password.as_bytes()), "{url}");
+        let config = ServerConfig::from_lookup(lookup(&[("LOTTERY_DATABASE_URL", url)])).unwrap();
+        let url_shown = config.database_url.unwrap();
+        for shown in [url_shown.to_string(), format!("{url_shown:?}")] {
+            for word in ["hunter2", "swordfish", "%20"] {
+                assert!(!shown.contains(word), "{url} shows {shown}");
+            }
+            assert!(shown.contains("***"), "{url} shows {shown}");
+        }
+    }
+    let invalid = [
+        "host=db password=hunter2 swordfish dbname",
+        "host=db password=hunter2 fi sh=x",
+        "host=db password='hunter2 swordfish",
+    ];
+    for url in invalid {
+        assert!(url.parse::<tokio_postgres::Config>().is_err(), "{url}");
+        let error =
+            ServerConfig::from_lookup(lookup(&[("LOTTERY_DATABASE_URL", url)])).unwrap_err();
+        let shown = error.to_string();
+        for word in ["hunter2", "swordfish", "fish", "`f`", "`s`"] {
+            assert!(!shown.contains(word), "{url} shows {shown}");
+        }
+        assert!(shown.contains("LOTTERY_DATABASE_URL"), "{shown}");
+    }
+}

@@ -143,6 +143,7 @@ async fn open_store(
     if let Some(url) = &config.database_url {
         let central = format!("{}:{} (pid {})", hostname(), config.port, std::process::id());
         let (store, opened) = PgStore::open(url, options, central).await?;
+        store.claim_agencies(config.agencies.get()).await?;
         info!(
             action = "database",
             result = "success",

@@ -39,6 +39,14 @@ pub enum StorageError {
     #[error("database {target}: cannot {what}: {reason}")]
     Database { target: String, what: &'static str, reason: String },
     #[error(
+        "database {target}: its schema is version {found}, newer than this central's ({ours}): run a newer central"
+    )]
+    SchemaTooNew { target: String, found: i32, ours: i32 },
+    #[error(
+        "database {target} holds a lottery of {recorded} agencies (the LOTTERY_AGENCIES of the central that started it); this central has LOTTERY_AGENCIES={ours}: every central sharing a database must have the same, or one draws without some agencies' bets and another waits for a draw forever (to change it, stop every central and UPDATE lottery SET agencies = N)"
+    )]
+    AgenciesDiffer { target: String, recorded: u32, ours: u32 },
+    #[error(
         "agency {agency}: a newer session of this agency took over (on this central or another); this one's batches are refused"
     )]
     Fenced { agency: AgencyId },

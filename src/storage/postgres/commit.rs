@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::super::commit::AckSender;
-use super::{Epoch, Shared, agency_id, group_failed};
+use super::{COMMIT_LOCK, Epoch, Shared, agency_id, group_failed};
 use crate::domain::{AgencyId, Bet};
 use crate::storage::{AgencyProgress, StorageError, Stored};
 
@@ -27,8 +27,15 @@ const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// Its trailer: a field count of -1.
 const COPY_TRAILER: &[u8] = &[0xff, 0xff];
 
-/// Locks the group's agency rows, in agency order (two centrals never deadlock), and reads them.
-const LOCK_AGENCIES: &str = "SELECT agency, epoch, last_seq, stored_bets, ready FROM agencies
+/// Taken first by every group transaction: the draw takes [`COMMIT_LOCK`] exclusively, so it
+/// waits for the groups in flight, and a group that starts after it waits for it to commit.
+const SHARE_COMMIT_LOCK: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+
+/// Locks the group's agency rows, in agency order (two centrals never deadlock), and reads them,
+/// and whether the draw is recorded. Run after [`SHARE_COMMIT_LOCK`], so its snapshot sees a draw
+/// that committed while the group waited for that lock.
+const LOCK_AGENCIES: &str = "SELECT agency, epoch, last_seq, stored_bets, ready,
+        EXISTS (SELECT 1 FROM draw) FROM agencies
     WHERE agency = ANY($1) ORDER BY agency FOR UPDATE";
 
 /// Records the stored batches' `(agency, seq)` in the order given (their `position`), and moves
@@ -125,14 +132,18 @@ async fn store_group(
     group: &[Pending],
 ) -> Result<Vec<Result<Stored, StorageError>>, String> {
     let describe = |e: tokio_postgres::Error| super::describe(&e);
-    let mut client = shared.pool.get().await.map_err(|e| e.to_string())?;
+    let mut client = shared.commit_pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(describe)?;
     let mut agencies: Vec<i32> = group.iter().map(|p| agency_id(p.agency)).collect();
     agencies.sort_unstable();
     agencies.dedup();
     // Prepared once per connection: a statement given as text costs a parse and a round trip.
+    let share = tx.prepare_cached(SHARE_COMMIT_LOCK).await.map_err(describe)?;
+    tx.execute(&share, &[&COMMIT_LOCK]).await.map_err(describe)?;
     let lock = tx.prepare_cached(LOCK_AGENCIES).await.map_err(describe)?;
     let rows = tx.query(&lock, &[&agencies]).await.map_err(describe)?;
+    // No batch after the draw, of any agency: it would be a bet the draw missed.
+    let drawn = rows.first().is_some_and(|row| row.get::<_, bool>(5));
     let mut state: HashMap<i32, (Epoch, AgencyProgress)> = rows
         .iter()
         .map(|row| (row.get(0), (row.get(1), super::progress(row.get(2), row.get(3), row.get(4)))))
@@ -153,7 +164,9 @@ async fn store_group(
                 };
                 Err(StorageError::BadBatch { agency, seq: pending.seq, reason })
             }
-            Some((_, progress)) if progress.ready => Err(StorageError::AgencyClosed { agency }),
+            Some((_, progress)) if progress.ready || drawn => {
+                Err(StorageError::AgencyClosed { agency })
+            }
             Some((_, progress)) if pending.seq <= progress.last_seq => Ok(Stored::Duplicate),
             Some((_, progress)) if pending.seq != progress.last_seq + 1 => {
                 let expected = progress.last_seq + 1;

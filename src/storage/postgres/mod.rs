@@ -68,12 +68,22 @@ const START_WAIT: Duration = Duration::from_secs(60);
 /// machine that died outright is found by the server's TCP keepalives (set with it: about 25 s).
 pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connections in a central's pool: the committer's, and a few for sessions and the draw.
+/// Connections in a central's pool, for sessions (`Hello`, `ReadyForLottery`), the draw and
+/// the ready watcher. The committer has one of its own besides (`commit_pool`): a `Hello`
+/// waiting for its agency's row holds its connection for up to [`fence::SESSION_WAIT`], and
+/// several of them must not keep every other agency's batches from being stored.
 const POOL_SIZE: usize = 4;
 
 /// Taken (`pg_advisory_xact_lock`) by the draw: one central at a time records or reads it.
 /// (Public for the tests that hold it to catch the draw in the act.)
 pub const DRAW_LOCK: i64 = 0x6c6f_7474_6572_7902;
+
+/// Held shared by every group commit (`pg_advisory_xact_lock_shared`, see `commit.rs`) and
+/// taken exclusively by the draw after [`DRAW_LOCK`]: the draw waits for the groups in flight,
+/// and a group that starts after it waits for it and then sees it (and stores nothing), so the
+/// draw covers every bet stored before it and none is stored after it.
+/// (Public for the tests that hold it to catch a group in the act.)
+pub const COMMIT_LOCK: i64 = 0x6c6f_7474_6572_7903;
 
 /// The notification channel of `ReadyForLottery`.
 const READY_CHANNEL: &str = "lottery_ready";
@@ -93,6 +103,8 @@ pub struct PgStore {
 #[derive(Debug)]
 struct Shared {
     pool: Pool,
+    /// The committer's connection (see [`POOL_SIZE`]).
+    commit_pool: Pool,
     /// The database, password hidden: for log lines and errors.
     target: String,
     /// This central, as the `draw` row records it.
@@ -127,8 +139,8 @@ impl PgStore {
     /// `central` names this central in the `draw` row.
     ///
     /// # Errors
-    /// `Database` when it cannot be reached in time, its schema cannot be migrated, or it is
-    /// newer than this central's.
+    /// `Database` when it cannot be reached in time or its schema cannot be migrated;
+    /// `SchemaTooNew`, at once, when its schema is newer than this central's.
     pub async fn open(
         url: &DatabaseUrl,
         options: StoreOptions,
@@ -136,21 +148,26 @@ impl PgStore {
     ) -> Result<(Self, Opened), StorageError> {
         let target = url.to_string();
         let config = connection_config(url, &target)?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .runtime(Runtime::Tokio1)
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .wait_timeout(Some(CONNECT_TIMEOUT * 2))
-            .build()
-            .map_err(|e| database(&target, "build the connection pool", &e))?;
+        let build = |size| {
+            let manager = Manager::from_config(
+                config.clone(),
+                NoTls,
+                ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            );
+            Pool::builder(manager)
+                .max_size(size)
+                .runtime(Runtime::Tokio1)
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .wait_timeout(Some(CONNECT_TIMEOUT * 2))
+                .build()
+                .map_err(|e| database(&target, "build the connection pool", &e))
+        };
+        let pool = build(POOL_SIZE)?;
+        let commit_pool = build(1)?;
         let (ready_changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             pool,
+            commit_pool,
             target,
             central,
             options,
@@ -171,6 +188,39 @@ impl PgStore {
     /// The database, password hidden.
     pub fn target(&self) -> &str {
         &self.shared.target
+    }
+
+    /// Records `agencies` (LOTTERY_AGENCIES) as the lottery's when no central has yet, and
+    /// checks it is the one recorded: centrals that disagree would draw without some agencies'
+    /// bets, or wait for a draw forever.
+    ///
+    /// # Errors
+    /// `AgenciesDiffer` when the database's lottery has another number of agencies; `Database`
+    /// when it cannot be reached.
+    pub async fn claim_agencies(&self, agencies: u32) -> Result<(), StorageError> {
+        let what = "record LOTTERY_AGENCIES";
+        let fail = |e: tokio_postgres::Error| self.shared.error(what, &e);
+        let client = self.shared.client(what).await?;
+        let ours = i32::try_from(agencies).unwrap_or(i32::MAX);
+        // Two statements: the second's snapshot sees a row another central inserted while
+        // this one's insert waited for it.
+        client
+            .execute(
+                "INSERT INTO lottery (agencies) VALUES ($1) ON CONFLICT (id) DO NOTHING",
+                &[&ours],
+            )
+            .await
+            .map_err(fail)?;
+        let recorded: i32 =
+            client.query_one("SELECT agencies FROM lottery", &[]).await.map_err(fail)?.get(0);
+        if recorded == ours {
+            return Ok(());
+        }
+        Err(StorageError::AgenciesDiffer {
+            target: self.shared.target.clone(),
+            recorded: u32::try_from(recorded).unwrap_or(0),
+            ours: agencies,
+        })
     }
 
     /// Starts a session of `agency`: bumps its epoch, which fences every older session of it
@@ -213,10 +263,7 @@ impl PgStore {
                         && started.elapsed() < fence::SESSION_WAIT =>
                 {
                     tx.rollback().await.map_err(fail)?;
-                    let ended = fence::end_stalled_holders(&client, id).await.map_err(fail)?;
-                    if ended > 0 {
-                        warn!(action = "fence", result = "success", agency = %agency, sessions_ended = ended, reason = "their transaction held the agency's row and their central had not been heard from");
-                    }
+                    self.end_stalled_holders(&client, agency).await.map_err(fail)?;
                 }
                 Err(e) => return Err(fail(e)),
             }
@@ -234,11 +281,12 @@ impl PgStore {
     }
 
     /// Records that `agency` (in its session of `epoch`) has sent everything, and notifies every
-    /// central.
+    /// central. Its row is taken as `Hello` takes it: a stalled holder is ended (see `fence.rs`).
     ///
     /// # Errors
     /// `Fenced` when a newer session of the agency took over; `Database` when the database
-    /// cannot be reached.
+    /// cannot be reached, or the agency's row stays locked for longer than a stalled holder
+    /// takes to be ended.
     pub async fn mark_ready(
         &self,
         agency: AgencyId,
@@ -247,34 +295,66 @@ impl PgStore {
         let what = "record ReadyForLottery";
         let fail = |e: tokio_postgres::Error| self.shared.error(what, &e);
         let mut client = self.shared.client(what).await?;
-        let tx = client.transaction().await.map_err(fail)?;
-        let row = tx
-            .query_opt(
-                "SELECT epoch, ready FROM agencies WHERE agency = $1 FOR UPDATE",
-                &[&agency_id(agency)],
-            )
-            .await
-            .map_err(fail)?;
-        let Some(row) = row else { return Err(StorageError::Fenced { agency }) };
-        if row.get::<_, Epoch>(0) != epoch {
-            return Err(StorageError::Fenced { agency });
-        }
-        let newly_ready = !row.get::<_, bool>(1);
-        if newly_ready {
-            tx.execute("UPDATE agencies SET ready = true WHERE agency = $1", &[&agency_id(agency)])
+        let id = agency_id(agency);
+        let started = Instant::now();
+        loop {
+            let tx = client.transaction().await.map_err(fail)?;
+            let wait = format!("SET LOCAL lock_timeout = {}", fence::ROW_WAIT.as_millis());
+            tx.batch_execute(&wait).await.map_err(fail)?;
+            let locked = tx
+                .query_opt("SELECT epoch, ready FROM agencies WHERE agency = $1 FOR UPDATE", &[&id])
+                .await;
+            let row = match locked {
+                Ok(row) => row,
+                // Held by a central that stopped in the middle of its transaction, as for Hello.
+                Err(e)
+                    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                        && started.elapsed() < fence::SESSION_WAIT =>
+                {
+                    tx.rollback().await.map_err(fail)?;
+                    self.end_stalled_holders(&client, agency).await.map_err(fail)?;
+                    continue;
+                }
+                Err(e) => return Err(fail(e)),
+            };
+            let Some(row) = row else { return Err(StorageError::Fenced { agency }) };
+            if row.get::<_, Epoch>(0) != epoch {
+                return Err(StorageError::Fenced { agency });
+            }
+            let newly_ready = !row.get::<_, bool>(1);
+            if newly_ready {
+                tx.execute("UPDATE agencies SET ready = true WHERE agency = $1", &[&id])
+                    .await
+                    .map_err(fail)?;
+                tx.execute("SELECT pg_notify($1, $2)", &[&READY_CHANNEL, &agency.to_string()])
+                    .await
+                    .map_err(fail)?;
+            }
+            let ready: i64 = tx
+                .query_one("SELECT count(*) FROM agencies WHERE ready", &[])
                 .await
-                .map_err(fail)?;
-            tx.execute("SELECT pg_notify($1, $2)", &[&READY_CHANNEL, &agency.to_string()])
-                .await
-                .map_err(fail)?;
+                .map_err(fail)?
+                .get(0);
+            tx.commit().await.map_err(fail)?;
+            return Ok(Readiness {
+                newly_ready,
+                ready: usize::try_from(ready).unwrap_or(usize::MAX),
+            });
         }
-        let ready: i64 = tx
-            .query_one("SELECT count(*) FROM agencies WHERE ready", &[])
-            .await
-            .map_err(fail)?
-            .get(0);
-        tx.commit().await.map_err(fail)?;
-        Ok(Readiness { newly_ready, ready: usize::try_from(ready).unwrap_or(usize::MAX) })
+    }
+
+    /// Ends the sessions that hold `agency`'s row and stopped talking to the database (see
+    /// `fence.rs`), and says so.
+    async fn end_stalled_holders(
+        &self,
+        client: &tokio_postgres::Client,
+        agency: AgencyId,
+    ) -> Result<(), tokio_postgres::Error> {
+        let ended = fence::end_stalled_holders(client, agency_id(agency)).await?;
+        if ended > 0 {
+            warn!(action = "fence", result = "success", agency = %agency, sessions_ended = ended, reason = "their transaction held the agency's row and their central had not been heard from");
+        }
+        Ok(())
     }
 
     /// Agencies that have declared ReadyForLottery, on any central, in order.
@@ -303,6 +383,7 @@ impl PgStore {
         let mut client = self.shared.client(what).await?;
         let tx = client.transaction().await.map_err(fail)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DRAW_LOCK]).await.map_err(fail)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_LOCK]).await.map_err(fail)?;
         let stored: i64 = tx
             .query_one("SELECT coalesce(sum(stored_bets), 0)::bigint FROM agencies", &[])
             .await
@@ -379,6 +460,7 @@ impl PgStore {
         }
         self.listener.abort();
         self.shared.pool.close();
+        self.shared.commit_pool.close();
     }
 
     /// Writes every stored bet to `out` as bets-file rows, in the order they were stored: the
@@ -445,7 +527,12 @@ impl Shared {
         let mut client = self.client(what).await?;
         let found = schema::migrate(&mut client).await.map_err(|e| match e {
             schema::MigrateError::Database(e) => self.error(what, &e),
-            e @ schema::MigrateError::TooNew { .. } => database(&self.target, what, &e),
+            // Not retried: waiting does not make the schema older.
+            schema::MigrateError::TooNew { found } => StorageError::SchemaTooNew {
+                target: self.target.clone(),
+                found,
+                ours: schema::VERSION,
+            },
         })?;
         drop(client);
         let what = "read where the lottery is";

@@ -49,6 +49,12 @@ const MIGRATIONS: &[&str] = &[
         central  text    NOT NULL,
         drawn_at timestamptz NOT NULL DEFAULT now()
     );",
+    // 2: the lottery's LOTTERY_AGENCIES, recorded by the first central: every central sharing
+    // the database must have the same (see `PgStore::claim_agencies`).
+    "CREATE TABLE lottery (
+        id       boolean PRIMARY KEY DEFAULT true CHECK (id),
+        agencies integer NOT NULL CHECK (agencies > 0)
+    );",
 ];
 
 /// The schema version this central writes.
