@@ -459,3 +459,27 @@ async fn ready_behind_a_stalled_holder_of_its_row_ends_the_holder() {
     assert_eq!(db.count("SELECT count(*) FROM agencies WHERE ready").await, 1);
     store.close().await;
 }
+
+/// A database that refuses the central (no such database here) is reported at once, not retried
+/// for a minute as if it were still starting; the password shows nowhere.
+#[tokio::test]
+async fn a_database_that_refuses_the_central_is_reported_at_once() {
+    let Some(db) = test_database("refused").await else { return };
+    let url = db.url.replace(&format!("dbname={}", db.name), "dbname=no_such_lottery_database");
+    let env = [
+        ("SERVER_IP", "127.0.0.1".to_owned()),
+        ("SERVER_PORT", "0".to_owned()),
+        ("LOTTERY_DATABASE_URL", url.clone()),
+    ];
+    let (code, lines) = Process::start(common::SERVER_BIN, &env).finish().await;
+    assert_eq!(code, Some(1), "{lines:#?}");
+    let failed = common::line_with(&lines, "action: server | result: fail");
+    assert!(failed.contains("refused this central"), "{failed}");
+    assert!(failed.contains("no_such_lottery_database"), "{failed}");
+    assert!(
+        !lines.iter().any(|l| l.contains("action: database | result: in_progress")),
+        "{lines:#?}"
+    );
+    let password = url.split("password=").nth(1).unwrap().split(' ').next().unwrap();
+    assert!(lines.iter().all(|l| !l.contains(password)), "password logged: {lines:#?}");
+}

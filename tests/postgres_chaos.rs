@@ -426,8 +426,15 @@ async fn frozen_central(caught: Caught, batch: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, a_address) = Central::start("A", &db).await;
     let (b, b_address) = Central::start("B", &db).await;
+    // A freeze lands inside a COPY in about one try in 50 (one per acknowledgement): enough
+    // batches that the agencies cannot finish before it does (6,000 bets each failed about one
+    // run in four).
+    let bets = match caught {
+        Caught::BetweenStatements => 6_000,
+        Caught::InsideCopy => 40_000,
+    };
     let data: Vec<AgencyData> =
-        (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 6_000)).collect();
+        (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, bets)).collect();
     // Every agency on A first, so any transaction of a central in the database is A's.
     let extra = [
         ("CLI_BATCH_MAXAMOUNT", batch),

@@ -36,6 +36,10 @@ pub enum StorageError {
     LowDiskSpace { path: PathBuf, free: u64, floor: u64 },
     #[error("agency {agency}, batch {seq}: {reason}")]
     BadBatch { agency: AgencyId, seq: u64, reason: &'static str },
+    #[error(
+        "database {target} refused this central ({reason}): check LOTTERY_DATABASE_URL's user, password and database name"
+    )]
+    DatabaseRefused { target: String, reason: String },
     #[error("database {target}: cannot {what}: {reason}")]
     Database { target: String, what: &'static str, reason: String },
     #[error(

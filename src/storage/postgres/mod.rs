@@ -524,7 +524,11 @@ impl Shared {
 
     async fn try_start(&self) -> Result<(i32, Opened), StorageError> {
         let what = "create or migrate the schema";
-        let mut client = self.client(what).await?;
+        let mut client = self.pool.get().await.map_err(|e| match refusal(&e) {
+            // Not retried: waiting does not fix a wrong password or database name.
+            Some(reason) => StorageError::DatabaseRefused { target: self.target.clone(), reason },
+            None => database(&self.target, what, &e),
+        })?;
         let found = schema::migrate(&mut client).await.map_err(|e| match e {
             schema::MigrateError::Database(e) => self.error(what, &e),
             // Not retried: waiting does not make the schema older.
@@ -720,6 +724,19 @@ fn progress(last_seq: i64, stored_bets: i64, ready: bool) -> AgencyProgress {
 
 fn database(target: &str, what: &'static str, reason: &dyn std::fmt::Display) -> StorageError {
     StorageError::Database { target: target.to_owned(), what, reason: reason.to_string() }
+}
+
+/// What the server said when it refused the connection itself (authentication, an unknown
+/// database or role): `None` for anything waiting may fix (not up yet, unreachable, timeouts).
+fn refusal(error: &deadpool_postgres::PoolError) -> Option<String> {
+    let deadpool_postgres::PoolError::Backend(e) = error else { return None };
+    let db = e.as_db_error()?;
+    let permanent = [
+        SqlState::INVALID_PASSWORD,
+        SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+        SqlState::INVALID_CATALOG_NAME,
+    ];
+    permanent.contains(db.code()).then(|| format!("{}: {}", db.severity(), db.message()))
 }
 
 /// A database error with what the server said (`ERROR: …`), or the connection's failure.
