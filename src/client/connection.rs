@@ -14,7 +14,8 @@ use tracing::warn;
 use crate::config::{ClientConfig, DEFAULT_CLIENT_READ_TIMEOUT};
 use crate::domain::AgencyId;
 use crate::protocol::{
-    ClientCodec, ClientMessage, CodecError, PROTOCOL_VERSION, ServerMessage, WireBet,
+    ClientCodec, ClientMessage, CodecError, EncodedBatch, EncodedBatchMessage, PROTOCOL_VERSION,
+    ServerMessage, WireBet,
 };
 
 use super::failover::{Backoff, Centrals, pause};
@@ -205,12 +206,18 @@ impl Connection {
     }
 
     /// Queues batch `seq` as one `Batch` frame, to go out with the next [`Connection::flush`].
+    /// The bets are written as they are (an [`EncodedBatch`] from the reader is not encoded
+    /// again; a `Vec<WireBet>` is encoded here).
     ///
     /// # Errors
     /// When the frame cannot be written; `Timeout` when earlier frames must go out first and the
     /// central does not read them in time.
-    pub async fn feed_batch(&mut self, seq: u64, bets: Vec<WireBet>) -> Result<(), ClientError> {
-        let feed = self.frames.feed(ClientMessage::Batch { seq, bets });
+    pub async fn feed_batch(
+        &mut self,
+        seq: u64,
+        bets: impl Into<EncodedBatch>,
+    ) -> Result<(), ClientError> {
+        let feed = self.frames.feed(EncodedBatchMessage { seq, bets: bets.into() });
         within(self.timeout, || format!("take batch {seq}"), feed).await
     }
 
@@ -219,7 +226,9 @@ impl Connection {
     /// # Errors
     /// When the socket fails; `Timeout` when the central does not read it in time.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
-        within(self.timeout, || "read what the agency sent".into(), self.frames.flush()).await
+        // Any of the sink's item types flushes the same buffer.
+        let flush = SinkExt::<ClientMessage>::flush(&mut self.frames);
+        within(self.timeout, || "read what the agency sent".into(), flush).await
     }
 
     /// Waits for the acknowledgement of batch `seq` (the oldest in flight); returns its count.

@@ -9,7 +9,9 @@ use super::ClientError;
 use crate::config::{BetSource, ClientConfig};
 use crate::csv_rows::RecordReader;
 use crate::domain::{BetNumber, BetText, Checker, has_won, is_winning, latest_birthdate};
-use crate::protocol::{MAX_BATCH_BYTES, WireBet, batch_end_frame_max_len};
+use crate::protocol::{
+    EncodedBatch, MAX_BATCH_BYTES, WireBet, WireBetRef, batch_end_frame_max_len,
+};
 
 /// Batches read ahead of the one being sent.
 const READ_AHEAD_BATCHES: usize = 4;
@@ -17,8 +19,8 @@ const READ_AHEAD_BATCHES: usize = 4;
 /// What the reader hands the session.
 #[derive(Debug)]
 pub(super) enum Read {
-    /// The next batch to send.
-    Batch(Vec<WireBet>),
+    /// The next batch to send, already in wire form.
+    Batch(EncodedBatch),
     /// The whole source was read: the documents of its winning bets (the rows the central already
     /// held included), which are the only winners the central may send this agency.
     End { winners: Vec<String> },
@@ -34,7 +36,8 @@ pub(super) fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<R
             let winners = has_won(bet).then(|| bet.document.to_string()).into_iter().collect();
             // The channel has room for both: this cannot fail.
             if skip == 0 {
-                let _ = tx.try_send(Ok(Read::Batch(vec![WireBet::from_bet(bet)])));
+                let batch = EncodedBatch::from(vec![WireBet::from_bet(bet)]);
+                let _ = tx.try_send(Ok(Read::Batch(batch)));
             }
             let _ = tx.try_send(Ok(Read::End { winners }));
         }
@@ -52,8 +55,9 @@ pub(super) fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<R
 
 /// Reads an agency file (CSV, no header: `first_name,last_name,document,birthdate,number`),
 /// skips its first `skip` rows (already stored at the central) and hands `deliver` batches of at
-/// most `max_amount` bets and `MAX_BATCH_BYTES` on the wire. Stops quietly when `deliver` returns
-/// false. Returns the documents of the file's winning bets, the skipped rows' included.
+/// most `max_amount` bets and `MAX_BATCH_BYTES` on the wire, each bet written in wire form
+/// straight from its row. Stops quietly when `deliver` returns false. Returns the documents of
+/// the file's winning bets, the skipped rows' included.
 ///
 /// # Errors
 /// `DataFile` when the file cannot be opened; `BadRow` at the first invalid row (its batch is not
@@ -62,12 +66,14 @@ pub fn read_batches(
     path: &Path,
     max_amount: usize,
     skip: u64,
-    mut deliver: impl FnMut(Vec<WireBet>) -> bool,
+    mut deliver: impl FnMut(EncodedBatch) -> bool,
 ) -> Result<Vec<String>, ClientError> {
     let mut rows = Rows::open(path)?;
     let bad_row = |(line, reason)| ClientError::BadRow { path: path.to_owned(), line, reason };
     let empty_bytes = batch_end_frame_max_len();
-    let mut batch = Vec::new();
+    // A batch's bets take less than MAX_BATCH_BYTES: its buffer never grows.
+    let new_batch = || EncodedBatch::with_capacity(MAX_BATCH_BYTES);
+    let mut batch = new_batch();
     let mut bytes = empty_bytes;
     let mut winners = Vec::new();
     let skipped = rows.pass_over(skip, &mut winners);
@@ -83,20 +89,20 @@ pub fn read_batches(
         if is_winning(bet.number) {
             winners.push(bet.document().to_owned());
         }
-        let bet = WireBet::from_text(&bet);
+        let bet = WireBetRef::from_text(&bet);
         let len = bet.frame_len();
         // A bet is at most a few hundred bytes, so it always fits an empty batch.
         if !batch.is_empty() && bytes + len > MAX_BATCH_BYTES {
-            if !deliver(std::mem::take(&mut batch)) {
+            if !deliver(std::mem::replace(&mut batch, new_batch())) {
                 return Ok(winners);
             }
             bytes = empty_bytes;
         }
         bytes += len;
-        batch.push(bet);
+        batch.push(&bet);
         // Deliver a full batch at once, so it is sent even if a later row is bad.
         if batch.len() == max_amount {
-            if !deliver(std::mem::take(&mut batch)) {
+            if !deliver(std::mem::replace(&mut batch, new_batch())) {
                 return Ok(winners);
             }
             bytes = empty_bytes;
@@ -205,10 +211,10 @@ impl<R: io::Read> Rows<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ClientCodec, ClientMessage};
+    use crate::protocol::{ClientCodec, ClientMessage, EncodedBatchMessage, ServerCodec};
     use bytes::BytesMut;
     use proptest::prelude::*;
-    use tokio_util::codec::Encoder;
+    use tokio_util::codec::{Decoder, Encoder};
 
     type Read = (Vec<Vec<WireBet>>, Result<Vec<String>, ClientError>);
 
@@ -222,10 +228,44 @@ mod tests {
         std::fs::write(&path, contents).unwrap();
         let mut out = Vec::new();
         let result = read_batches(&path, max_amount, skip, |b| {
-            out.push(b);
+            out.push(decoded(b));
             true
         });
         (out, result)
+    }
+
+    /// The bets the central reads from `batch`'s frame.
+    fn decoded(batch: EncodedBatch) -> Vec<WireBet> {
+        let mut frame = BytesMut::new();
+        let message = EncodedBatchMessage { seq: 7, bets: batch };
+        ClientCodec::new().encode(message, &mut frame).unwrap();
+        match ServerCodec::new().decode(&mut frame).unwrap() {
+            Some(ClientMessage::Batch { seq: 7, bets }) if frame.is_empty() => bets,
+            other => panic!("not one Batch frame: {other:?}"),
+        }
+    }
+
+    /// How the reader cut `bets` into batches before they were encoded as they are read: by
+    /// their `Bet` frames' lengths.
+    fn batches_as_before(bets: Vec<WireBet>, max_amount: usize) -> Vec<Vec<WireBet>> {
+        let (mut batches, mut batch, empty_bytes) =
+            (Vec::new(), Vec::new(), batch_end_frame_max_len());
+        let mut bytes = empty_bytes;
+        for bet in bets {
+            let len = bet.frame_len();
+            if !batch.is_empty() && bytes + len > MAX_BATCH_BYTES {
+                batches.push(std::mem::take(&mut batch));
+                bytes = empty_bytes;
+            }
+            bytes += len;
+            batch.push(bet);
+            if batch.len() == max_amount {
+                batches.push(std::mem::take(&mut batch));
+                bytes = empty_bytes;
+            }
+        }
+        batches.extend((!batch.is_empty()).then_some(batch));
+        batches
     }
 
     fn wire_len(batch: &[WireBet], seq: u64) -> usize {
@@ -306,7 +346,13 @@ mod tests {
         let mut rows = rows_of();
         let mut out = Vec::new();
         while let Some(row) = rows.next_bet() {
-            out.push(row.map(|bet| WireBet::from_text(&bet)));
+            out.push(row.map(|bet| {
+                let wire = WireBet::from_text(&bet);
+                let mut from_row = EncodedBatch::default();
+                from_row.push(&WireBetRef::from_text(&bet));
+                assert_eq!(from_row, EncodedBatch::from(vec![wire.clone()]), "{wire:?}");
+                wire
+            }));
         }
         let passes = (0..=out.len() as u64 + 1)
             .map(|n| {
@@ -468,6 +514,7 @@ mod tests {
             (0..300).map(|i| format!("{long},\"{long}, jr\",{i},2000-01-01,{i}\r\n")).collect();
         let (out, result) = batches(&rows, 1000);
         result.unwrap();
+        assert_eq!(out, batches_as_before(out.concat(), 1000), "cut exactly as before");
         assert_eq!(out.iter().map(Vec::len).sum::<usize>(), 300);
         assert!(out.len() > 1);
         for (i, batch) in out.iter().enumerate() {
@@ -481,6 +528,24 @@ mod tests {
         }
         let (out, _) = batches("Ana,Paz,1,2000-01-01,1\n".repeat(25).as_str(), 10);
         assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+    }
+
+    #[test]
+    fn batches_of_every_size_are_cut_exactly_as_before() {
+        // Names of 1 to 100 characters (up to 300 bytes: lengths of one and three bytes on the
+        // wire), so batches end at every kind of boundary.
+        let rows: String = (0..2000)
+            .map(|i| {
+                let (first, last) = ("€".repeat(1 + i * 7 % 100), "ñ".repeat(1 + i * 3 % 100));
+                format!("{first},{last},{i},2000-01-01,{}\n", i % 10_000)
+            })
+            .collect();
+        for max_amount in [1, 7, 100, 10_000] {
+            let (out, result) = batches(&rows, max_amount);
+            result.unwrap();
+            assert_eq!(out.iter().map(Vec::len).sum::<usize>(), 2000);
+            assert_eq!(out, batches_as_before(out.concat(), max_amount), "at most {max_amount}");
+        }
     }
 
     #[test]

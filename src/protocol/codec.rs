@@ -20,7 +20,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
-use super::{ClientMessage, FRAME_HEADER_LEN, FRAME_LEN_CAP, MAX_FRAME_LEN, ServerMessage};
+use super::{
+    ClientMessage, EncodedBatchMessage, FRAME_HEADER_LEN, FRAME_LEN_CAP, MAX_FRAME_LEN,
+    ServerMessage,
+};
 
 /// What goes wrong turning bytes into messages and back. Any of these ends the connection.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +142,28 @@ impl<In, Out: Serialize> Encoder<Out> for MessageCodec<In, Out> {
         // len <= max_frame_len <= FRAME_LEN_CAP (64 KiB), so it fits the u32 header.
         let header = (len as u32).to_be_bytes();
         dst[start..start + FRAME_HEADER_LEN].copy_from_slice(&header);
+        Ok(())
+    }
+}
+
+/// The agency's batches, already encoded by its reader: the frame is written from their bytes,
+/// exactly as for the same `ClientMessage::Batch`, with the same limit.
+impl<In> Encoder<EncodedBatchMessage> for MessageCodec<In, ClientMessage> {
+    type Error = CodecError;
+
+    fn encode(
+        &mut self,
+        message: EncodedBatchMessage,
+        dst: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        let len = message.payload_len();
+        if len > self.max_frame_len {
+            return Err(CodecError::FrameTooLarge { len: len as u64, max: self.max_frame_len });
+        }
+        // len <= max_frame_len <= FRAME_LEN_CAP (64 KiB), so it fits the u32 header.
+        dst.reserve(FRAME_HEADER_LEN + len);
+        dst.put_u32(len as u32);
+        message.write_payload(dst);
         Ok(())
     }
 }

@@ -6,8 +6,12 @@
 //! ones never change shape without bumping [`PROTOCOL_VERSION`].
 //!
 //! This module is the only place that names bincode: `encode_into` and `decode` are the single
-//! pair of helpers both directions use, so the two sides' options cannot drift apart.
+//! pair of helpers both directions use, so the two sides' options cannot drift apart. The one
+//! exception is the agency's hot path: `batch.rs` writes a `Batch`'s bets by hand as they are
+//! read ([`EncodedBatch`]), byte for byte what bincode writes with these options (a property
+//! test holds the two equal).
 
+mod batch;
 pub mod codec;
 
 use bincode::Options;
@@ -16,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{AgencyId, Bet, BetError, BetNumber, BetText, Document};
 
+pub use batch::{EncodedBatch, EncodedBatchMessage, WireBetRef};
 pub use codec::{ClientCodec, CodecError, MessageCodec, ServerCodec};
 
 /// Version spoken by this build; sent in [`ClientMessage::Hello`] and echoed in
