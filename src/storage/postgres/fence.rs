@@ -28,7 +28,7 @@ pub(super) const SESSION_WAIT: Duration =
 /// # Errors
 /// The database's.
 pub(super) async fn end_stalled_holders(
-    client: &tokio_postgres::Client,
+    client: &impl tokio_postgres::GenericClient,
     agency: i32,
 ) -> Result<u64, tokio_postgres::Error> {
     let stalled_for = IDLE_IN_TRANSACTION_TIMEOUT.as_secs_f64();

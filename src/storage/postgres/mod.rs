@@ -238,36 +238,15 @@ impl PgStore {
         let what = "start the agency's session";
         let fail = |e: tokio_postgres::Error| self.shared.error(what, &e);
         let mut client = self.shared.client(what).await?;
-        let id = agency_id(agency);
-        let started = Instant::now();
-        loop {
-            let tx = client.transaction().await.map_err(fail)?;
-            let wait = format!("SET LOCAL lock_timeout = {}", fence::ROW_WAIT.as_millis());
-            tx.batch_execute(&wait).await.map_err(fail)?;
-            let upsert = tx
-                .query_one(
-                    "INSERT INTO agencies (agency, epoch) VALUES ($1, 1)
-                     ON CONFLICT (agency) DO UPDATE SET epoch = agencies.epoch + 1
-                     RETURNING epoch, last_seq, stored_bets, ready",
-                    &[&id],
-                )
-                .await;
-            match upsert {
-                Ok(row) => {
-                    tx.commit().await.map_err(fail)?;
-                    let epoch: Epoch = row.get(0);
-                    return Ok((progress(row.get(1), row.get(2), row.get(3)), epoch));
-                }
-                Err(e)
-                    if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
-                        && started.elapsed() < fence::SESSION_WAIT =>
-                {
-                    tx.rollback().await.map_err(fail)?;
-                    self.end_stalled_holders(&client, agency).await.map_err(fail)?;
-                }
-                Err(e) => return Err(fail(e)),
-            }
-        }
+        let tx = client.transaction().await.map_err(fail)?;
+        let bump = "INSERT INTO agencies (agency, epoch) VALUES ($1, 1)
+            ON CONFLICT (agency) DO UPDATE SET epoch = agencies.epoch + 1
+            RETURNING epoch, last_seq, stored_bets, ready";
+        let row = self.lock_agency_row(&tx, what, agency, bump).await?;
+        // The upsert returns its row whether it inserted or updated.
+        let row = row.ok_or_else(|| self.shared.corrupt(format!("agency {agency}: no row")))?;
+        tx.commit().await.map_err(fail)?;
+        Ok((progress(row.get(1), row.get(2), row.get(3)), row.get::<_, Epoch>(0)))
     }
 
     /// Queues batch `seq` of `agency`, sent in the session of `epoch`, for the next group
@@ -295,51 +274,62 @@ impl PgStore {
         let what = "record ReadyForLottery";
         let fail = |e: tokio_postgres::Error| self.shared.error(what, &e);
         let mut client = self.shared.client(what).await?;
-        let id = agency_id(agency);
+        let tx = client.transaction().await.map_err(fail)?;
+        let lock = "SELECT epoch, ready FROM agencies WHERE agency = $1 FOR UPDATE";
+        let row = self.lock_agency_row(&tx, what, agency, lock).await?;
+        let Some(row) = row else { return Err(StorageError::Fenced { agency }) };
+        if row.get::<_, Epoch>(0) != epoch {
+            return Err(StorageError::Fenced { agency });
+        }
+        let newly_ready = !row.get::<_, bool>(1);
+        if newly_ready {
+            tx.execute("UPDATE agencies SET ready = true WHERE agency = $1", &[&agency_id(agency)])
+                .await
+                .map_err(fail)?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&READY_CHANNEL, &agency.to_string()])
+                .await
+                .map_err(fail)?;
+        }
+        let ready: i64 = tx
+            .query_one("SELECT count(*) FROM agencies WHERE ready", &[])
+            .await
+            .map_err(fail)?
+            .get(0);
+        tx.commit().await.map_err(fail)?;
+        Ok(Readiness { newly_ready, ready: usize::try_from(ready).unwrap_or(usize::MAX) })
+    }
+
+    /// Runs `lock`, a statement that locks `agency`'s row (`$1`: the agency) and returns it, in
+    /// `tx`, waiting for the row at most [`fence::ROW_WAIT`] at a time. When a central that
+    /// stopped in the middle of its transaction holds the row, that central's session is ended
+    /// and the statement tried again (from a savepoint), for up to [`fence::SESSION_WAIT`]; see
+    /// `fence.rs`. Hello and ReadyForLottery take their agency's row this way.
+    async fn lock_agency_row(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        what: &'static str,
+        agency: AgencyId,
+        lock: &str,
+    ) -> Result<Option<tokio_postgres::Row>, StorageError> {
+        let fail = |e: tokio_postgres::Error| self.shared.error(what, &e);
+        let wait = format!(
+            "SET LOCAL lock_timeout = {}; SAVEPOINT agency_row",
+            fence::ROW_WAIT.as_millis()
+        );
+        tx.batch_execute(&wait).await.map_err(fail)?;
         let started = Instant::now();
         loop {
-            let tx = client.transaction().await.map_err(fail)?;
-            let wait = format!("SET LOCAL lock_timeout = {}", fence::ROW_WAIT.as_millis());
-            tx.batch_execute(&wait).await.map_err(fail)?;
-            let locked = tx
-                .query_opt("SELECT epoch, ready FROM agencies WHERE agency = $1 FOR UPDATE", &[&id])
-                .await;
-            let row = match locked {
-                Ok(row) => row,
-                // Held by a central that stopped in the middle of its transaction, as for Hello.
+            match tx.query_opt(lock, &[&agency_id(agency)]).await {
+                Ok(row) => return Ok(row),
                 Err(e)
                     if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
                         && started.elapsed() < fence::SESSION_WAIT =>
                 {
-                    tx.rollback().await.map_err(fail)?;
-                    self.end_stalled_holders(&client, agency).await.map_err(fail)?;
-                    continue;
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT agency_row").await.map_err(fail)?;
+                    self.end_stalled_holders(&**tx, agency).await.map_err(fail)?;
                 }
                 Err(e) => return Err(fail(e)),
-            };
-            let Some(row) = row else { return Err(StorageError::Fenced { agency }) };
-            if row.get::<_, Epoch>(0) != epoch {
-                return Err(StorageError::Fenced { agency });
             }
-            let newly_ready = !row.get::<_, bool>(1);
-            if newly_ready {
-                tx.execute("UPDATE agencies SET ready = true WHERE agency = $1", &[&id])
-                    .await
-                    .map_err(fail)?;
-                tx.execute("SELECT pg_notify($1, $2)", &[&READY_CHANNEL, &agency.to_string()])
-                    .await
-                    .map_err(fail)?;
-            }
-            let ready: i64 = tx
-                .query_one("SELECT count(*) FROM agencies WHERE ready", &[])
-                .await
-                .map_err(fail)?
-                .get(0);
-            tx.commit().await.map_err(fail)?;
-            return Ok(Readiness {
-                newly_ready,
-                ready: usize::try_from(ready).unwrap_or(usize::MAX),
-            });
         }
     }
 
@@ -347,7 +337,7 @@ impl PgStore {
     /// `fence.rs`), and says so.
     async fn end_stalled_holders(
         &self,
-        client: &tokio_postgres::Client,
+        client: &impl tokio_postgres::GenericClient,
         agency: AgencyId,
     ) -> Result<(), tokio_postgres::Error> {
         let ended = fence::end_stalled_holders(client, agency_id(agency)).await?;
