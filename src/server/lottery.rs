@@ -40,7 +40,6 @@ pub(super) struct Lottery {
     draw: watch::Sender<DrawStatus>,
     /// The agencies whose party has joined the barrier.
     joined: StdMutex<HashSet<AgencyId>>,
-    agencies: usize,
 }
 
 /// Where the draw is.
@@ -56,7 +55,7 @@ impl Lottery {
     pub(super) fn new(agencies: usize) -> Self {
         let (draw, _) = watch::channel(DrawStatus::Pending);
         let joined = StdMutex::default();
-        Self { barrier: Barrier::new(agencies), draw, joined, agencies }
+        Self { barrier: Barrier::new(agencies), draw, joined }
     }
 
     /// The draw's status, to wait on until it is no longer `Pending`.
@@ -140,7 +139,7 @@ impl Shared {
                     Err(_) => {}
                 }
                 let joined = shared.lottery.joined.lock().unwrap_or_else(PoisonError::into_inner).len();
-                if joined >= shared.lottery.agencies {
+                if joined >= shared.config.agencies.get() as usize {
                     return;
                 }
                 tokio::select! {

@@ -386,10 +386,7 @@ impl PgStore {
                     "the draw ran over {bets} bets; the database now holds {stored}: bets were \
                      stored after the draw"
                 );
-                return Err(StorageError::Corrupt {
-                    path: self.shared.target.clone().into(),
-                    reason,
-                });
+                return Err(self.shared.corrupt(reason));
             }
             Some(_) => false,
             None => {
