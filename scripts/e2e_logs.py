@@ -19,9 +19,11 @@ other part is a detail `key: value` whose key (the text up to the last `:`) is n
 import argparse
 import csv
 import os
+import queue
 import re
 import subprocess
 import sys
+import threading
 import time
 
 WINNING_NUMBER = 7574
@@ -77,26 +79,42 @@ def cmd_follow(args):
     """The graders' reading: lines in the order compose prints them, up to the first exit line."""
     child = subprocess.Popen(args.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, encoding="utf-8", errors="replace")
-    deadline = time.monotonic() + args.timeout
+    # A reader thread, so the deadline holds even when compose goes silent (it has: once in CI,
+    # docker-compose 1.29 printed nothing more after the agencies' last lines).
+    lines = queue.Queue()
+
+    def read():
+        for raw in child.stdout:
+            lines.put(raw)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    started = time.monotonic()
+    deadline = started + args.timeout
+    last_line_at = started
     found = False
     until = re.compile(args.until) if args.until else EXIT_LINE
     with open(args.out, "w", encoding="utf-8") as out:
-        # The e2e script runs this under `timeout`, so a silent compose cannot hang it.
-        for raw in child.stdout:
+        while not found:
+            try:
+                raw = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if raw is None:
+                break
+            last_line_at = time.monotonic()
             line = clean(raw)
             out.write(line + "\n")
-            if until.search(line):
-                found = True
-                break
-            if time.monotonic() > deadline:
-                break
+            found = until.search(line) is not None
     child.terminate()
     try:
         child.wait(timeout=10)
     except subprocess.TimeoutExpired:
         child.kill()
     if not found:
-        fail(f"no line matching {until.pattern!r} within {args.timeout}s (see {args.out})")
+        silent = time.monotonic() - last_line_at
+        fail(f"no line matching {until.pattern!r} within {args.timeout:g}s; the last line came "
+             f"{silent:.1f}s before the end (see {args.out})")
 
 
 def graders_parse(line):
