@@ -27,6 +27,8 @@
 # normal run may log `result: fail` or an `action: exit` line of ours.
 # Everything it creates (containers, networks, volumes, the scratch directory, dangling layers)
 # is removed on exit, also on failure; it stops itself after E2E_TIMEOUT seconds (default 900).
+# Exit 75 says the Docker daemon was found stuck (see compose_stalled); any other non-zero exit
+# is a failure.
 # Needs a Docker engine, the local base images (../shared/docker/prepare-local-images.sh; with
 # COMPOSE_V2=1 it installs Compose v2 too), python3 and git. It uses the container names
 # `server` and `clientK`, as the course does, so nothing else may use them meanwhile.
@@ -252,8 +254,9 @@ stalls=0
 # After a `logs -f` that never printed an exit line: succeeds (the run is to be repeated) only
 # when the fault is provably not ours, once per e2e run. Once in CI (Docker 20.10.24, compose
 # 1.29), every agency had logged its winners and exited 0, and from that moment compose printed
-# nothing more, health checks of the central timed out in the daemon and the containers could
-# not be stopped. Our programs had done their part; the daemon had not.
+# nothing more, the daemon's health checks of the central timed out (its own 3 s limit never
+# fired: the exec never ran) and the containers could not be stopped. Our programs had done
+# their part; the daemon had not. Exits 75 when the daemon cannot even remove the containers.
 compose_stalled() {
     local n=$1 log=$2 k states
     states=$(for ((k = 1; k <= n; k++)); do
@@ -271,8 +274,12 @@ compose_stalled() {
     dc down -t 1 >/dev/null 2>&1
     for c in server $(for ((k = 1; k <= n; k++)); do printf 'client%d ' "$k"; done); do
         timeout 30 docker rm -f "$c" >/dev/null 2>&1
-        ! timeout 10 docker container inspect "$c" >/dev/null 2>&1 ||
-            { echo "   the daemon cannot remove $c: it is stuck" >&2; return 1; }
+        # Gone only when the daemon says so: a daemon that does not answer is stuck too.
+        if ! timeout 10 docker container inspect "$c" 2>&1 | grep -q "No such container"; then
+            echo "FAIL: the Docker daemon cannot remove $c: it is stuck (exit 75: .ci/run" \
+                "restarts the daemon and runs this e2e again)" >&2
+            exit 75
+        fi
     done
 }
 ordered_case() {
