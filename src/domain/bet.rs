@@ -103,11 +103,15 @@ impl Document {
     }
 
     fn check(text: &str) -> Result<(), BetError> {
-        let digits_only = text.bytes().all(|b| b.is_ascii_digit());
-        if text.is_empty() || text.len() > DOCUMENT_MAX_DIGITS || !digits_only {
+        if !Self::is_valid(text.as_bytes()) {
             return Err(BetError::new("document", text, "1 to 10 ASCII digits"));
         }
         Ok(())
+    }
+
+    /// The rule on bytes: 1 to 10 ASCII digits (so UTF-8 too).
+    fn is_valid(text: &[u8]) -> bool {
+        (1..=DOCUMENT_MAX_DIGITS).contains(&text.len()) && text.iter().all(u8::is_ascii_digit)
     }
 
     /// The digits.
@@ -224,6 +228,64 @@ impl Bet {
     }
 }
 
+impl Bet {
+    /// The bet's fields, borrowed, as the stores write them.
+    pub fn as_text(&self) -> BetText<'_> {
+        BetText {
+            first_name: self.first_name.as_bytes(),
+            last_name: self.last_name.as_bytes(),
+            document: self.document.as_str().as_bytes(),
+            birthdate: self.birthdate,
+            number: self.number,
+        }
+    }
+}
+
+/// A bet's text fields as an agency sent them: `[first_name, last_name, document]`, UTF-8.
+pub type WireText<'a> = [&'a [u8]; 3];
+
+/// Whether a received bet's text passes every rule on it: each name UTF-8 and valid, the
+/// document 1 to 10 digits. One pass over each field's bytes, UTF-8 included: what the central's
+/// decoder asks of every bet, so that a valid bet's text is looked at once (see
+/// [`check_wire_bet`] for the errors of a bet that does not pass).
+pub fn wire_text_is_valid([first_name, last_name, document]: WireText<'_>) -> bool {
+    utf8_name_is_valid(first_name) && utf8_name_is_valid(last_name) && Document::is_valid(document)
+}
+
+/// Checks a bet as received by the central, its text `text` (UTF-8) and its date and number as
+/// sent, and returns its birthdate and number. `text_passed` says the text already passed
+/// [`wire_text_is_valid`], so only the date and number are left to check.
+///
+/// # Errors
+/// `BetError` naming the first wrong field, in this order: the date as a calendar date, the
+/// document, the number, the first name, the last name, the birthdate against
+/// `latest_birthdate`.
+pub fn check_wire_bet(
+    text: WireText<'_>,
+    text_passed: bool,
+    (year, month, day): (i32, u8, u8),
+    number: u16,
+    latest_birthdate: NaiveDate,
+) -> Result<(NaiveDate, BetNumber), BetError> {
+    let birthdate = NaiveDate::from_ymd_opt(year, month.into(), day.into()).ok_or_else(|| {
+        BetError::new("birthdate", format!("{year:04}-{month:02}-{day:02}"), "a real calendar date")
+    })?;
+    let number = if text_passed {
+        BetNumber::parse(number.into())?
+    } else {
+        // The text is UTF-8 (the caller's promise), so the default is never taken.
+        let [first_name, last_name, document] =
+            text.map(|t| std::str::from_utf8(t).unwrap_or_default());
+        Document::check(document)?;
+        let number = BetNumber::parse(number.into())?;
+        check_name("first_name", first_name)?;
+        check_name("last_name", last_name)?;
+        number
+    };
+    check_birthdate(birthdate, latest_birthdate)?;
+    Ok((birthdate, number))
+}
+
 /// A bet's fields as read from a CSV row, every check of [`Bet::from_text`] passed, the text
 /// borrowed from the row: validating a file needs no allocation per row, and its text fields
 /// are known to be UTF-8 without making `&str`s of them (see [`BetText::from_line`]).
@@ -255,6 +317,21 @@ impl<'a> BetText<'a> {
         check_birthdate(birthdate, latest_birthdate)?;
         let (first_name, last_name) = (first_name.as_bytes(), last_name.as_bytes());
         Ok(Self { first_name, last_name, document: document.as_bytes(), birthdate, number })
+    }
+
+    /// A bet whose text `text` and values passed [`check_wire_bet`] (or come from a [`Bet`]).
+    pub(crate) fn from_checked(
+        text: WireText<'a>,
+        birthdate: NaiveDate,
+        number: BetNumber,
+    ) -> Self {
+        let [first_name, last_name, document] = text;
+        Self { first_name, last_name, document, birthdate, number }
+    }
+
+    /// The document, owned.
+    pub fn to_document(&self) -> Document {
+        Document(self.document().to_owned())
     }
 
     pub fn first_name(&self) -> &'a str {
