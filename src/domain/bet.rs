@@ -594,4 +594,59 @@ mod tests {
         assert!(row("2026-11-28", central).is_ok());
         assert_eq!(latest_birthdate_on(NaiveDate::MAX, Checker::Central), NaiveDate::MAX);
     }
+
+    fn arb_field() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            ".{0,12}".prop_map(String::into_bytes),
+            "[0-9]{0,12}".prop_map(String::into_bytes),
+            "[A-Za-z\u{80}-\u{a0}]{0,4}".prop_map(String::into_bytes),
+            (".{1,2}", 95..110usize).prop_map(|(s, n)| s.repeat(n).into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..8),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_wire_text_check_is_the_rules(
+            first_name in arb_field(),
+            last_name in arb_field(),
+            document in arb_field(),
+            number in proptest::prop_oneof![0..10_000u16, proptest::prelude::any::<u16>()],
+        ) {
+            let text = [&first_name[..], &last_name[..], &document[..]];
+            let passed = wire_text_is_valid(text);
+            let utf8 = text.iter().all(|t| std::str::from_utf8(t).is_ok());
+            proptest::prop_assume!(utf8 || passed);
+            proptest::prop_assert!(utf8, "passing text is UTF-8");
+            let check = |text_passed| check_wire_bet(text, text_passed, (1990, 5, 17), number, today());
+            let by_rules = check(false);
+            if passed {
+                proptest::prop_assert_eq!(check(true), by_rules.clone());
+                let number_ok = number <= NUMBER_MAX;
+                proptest::prop_assert_eq!(by_rules.is_ok(), number_ok);
+            } else {
+                proptest::prop_assert!(by_rules.is_err(), "text failing the rules is refused");
+            }
+        }
+    }
+
+    #[test]
+    fn a_wire_bet_is_checked_field_by_field_in_order() {
+        let ok = [&b"Ana"[..], b"Paz", b"123"];
+        let check = |text, date, number| check_wire_bet(text, false, date, number, today());
+        let field = |r: Result<_, BetError>| r.unwrap_err().field;
+        assert!(check(ok, (1990, 5, 17), 7574).is_ok());
+        assert_eq!(field(check([b"", b"", b"x"], (1990, 2, 30), 10_000)), "birthdate");
+        let err = check(ok, (1990, 2, 30), 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid birthdate \"1990-02-30\": expected a real calendar date"
+        );
+        assert_eq!(field(check([b"", b"", b"x"], (1990, 2, 3), 10_000)), "document");
+        assert_eq!(field(check([b"", b"", b"1"], (1990, 2, 3), 10_000)), "number");
+        assert_eq!(field(check([b"", b"", b"1"], (1990, 2, 3), 1)), "first_name");
+        assert_eq!(field(check([b"A", b"", b"1"], (1990, 2, 3), 1)), "last_name");
+        assert_eq!(field(check([b"A", b"B", b"1"], (2999, 2, 3), 1)), "birthdate");
+    }
 }

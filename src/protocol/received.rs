@@ -241,3 +241,234 @@ fn zigzag_decode(n: u64) -> Option<i32> {
     let n = if n % 2 == 0 { (n / 2) as i64 } else { !(n / 2) as i64 };
     i32::try_from(n).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::codec::FromPayload;
+    use crate::protocol::{CentralCodec, ClientCodec, ServerCodec};
+    use bytes::BufMut;
+    use proptest::prelude::*;
+    use tokio_util::codec::{Decoder, Encoder};
+
+    /// What the central makes of `payload`, as the message it stands for, or the error's text.
+    fn central(payload: &[u8]) -> Result<ClientMessage, String> {
+        match Inbound::from_payload(BytesMut::from(payload)) {
+            Ok(Inbound::Batch(batch)) => Ok(batch.to_message()),
+            Ok(Inbound::Message(message)) => Ok(message),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// What bincode makes of `payload`.
+    fn bincode(payload: &[u8]) -> Result<ClientMessage, String> {
+        crate::protocol::decode::<ClientMessage>(payload).map_err(|e| e.to_string())
+    }
+
+    /// The payload of `message`'s frame.
+    fn payload_of(message: ClientMessage) -> Vec<u8> {
+        let mut frame = BytesMut::new();
+        ClientCodec::with_max_frame_len(crate::protocol::FRAME_LEN_CAP)
+            .encode(message, &mut frame)
+            .unwrap();
+        frame.split_off(crate::protocol::FRAME_HEADER_LEN).to_vec()
+    }
+
+    fn bet(first_name: &str, document: &str) -> WireBet {
+        crate::fixtures::wire_bet(first_name, "Núñez, \"el\" O'Brien", document, 7574)
+    }
+
+    fn batch(bets: Vec<WireBet>) -> Vec<u8> {
+        payload_of(ClientMessage::Batch { seq: 300, bets })
+    }
+
+    #[test]
+    fn a_batch_frame_is_read_in_place_as_bincode_reads_it() {
+        let bets =
+            vec![bet("Ana", "1"), bet("José María", "0123456789"), bet(&"😀".repeat(70), "7")];
+        let payload = batch(bets.clone());
+        let read = ReceivedBatch::parse(BytesMut::from(&payload[..])).expect("read in place");
+        assert_eq!((read.seq(), read.len()), (300, 3));
+        assert_eq!(read.to_message(), ClientMessage::Batch { seq: 300, bets });
+        assert!(read.bets.iter().all(|b| b.text_passed), "valid text passes once read");
+    }
+
+    #[test]
+    fn a_batch_cut_short_at_every_byte_is_bincodes_error() {
+        let payload = batch(vec![bet("Ana", "1"), bet(&"x".repeat(300), "22")]);
+        for cut in 0..payload.len() {
+            let got = central(&payload[..cut]);
+            assert!(got.is_err(), "cut at {cut}: {got:?}");
+            assert_eq!(got, bincode(&payload[..cut]), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_bincodes_error() {
+        let mut payload = batch(vec![bet("Ana", "1")]);
+        payload.push(0);
+        let got = central(&payload);
+        assert!(got.is_err());
+        assert_eq!(got, bincode(&payload));
+    }
+
+    #[test]
+    fn lengths_past_the_end_are_bincodes_errors() {
+        let payload = batch(vec![bet("Ana", "1")]);
+        // variant, seq (251 + u16), count, then the first name's length.
+        let first_len_at = 1 + 3 + 1;
+        assert_eq!(payload[first_len_at], 3);
+        for len in [
+            &[4][..],
+            &[250],
+            &[251, 0xff, 0xff],
+            &[252, 0, 0, 0, 1],
+            &[253, 0, 0, 0, 0, 0, 0, 0, 0x80],
+        ] {
+            let mut broken = payload[..first_len_at].to_vec();
+            broken.extend_from_slice(len);
+            broken.extend_from_slice(&payload[first_len_at + 1..]);
+            let got = central(&broken);
+            assert!(got.is_err(), "{len:?}: {got:?}");
+            assert_eq!(got, bincode(&broken), "{len:?}");
+        }
+        // A count of more bets than the frame holds reserves no room for them.
+        let mut huge_count = payload[..4].to_vec();
+        huge_count.extend_from_slice(&[253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        huge_count.extend_from_slice(&payload[5..]);
+        assert_eq!(central(&huge_count), bincode(&huge_count));
+        assert!(central(&huge_count).is_err());
+    }
+
+    #[test]
+    fn bad_utf8_in_any_text_field_is_bincodes_error() {
+        let valid = bet("Ana", "12");
+        for field in 0..3 {
+            for bad in [&[0xff][..], &[0xc3], &[0xed, 0xa0, 0x80], &[b'A', 0xc0, 0x80]] {
+                let mut payload = batch(vec![valid.clone(), valid.clone()]);
+                // The second bet's text: after the header (5 bytes) and the first bet.
+                let first_bet_len = WireBetRef::from(&valid).frame_len() - 5;
+                let mut at = 5 + first_bet_len;
+                for _ in 0..field {
+                    at += 1 + usize::from(payload[at]);
+                }
+                let len = usize::from(payload[at]);
+                payload.splice(
+                    at..at + 1 + len,
+                    [bad.len() as u8].into_iter().chain(bad.iter().copied()),
+                );
+                let got = central(&payload);
+                assert!(got.is_err(), "field {field}, {bad:?}: {got:?}");
+                assert_eq!(got, bincode(&payload), "field {field}, {bad:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn text_that_fails_the_rules_is_read_and_left_to_them() {
+        for (first_name, document) in
+            [("", "1"), ("\u{85}", "1"), ("Ana", ""), ("Ana", "12345678901"), ("Ana", "١٢")]
+        {
+            let payload = batch(vec![bet(first_name, document)]);
+            let read = ReceivedBatch::parse(BytesMut::from(&payload[..])).expect("UTF-8: read");
+            assert!(!read.bets[0].text_passed, "{first_name:?} {document:?}");
+            assert_eq!(central(&payload), bincode(&payload));
+        }
+    }
+
+    #[test]
+    fn varints_written_long_are_read_as_bincode_reads_them() {
+        // seq 5 as 251 + u16, count 1 as 252 + u32, the number as 253 + u64.
+        let mut payload = vec![5, 251, 5, 0, 252, 1, 0, 0, 0];
+        payload.extend_from_slice(&[1, b'A', 1, b'B', 1, b'1', 2, 1, 1]);
+        payload.extend_from_slice(&[253, 7, 0, 0, 0, 0, 0, 0, 0]);
+        let got = central(&payload);
+        assert!(got.is_ok(), "{got:?}");
+        assert_eq!(got, bincode(&payload));
+        // 254 and 255 are never varints.
+        for marker in [254, 255] {
+            let mut bad = payload.clone();
+            bad[1] = marker;
+            assert!(central(&bad).is_err());
+            assert_eq!(central(&bad), bincode(&bad));
+        }
+    }
+
+    #[test]
+    fn the_central_codec_refuses_what_the_server_codec_refuses_in_the_same_words() {
+        let payload = batch(vec![bet("Ana", "1"), bet("Paz", "2")]);
+        for cut in 0..payload.len() {
+            let mut frame = BytesMut::new();
+            frame.put_u32(cut as u32);
+            frame.extend_from_slice(&payload[..cut]);
+            let central = CentralCodec::new().decode(&mut frame.clone()).unwrap_err().to_string();
+            let server = ServerCodec::new().decode(&mut frame).unwrap_err().to_string();
+            assert_eq!(central, server, "cut at {cut}");
+        }
+    }
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => ".{0,20}",
+            1 => "[A-Za-zñ ,\"']{0,8}",
+            1 => (".{1,3}", 80..140usize).prop_map(|(s, n)| s.repeat(n)),
+        ]
+    }
+
+    fn arb_bet() -> impl Strategy<Value = WireBet> {
+        let year = prop_oneof![any::<i32>(), 1900..2030i32];
+        let number = prop_oneof![any::<u16>(), 0..10_000u16];
+        (arb_text(), arb_text(), "[0-9]{0,11}", year, any::<(u8, u8)>(), number).prop_map(
+            |(first_name, last_name, document, year, (month, day), number)| WireBet {
+                first_name,
+                last_name,
+                document,
+                birthdate: WireDate { year, month, day },
+                number,
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_batch_is_read_in_place_as_bincode_reads_it(
+            seq in any::<u64>(),
+            bets in proptest::collection::vec(arb_bet(), 0..5),
+        ) {
+            let message = ClientMessage::Batch { seq, bets };
+            let payload = payload_of(message.clone());
+            let read = ReceivedBatch::parse(BytesMut::from(&payload[..]));
+            prop_assert!(read.is_ok(), "every valid Batch is read in place");
+            prop_assert_eq!(read.unwrap().to_message(), message.clone());
+            let by_hand = ReceivedBatch::from_bets(seq, match &message {
+                ClientMessage::Batch { bets, .. } => bets,
+                _ => unreachable!(),
+            });
+            prop_assert_eq!(by_hand.to_message(), message);
+        }
+
+        #[test]
+        fn any_broken_batch_meets_bincodes_answer(
+            bets in proptest::collection::vec(arb_bet(), 1..4),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut payload = batch(bets);
+            for (at, byte) in edits {
+                let at = at.index(payload.len());
+                payload[at] = byte;
+            }
+            payload.truncate(cut.index(payload.len() + 1).max(1));
+            payload[0] = 5;
+            prop_assert_eq!(central(&payload), bincode(&payload));
+        }
+
+        #[test]
+        fn random_bytes_after_the_batch_tag_meet_bincodes_answer(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let payload: Vec<u8> = std::iter::once(5).chain(bytes).collect();
+            prop_assert_eq!(central(&payload), bincode(&payload));
+        }
+    }
+}
