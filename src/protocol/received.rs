@@ -125,10 +125,12 @@ impl ReceivedBet {
         self.text_passed
     }
 
+    /// Its birthdate as sent (not yet known to be a real date).
     pub fn birthdate(&self) -> WireDate {
         self.birthdate
     }
 
+    /// Its number as sent (not yet known to be 0..=9999).
     pub fn number(&self) -> u16 {
         self.number
     }
