@@ -7,7 +7,8 @@
 use libfuzzer_sys::fuzz_target;
 use lottery::config::AgencyTokens;
 use lottery::protocol::{
-    ClientMessage, MAX_BATCH_BYTES, PROTOCOL_VERSION, WireBet, WireDate, batch_end_frame_max_len,
+    ClientMessage, MAX_BATCH_BYTES, PROTOCOL_VERSION, WireBet, WireBetRef, WireDate,
+    batch_end_frame_max_len,
 };
 use lottery::server::session::{Rules, Session, Step};
 
@@ -90,8 +91,8 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(Some(agency), before, "stored only for the session's agency");
                 assert!(seq >= 1 && !bets.is_empty(), "batches are numbered from 1 and hold bets");
                 assert!(bets.len() <= rules.batch_max_bets.get());
-                assert!(bets.iter().all(|b| b.agency == agency));
-                let wire: usize = bets.iter().map(|b| WireBet::from_bet(b).frame_len()).sum();
+                assert_eq!(bets.agency(), agency);
+                let wire: usize = bets.iter().map(|b| WireBetRef::from_text(&b).frame_len()).sum();
                 assert!(wire + batch_end_frame_max_len() <= MAX_BATCH_BYTES);
             }
             Step::Reject { agency, .. } | Step::Ready(agency) => {

@@ -103,11 +103,15 @@ impl Document {
     }
 
     fn check(text: &str) -> Result<(), BetError> {
-        let digits_only = text.bytes().all(|b| b.is_ascii_digit());
-        if text.is_empty() || text.len() > DOCUMENT_MAX_DIGITS || !digits_only {
+        if !Self::is_valid(text.as_bytes()) {
             return Err(BetError::new("document", text, "1 to 10 ASCII digits"));
         }
         Ok(())
+    }
+
+    /// The rule on bytes: 1 to 10 ASCII digits (so UTF-8 too).
+    fn is_valid(text: &[u8]) -> bool {
+        (1..=DOCUMENT_MAX_DIGITS).contains(&text.len()) && text.iter().all(u8::is_ascii_digit)
     }
 
     /// The digits.
@@ -224,6 +228,64 @@ impl Bet {
     }
 }
 
+impl Bet {
+    /// The bet's fields, borrowed, as the stores write them.
+    pub fn as_text(&self) -> BetText<'_> {
+        BetText {
+            first_name: self.first_name.as_bytes(),
+            last_name: self.last_name.as_bytes(),
+            document: self.document.as_str().as_bytes(),
+            birthdate: self.birthdate,
+            number: self.number,
+        }
+    }
+}
+
+/// A bet's text fields as an agency sent them: `[first_name, last_name, document]`, UTF-8.
+pub type WireText<'a> = [&'a [u8]; 3];
+
+/// Whether a received bet's text passes every rule on it: each name UTF-8 and valid, the
+/// document 1 to 10 digits. One pass over each field's bytes, UTF-8 included: what the central's
+/// decoder asks of every bet, so that a valid bet's text is looked at once (see
+/// [`check_wire_bet`] for the errors of a bet that does not pass).
+pub fn wire_text_is_valid([first_name, last_name, document]: WireText<'_>) -> bool {
+    utf8_name_is_valid(first_name) && utf8_name_is_valid(last_name) && Document::is_valid(document)
+}
+
+/// Checks a bet as received by the central, its text `text` (UTF-8) and its date and number as
+/// sent, and returns its birthdate and number. `text_passed` says the text already passed
+/// [`wire_text_is_valid`], so only the date and number are left to check.
+///
+/// # Errors
+/// `BetError` naming the first wrong field, in this order: the date as a calendar date, the
+/// document, the number, the first name, the last name, the birthdate against
+/// `latest_birthdate`.
+pub fn check_wire_bet(
+    text: WireText<'_>,
+    text_passed: bool,
+    (year, month, day): (i32, u8, u8),
+    number: u16,
+    latest_birthdate: NaiveDate,
+) -> Result<(NaiveDate, BetNumber), BetError> {
+    let birthdate = NaiveDate::from_ymd_opt(year, month.into(), day.into()).ok_or_else(|| {
+        BetError::new("birthdate", format!("{year:04}-{month:02}-{day:02}"), "a real calendar date")
+    })?;
+    let number = if text_passed {
+        BetNumber::parse(number.into())?
+    } else {
+        // The text is UTF-8 (the caller's promise), so the default is never taken.
+        let [first_name, last_name, document] =
+            text.map(|t| std::str::from_utf8(t).unwrap_or_default());
+        Document::check(document)?;
+        let number = BetNumber::parse(number.into())?;
+        check_name("first_name", first_name)?;
+        check_name("last_name", last_name)?;
+        number
+    };
+    check_birthdate(birthdate, latest_birthdate)?;
+    Ok((birthdate, number))
+}
+
 /// A bet's fields as read from a CSV row, every check of [`Bet::from_text`] passed, the text
 /// borrowed from the row: validating a file needs no allocation per row, and its text fields
 /// are known to be UTF-8 without making `&str`s of them (see [`BetText::from_line`]).
@@ -255,6 +317,21 @@ impl<'a> BetText<'a> {
         check_birthdate(birthdate, latest_birthdate)?;
         let (first_name, last_name) = (first_name.as_bytes(), last_name.as_bytes());
         Ok(Self { first_name, last_name, document: document.as_bytes(), birthdate, number })
+    }
+
+    /// A bet whose text `text` and values passed [`check_wire_bet`] (or come from a [`Bet`]).
+    pub(crate) fn from_checked(
+        text: WireText<'a>,
+        birthdate: NaiveDate,
+        number: BetNumber,
+    ) -> Self {
+        let [first_name, last_name, document] = text;
+        Self { first_name, last_name, document, birthdate, number }
+    }
+
+    /// The document, owned.
+    pub fn to_document(&self) -> Document {
+        Document(self.document().to_owned())
     }
 
     pub fn first_name(&self) -> &'a str {
@@ -516,5 +593,60 @@ mod tests {
         assert!(err.to_string().contains("a day after today in UTC"), "{err}");
         assert!(row("2026-11-28", central).is_ok());
         assert_eq!(latest_birthdate_on(NaiveDate::MAX, Checker::Central), NaiveDate::MAX);
+    }
+
+    fn arb_field() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            ".{0,12}".prop_map(String::into_bytes),
+            "[0-9]{0,12}".prop_map(String::into_bytes),
+            "[A-Za-z\u{80}-\u{a0}]{0,4}".prop_map(String::into_bytes),
+            (".{1,2}", 95..110usize).prop_map(|(s, n)| s.repeat(n).into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..8),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_wire_text_check_is_the_rules(
+            first_name in arb_field(),
+            last_name in arb_field(),
+            document in arb_field(),
+            number in proptest::prop_oneof![0..10_000u16, proptest::prelude::any::<u16>()],
+        ) {
+            let text = [&first_name[..], &last_name[..], &document[..]];
+            let passed = wire_text_is_valid(text);
+            let utf8 = text.iter().all(|t| std::str::from_utf8(t).is_ok());
+            proptest::prop_assume!(utf8 || passed);
+            proptest::prop_assert!(utf8, "passing text is UTF-8");
+            let check = |text_passed| check_wire_bet(text, text_passed, (1990, 5, 17), number, today());
+            let by_rules = check(false);
+            if passed {
+                proptest::prop_assert_eq!(check(true), by_rules.clone());
+                let number_ok = number <= NUMBER_MAX;
+                proptest::prop_assert_eq!(by_rules.is_ok(), number_ok);
+            } else {
+                proptest::prop_assert!(by_rules.is_err(), "text failing the rules is refused");
+            }
+        }
+    }
+
+    #[test]
+    fn a_wire_bet_is_checked_field_by_field_in_order() {
+        let ok = [&b"Ana"[..], b"Paz", b"123"];
+        let check = |text, date, number| check_wire_bet(text, false, date, number, today());
+        let field = |r: Result<_, BetError>| r.unwrap_err().field;
+        assert!(check(ok, (1990, 5, 17), 7574).is_ok());
+        assert_eq!(field(check([b"", b"", b"x"], (1990, 2, 30), 10_000)), "birthdate");
+        let err = check(ok, (1990, 2, 30), 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid birthdate \"1990-02-30\": expected a real calendar date"
+        );
+        assert_eq!(field(check([b"", b"", b"x"], (1990, 2, 3), 10_000)), "document");
+        assert_eq!(field(check([b"", b"", b"1"], (1990, 2, 3), 10_000)), "number");
+        assert_eq!(field(check([b"", b"", b"1"], (1990, 2, 3), 1)), "first_name");
+        assert_eq!(field(check([b"A", b"", b"1"], (1990, 2, 3), 1)), "last_name");
+        assert_eq!(field(check([b"A", b"B", b"1"], (2999, 2, 3), 1)), "birthdate");
     }
 }

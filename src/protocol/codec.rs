@@ -17,12 +17,11 @@ use std::marker::PhantomData;
 
 use bytes::{BufMut, BytesMut};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 use super::{
-    ClientMessage, EncodedBatchMessage, FRAME_HEADER_LEN, FRAME_LEN_CAP, MAX_FRAME_LEN,
-    ServerMessage,
+    ClientMessage, EncodedBatchMessage, FRAME_HEADER_LEN, FRAME_LEN_CAP, Inbound, MAX_FRAME_LEN,
+    ReceivedBatch, ServerMessage,
 };
 
 /// What goes wrong turning bytes into messages and back. Any of these ends the connection.
@@ -50,8 +49,12 @@ pub struct MessageCodec<In, Out> {
     _types: PhantomData<fn(Out) -> In>,
 }
 
-/// The central's side: reads `ClientMessage`, writes `ServerMessage`.
+/// The central's side as tools and tests speak it: reads every `ClientMessage` through bincode,
+/// writes `ServerMessage`.
 pub type ServerCodec = MessageCodec<ClientMessage, ServerMessage>;
+/// The central's own side: reads the same messages, a `Batch` in place ([`Inbound`]), and
+/// writes `ServerMessage`.
+pub type CentralCodec = MessageCodec<Inbound, ServerMessage>;
 /// The agency's side: reads `ServerMessage`, writes `ClientMessage`.
 pub type ClientCodec = MessageCodec<ServerMessage, ClientMessage>;
 
@@ -78,7 +81,37 @@ impl<In, Out> Default for MessageCodec<In, Out> {
     }
 }
 
-impl<In: DeserializeOwned, Out> Decoder for MessageCodec<In, Out> {
+/// What a codec makes of a whole frame's payload.
+pub trait FromPayload: Sized {
+    /// # Errors
+    /// bincode's error for a payload that is not one whole `Self`.
+    fn from_payload(payload: BytesMut) -> Result<Self, bincode::Error>;
+}
+
+impl FromPayload for ClientMessage {
+    fn from_payload(payload: BytesMut) -> Result<Self, bincode::Error> {
+        super::decode(&payload)
+    }
+}
+
+impl FromPayload for ServerMessage {
+    fn from_payload(payload: BytesMut) -> Result<Self, bincode::Error> {
+        super::decode(&payload)
+    }
+}
+
+/// A `Batch` is read in place; anything else, or a payload that reader gives back, goes
+/// through bincode, so every refusal is bincode's.
+impl FromPayload for Inbound {
+    fn from_payload(payload: BytesMut) -> Result<Self, bincode::Error> {
+        match ReceivedBatch::parse(payload) {
+            Ok(batch) => Ok(Self::Batch(batch)),
+            Err(payload) => super::decode::<ClientMessage>(&payload).map(Self::from),
+        }
+    }
+}
+
+impl<In: FromPayload, Out> Decoder for MessageCodec<In, Out> {
     type Item = In;
     type Error = CodecError;
 
@@ -107,7 +140,7 @@ impl<In: DeserializeOwned, Out> Decoder for MessageCodec<In, Out> {
             }
             Err(e) => return Err(e.into()),
         };
-        super::decode(&frame).map(Some).map_err(CodecError::Decode)
+        In::from_payload(frame).map(Some).map_err(CodecError::Decode)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {

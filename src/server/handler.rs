@@ -29,7 +29,7 @@ use super::replies::{BatchOutcome, Outgoing, PendingAck, front_ack};
 use super::session::{Session, Step};
 use crate::domain::{AgencyId, Draw};
 use crate::protocol::{
-    ClientMessage, CodecError, ErrorCode, MAX_BATCHES_IN_FLIGHT, PROTOCOL_VERSION, ServerCodec,
+    CentralCodec, CodecError, ErrorCode, Inbound, MAX_BATCHES_IN_FLIGHT, PROTOCOL_VERSION,
     ServerMessage, WINNERS_PER_FRAME,
 };
 use crate::storage::StorageError;
@@ -52,7 +52,7 @@ pub(super) enum HandlerError {
 /// One connection's task.
 pub(super) struct Handler {
     shared: Arc<Shared>,
-    frames: Framed<TcpStream, ServerCodec>,
+    frames: Framed<TcpStream, CentralCodec>,
     peer: SocketAddr,
     /// Cancelled when the central shuts down or a newer connection takes over this agency.
     token: CancellationToken,
@@ -77,7 +77,7 @@ impl Handler {
         server_token: &CancellationToken,
         newcomer: Newcomer,
     ) -> Self {
-        let codec = ServerCodec::with_max_frame_len(shared.config.max_frame_bytes);
+        let codec = CentralCodec::with_max_frame_len(shared.config.max_frame_bytes);
         let frames = Framed::new(stream, codec);
         let session = Session::new(&shared.rules);
         let token = server_token.child_token();
@@ -230,7 +230,7 @@ impl Handler {
 
     /// The next message; `None` when the peer closed, the central is shutting down, or a newer
     /// connection took over.
-    async fn next(&mut self) -> Result<Option<ClientMessage>, HandlerError> {
+    async fn next(&mut self) -> Result<Option<Inbound>, HandlerError> {
         let config = &self.shared.config;
         let (deadline, limit, what) = match self.session.agency() {
             None => (self.connected_at + config.hello_timeout, config.hello_timeout, "Hello"),
@@ -268,7 +268,7 @@ impl Handler {
     }
 
     /// Says goodbye when the token was cancelled, and why.
-    async fn cancelled(&mut self) -> Result<Option<ClientMessage>, HandlerError> {
+    async fn cancelled(&mut self) -> Result<Option<Inbound>, HandlerError> {
         let farewell = if self.server_token.is_cancelled() {
             let message = "the central is shutting down; unacknowledged bets were not stored";
             ServerMessage::Error { code: ErrorCode::ShuttingDown, message: message.into() }
@@ -362,7 +362,7 @@ impl Handler {
                 Some(Err(e)) => return Err(protocol(ErrorCode::Malformed, e.to_string())),
                 Some(Ok(message)) => message,
             };
-            match self.session.while_waiting(&message) {
+            match self.session.while_waiting_for(&message) {
                 Step::Reply(reply) => self.send(reply).await?,
                 Step::Close { code, message } => return Err(protocol(code, message)),
                 _ => {}

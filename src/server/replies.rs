@@ -7,7 +7,7 @@ use std::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::handler::{HandlerError, protocol};
-use crate::domain::{AgencyId, Bet};
+use crate::domain::{AgencyId, BetBatch};
 use crate::protocol::{ErrorCode, RejectReason, ServerMessage};
 use crate::storage::{Ack, StorageError, Stored};
 
@@ -23,7 +23,7 @@ pub(super) struct PendingAck {
     pub(super) agency: AgencyId,
     pub(super) seq: u64,
     pub(super) count: usize,
-    pub(super) bets: Option<Vec<Bet>>,
+    pub(super) bets: Option<BetBatch>,
     pub(super) ack: Ack,
     /// When the batch was read: the start of its acknowledgement latency.
     pub(super) read_at: Instant,
@@ -53,8 +53,8 @@ impl PendingAck {
                 BatchOutcome::Stored.count(agency, count);
                 debug!(action = "agency_progress", result = "in_progress", agency = %agency, lotes = seq);
                 info!(action = "apuesta_recibida", result = "success", cantidad = count, agency = %agency, seq);
-                for bet in bets.iter().flatten() {
-                    debug!(action = "apuesta_almacenada", result = "success", dni = %bet.document, numero = %bet.number);
+                for bet in bets.iter().flat_map(BetBatch::iter) {
+                    debug!(action = "apuesta_almacenada", result = "success", dni = %bet.document(), numero = %bet.number);
                 }
                 Ok(ServerMessage::BatchAccepted { seq, count: count as u32 })
             }

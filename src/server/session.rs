@@ -7,13 +7,14 @@
 
 use std::num::{NonZeroU32, NonZeroUsize};
 
+use bytes::BytesMut;
 use chrono::NaiveDate;
 
 use crate::config::{AgencyTokens, ServerConfig};
-use crate::domain::{AgencyId, Bet};
+use crate::domain::{AgencyId, BetBatch, CheckedBet, check_wire_bet};
 use crate::protocol::{
-    ClientMessage, ErrorCode, MAX_BATCH_BYTES, PROTOCOL_VERSION, RejectReason, ServerMessage,
-    WireBet, batch_end_frame_max_len,
+    ClientMessage, ErrorCode, Inbound, MAX_BATCH_BYTES, PROTOCOL_VERSION, ReceivedBatch,
+    ReceivedBet, RejectReason, ServerMessage, WireBet, WireDate, batch_end_frame_max_len,
 };
 
 /// What the central accepts from an agency.
@@ -48,7 +49,7 @@ pub enum Step {
     /// `Hello` accepted: take over the agency's session, then answer `Welcome`.
     Welcome(AgencyId),
     /// A whole, valid batch: store it, then acknowledge it.
-    Store { agency: AgencyId, seq: u64, bets: Vec<Bet> },
+    Store { agency: AgencyId, seq: u64, bets: BetBatch },
     /// A batch refused whole: nothing of it is stored.
     Reject { agency: AgencyId, seq: u64, count: usize, reason: RejectReason, message: String },
     /// The agency has sent everything: count it in and, after the draw, send its winners.
@@ -81,31 +82,32 @@ impl Session {
         self.batch.count
     }
 
-    /// What `message` means at this point of the session.
-    pub fn on_message(&mut self, message: ClientMessage, rules: &Rules) -> Step {
+    /// What `message` (a [`ClientMessage`] or what the central's codec reads) means at this
+    /// point of the session.
+    pub fn on_message(&mut self, message: impl Into<Inbound>, rules: &Rules) -> Step {
+        let message = message.into();
         let Some(agency) = self.agency else {
             return match message {
-                ClientMessage::Hello { version, agency, token } => {
+                Inbound::Message(ClientMessage::Hello { version, agency, token }) => {
                     self.hello(version, agency, token.as_deref(), rules)
                 }
-                ClientMessage::Ping => Step::Reply(ServerMessage::Pong),
+                Inbound::Message(ClientMessage::Ping) => Step::Reply(ServerMessage::Pong),
                 _ => close(ErrorCode::HelloRequired, "the first message must be Hello"),
             };
         };
+        let message = match message {
+            Inbound::Batch(batch) => return self.whole_batch(batch, agency),
+            Inbound::Message(message) => message,
+        };
         match message {
             ClientMessage::Bet(bet) => {
-                self.batch.push(bet, agency);
+                self.batch.push_bet(&bet);
                 Step::Continue
             }
             ClientMessage::BetBatchEnd { seq } => self.end_batch(agency, seq),
-            ClientMessage::Batch { .. } if self.batch.count > 0 => {
-                close(ErrorCode::Malformed, "a Batch inside a batch of Bet messages")
-            }
+            // Built by hand rather than read by the central's codec: checked the same way.
             ClientMessage::Batch { seq, bets } => {
-                for bet in bets {
-                    self.batch.push(bet, agency);
-                }
-                self.end_batch(agency, seq)
+                self.whole_batch(ReceivedBatch::from_bets(seq, &bets), agency)
             }
             ClientMessage::ReadyForLottery if self.batch.count > 0 => {
                 close(ErrorCode::AgencyClosed, "ReadyForLottery inside a batch")
@@ -122,10 +124,21 @@ impl Session {
     /// `Ping` (the agency checking the central is alive) is answered; anything else ends the
     /// session, since the agency declared it had sent everything.
     pub fn while_waiting(&self, message: &ClientMessage) -> Step {
-        match message {
-            ClientMessage::Ping => Step::Reply(ServerMessage::Pong),
-            _ => close(ErrorCode::AgencyClosed, "only Ping is accepted while waiting for the draw"),
+        waiting(matches!(message, ClientMessage::Ping))
+    }
+
+    /// [`Session::while_waiting`], for what the central's codec reads.
+    pub fn while_waiting_for(&self, message: &Inbound) -> Step {
+        waiting(matches!(message, Inbound::Message(ClientMessage::Ping)))
+    }
+
+    /// A `Batch` message: its bets, then its end.
+    fn whole_batch(&mut self, batch: ReceivedBatch, agency: AgencyId) -> Step {
+        if self.batch.count > 0 {
+            return close(ErrorCode::Malformed, "a Batch inside a batch of Bet messages");
         }
+        let seq = self.batch.push_frame(batch);
+        self.end_batch(agency, seq)
     }
 
     fn end_batch(&mut self, agency: AgencyId, seq: u64) -> Step {
@@ -142,7 +155,10 @@ impl Session {
             Some((reason, message)) => {
                 Step::Reject { agency, seq, count: batch.count, reason, message }
             }
-            None => Step::Store { agency, seq, bets: batch.bets },
+            None => {
+                let bets = BetBatch::new(agency, batch.bytes.freeze(), batch.bets);
+                Step::Store { agency, seq, bets }
+            }
         }
     }
 
@@ -172,13 +188,26 @@ fn close(code: ErrorCode, message: impl Into<String>) -> Step {
     Step::Close { code, message: message.into() }
 }
 
+fn waiting(ping: bool) -> Step {
+    if ping {
+        Step::Reply(ServerMessage::Pong)
+    } else {
+        close(ErrorCode::AgencyClosed, "only Ping is accepted while waiting for the draw")
+    }
+}
+
 /// The bets of the batch being received. Past the first problem, bets are counted and dropped,
 /// so a bad or oversized batch holds no memory; it is rejected whole at its `BetBatchEnd`.
 #[derive(Debug)]
 struct PendingBatch {
-    bets: Vec<Bet>,
+    /// The bytes the bets' text is in: a `Batch` frame's payload, or the bets of `Bet`
+    /// messages written one after another.
+    bytes: BytesMut,
+    /// The valid bets so far, their text in `bytes`.
+    bets: Vec<CheckedBet>,
     count: usize,
-    bytes: usize,
+    /// The bets' size as `Bet` frames, the measure of the 8 kB rule.
+    wire_len: usize,
     max_bets: usize,
     problem: Option<(RejectReason, String)>,
     /// The latest birthdate accepted, read from the clock once per batch.
@@ -188,36 +217,63 @@ struct PendingBatch {
 impl PendingBatch {
     fn new(max_bets: usize) -> Self {
         Self {
+            bytes: BytesMut::new(),
             bets: Vec::new(),
             count: 0,
-            bytes: 0,
+            wire_len: 0,
             max_bets,
             problem: None,
             latest_birthdate: None,
         }
     }
 
-    fn push(&mut self, bet: WireBet, agency: AgencyId) {
+    /// Takes a whole `Batch` frame's bets (into an empty batch) and returns its `seq`.
+    fn push_frame(&mut self, batch: ReceivedBatch) -> u64 {
+        let (seq, bytes, bets) = batch.into_parts();
+        self.bytes = bytes;
+        self.bets.reserve_exact(bets.len().min(self.max_bets));
+        for bet in &bets {
+            self.push(bet);
+        }
+        seq
+    }
+
+    /// Takes a `Bet` message's bet, writing it after the others.
+    fn push_bet(&mut self, bet: &WireBet) {
+        if self.problem.is_some() {
+            self.count += 1;
+            return;
+        }
+        let bet = ReceivedBet::append(&mut self.bytes, bet);
+        self.push(&bet);
+    }
+
+    /// Checks `bet`, whose text is in `self.bytes`, against the batch's limits and the rules.
+    fn push(&mut self, bet: &ReceivedBet) {
         self.count += 1;
-        let bytes = self.bytes.saturating_add(bet.frame_len());
         if self.problem.is_some() {
             return;
         }
+        let wire_len = self.wire_len.saturating_add(bet.frame_len(&self.bytes));
         // The batch end frame is a few more bytes; the limit leaves room for it.
         let problem = if self.count > self.max_bets {
             let message = format!("more than {} bets in one batch", self.max_bets);
             Some((RejectReason::TooManyBets, message))
-        } else if bytes + batch_end_frame_max_len() > MAX_BATCH_BYTES {
+        } else if wire_len + batch_end_frame_max_len() > MAX_BATCH_BYTES {
             let message = format!("batch exceeds {MAX_BATCH_BYTES} bytes on the wire");
             Some((RejectReason::TooLarge, message))
         } else {
-            self.bytes = bytes;
+            self.wire_len = wire_len;
             let latest = *self.latest_birthdate.get_or_insert_with(|| {
                 crate::domain::latest_birthdate(crate::domain::Checker::Central)
             });
-            match bet.into_bet(agency, latest) {
-                Ok(bet) => {
-                    self.bets.push(bet);
+            let WireDate { year, month, day } = bet.birthdate();
+            let text = bet.text(&self.bytes);
+            match check_wire_bet(text, bet.text_passed(), (year, month, day), bet.number(), latest)
+            {
+                Ok((birthdate, number)) => {
+                    let text = bet.text_ranges().clone();
+                    self.bets.push(CheckedBet { text, birthdate, number });
                     None
                 }
                 Err(e) => Some((RejectReason::InvalidBet, format!("bet {}: {e}", self.count))),
@@ -225,6 +281,7 @@ impl PendingBatch {
         };
         if problem.is_some() {
             self.bets = Vec::new();
+            self.bytes = BytesMut::new();
             self.problem = problem;
         }
     }

@@ -32,7 +32,7 @@ use super::files::Files;
 use super::journal::Record;
 use super::ledger::AgencyProgress;
 use super::{MAX_GROUP_BYTES, Shared, Stored, rows};
-use crate::domain::{AgencyId, Bet, Document, has_won};
+use crate::domain::{AgencyId, Bets, Document, is_winning};
 
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -77,11 +77,16 @@ impl Shared {
     /// Batches are committed in the order they are submitted; the [`Committer`] (or any
     /// [`Shared::commit_queued`]) commits them. This is how a connection keeps several batches in
     /// flight.
-    pub(super) fn submit(&self, agency: AgencyId, seq: u64, bets: &[Bet]) -> Ack {
+    pub(super) fn submit(&self, agency: AgencyId, seq: u64, bets: &(impl Bets + ?Sized)) -> Ack {
         let rows = rows::encode_rows(bets);
-        let winners = bets.iter().filter(|b| has_won(b)).map(|b| b.document.clone()).collect();
+        let winners = bets
+            .bet_texts()
+            .filter(|(_, bet)| is_winning(bet.number))
+            .map(|(_, bet)| bet.to_document())
+            .collect();
         let (done, answer) = oneshot::channel();
-        let pending = Pending { agency, seq, bets: bets.len() as u64, rows, winners, done };
+        let count = bets.bet_count() as u64;
+        let pending = Pending { agency, seq, bets: count, rows, winners, done };
         self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(pending);
         self.queued.notify_one();
         Ack(answer)

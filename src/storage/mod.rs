@@ -56,7 +56,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{Mutex, Notify};
 
-use crate::domain::{AgencyId, Bet, Draw};
+use crate::domain::{AgencyId, Bets, Draw};
 use commit::{Committer, Pending};
 use error::interrupted;
 use files::Files;
@@ -268,7 +268,7 @@ impl BetStore {
         &self,
         agency: AgencyId,
         seq: u64,
-        bets: &[Bet],
+        bets: &(impl Bets + ?Sized),
     ) -> Result<Stored, StorageError> {
         let ack = self.submit(agency, seq, bets);
         self.commit_queued().await;
@@ -279,7 +279,7 @@ impl BetStore {
     /// Queues batch `seq` of `agency` for the next group commit and returns its answer to await.
     /// Batches are committed in the order they are submitted, by the store's committer task.
     /// This is how a connection keeps several batches in flight.
-    pub fn submit(&self, agency: AgencyId, seq: u64, bets: &[Bet]) -> Ack {
+    pub fn submit(&self, agency: AgencyId, seq: u64, bets: &(impl Bets + ?Sized)) -> Ack {
         self.shared.submit(agency, seq, bets)
     }
 

@@ -12,7 +12,7 @@ use chrono::NaiveDate;
 
 use super::StorageError;
 use crate::csv_rows::{csv_reader, fields, record_line};
-use crate::domain::{AgencyId, Bet, BetError, write_date};
+use crate::domain::{AgencyId, Bet, BetError, Bets, write_date};
 
 /// Writes `bets` as bets-file rows, Python `csv.writer` style.
 ///
@@ -25,19 +25,20 @@ pub fn store_bets(mut out: impl io::Write, bets: &[Bet]) -> io::Result<()> {
 /// The bets-file rows of `bets`, exactly as Python's `csv.writer` (`QUOTE_MINIMAL`, `\r\n`)
 /// writes them. Written by hand: it is on every stored bet's path, and only the names can need
 /// quoting (the other fields are digits and dashes).
-pub(crate) fn encode_rows(bets: &[Bet]) -> Vec<u8> {
-    let mut rows = Vec::with_capacity(bets.len() * 64);
+pub(crate) fn encode_rows(bets: &(impl Bets + ?Sized)) -> Vec<u8> {
+    let mut rows = Vec::with_capacity(bets.bet_count() * 64);
     let mut agency = itoa::Buffer::new();
     let mut number = itoa::Buffer::new();
     let mut date = [0; 10];
-    for bet in bets {
-        rows.extend_from_slice(agency.format(bet.agency.get()).as_bytes());
+    for (id, bet) in bets.bet_texts() {
+        let [first_name, last_name, document] = bet.text_bytes();
+        rows.extend_from_slice(agency.format(id.get()).as_bytes());
         rows.push(b',');
-        push_field(&mut rows, &bet.first_name);
+        push_field(&mut rows, first_name);
         rows.push(b',');
-        push_field(&mut rows, &bet.last_name);
+        push_field(&mut rows, last_name);
         rows.push(b',');
-        rows.extend_from_slice(bet.document.as_str().as_bytes());
+        rows.extend_from_slice(document);
         rows.push(b',');
         rows.extend_from_slice(write_date(bet.birthdate, &mut date).as_bytes());
         rows.push(b',');
@@ -48,10 +49,10 @@ pub(crate) fn encode_rows(bets: &[Bet]) -> Vec<u8> {
 }
 
 /// A field, quoted (with its quotes doubled) when it holds a delimiter, a quote or a line break.
-fn push_field(out: &mut Vec<u8>, field: &str) {
-    if field.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
+fn push_field(out: &mut Vec<u8>, field: &[u8]) {
+    if field.iter().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
         out.push(b'"');
-        for b in field.bytes() {
+        for &b in field {
             if b == b'"' {
                 out.push(b'"');
             }
@@ -59,7 +60,7 @@ fn push_field(out: &mut Vec<u8>, field: &str) {
         }
         out.push(b'"');
     } else {
-        out.extend_from_slice(field.as_bytes());
+        out.extend_from_slice(field);
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::postgres::{Epoch, PgStore};
 use super::{Ack, AgencyProgress, BetStore, Readiness, StorageError, StoreStats};
-use crate::domain::{AgencyId, Bet, Draw};
+use crate::domain::{AgencyId, Bets, Draw};
 
 /// Where the central stores its bets. See the module docs for the operations a store provides.
 #[derive(Debug)]
@@ -77,8 +77,15 @@ impl Store {
     }
 
     /// Queues batch `seq` of `agency`'s session `epoch`; the answer comes once it is durably
-    /// stored (or refused).
-    pub fn submit(&self, agency: AgencyId, epoch: Epoch, seq: u64, bets: &[Bet]) -> Ack {
+    /// stored (or refused). `bets` are a received [`BetBatch`](crate::domain::BetBatch) or
+    /// plain `Bet`s.
+    pub fn submit(
+        &self,
+        agency: AgencyId,
+        epoch: Epoch,
+        seq: u64,
+        bets: &(impl Bets + ?Sized),
+    ) -> Ack {
         match self {
             Self::File(store) => store.submit(agency, seq, bets),
             Self::Postgres(store) => store.submit(agency, epoch, seq, bets),

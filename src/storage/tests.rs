@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::Document;
+use crate::domain::{Bet, Document};
 use crate::fixtures::{agency, named_bet};
 
 fn docs(list: &[&str]) -> Vec<Document> {

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use super::super::commit::AckSender;
 use super::{COMMIT_LOCK, Epoch, Shared, agency_id, group_failed};
-use crate::domain::{AgencyId, Bet};
+use crate::domain::{AgencyId, Bets};
 use crate::storage::{AgencyProgress, StorageError, Stored};
 
 /// Most bets one group transaction stores; more queued wait for the next one.
@@ -67,11 +67,11 @@ impl Pending {
         agency: AgencyId,
         epoch: Epoch,
         seq: u64,
-        bets: &[Bet],
+        bets: &(impl Bets + ?Sized),
         done: AckSender,
     ) -> Self {
         let rows = copy_rows(seq, bets);
-        Self { agency, epoch, seq, bets: bets.len() as u64, rows, done }
+        Self { agency, epoch, seq, bets: bets.bet_count() as u64, rows, done }
     }
 }
 
@@ -232,20 +232,20 @@ fn seq_id(value: u64) -> i64 {
 /// `bets` as rows of `COPY bets (agency, seq, idx, first_name, last_name, document, birthdate,
 /// number) FROM STDIN (FORMAT binary)`: per row the field count, then each field's length and
 /// big-endian value; a date is days since 2000-01-01.
-fn copy_rows(seq: u64, bets: &[Bet]) -> Bytes {
-    let mut rows = BytesMut::with_capacity(bets.len() * 96);
+fn copy_rows(seq: u64, bets: &(impl Bets + ?Sized)) -> Bytes {
+    let mut rows = BytesMut::with_capacity(bets.bet_count() * 96);
     let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
-    for (idx, bet) in bets.iter().enumerate() {
+    for (idx, (agency, bet)) in bets.bet_texts().enumerate() {
         rows.put_i16(8);
         rows.put_i32(4);
-        rows.put_i32(agency_id(bet.agency));
+        rows.put_i32(agency_id(agency));
         rows.put_i32(8);
         rows.put_i64(seq_id(seq));
         rows.put_i32(4);
         rows.put_i32(i32::try_from(idx).unwrap_or(i32::MAX));
-        for text in [bet.first_name.as_str(), bet.last_name.as_str(), bet.document.as_str()] {
+        for text in bet.text_bytes() {
             rows.put_i32(i32::try_from(text.len()).unwrap_or(i32::MAX));
-            rows.put_slice(text.as_bytes());
+            rows.put_slice(text);
         }
         rows.put_i32(4);
         let days = bet.birthdate.signed_duration_since(epoch).num_days();

@@ -45,7 +45,7 @@ use tracing::{info, warn};
 
 use super::{Ack, AgencyProgress, Readiness, StorageError, StoreOptions, StoreStats};
 use crate::config::DatabaseUrl;
-use crate::domain::{AgencyId, Bet, BetNumber, Document, Draw, WINNING_NUMBER};
+use crate::domain::{AgencyId, Bet, BetNumber, Bets, Document, Draw, WINNING_NUMBER};
 use commit::Pending;
 
 /// How often a central re-reads which agencies are ready, besides when it is notified.
@@ -251,7 +251,13 @@ impl PgStore {
 
     /// Queues batch `seq` of `agency`, sent in the session of `epoch`, for the next group
     /// commit; the answer comes once the group's transaction has committed (or failed).
-    pub fn submit(&self, agency: AgencyId, epoch: Epoch, seq: u64, bets: &[Bet]) -> Ack {
+    pub fn submit(
+        &self,
+        agency: AgencyId,
+        epoch: Epoch,
+        seq: u64,
+        bets: &(impl Bets + ?Sized),
+    ) -> Ack {
         let (done, ack) = Ack::channel();
         let pending = Pending::new(agency, epoch, seq, bets, done);
         self.shared.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(pending);
