@@ -851,6 +851,26 @@ mod against_main {
     }
 
     #[test]
+    fn a_batch_frame_of_the_largest_payload_meets_mains_answer() {
+        use crate::protocol::FRAME_LEN_CAP;
+        // One bet whose first name fills the payload to the cap bincode is limited to: the
+        // largest payload any codec passes on.
+        let bet = |name_len: usize| RawBet {
+            text: [vec![b'x'; name_len], b"B".to_vec(), b"1".to_vec()],
+            year: 1990,
+            month: 1,
+            day: 1,
+            number: 1,
+        };
+        let overhead = payload(5, 1, &[bet(300)], &mut std::iter::empty()).len() - 300;
+        let full = payload(5, 1, &[bet(FRAME_LEN_CAP - overhead)], &mut std::iter::empty());
+        assert_eq!(full.len(), FRAME_LEN_CAP);
+        let got = central(&full, 100);
+        assert!(matches!(got, Outcome::Reject(5, 1, RejectReason::TooLarge, _)), "{got:?}");
+        assert_eq!(got, main(&full, 100));
+    }
+
+    #[test]
     fn a_batch_tag_written_long_is_left_to_bincode_and_meets_mains_answer() {
         let bet = RawBet {
             text: [b"A".to_vec(), b"B".to_vec(), b"1".to_vec()],
