@@ -175,3 +175,56 @@ pub(super) fn name_is_valid(name: &str) -> bool {
     let c1 = || bytes.windows(2).any(|pair| pair[0] == 0xC2 && pair[1] < 0xA0);
     chars as usize <= NAME_MAX_CHARS && !controls && !(maybe_c1 && c1())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule the one-pass check stands for: UTF-8 (as `str::from_utf8` says), then the
+    /// name rule on the text.
+    fn by_parts(bytes: &[u8]) -> bool {
+        std::str::from_utf8(bytes).is_ok_and(name_is_valid)
+    }
+
+    #[test]
+    fn the_one_pass_name_check_is_utf8_then_the_name_rule_on_every_short_byte_string() {
+        // Every string of up to three bytes, then four bytes around every UTF-8 boundary.
+        let mut buf = Vec::with_capacity(4);
+        for a in 0..=255u8 {
+            assert_eq!(utf8_name_is_valid(&[a]), by_parts(&[a]), "{a:02x}");
+            for b in 0..=255u8 {
+                assert_eq!(utf8_name_is_valid(&[a, b]), by_parts(&[a, b]), "{a:02x} {b:02x}");
+                for c in 0..=255u8 {
+                    let s = [a, b, c];
+                    assert_eq!(utf8_name_is_valid(&s), by_parts(&s), "{s:02x?}");
+                }
+            }
+        }
+        let edges = [
+            0x00, 0x1f, 0x20, 0x41, 0x7e, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1,
+            0xc2, 0xdf, 0xe0, 0xe1, 0xec, 0xed, 0xee, 0xef, 0xf0, 0xf1, 0xf3, 0xf4, 0xf5, 0xff,
+        ];
+        for a in 0..=255u8 {
+            for &b in &edges {
+                for &c in &edges {
+                    for &d in &edges {
+                        buf.clear();
+                        buf.extend_from_slice(&[a, b, c, d]);
+                        assert_eq!(utf8_name_is_valid(&buf), by_parts(&buf), "{buf:02x?}");
+                    }
+                }
+            }
+        }
+        // 100 characters of every width, one more, and a bad byte at the end of a long name.
+        for c in ["a", "é", "€", "😀"] {
+            for (n, valid) in [(100, true), (101, false)] {
+                let name = c.repeat(n).into_bytes();
+                assert_eq!(utf8_name_is_valid(&name), valid, "{n} × {c}");
+                assert_eq!(by_parts(&name), valid, "{n} × {c}");
+            }
+            let mut cut = c.repeat(99).into_bytes();
+            cut.extend_from_slice(&[0xf0, 0x9f, 0x98]);
+            assert!(!utf8_name_is_valid(&cut) && !by_parts(&cut), "{c}: cut at the end");
+        }
+    }
+}

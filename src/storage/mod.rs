@@ -65,6 +65,8 @@ use journal::Record;
 pub use commit::Ack;
 pub use error::StorageError;
 pub use ledger::AgencyProgress;
+#[cfg(test)]
+pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
 pub use store::{Drawn, Store};
 
