@@ -137,6 +137,7 @@ impl<const N: usize> Commas<N> {
     /// first: the commas before it, and where it is (`None`: neither is in `input`). Eight bytes
     /// at a time: on every row, several times quicker than a byte at a time or `memchr`'s
     /// searches on lines this short.
+    #[inline(always)]
     fn scan(input: &[u8]) -> (Self, Option<usize>) {
         let each = |byte| u64::from_ne_bytes([byte; 8]);
         let mut commas = Self { at: [0; N], count: 0 };
@@ -241,6 +242,7 @@ impl<R: io::Read> RecordReader<R> {
     /// The next record: the line it starts on (as the csv crate counts: blank lines before it
     /// included) and its fields, or the reason it cannot be read (not UTF-8, a failed read).
     /// `None` at the end of the input, and after a failed read.
+    #[inline(always)]
     pub(crate) fn next_record<const N: usize>(&mut self) -> Option<(u64, Record<'_, N>)> {
         if self.failed {
             return None;

@@ -67,6 +67,7 @@ pub fn parse_date(text: &str) -> Result<NaiveDate, BetError> {
 }
 
 /// [`parse_date`]'s rule on bytes: `None` for anything it refuses.
+#[inline]
 pub(super) fn date_from_bytes(bytes: &[u8]) -> Option<NaiveDate> {
     // By hand: on the hot path of every row, chrono's format parser costs several times more.
     let digits = |range: std::ops::Range<usize>| {
@@ -108,6 +109,7 @@ pub(super) fn check_name(field: &'static str, name: &str) -> Result<(), BetError
 /// Whether `name` is UTF-8 and, as text, passes [`name_is_valid`]: one pass over its bytes,
 /// validating UTF-8 as `str::from_utf8` does (RFC 3629: no overlong forms, surrogates or
 /// code points past U+10FFFF), counting the characters and finding control characters.
+#[inline]
 pub(super) fn utf8_name_is_valid(name: &[u8]) -> bool {
     let mut chars = 0;
     let mut bytes = name.iter();
