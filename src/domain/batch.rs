@@ -11,7 +11,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use chrono::NaiveDate;
 
-use super::{AgencyId, Bet, BetNumber, BetText};
+use super::{AgencyId, Bet, BetNumber, BetText, WireText};
 
 /// Bets in the order they are to be stored: what `Store::submit` takes.
 pub trait Bets {
@@ -94,14 +94,15 @@ impl BetBatch {
     /// The bets, in order.
     pub fn iter(&self) -> impl Iterator<Item = BetText<'_>> {
         self.bets.iter().map(|bet| {
-            // The ranges were taken from these bytes: never the default.
-            let text = bet.text.clone().map(|r| {
-                let range = r.start as usize..r.end as usize;
-                self.bytes.get(range).unwrap_or_default()
-            });
-            BetText::from_checked(text, bet.birthdate, bet.number)
+            BetText::from_checked(text_at(&self.bytes, &bet.text), bet.birthdate, bet.number)
         })
     }
+}
+
+/// A bet's three text fields, from the bytes its `ranges` were read from.
+pub fn text_at<'a>(bytes: &'a [u8], ranges: &[Range<u32>; 3]) -> WireText<'a> {
+    // The ranges are always taken from these bytes: never the default.
+    ranges.clone().map(|r| bytes.get(r.start as usize..r.end as usize).unwrap_or_default())
 }
 
 impl Bets for BetBatch {

@@ -8,7 +8,7 @@ mod bet;
 mod lottery;
 mod rules;
 
-pub use batch::{BetBatch, Bets, CheckedBet};
+pub use batch::{BetBatch, Bets, CheckedBet, text_at};
 pub use bet::{
     AgencyId, Bet, BetError, BetNumber, BetText, Document, NAME_MAX_CHARS, WireText,
     check_wire_bet, wire_text_is_valid,

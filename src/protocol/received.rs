@@ -14,7 +14,7 @@ use bytes::BytesMut;
 
 use super::batch::WireBetRef;
 use super::{ClientMessage, WireBet, WireDate};
-use crate::domain::{WireText, wire_text_is_valid};
+use crate::domain::{WireText, text_at, wire_text_is_valid};
 
 /// bincode's index of `ClientMessage::Batch` as the one byte it is written as.
 const BATCH_VARIANT_BYTE: u8 = 5;
@@ -111,8 +111,7 @@ impl ReceivedBatch {
 impl ReceivedBet {
     /// Its text fields, from the bytes of its batch.
     pub fn text<'a>(&self, bytes: &'a [u8]) -> WireText<'a> {
-        // The ranges were read from these bytes: never the default.
-        self.text.clone().map(|r| bytes.get(r.start as usize..r.end as usize).unwrap_or_default())
+        text_at(bytes, &self.text)
     }
 
     /// Where its text fields are in the bytes of its batch.
@@ -226,8 +225,7 @@ fn read_bet(bytes: &[u8], at: &mut usize) -> Option<ReceivedBet> {
     let year = zigzag_decode(cursor.varint()?)?;
     let (month, day) = (cursor.byte()?, cursor.byte()?);
     let number = u16::try_from(cursor.varint()?).ok()?;
-    let fields =
-        text.clone().map(|r| bytes.get(r.start as usize..r.end as usize).unwrap_or_default());
+    let fields = text_at(bytes, &text);
     // UTF-8 is checked once: the rules' pass checks it for a valid bet; only a bet that fails
     // them is checked again for UTF-8 alone, to tell a bad frame from a bad bet.
     let text_passed = wire_text_is_valid(fields);
