@@ -602,6 +602,15 @@ mod against_main {
         number: u64,
     }
 
+    impl RawBet {
+        /// A valid bet (`B`, document `1`, born 1990-01-01, number 1) whose first name is
+        /// `first_name`.
+        fn named(first_name: Vec<u8>) -> Self {
+            let text = [first_name, b"B".to_vec(), b"1".to_vec()];
+            Self { text, year: 1990, month: 1, day: 1, number: 1 }
+        }
+    }
+
     /// How a varint is written: shortest, or widened to a marker's width (what bincode reads).
     #[derive(Debug, Clone, Copy)]
     enum Width {
@@ -855,13 +864,7 @@ mod against_main {
         use crate::protocol::FRAME_LEN_CAP;
         // One bet whose first name fills the payload to the cap bincode is limited to: the
         // largest payload any codec passes on.
-        let bet = |name_len: usize| RawBet {
-            text: [vec![b'x'; name_len], b"B".to_vec(), b"1".to_vec()],
-            year: 1990,
-            month: 1,
-            day: 1,
-            number: 1,
-        };
+        let bet = |name_len: usize| RawBet::named(vec![b'x'; name_len]);
         let overhead = payload(5, 1, &[bet(300)], &mut std::iter::empty()).len() - 300;
         let full = payload(5, 1, &[bet(FRAME_LEN_CAP - overhead)], &mut std::iter::empty());
         assert_eq!(full.len(), FRAME_LEN_CAP);
@@ -872,13 +875,7 @@ mod against_main {
 
     #[test]
     fn a_batch_tag_written_long_is_left_to_bincode_and_meets_mains_answer() {
-        let bet = RawBet {
-            text: [b"A".to_vec(), b"B".to_vec(), b"1".to_vec()],
-            year: 1990,
-            month: 1,
-            day: 1,
-            number: 1,
-        };
+        let bet = RawBet::named(b"A".to_vec());
         let canonical = payload(5, 1, &[bet], &mut std::iter::empty());
         for tag in [&[251, 5, 0][..], &[252, 5, 0, 0, 0], &[253, 5, 0, 0, 0, 0, 0, 0, 0]] {
             let long: Vec<u8> = tag.iter().chain(&canonical[1..]).copied().collect();
@@ -895,13 +892,7 @@ mod against_main {
         let mut session = Session::new(&rules);
         let hello = ClientMessage::Hello { version: PROTOCOL_VERSION, agency: AGENCY, token: None };
         assert!(matches!(session.on_message(hello, &rules), Step::Welcome(_)));
-        let bet = RawBet {
-            text: [b"A".to_vec(), b"B".to_vec(), b"1".to_vec()],
-            year: 1990,
-            month: 1,
-            day: 1,
-            number: 1,
-        };
+        let bet = RawBet::named(b"A".to_vec());
         let wire = to_wire_bet(&bet).unwrap();
         assert_eq!(session.on_message(ClientMessage::Bet(wire), &rules), Step::Continue);
         let frame = payload(5, 1, &[bet], &mut std::iter::empty());
@@ -915,13 +906,7 @@ mod against_main {
 
     #[test]
     fn a_huge_count_in_a_tiny_frame_is_mains_error() {
-        let bet = RawBet {
-            text: [b"A".to_vec(), b"B".to_vec(), b"1".to_vec()],
-            year: 1990,
-            month: 1,
-            day: 1,
-            number: 1,
-        };
+        let bet = RawBet::named(b"A".to_vec());
         for count in [2, 1 << 20, 1 << 32, 1 << 60, u64::MAX] {
             for width in [Width::Short, Width::W64] {
                 let payload =
