@@ -66,8 +66,8 @@ impl ShutdownSignals {
 /// the kernel gives them only on request (`enabled = madvise`, Debian's default); this covers the
 /// kernels that give them unasked (`always`). With them, the first touch of any byte of a 2 MiB
 /// page zeroes all of it: ~18% of the central's and the agencies' CPU in a profile of the default
-/// dataset, and at 10 × 1M bets the central's RSS was 41–45 MiB against 14–19 MiB without them,
-/// its acknowledgements' p99 6.6–7.7 ms against 3.9–6.2 ms (README, "Performance").
+/// dataset, and at 10 × 1M bets the central's RSS was 41–45 MiB against 14–20 MiB without them,
+/// its acknowledgements' p99 6.6–8.4 ms against 3.9–6.2 ms (README, "Performance").
 pub fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
