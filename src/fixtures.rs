@@ -1,6 +1,7 @@
 //! Fixtures the library's unit tests share (integration tests have theirs in `tests/common`).
 
 use chrono::NaiveDate;
+use proptest::prelude::*;
 
 use crate::domain::{AgencyId, Bet, BetNumber, Document};
 use crate::protocol::{WireBet, WireDate};
@@ -33,4 +34,24 @@ pub(crate) fn wire_bet(first: &str, last: &str, document: &str, number: u16) -> 
         birthdate: WireDate { year: 1990, month: 2, day: 28 },
         number,
     }
+}
+
+/// Bets on the wire from a strategy for each part: `name()` (one for the first name, one for the
+/// last), the `document` pattern, `year` and `number`; month and day are any bytes. Each property
+/// test chooses the parts' distributions it needs and shares how a bet is put together.
+pub(crate) fn wire_bets<N: Strategy<Value = String>>(
+    name: impl Fn() -> N,
+    document: &'static str,
+    year: impl Strategy<Value = i32>,
+    number: impl Strategy<Value = u16>,
+) -> impl Strategy<Value = WireBet> {
+    (name(), name(), document, year, any::<(u8, u8)>(), number).prop_map(
+        |(first_name, last_name, document, year, (month, day), number)| WireBet {
+            first_name,
+            last_name,
+            document,
+            birthdate: WireDate { year, month, day },
+            number,
+        },
+    )
 }

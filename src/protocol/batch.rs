@@ -271,15 +271,7 @@ mod tests {
     fn arb_bet() -> impl Strategy<Value = WireBet> {
         let year = prop_oneof![any::<i32>(), -200..200i32, Just(i32::MIN), Just(i32::MAX)];
         let number = prop_oneof![any::<u16>(), 240..260u16, Just(u16::MAX)];
-        (arb_text(), arb_text(), "[0-9]{0,12}", year, any::<(u8, u8)>(), number).prop_map(
-            |(first_name, last_name, document, year, (month, day), number)| WireBet {
-                first_name,
-                last_name,
-                document,
-                birthdate: WireDate { year, month, day },
-                number,
-            },
-        )
+        crate::fixtures::wire_bets(arb_text, "[0-9]{0,12}", year, number)
     }
 
     fn arb_seq() -> impl Strategy<Value = u64> {

@@ -206,7 +206,7 @@ mod tests {
     use super::*;
     use crate::fixtures::wire_bet;
     use crate::protocol::{
-        ErrorCode, MAX_BATCH_BYTES, RejectReason, WINNERS_PER_FRAME, WireBet, WireDate,
+        ErrorCode, MAX_BATCH_BYTES, RejectReason, WINNERS_PER_FRAME, WireBet,
         batch_end_frame_max_len,
     };
     use proptest::prelude::*;
@@ -395,15 +395,7 @@ mod tests {
     }
 
     fn arb_bet() -> impl Strategy<Value = WireBet> {
-        (".{0,40}", ".{0,40}", "[0-9]{0,12}", any::<(i32, u8, u8)>(), any::<u16>()).prop_map(
-            |(first_name, last_name, document, (year, month, day), number)| WireBet {
-                first_name,
-                last_name,
-                document,
-                birthdate: WireDate { year, month, day },
-                number,
-            },
-        )
+        crate::fixtures::wire_bets(|| ".{0,40}", "[0-9]{0,12}", any::<i32>(), any::<u16>())
     }
 
     fn arb_client_message() -> impl Strategy<Value = ClientMessage> {

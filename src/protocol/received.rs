@@ -418,15 +418,7 @@ mod tests {
     fn arb_bet() -> impl Strategy<Value = WireBet> {
         let year = prop_oneof![any::<i32>(), 1900..2030i32];
         let number = prop_oneof![any::<u16>(), 0..10_000u16];
-        (arb_text(), arb_text(), "[0-9]{0,11}", year, any::<(u8, u8)>(), number).prop_map(
-            |(first_name, last_name, document, year, (month, day), number)| WireBet {
-                first_name,
-                last_name,
-                document,
-                birthdate: WireDate { year, month, day },
-                number,
-            },
-        )
+        crate::fixtures::wire_bets(arb_text, "[0-9]{0,11}", year, number)
     }
 
     proptest! {
