@@ -483,3 +483,42 @@ async fn a_database_that_refuses_the_central_is_reported_at_once() {
     let password = url.split("password=").nth(1).unwrap().split(' ').next().unwrap();
     assert!(lines.iter().all(|l| !l.contains(password)), "password logged: {lines:#?}");
 }
+
+/// The rule that decides a batch is written once (`storage::decide`); both stores apply it. The
+/// same table of batches through the face, [`Store`], against the bets file and the database:
+/// the same answer to each, the same progress after, and nothing stored once ready.
+#[tokio::test]
+async fn both_stores_decide_the_table_of_batches_alike() {
+    use lottery::storage::decide::{Answer, TABLE, TABLE_LIMIT};
+    use lottery::storage::{Location, Store};
+    let Some(db) = test_database("decide_table").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| db.url.clone()))
+            .unwrap();
+    let url = config.database_url.clone().unwrap();
+    let options = StoreOptions { max_bets_per_agency: TABLE_LIMIT, ..StoreOptions::default() };
+    let locations = [
+        Location::File(dir.path().join("bets.csv")),
+        Location::Database { url, central: "table".into() },
+    ];
+    let agency = AgencyId::new(1).unwrap();
+    for location in locations {
+        let (store, _) = within("open", Store::open(location, options)).await.unwrap();
+        let where_ = store.location();
+        let (_, epoch) = store.open_session(agency).await.unwrap();
+        for (i, &((seq, count), expected)) in TABLE.iter().enumerate() {
+            let bets: Vec<Bet> =
+                (0..count).map(|n| store_bet(1, &format!("{i}{n}"), 1)).collect();
+            let answer = within("batch", store.submit(agency, epoch, seq, &bets[..])).await;
+            assert_eq!(Answer::of(&answer), expected, "{where_}: batch {seq} of {count} bets");
+        }
+        let progress = store.agencies().await.unwrap();
+        assert_eq!(progress.len(), 1, "{where_}");
+        assert_eq!((progress[0].1.last_seq, progress[0].1.stored_bets), (3, 10), "{where_}");
+        store.mark_ready(agency, epoch).await.unwrap();
+        let late = within("late", store.submit(agency, epoch, 4, &[store_bet(1, "9", 1)])).await;
+        assert_eq!(Answer::of(&late), Answer::Closed, "{where_}");
+        store.close().await;
+    }
+}

@@ -22,32 +22,21 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::Shared;
-use super::listener::Newcomer;
+use super::budget::Newcomer;
+use super::error::{HandlerError, protocol, storage_error, unreadable};
 use super::lottery::DrawStatus;
 use super::replies::{BatchOutcome, Outgoing, PendingAck, front_ack};
 use super::session::{Session, Step};
+use super::shared::Shared;
 use crate::domain::{AgencyId, Draw};
 use crate::protocol::{
-    CentralCodec, CodecError, ErrorCode, Inbound, MAX_BATCHES_IN_FLIGHT, PROTOCOL_VERSION,
-    ServerMessage, WINNERS_PER_FRAME,
+    CentralCodec, ErrorCode, Inbound, MAX_BATCHES_IN_FLIGHT, PROTOCOL_VERSION, ServerMessage,
+    WINNERS_PER_FRAME,
 };
-use crate::storage::StorageError;
-use crate::storage::postgres::Epoch;
+use crate::storage::{SessionEpoch, StorageError};
 
 /// How long a farewell `Error` may take to send before the connection is dropped anyway.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Why a connection ended early.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum HandlerError {
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-    #[error("{code:?}: {message}")]
-    Protocol { code: ErrorCode, message: String },
-    #[error("the peer did not read its replies for {0:?}")]
-    WriteTimeout(Duration),
-}
 
 /// One connection's task.
 pub(super) struct Handler {
@@ -66,7 +55,7 @@ pub(super) struct Handler {
     _claim: Option<OwnedMutexGuard<()>>,
     /// The session's epoch, from the store at `Welcome`: its batches carry it, so a store
     /// shared by several centrals refuses them once a newer session took over anywhere.
-    epoch: Epoch,
+    epoch: SessionEpoch,
 }
 
 impl Handler {
@@ -262,8 +251,7 @@ impl Handler {
             }
             Ok(None) => Ok(None),
             Ok(Some(Ok(message))) => Ok(Some(message)),
-            Ok(Some(Err(CodecError::Io(e)))) => Err(CodecError::Io(e).into()),
-            Ok(Some(Err(e))) => Err(protocol(ErrorCode::Malformed, e.to_string())),
+            Ok(Some(Err(e))) => Err(unreadable(e)),
         }
     }
 
@@ -316,7 +304,7 @@ impl Handler {
         self._claim = claim;
         let (progress, epoch) = self.shared.store.open_session(agency).await.map_err(|e| {
             error!(action = "hello", result = "fail", agency = %agency, ip = %self.peer, error = %e);
-            protocol(ErrorCode::StorageFailed, e.to_string())
+            storage_error(&e)
         })?;
         self.epoch = epoch;
         let (next_seq, stored_bets) = (progress.last_seq + 1, progress.stored_bets);
@@ -329,15 +317,13 @@ impl Handler {
     /// Counts the agency in (once), waits for the draw and sends its winners.
     /// Returns false when this connection was cancelled meanwhile.
     async fn ready(&mut self, agency: AgencyId) -> Result<bool, HandlerError> {
-        self.shared.ready(agency, self.epoch).await.map_err(|e| match e {
-            StorageError::Fenced { .. } => {
+        self.shared.lottery.ready(agency, self.epoch).await.map_err(|e| {
+            if matches!(e, StorageError::Fenced { .. }) {
                 warn!(action = "ready_for_lottery", result = "fail", agency = %agency, error = %e);
-                protocol(ErrorCode::SessionReplaced, e.to_string())
-            }
-            e => {
+            } else {
                 error!(action = "ready_for_lottery", result = "fail", agency = %agency, error = %e);
-                protocol(ErrorCode::StorageFailed, e.to_string())
             }
+            storage_error(&e)
         })?;
         let mut status = self.shared.lottery.subscribe();
         let waited = status.wait_for(|s| !matches!(s, DrawStatus::Pending));
@@ -358,11 +344,10 @@ impl Handler {
                     debug!(action = "connection", result = "success", ip = %self.peer, agency = %agency, closed = "by the agency, while it waited for the draw");
                     return Ok(false);
                 }
-                Some(Err(CodecError::Io(e))) => return Err(CodecError::Io(e).into()),
-                Some(Err(e)) => return Err(protocol(ErrorCode::Malformed, e.to_string())),
+                Some(Err(e)) => return Err(unreadable(e)),
                 Some(Ok(message)) => message,
             };
-            match self.session.while_waiting_for(&message) {
+            match self.session.on_message(message, &self.shared.rules) {
                 Step::Reply(reply) => self.send(reply).await?,
                 Step::Close { code, message } => return Err(protocol(code, message)),
                 _ => {}
@@ -400,8 +385,4 @@ impl Handler {
         info!(action = "ganadores_enviados", result = "success", agency = %agency, cant_ganadores = winners.len());
         Ok(())
     }
-}
-
-pub(super) fn protocol(code: ErrorCode, message: impl Into<String>) -> HandlerError {
-    HandlerError::Protocol { code, message: message.into() }
 }

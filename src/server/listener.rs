@@ -1,10 +1,10 @@
-//! The accept loop: connection budgets (`LOTTERY_MAX_CONNECTIONS` and the [`Newcomers`] without
-//! `Hello`), refusals, and one task per connection, spawned on the central's `TaskTracker`.
+//! The accept loop: the connection budgets (`LOTTERY_MAX_CONNECTIONS`, and the newcomers without
+//! `Hello`: `budget.rs`), refusals, and one task per connection, spawned on the central's
+//! `TaskTracker`.
 
-use std::collections::VecDeque;
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
-use super::Shared;
+use super::budget::Throttle;
 use super::handler::Handler;
+use super::shared::Shared;
 use crate::protocol::{ErrorCode, ServerCodec, ServerMessage};
 
 /// Pause after an accept error that is not about one connection (e.g. out of file descriptors).
@@ -92,81 +93,6 @@ async fn refuse(stream: TcpStream) {
         message: "the central is serving as many connections as it may; try again".into(),
     };
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, frames.send(busy)).await;
-}
-
-/// Keeps a kind of event that anyone can cause (refused, evicted or failed connections of peers
-/// that never said `Hello`) to one log line a second, so a flood cannot flood the log.
-#[derive(Debug, Default)]
-pub(crate) struct Throttle {
-    since_log: u64,
-    last_log: Option<tokio::time::Instant>,
-}
-
-impl Throttle {
-    /// Counts one more event. When a line is due (the first, then at most one a second),
-    /// returns how many events it stands for.
-    pub(crate) fn due(&mut self) -> Option<u64> {
-        self.since_log += 1;
-        let due = self.last_log.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
-        due.then(|| {
-            self.last_log = Some(tokio::time::Instant::now());
-            std::mem::take(&mut self.since_log)
-        })
-    }
-}
-
-/// Connections that have not completed `Hello`, oldest first. Their number is bounded by
-/// `LOTTERY_MAX_PENDING_HELLOS`: a new connection beyond it closes the oldest one (with `Busy`)
-/// rather than being refused, so however fast a flood of connections that never say `Hello`
-/// comes, an agency that says it right away gets through. Once `Hello` is accepted the connection
-/// leaves (one session per agency bounds the rest).
-#[derive(Debug)]
-pub(crate) struct Newcomers {
-    limit: usize,
-    queue: StdMutex<NewcomerQueue>,
-}
-
-#[derive(Debug, Default)]
-struct NewcomerQueue {
-    next_id: u64,
-    waiting: VecDeque<(u64, CancellationToken)>,
-}
-
-/// One connection's place among the [`Newcomers`]; dropping it leaves.
-#[derive(Debug)]
-pub(crate) struct Newcomer {
-    id: u64,
-    /// Cancelled when a newer connection took this place.
-    pub(crate) evicted: CancellationToken,
-    newcomers: Arc<Newcomers>,
-}
-
-impl Newcomers {
-    pub(super) fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self { limit, queue: StdMutex::default() })
-    }
-
-    /// A place for a new connection, and whether the oldest one was evicted to make it.
-    pub(super) fn admit(self: &Arc<Self>) -> (Newcomer, bool) {
-        let evicted = CancellationToken::new();
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let oldest =
-            if queue.waiting.len() >= self.limit { queue.waiting.pop_front() } else { None };
-        let evicted_one = oldest.map(|(_, token)| token.cancel()).is_some();
-        let id = queue.next_id;
-        queue.next_id += 1;
-        queue.waiting.push_back((id, evicted.clone()));
-        (Newcomer { id, evicted, newcomers: self.clone() }, evicted_one)
-    }
-}
-
-impl Drop for Newcomer {
-    fn drop(&mut self) {
-        let mut queue = self.newcomers.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = queue.waiting.iter().position(|(id, _)| *id == self.id) {
-            queue.waiting.remove(i);
-        }
-    }
 }
 
 /// What an accept loop does after an accept error: goes on at once when the error was about one

@@ -10,19 +10,20 @@
 //! changed (a notification) and every [`READY_POLL`], and adds each one's party once. Every
 //! central's barrier then completes; the store records the draw once, whichever central's leader
 //! gets there first, and the others read it. A draw that cannot reach the database is tried
-//! again until it can (see `Shared::run_draw`): the agencies waiting for it keep waiting.
+//! again until it can (see `Lottery::run_draw`): the agencies waiting for it keep waiting.
 
 use std::collections::HashSet;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Barrier, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::Shared;
 use crate::domain::{AgencyId, Draw};
-use crate::storage::StorageError;
-use crate::storage::postgres::{Epoch, READY_POLL};
+use crate::storage::{READY_POLL, SessionEpoch, StorageError, Store};
 
 /// The first pause before trying a draw again when the database could not be reached; it
 /// doubles up to [`DRAW_RETRY_MAX`].
@@ -31,7 +32,8 @@ const DRAW_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest pause between two tries of the draw.
 const DRAW_RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// The barrier and the draw's result, shared by every connection.
+/// The barrier and the draw's result, shared by every connection, and what it needs to run the
+/// draw: the store, and where its tasks run.
 #[derive(Debug)]
 pub(super) struct Lottery {
     /// One party per agency; each agency waits on it once, at its first `ReadyForLottery`.
@@ -40,6 +42,12 @@ pub(super) struct Lottery {
     draw: watch::Sender<DrawStatus>,
     /// The agencies whose party has joined the barrier.
     joined: StdMutex<HashSet<AgencyId>>,
+    /// `LOTTERY_AGENCIES`: agencies 1 to this take part.
+    agencies: NonZeroU32,
+    store: Arc<Store>,
+    /// Where the barrier parties and the ready watcher run, and what stops them.
+    tasks: TaskTracker,
+    token: CancellationToken,
 }
 
 /// Where the draw is.
@@ -51,20 +59,40 @@ pub(super) enum DrawStatus {
 }
 
 impl Lottery {
-    /// A lottery of `agencies` agencies.
-    pub(super) fn new(agencies: usize) -> Self {
+    /// A lottery of `agencies` agencies over `store`; its tasks run on `tasks` until `token`.
+    pub(super) fn new(
+        store: Arc<Store>,
+        agencies: NonZeroU32,
+        tasks: TaskTracker,
+        token: CancellationToken,
+    ) -> Self {
         let (draw, _) = watch::channel(DrawStatus::Pending);
-        let joined = StdMutex::default();
-        Self { barrier: Barrier::new(agencies), draw, joined }
+        let barrier = Barrier::new(agencies.get() as usize);
+        Self { barrier, draw, joined: StdMutex::default(), agencies, store, tasks, token }
     }
 
     /// The draw's status, to wait on until it is no longer `Pending`.
     pub(super) fn subscribe(&self) -> watch::Receiver<DrawStatus> {
         self.draw.subscribe()
     }
-}
 
-impl Shared {
+    /// Whether `agency` takes part in this lottery.
+    fn expects(&self, agency: AgencyId) -> bool {
+        agency.get() <= self.agencies.get()
+    }
+
+    /// Gives the agencies the store found ready at start-up (before a restart) their parties.
+    pub(super) fn restore(self: &Arc<Self>, ready: &[AgencyId]) {
+        metrics::gauge!("lottery_agencies_ready").set(ready.len() as f64);
+        for &agency in ready {
+            if self.expects(agency) {
+                self.join_barrier(agency);
+            } else {
+                warn!(action = "recovery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
+            }
+        }
+    }
+
     /// Records, durably, that `agency` is ready and, the first time, counts it in the barrier.
     ///
     /// # Errors
@@ -72,11 +100,11 @@ impl Shared {
     pub(super) async fn ready(
         self: &Arc<Self>,
         agency: AgencyId,
-        epoch: Epoch,
+        epoch: SessionEpoch,
     ) -> Result<(), StorageError> {
         let readiness = self.store.mark_ready(agency, epoch).await?;
         if readiness.newly_ready {
-            let expected = self.config.agencies;
+            let expected = self.agencies;
             info!(action = "ready_for_lottery", result = "success", agency = %agency, ready = readiness.ready, expected);
             metrics::gauge!("lottery_agencies_ready").set(readiness.ready as f64);
         } else {
@@ -94,18 +122,16 @@ impl Shared {
     /// at any moment, and the agency must still count, exactly once. When the last party
     /// arrives, it runs the draw.
     pub(super) fn join_barrier(self: &Arc<Self>, agency: AgencyId) {
-        let first =
-            self.lottery.joined.lock().unwrap_or_else(PoisonError::into_inner).insert(agency);
+        let first = self.joined.lock().unwrap_or_else(PoisonError::into_inner).insert(agency);
         if !first {
             return;
         }
-        let shared = self.clone();
+        let lottery = self.clone();
         self.tasks.spawn(async move {
-            if let Some(arrival) =
-                shared.token.run_until_cancelled(shared.lottery.barrier.wait()).await
+            if let Some(arrival) = lottery.token.run_until_cancelled(lottery.barrier.wait()).await
                 && arrival.is_leader()
             {
-                shared.run_draw().await;
+                lottery.run_draw().await;
             }
         });
     }
@@ -116,17 +142,17 @@ impl Shared {
     /// every agency has joined, or at shutdown.
     pub(super) fn watch_ready(self: &Arc<Self>) {
         let Some(mut changes) = self.store.ready_changes() else { return };
-        let shared = self.clone();
+        let lottery = self.clone();
         self.tasks.spawn(async move {
             let mut failing = false;
             let mut ignored = HashSet::new();
             loop {
-                match shared.store.ready_agencies().await {
+                match lottery.store.ready_agencies().await {
                     Ok(ready) => {
                         failing = false;
                         for agency in ready {
-                            if shared.config.expects(agency.get()) {
-                                shared.join_barrier(agency);
+                            if lottery.expects(agency) {
+                                lottery.join_barrier(agency);
                             } else if ignored.insert(agency) {
                                 warn!(action = "ready_for_lottery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
                             }
@@ -138,12 +164,12 @@ impl Shared {
                     }
                     Err(_) => {}
                 }
-                let joined = shared.lottery.joined.lock().unwrap_or_else(PoisonError::into_inner).len();
-                if joined >= shared.config.agencies.get() as usize {
+                let joined = lottery.joined.lock().unwrap_or_else(PoisonError::into_inner).len();
+                if joined >= lottery.agencies.get() as usize {
                     return;
                 }
                 tokio::select! {
-                    () = shared.token.cancelled() => return,
+                    () = lottery.token.cancelled() => return,
                     _ = changes.changed() => {}
                     () = tokio::time::sleep(READY_POLL) => {}
                 }
@@ -214,6 +240,6 @@ impl Shared {
                 }
             }
         };
-        self.lottery.draw.send_replace(status);
+        self.draw.send_replace(status);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tracing::{debug, error, info, warn};
 
-use super::handler::{HandlerError, protocol};
+use super::error::{HandlerError, storage_code, storage_error};
 use crate::domain::{AgencyId, BetBatch};
 use crate::protocol::{ErrorCode, RejectReason, ServerMessage};
 use crate::storage::{Ack, StorageError, Stored};
@@ -63,30 +63,22 @@ impl PendingAck {
                 info!(action = "batch_retry", result = "success", agency = %agency, seq, cantidad = count);
                 Ok(ServerMessage::BatchAccepted { seq, count: count as u32 })
             }
-            Err(e @ StorageError::SequenceGap { .. }) => {
-                Err(protocol(ErrorCode::SequenceGap, e.to_string()))
-            }
-            Err(e @ StorageError::BadBatch { .. }) => {
-                Err(protocol(ErrorCode::Malformed, e.to_string()))
-            }
-            Err(e @ (StorageError::AgencyLimit { .. } | StorageError::LowDiskSpace { .. })) => {
-                // The store logs the condition once when it starts; a line per batch would let one
-                // agency flood the log.
-                BatchOutcome::Rejected.count(agency, count);
-                debug!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
-                let message = format!("not stored: {e}");
-                Ok(ServerMessage::BatchRejected { seq, reason: RejectReason::Storage, message })
-            }
-            Err(e @ StorageError::Fenced { .. }) => {
-                Err(protocol(ErrorCode::SessionReplaced, e.to_string()))
-            }
-            Err(e @ StorageError::AgencyClosed { .. }) => {
-                warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
-                Err(protocol(ErrorCode::AgencyClosed, e.to_string()))
+            Err(e) if storage_code(&e) != ErrorCode::StorageFailed => {
+                if matches!(e, StorageError::AgencyClosed { .. }) {
+                    warn!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
+                }
+                Err(storage_error(&e))
             }
             Err(e) => {
                 BatchOutcome::Rejected.count(agency, count);
-                error!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
+                if matches!(e, StorageError::AgencyLimit { .. } | StorageError::LowDiskSpace { .. })
+                {
+                    // The store logs the condition once when it starts; a line per batch would let
+                    // one agency flood the log.
+                    debug!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
+                } else {
+                    error!(action = "apuesta_recibida", result = "fail", cantidad = count, agency = %agency, seq, error = %e);
+                }
                 let message = format!("not stored: {e}");
                 Ok(ServerMessage::BatchRejected { seq, reason: RejectReason::Storage, message })
             }

@@ -1,79 +1,46 @@
-//! `BetStore`: the bets file, its journal, and the per-agency state that changes with them.
+//! Where the central's bets live: one face, [`Store`], and two stores behind it.
 //!
-//! # Durability
-//! A batch is acknowledged only once its journal record *and* its rows are on disk, the journal
-//! first: a group commit appends its `group` record (the rows' byte range and CRC-32) and its
-//! `batch` records to the journal in one write and `fdatasync`s it, then writes the rows at the
-//! committed end of the bets file and `fdatasync`s that (see `journal.rs` for the format). So the
-//! bets file never holds bytes the journal does not describe, and recovery at start-up can tell
-//! the one unacknowledged group a crash can leave (its rows short, or failing their CRC) from a
-//! journal that lost records (rows past its last `end`: refused). A crash at any point leaves
-//! exactly the acknowledged batches, each whole, and a file the original Python `load_bets`
-//! reads. Recovery cuts nothing else: damage it cannot explain by a crash stops start-up instead
-//! (see `recovery.rs`). Both files are locked (`flock`) while a store has them
-//! open, so a second central on the same files refuses to start.
+//! The server uses a store only through [`Store`] and the words defined here: a session's
+//! [`SessionEpoch`] and [`AgencyProgress`], a batch's [`Ack`] and what it resolves to
+//! ([`Stored`] or a [`StorageError`]), an agency's [`Readiness`], the [`Drawn`] draw, the
+//! [`StoreStats`], and the [`StoreOptions`] both stores apply. Nothing above this module names a
+//! store's own types.
 //!
-//! # Limits
-//! A batch that would take its agency past `max_bets_per_agency`, or a group commit that would
-//! leave less than `min_free_bytes` free on the bets file's filesystem (checked once per group),
-//! is refused before anything is written; each condition is logged once when it starts.
-//!
-//! # Group commit
-//! Batches are queued and committed in groups, one write and one sync per file for every batch
-//! waiting (see `commit.rs`). The committer task that does it belongs to the store: `open` starts
-//! it, `close` (or dropping the store) stops it.
-//!
-//! One `tokio::sync::Mutex` around the files also guards each agency's batch sequence number and
-//! ready flag, so "is this agency still open, is this its next batch, append it" is one atomic
-//! step, and the draw reads a file no append can interleave with.
+//! Both stores decide each batch by one rule ([`decide`]: duplicate, gap, closed, limit) and
+//! commit batches in groups taken by one loop ([`decide::take_group`]); each has a committer task
+//! of its own, started by its `open` and stopped by its `close`.
 //!
 //! # Layout
-//! - `mod.rs`: [`BetStore`], the store's face, and the types it answers with;
-//! - `commit.rs`: the queue, group commit and the committer task;
-//! - `error.rs`: [`StorageError`]; `files.rs`: the open, locked files and what a commit knows of them;
-//! - `journal.rs`: the journal's records and their replay; `ledger.rs`: what they add up to;
-//!   `recovery.rs`: start-up recovery; `legacy.rs`: older journals' check and conversion;
-//! - `rows.rs`: the bets file's row format;
-//! - `store.rs`: [`Store`], the seam the server uses, with the file store or PostgreSQL behind it;
-//! - `postgres/`: [`postgres::PgStore`], the bets in PostgreSQL, shared by several centrals.
+//! - `mod.rs`: the words every store shares;
+//! - `store.rs`: [`Store`], the face: open the store the configuration names, and every operation
+//!   the server uses;
+//! - `decide.rs`: the rule that decides a batch, and the loop that takes a group;
+//! - `error.rs`: [`StorageError`];
+//! - `rows.rs`: the bets file's row format (the file store's rows, and every store's export);
+//! - [`file`]: the bets file and its journal ([`file::BetStore`]), one central's;
+//! - [`postgres`]: the bets in PostgreSQL ([`postgres::PgStore`]), shared by several centrals.
 
-mod commit;
+pub mod decide;
 mod error;
-mod files;
-mod journal;
-mod ledger;
-mod legacy;
+pub mod file;
 pub mod postgres;
-mod recovery;
 mod rows;
 mod store;
-#[cfg(test)]
-mod tests;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::oneshot;
 
-use crate::domain::{AgencyId, Bets, Draw};
-use commit::{Committer, Pending};
-use error::interrupted;
-use files::Files;
-use journal::Record;
+use crate::domain::Draw;
 
-pub use commit::Ack;
 pub use error::StorageError;
-pub use ledger::AgencyProgress;
-#[cfg(test)]
+pub use file::BetStore;
+pub use postgres::READY_POLL;
 pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
-pub use store::{Drawn, Store};
-
-/// Most bytes of rows one group commit writes. Batches queued beyond it wait for the next group.
-/// Recovery of an older journal (rows written first) cuts at most this much past its last
-/// recorded batch (see `recovery.rs`).
-pub const MAX_GROUP_BYTES: u64 = 1 << 20;
+pub use store::{Location, Opened, Store};
 
 /// The default of [`StoreOptions::max_bets_per_agency`] (`LOTTERY_MAX_BETS_PER_AGENCY`).
 pub const DEFAULT_MAX_BETS_PER_AGENCY: u64 = 10_000_000;
@@ -81,14 +48,15 @@ pub const DEFAULT_MAX_BETS_PER_AGENCY: u64 = 10_000_000;
 /// The default of [`StoreOptions::min_free_bytes`] (`LOTTERY_MIN_FREE_BYTES`): 64 MiB.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
-/// How a [`BetStore`] writes, and what it refuses.
+/// How a store writes, and what it refuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// fdatasync every group commit before acknowledging it (`LOTTERY_FSYNC`).
+    /// The file store: fdatasync every group commit before acknowledging it (`LOTTERY_FSYNC`).
     pub sync: bool,
     /// Most bets stored for one agency, adopted rows included.
     pub max_bets_per_agency: u64,
-    /// Free bytes the bets file's filesystem must keep after a group commit; 0: no check.
+    /// The file store: free bytes the bets file's filesystem must keep after a group commit;
+    /// 0: no check.
     pub min_free_bytes: u64,
 }
 
@@ -102,10 +70,27 @@ impl Default for StoreOptions {
     }
 }
 
-/// Whether `store_batch` wrote the batch or had it already.
+/// A session of an agency, as its store numbers it: its batches and its `ReadyForLottery`
+/// carry it, and a store several centrals share refuses them once a newer session of the agency
+/// took over anywhere ([`StorageError::Fenced`]). One central's store fences its sessions in
+/// memory (the server's session registry) and numbers them all 0.
+pub type SessionEpoch = i64;
+
+/// An agency's durable progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgencyProgress {
+    /// The last batch sequence number stored (0: none yet).
+    pub last_seq: u64,
+    /// Bets stored for the agency, over all its batches.
+    pub stored_bets: u64,
+    /// Whether it declared ReadyForLottery.
+    pub ready: bool,
+}
+
+/// What became of a stored batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
-    /// Appended now.
+    /// Stored now.
     New,
     /// A retry of a batch already stored: nothing written.
     Duplicate,
@@ -120,266 +105,47 @@ pub struct Readiness {
     pub ready: usize,
 }
 
-/// What `BetStore::open` found and repaired.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// Committed bytes of the bets file.
-    pub bets_len: u64,
-    /// Bytes of the bets file that were cut: the rows of a group commit that was never
-    /// acknowledged (a crash mid-write), or an adopted file's torn last row.
-    pub cut_bets_bytes: u64,
-    /// Bytes of the journal that were cut: a torn tail, or the records of a group commit that was
-    /// never acknowledged.
-    pub cut_journal_bytes: u64,
-    /// The bets file had no journal: its rows, every one a valid bet, were adopted as they are,
-    /// counted per agency.
-    pub adopted: bool,
-    /// The journal was of an older format (rows written first: format 2, or legacy lines without
-    /// check fields); it was rewritten in the current one.
-    pub journal_converted: bool,
-    /// Batches recorded in the journal.
-    pub batches: u64,
-    /// Agencies that had declared ReadyForLottery.
-    pub ready: Vec<AgencyId>,
-    /// Whether the draw had run.
-    pub drawn: bool,
-}
-
-/// The bets file and the state that goes with it, and the committer task that writes to them.
-/// Share it behind an `Arc`.
+/// The draw's result, and whether this call is the one that recorded it.
 #[derive(Debug)]
-pub struct BetStore {
-    shared: Arc<Shared>,
-    committer: Committer,
+pub struct Drawn {
+    pub draw: Draw,
+    /// False when the draw was already recorded (before a restart, or by another central).
+    pub recorded_now: bool,
 }
 
-/// What the store and its committer task share.
-#[derive(Debug)]
-struct Shared {
-    path: PathBuf,
-    journal_path: PathBuf,
-    sync: bool,
-    options: StoreOptions,
-    queue: std::sync::Mutex<Vec<Pending>>,
-    /// Woken when a batch is queued.
-    queued: Arc<Notify>,
-    files: Mutex<Files>,
-    groups: AtomicU64,
-    /// When this process first committed a batch (the start of its ingest).
-    first_commit: OnceLock<std::time::Instant>,
-}
-
-/// Counters for benchmarks and tests.
+/// Counters for the shutdown line, benchmarks and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Group commits that wrote rows (each one write and, with sync on, one fdatasync per file).
+    /// Group commits that stored batches.
     pub groups: u64,
-    /// fdatasync calls made for batches and journal records.
+    /// Syncs they made: the file store's fdatasyncs, the database's `COMMIT`s.
     pub syncs: u64,
 }
 
-impl BetStore {
-    /// Opens (creating if needed) the bets file and its journal `<path>.journal`, with the
-    /// default limits; `sync: false` skips every fsync (for measuring their cost only:
-    /// acknowledgements are then not durable). See [`BetStore::open_with`].
-    ///
-    /// # Errors
-    /// As [`BetStore::open_with`].
-    pub async fn open(
-        path: impl Into<PathBuf>,
-        sync: bool,
-    ) -> Result<(Self, Recovery), StorageError> {
-        Self::open_with(path, StoreOptions { sync, ..StoreOptions::default() }).await
-    }
+/// The answer to a submitted batch, once its group is committed (or refused).
+#[derive(Debug)]
+pub struct Ack(oneshot::Receiver<Result<Stored, StorageError>>);
 
-    /// Opens (creating if needed) the bets file and its journal `<path>.journal`, locks both,
-    /// and recovers from a crash: the journal's torn last write, and the last group commit when
-    /// its rows were never all written, are cut (see `recovery.rs` for exactly what may be cut).
-    /// A bets file without a journal is adopted when every row is a valid bet.
-    ///
-    /// # Errors
-    /// `Open` when a file cannot be opened, created or locked; `Locked` when another process
-    /// has them; `Corrupt` when the journal is damaged beyond a torn last write, contradicts
-    /// itself, or does not match the bets file (nothing is changed then); `BadRow` or `Read`
-    /// when a bets file to adopt has a row that is not a valid bet.
-    pub async fn open_with(
-        path: impl Into<PathBuf>,
-        options: StoreOptions,
-    ) -> Result<(Self, Recovery), StorageError> {
-        let path = path.into();
-        let sync = options.sync;
-        let mut journal_path = path.clone().into_os_string();
-        journal_path.push(".journal");
-        let journal_path = PathBuf::from(journal_path);
-        let (bets, jp) = (path.clone(), journal_path.clone());
-        let recovered =
-            tokio::task::spawn_blocking(move || recovery::recover(&bets, &jp, sync)).await;
-        let (files, recovery) = recovered.map_err(|e| interrupted(&path, &e))??;
-        let shared = Arc::new(Shared {
-            path,
-            journal_path,
-            sync,
-            options,
-            queue: std::sync::Mutex::default(),
-            files: Mutex::new(files),
-            queued: Arc::new(Notify::new()),
-            groups: AtomicU64::new(0),
-            first_commit: OnceLock::new(),
-        });
-        let committer = Committer::start(&shared);
-        Ok((Self { shared, committer }, recovery))
-    }
+/// Where a committer sends a batch's answer.
+pub(crate) type AckSender = oneshot::Sender<Result<Stored, StorageError>>;
 
-    /// Commits and syncs so far.
-    pub fn stats(&self) -> StoreStats {
-        let groups = self.shared.groups.load(Ordering::Relaxed);
-        StoreStats { groups, syncs: if self.shared.sync { 2 * groups } else { 0 } }
+impl Ack {
+    /// A new answer to await, and where the committer sends it.
+    pub(crate) fn channel() -> (AckSender, Self) {
+        let (done, answer) = oneshot::channel();
+        (done, Self(answer))
     }
+}
 
-    /// The bets file's path.
-    pub fn path(&self) -> &Path {
-        &self.shared.path
-    }
+impl Future for Ack {
+    type Output = Result<Stored, StorageError>;
 
-    /// The journal's path.
-    pub fn journal_path(&self) -> &Path {
-        &self.shared.journal_path
-    }
-
-    /// Committed bytes of the bets file.
-    #[cfg(test)]
-    pub(crate) async fn committed_len(&self) -> u64 {
-        self.shared.files.lock().await.ledger.committed
-    }
-
-    /// `agency`'s durable progress: its last stored batch, bets stored, and ready flag.
-    pub async fn progress(&self, agency: AgencyId) -> AgencyProgress {
-        self.shared.files.lock().await.ledger.progress(agency)
-    }
-
-    /// Stores batch `seq` of `agency` whole, durably, or nothing of it.
-    ///
-    /// A `seq` at or below the last stored one is a retry: acknowledged as `Stored::Duplicate`,
-    /// not written again.
-    ///
-    /// # Errors
-    /// `AgencyClosed` after the agency's `ReadyForLottery`; `SequenceGap` when `seq` skips ahead;
-    /// `Write` when the write or sync fails (nothing of the batch is left in the file).
-    #[cfg(test)]
-    pub(crate) async fn store_batch(
-        &self,
-        agency: AgencyId,
-        seq: u64,
-        bets: &(impl Bets + ?Sized),
-    ) -> Result<Stored, StorageError> {
-        let ack = self.submit(agency, seq, bets);
-        self.commit_queued().await;
-        // Answered by whoever committed the group it was in, before releasing the mutex.
-        ack.await
-    }
-
-    /// Queues batch `seq` of `agency` for the next group commit and returns its answer to await.
-    /// Batches are committed in the order they are submitted, by the store's committer task.
-    /// This is how a connection keeps several batches in flight.
-    pub fn submit(&self, agency: AgencyId, seq: u64, bets: &(impl Bets + ?Sized)) -> Ack {
-        self.shared.submit(agency, seq, bets)
-    }
-
-    /// Commits everything queued so far (waiting for a commit in flight first), in groups of at
-    /// most [`MAX_GROUP_BYTES`] of rows.
-    #[cfg(test)]
-    pub(crate) async fn commit_queued(&self) {
-        self.shared.commit_queued().await;
-    }
-
-    /// Records, durably, that `agency` has sent everything; from now on its batches are refused.
-    ///
-    /// # Errors
-    /// `Write` when the journal cannot be written.
-    pub async fn mark_ready(&self, agency: AgencyId) -> Result<Readiness, StorageError> {
-        let mut files = self.shared.files.lock().await;
-        let newly_ready = !files.ledger.progress(agency).ready;
-        if newly_ready {
-            self.shared.append_record(&mut files, Record::Ready { agency }).await?;
-        }
-        let ready = files.ledger.agencies.values().filter(|p| p.ready).count();
-        Ok(Readiness { newly_ready, ready })
-    }
-
-    /// Every agency's durable progress, in agency order (agencies with no batch nor ready flag
-    /// are absent).
-    pub async fn agencies(&self) -> Vec<(AgencyId, AgencyProgress)> {
-        let files = self.shared.files.lock().await;
-        let mut agencies: Vec<_> = files.ledger.agencies.iter().map(|(a, p)| (*a, *p)).collect();
-        agencies.sort_by_key(|(a, _)| *a);
-        agencies
-    }
-
-    /// When this process first committed a batch, if it did.
-    pub fn first_commit(&self) -> Option<std::time::Instant> {
-        self.shared.first_commit.get().copied()
-    }
-
-    /// Whether the draw is recorded.
-    pub async fn drawn(&self) -> bool {
-        self.shared.files.lock().await.ledger.draw.is_some()
-    }
-
-    /// Agencies that have declared ReadyForLottery, in order.
-    #[cfg(test)]
-    pub(crate) async fn ready_agencies(&self) -> Vec<AgencyId> {
-        let files = self.shared.files.lock().await;
-        let mut ready: Vec<AgencyId> =
-            files.ledger.agencies.iter().filter(|(_, p)| p.ready).map(|(a, _)| *a).collect();
-        ready.sort();
-        ready
-    }
-
-    /// Runs the draw over every stored bet and records it. The winners come from the index the
-    /// journal keeps as batches are stored (`has_won` on each bet), so the file is not re-read;
-    /// a file adopted without a journal is read with `load_bets`. Once recorded, running it
-    /// again (after a restart) checks the result covers the same bets, so the winners are
-    /// identical.
-    ///
-    /// # Errors
-    /// `Read` or `BadRow` when the file cannot be read back; `Corrupt` when it changed since the
-    /// recorded draw; `Write` when the record cannot be written.
-    pub async fn draw(&self) -> Result<Draw, StorageError> {
-        let mut files = self.shared.files.lock().await;
-        let end = files.ledger.committed;
-        let draw = if files.ledger.winners_unknown {
-            let path = self.shared.path.clone();
-            let read = tokio::task::spawn_blocking(move || Draw::from_bets(load_bets(&path)?));
-            read.await.unwrap_or_else(|e| Err(interrupted(&self.shared.path, &e)))?
-        } else {
-            Draw::from_winners(files.ledger.winners.clone(), files.ledger.bets)
-        };
-        match files.ledger.draw {
-            Some((bets, recorded_end)) if (bets, recorded_end) != (draw.bets(), end) => {
-                let reason = format!(
-                    "the draw ran over {bets} bets ({recorded_end} bytes); the file now has {} ({end} bytes)",
-                    draw.bets()
-                );
-                Err(StorageError::Corrupt { path: self.shared.path.clone(), reason })
-            }
-            Some(_) => Ok(draw),
-            None => {
-                self.shared
-                    .append_record(&mut files, Record::Draw { bets: draw.bets(), end })
-                    .await?;
-                Ok(draw)
-            }
-        }
-    }
-
-    /// Stops the committer once it has committed every batch queued, waits for any commit in
-    /// flight to finish, so the process can exit with nothing half-written, and releases the
-    /// files' locks: nothing more is written through this store.
-    pub async fn close(&self) {
-        self.committer.stop().await;
-        let mut files = self.shared.files.lock().await;
-        files.closed = true;
-        files::unlock(&files.bets);
-        files::unlock(&files.journal);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                let reason = "the store stopped before committing the batch".into();
+                Err(StorageError::Interrupted { path: PathBuf::new(), reason })
+            })
+        })
     }
 }

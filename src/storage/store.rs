@@ -1,20 +1,26 @@
-//! [`Store`]: the seam between the central and where its bets live.
+//! [`Store`]: the face between the central and where its bets live.
 //!
-//! The server uses a store only through these operations: start an agency's session (its
-//! progress, for `Welcome`, and the session's epoch), submit a batch and await its
-//! acknowledgement, mark an agency ready, run (or re-read) the draw, every agency's progress and
-//! the ingest start (for the summary), the commit counters, and close. Two stores implement them:
-//! the bets file and its journal, [`BetStore`] (the default; its writes go through a
-//! `tokio::sync::Mutex` around the files, and one central owns the files), and PostgreSQL,
-//! [`PgStore`], which several centrals share.
+//! The server uses a store only through these operations: open the store the configuration
+//! names, start an agency's session (its progress, for `Welcome`, and the session's epoch),
+//! submit a batch and await its acknowledgement, mark an agency ready, run (or re-read) the
+//! draw, every agency's progress and the ingest start (for the summary), the commit counters,
+//! export, and close. Two stores implement them: the bets file and its journal, [`BetStore`]
+//! (the default; its writes go through a `tokio::sync::Mutex` around the files, and one central
+//! owns the files), and PostgreSQL, [`PgStore`], which several centrals share.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use tokio::sync::watch;
+use tracing::info;
 
-use super::postgres::{Epoch, PgStore};
-use super::{Ack, AgencyProgress, BetStore, Readiness, StorageError, StoreStats};
-use crate::domain::{AgencyId, Bets, Draw};
+use super::file::{BetStore, Recovery};
+use super::postgres::{self, PgStore};
+use super::{
+    Ack, AgencyProgress, Drawn, Readiness, SessionEpoch, StorageError, StoreOptions, StoreStats,
+};
+use crate::config::DatabaseUrl;
+use crate::domain::{AgencyId, Bets};
 
 /// Where the central stores its bets. See the module docs for the operations a store provides.
 #[derive(Debug)]
@@ -25,12 +31,59 @@ pub enum Store {
     Postgres(PgStore),
 }
 
-/// The draw's result, and whether this call is the one that recorded it.
+/// Which store to open.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// The bets file at this path, and its journal beside it.
+    File(PathBuf),
+    /// The database at this URL; `central` names this central in the `draw` row.
+    Database { url: DatabaseUrl, central: String },
+}
+
+/// What opening a store found: the file store's recovery, or the database's state.
 #[derive(Debug)]
-pub struct Drawn {
-    pub draw: Draw,
-    /// False when the draw was already recorded (before a restart, or by another central).
-    pub recorded_now: bool,
+pub enum Opened {
+    File(Recovery),
+    Database(postgres::Opened),
+}
+
+impl Opened {
+    /// The agencies that had declared ReadyForLottery.
+    pub fn ready(&self) -> &[AgencyId] {
+        match self {
+            Self::File(recovery) => &recovery.ready,
+            Self::Database(opened) => &opened.ready,
+        }
+    }
+
+    /// Logs what was found: `recovery` for the bets file, `database` for PostgreSQL.
+    pub fn log(&self, store: &Store) {
+        match self {
+            Self::File(recovery) => info!(
+                action = "recovery",
+                result = "success",
+                path = %store.location(),
+                bytes = recovery.bets_len,
+                batches = recovery.batches,
+                cut_bets_bytes = recovery.cut_bets_bytes,
+                cut_journal_bytes = recovery.cut_journal_bytes,
+                ready = recovery.ready.len(),
+                drawn = recovery.drawn,
+                adopted = recovery.adopted,
+                journal_converted = recovery.journal_converted,
+            ),
+            Self::Database(opened) => info!(
+                action = "database",
+                result = "success",
+                target = %store.location(),
+                schema_version = opened.schema_version,
+                schema_found = opened.schema_found,
+                batches = opened.batches,
+                ready = opened.ready.len(),
+                drawn = opened.drawn,
+            ),
+        }
+    }
 }
 
 impl From<BetStore> for Store {
@@ -46,6 +99,40 @@ impl From<PgStore> for Store {
 }
 
 impl Store {
+    /// Opens the store at `location`: the bets file (recovered from a crash, see
+    /// [`BetStore::open_with`]), or the database (migrated, see [`PgStore::open`]).
+    ///
+    /// # Errors
+    /// The store's, when it cannot be opened.
+    pub async fn open(
+        location: Location,
+        options: StoreOptions,
+    ) -> Result<(Self, Opened), StorageError> {
+        match location {
+            Location::File(path) => {
+                let (store, recovery) = BetStore::open_with(path, options).await?;
+                Ok((store.into(), Opened::File(recovery)))
+            }
+            Location::Database { url, central } => {
+                let (store, opened) = PgStore::open(&url, options, central).await?;
+                Ok((store.into(), Opened::Database(opened)))
+            }
+        }
+    }
+
+    /// Makes this store a lottery of `agencies` agencies: a database records it for every
+    /// central that shares it, and refuses a central that counts otherwise (see
+    /// [`PgStore::claim_agencies`]); one central's bets file has nothing to agree with.
+    ///
+    /// # Errors
+    /// `AgenciesDiffer`, or `Database` when the database cannot be reached.
+    pub async fn claim_agencies(&self, agencies: u32) -> Result<(), StorageError> {
+        match self {
+            Self::File(_) => Ok(()),
+            Self::Postgres(store) => store.claim_agencies(agencies).await,
+        }
+    }
+
     /// Where the bets are, for the log: the bets file's path, or the database (password hidden).
     pub fn location(&self) -> String {
         match self {
@@ -69,7 +156,7 @@ impl Store {
     pub async fn open_session(
         &self,
         agency: AgencyId,
-    ) -> Result<(AgencyProgress, Epoch), StorageError> {
+    ) -> Result<(AgencyProgress, SessionEpoch), StorageError> {
         match self {
             Self::File(store) => Ok((store.progress(agency).await, 0)),
             Self::Postgres(store) => store.open_session(agency).await,
@@ -82,7 +169,7 @@ impl Store {
     pub fn submit(
         &self,
         agency: AgencyId,
-        epoch: Epoch,
+        epoch: SessionEpoch,
         seq: u64,
         bets: &(impl Bets + ?Sized),
     ) -> Ack {
@@ -99,7 +186,7 @@ impl Store {
     pub async fn mark_ready(
         &self,
         agency: AgencyId,
-        epoch: Epoch,
+        epoch: SessionEpoch,
     ) -> Result<Readiness, StorageError> {
         match self {
             Self::File(store) => store.mark_ready(agency).await,
@@ -177,6 +264,19 @@ impl Store {
         match self {
             Self::File(store) => store.close().await,
             Self::Postgres(store) => store.close().await,
+        }
+    }
+
+    /// Writes every stored bet to `out` as bets-file rows, in the order stored (what
+    /// `lottery-server export` writes): the committed part of the bets file, or the database's
+    /// bets encoded the same way.
+    ///
+    /// # Errors
+    /// The store's, when it cannot be read; `Write` when `out` fails.
+    pub async fn export(&self, out: &mut impl std::io::Write) -> Result<(), StorageError> {
+        match self {
+            Self::File(store) => store.export(out).await.map(drop),
+            Self::Postgres(store) => store.export(out).await.map(drop),
         }
     }
 }

@@ -5,18 +5,20 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::SinkExt;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::super::commit::AckSender;
-use super::{COMMIT_LOCK, Epoch, Shared, agency_id, group_failed};
+use super::COMMIT_LOCK;
+use super::connect::{Shared, agency_id, describe, group_failed, progress};
 use crate::domain::{AgencyId, Bets};
-use crate::storage::{AgencyProgress, StorageError, Stored};
+use crate::storage::decide::{Proposal, decide, take_group};
+use crate::storage::{AckSender, AgencyProgress, SessionEpoch, StorageError, Stored};
 
 /// Most bets one group transaction stores; more queued wait for the next one.
 pub(super) const MAX_GROUP_BETS: u64 = 50_000;
@@ -55,7 +57,7 @@ const RECORD_BATCHES: &str = "WITH recorded AS (
 #[derive(Debug)]
 pub(super) struct Pending {
     agency: AgencyId,
-    epoch: Epoch,
+    epoch: SessionEpoch,
     seq: u64,
     bets: u64,
     rows: Bytes,
@@ -65,7 +67,7 @@ pub(super) struct Pending {
 impl Pending {
     pub(super) fn new(
         agency: AgencyId,
-        epoch: Epoch,
+        epoch: SessionEpoch,
         seq: u64,
         bets: &(impl Bets + ?Sized),
         done: AckSender,
@@ -75,16 +77,41 @@ impl Pending {
     }
 }
 
+/// The batches submitted and not yet taken by the committer, in the order submitted.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    pending: StdMutex<Vec<Pending>>,
+    /// Woken when a batch is queued.
+    queued: Notify,
+}
+
+impl Queue {
+    /// Queues `pending` for the committer.
+    pub(super) fn push(&self, pending: Pending) {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).push(pending);
+        self.queued.notify_one();
+    }
+
+    fn next_group(&self) -> Vec<Pending> {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        take_group(&mut pending, MAX_GROUP_BETS, |p| p.bets)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+}
+
 /// The committer: commits queued batches until `stop`, then what is still queued, and ends.
-pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+pub(super) async fn run(shared: Arc<Shared>, queue: Arc<Queue>, stop: CancellationToken) {
     loop {
-        let group = take_group(&shared);
+        let group = queue.next_group();
         if group.is_empty() {
             tokio::select! {
                 biased;
-                () = shared.queued.notified() => continue,
+                () = queue.queued.notified() => continue,
                 () = stop.cancelled() => {
-                    if shared.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                    if queue.is_empty() {
                         return;
                     }
                     continue;
@@ -93,19 +120,6 @@ pub(super) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         }
         commit(&shared, group).await;
     }
-}
-
-fn take_group(shared: &Shared) -> Vec<Pending> {
-    let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-    let (mut taken, mut bets) = (0, 0);
-    for pending in queue.iter() {
-        bets += pending.bets;
-        if taken > 0 && bets > MAX_GROUP_BETS {
-            break;
-        }
-        taken += 1;
-    }
-    queue.drain(..taken).collect()
 }
 
 /// Commits `group` in one transaction and answers each batch.
@@ -131,7 +145,7 @@ async fn store_group(
     shared: &Shared,
     group: &[Pending],
 ) -> Result<Vec<Result<Stored, StorageError>>, String> {
-    let describe = |e: tokio_postgres::Error| super::describe(&e);
+    let describe = |e: tokio_postgres::Error| describe(&e);
     let mut client = shared.commit_pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(describe)?;
     let mut agencies: Vec<i32> = group.iter().map(|p| agency_id(p.agency)).collect();
@@ -144,45 +158,26 @@ async fn store_group(
     let rows = tx.query(&lock, &[&agencies]).await.map_err(describe)?;
     // No batch after the draw, of any agency: it would be a bet the draw missed.
     let drawn = rows.first().is_some_and(|row| row.get::<_, bool>(5));
-    let mut state: HashMap<i32, (Epoch, AgencyProgress)> = rows
+    let mut state: HashMap<i32, (SessionEpoch, AgencyProgress)> = rows
         .iter()
-        .map(|row| (row.get(0), (row.get(1), super::progress(row.get(2), row.get(3), row.get(4)))))
+        .map(|row| (row.get(0), (row.get(1), progress(row.get(2), row.get(3), row.get(4)))))
         .collect();
     let limit = shared.options.max_bets_per_agency;
     let mut outcomes = Vec::with_capacity(group.len());
     let mut accepted: Vec<&Pending> = Vec::new();
     for pending in group {
         let agency = pending.agency;
+        let batch = Proposal { agency, seq: pending.seq, bets: pending.bets };
         let outcome = match state.get_mut(&agency_id(agency)) {
-            None => Err(StorageError::Fenced { agency }),
-            Some((epoch, _)) if *epoch != pending.epoch => Err(StorageError::Fenced { agency }),
-            Some(_) if pending.seq == 0 || pending.bets == 0 => {
-                let reason = if pending.seq == 0 {
-                    "batch numbers start at 1"
-                } else {
-                    "a batch holds at least one bet"
-                };
-                Err(StorageError::BadBatch { agency, seq: pending.seq, reason })
+            Some((epoch, progress)) if *epoch == pending.epoch => {
+                decide(progress, batch, drawn, limit)
             }
-            Some((_, progress)) if progress.ready || drawn => {
-                Err(StorageError::AgencyClosed { agency })
-            }
-            Some((_, progress)) if pending.seq <= progress.last_seq => Ok(Stored::Duplicate),
-            Some((_, progress)) if pending.seq != progress.last_seq + 1 => {
-                let expected = progress.last_seq + 1;
-                Err(StorageError::SequenceGap { agency, expected, got: pending.seq })
-            }
-            Some((_, progress)) if progress.stored_bets.saturating_add(pending.bets) > limit => {
-                let stored = progress.stored_bets;
-                Err(StorageError::AgencyLimit { agency, stored, bets: pending.bets, limit })
-            }
-            Some((_, progress)) => {
-                progress.last_seq = pending.seq;
-                progress.stored_bets += pending.bets;
-                accepted.push(pending);
-                Ok(Stored::New)
-            }
+            // No row, or another session's epoch: a newer session took over.
+            _ => Err(StorageError::Fenced { agency }),
         };
+        if matches!(outcome, Ok(Stored::New)) {
+            accepted.push(pending);
+        }
         outcomes.push(outcome);
     }
     if accepted.is_empty() {

@@ -391,8 +391,9 @@ fn quoted(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ledger::{LastGroup, Ledger};
     use super::*;
-    use crate::storage::ledger::{AgencyProgress, LastGroup, Ledger};
+    use crate::storage::AgencyProgress;
 
     fn agency(n: u32) -> AgencyId {
         AgencyId::new(n).unwrap()

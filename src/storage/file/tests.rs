@@ -1,6 +1,12 @@
-use super::*;
+use std::sync::Arc;
+
+use super::journal::{self, Record};
+use super::{BetStore, MAX_GROUP_BYTES, Recovery};
 use crate::domain::{Bet, Document};
 use crate::fixtures::{agency, named_bet};
+use crate::storage::{
+    Ack, AgencyProgress, Readiness, StorageError, StoreOptions, StoreStats, Stored, load_bets, rows,
+};
 
 fn docs(list: &[&str]) -> Vec<Document> {
     list.iter().map(|d| Document::parse(d).unwrap()).collect()

@@ -9,10 +9,10 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::StorageError;
-use super::error::write_error;
 use super::ledger::Ledger;
 use crate::domain::AgencyId;
+use crate::storage::StorageError;
+use crate::storage::error::write_error;
 
 /// The open, locked files and what the store knows of them, behind the store's mutex.
 #[derive(Debug)]
@@ -151,4 +151,35 @@ pub(super) fn rows_crc(
         at += n as u64;
     }
     Ok(hasher.finalize())
+}
+
+/// The bets file must hold every acknowledged byte and end a row there.
+pub(super) fn check_row_end(
+    bets: &File,
+    path: &Path,
+    bets_len: u64,
+    committed: u64,
+) -> Result<(), StorageError> {
+    let corrupt = |reason| StorageError::Corrupt { path: path.to_owned(), reason };
+    if bets_len < committed {
+        let reason = format!(
+            "the journal records {committed} bytes of acknowledged bets, the file has {bets_len}. \
+             Nothing was changed: restore the bets file from a backup"
+        );
+        return Err(corrupt(reason));
+    }
+    if committed > 0 {
+        let mut last = [0u8];
+        bets.read_exact_at(&mut last, committed - 1)
+            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
+        if last[0] != b'\n' {
+            let reason = format!(
+                "byte {committed}, where the journal says the acknowledged bets end, does not end \
+                 a row: the journal is another bets file's, or the file was edited. Nothing was \
+                 changed: restore the matching bets file and journal"
+            );
+            return Err(corrupt(reason));
+        }
+    }
+    Ok(())
 }

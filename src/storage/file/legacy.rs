@@ -4,10 +4,9 @@
 use std::fs::File;
 use std::path::Path;
 
-use super::StorageError;
-use super::files::rows_crc;
+use super::disk::{check_row_end, rows_crc};
 use super::journal::{FORMAT_VERSION, Record};
-use super::recovery::check_row_end;
+use crate::storage::StorageError;
 
 /// A journal whose rows went first (format 2, legacy): the bets file may hold the last group
 /// commit's rows past the last recorded end, written and synced but never acknowledged because

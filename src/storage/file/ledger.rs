@@ -6,17 +6,7 @@ use std::collections::HashMap;
 
 use super::journal::{FORMAT_ROWS_FIRST, FORMAT_VERSION, Record};
 use crate::domain::{AgencyId, Document};
-
-/// An agency's durable progress.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AgencyProgress {
-    /// The last batch sequence number stored (0: none yet).
-    pub last_seq: u64,
-    /// Bets stored for the agency, over all its batches.
-    pub stored_bets: u64,
-    /// Whether it declared ReadyForLottery.
-    pub ready: bool,
-}
+use crate::storage::AgencyProgress;
 
 /// The journal's last `group` record, and how far its `batch` records reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,4 @@
-//! Group commit: the queue of submitted batches, the commit that writes a group of them, and
-//! the committer task the store owns.
+//! Group commit: the queue of submitted batches, and the commit that writes a group of them.
 //!
 //! Every write goes through one `tokio::sync::Mutex` (held across the `.await` of the disk work,
 //! hence Tokio's). A batch first joins a queue, then takes the mutex; whoever holds it commits
@@ -7,72 +6,97 @@
 //! that arrive while a sync is in flight wait for the mutex and are committed together by the next
 //! holder, so a sync serves every agency that was waiting for one.
 //!
-//! The [`Committer`] is a task started by [`BetStore::open_with`](super::BetStore::open_with) that
-//! commits batches as they are submitted, so a connection can read its next batches while earlier
-//! ones are being synced. The store owns it: `close` stops it after it has committed what is
-//! queued, and dropping the store stops it too.
+//! The committer task (`committer.rs`) commits batches as they are submitted, so a connection can
+//! read its next batches while earlier ones are being synced.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError, Weak};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError};
 
-use tokio::sync::{Notify, oneshot};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tokio::sync::{Mutex, Notify};
+use tracing::{info, warn};
 
-use super::error::{StorageError, interrupted};
-use super::files::Files;
+use super::disk::Files;
 use super::journal::Record;
-use super::ledger::AgencyProgress;
-use super::{MAX_GROUP_BYTES, Shared, Stored, rows};
 use crate::domain::{AgencyId, Bets, Document, is_winning};
+use crate::storage::decide::{Proposal, decide, take_group};
+use crate::storage::error::interrupted;
+use crate::storage::{Ack, AckSender, AgencyProgress, StorageError, StoreOptions, Stored, rows};
+
+/// Most bytes of rows one group commit writes. Batches queued beyond it wait for the next group.
+/// Recovery of an older journal (rows written first) cuts at most this much past its last
+/// recorded batch (see `recovery.rs`).
+pub const MAX_GROUP_BYTES: u64 = 1 << 20;
+
+/// What the store and its committer task share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) path: PathBuf,
+    pub(super) journal_path: PathBuf,
+    pub(super) options: StoreOptions,
+    queue: std::sync::Mutex<Vec<Pending>>,
+    /// Woken when a batch is queued.
+    queued: Arc<Notify>,
+    /// The card's `tokio::sync::Mutex` around the bets file (and its journal, and the ledger).
+    pub(super) files: Mutex<Files>,
+    groups: AtomicU64,
+    /// When this process first committed a batch (the start of its ingest).
+    first_commit: OnceLock<std::time::Instant>,
+}
 
 #[derive(Debug)]
-pub(super) struct Pending {
+struct Pending {
     agency: AgencyId,
     seq: u64,
     bets: u64,
     rows: Vec<u8>,
     winners: Vec<Document>,
-    done: oneshot::Sender<Result<Stored, StorageError>>,
-}
-
-/// The answer to a submitted batch, once its group is committed (see [`BetStore::submit`](super::BetStore::submit)).
-#[derive(Debug)]
-pub struct Ack(oneshot::Receiver<Result<Stored, StorageError>>);
-
-/// Where a committer sends a batch's answer.
-pub(super) type AckSender = oneshot::Sender<Result<Stored, StorageError>>;
-
-impl Ack {
-    /// A new answer to await, and where the committer sends it.
-    pub(super) fn channel() -> (AckSender, Self) {
-        let (done, answer) = oneshot::channel();
-        (done, Self(answer))
-    }
-}
-
-impl Future for Ack {
-    type Output = Result<Stored, StorageError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|answer| {
-            answer.unwrap_or_else(|_| {
-                let reason = "the store stopped before committing the batch".into();
-                Err(StorageError::Interrupted { path: PathBuf::new(), reason })
-            })
-        })
-    }
+    done: AckSender,
 }
 
 impl Shared {
+    pub(super) fn new(
+        path: PathBuf,
+        journal_path: PathBuf,
+        options: StoreOptions,
+        files: Files,
+    ) -> Self {
+        Self {
+            path,
+            journal_path,
+            options,
+            queue: std::sync::Mutex::default(),
+            queued: Arc::new(Notify::new()),
+            files: Mutex::new(files),
+            groups: AtomicU64::new(0),
+            first_commit: OnceLock::new(),
+        }
+    }
+
+    /// Group commits so far.
+    pub(super) fn groups(&self) -> u64 {
+        self.groups.load(Ordering::Relaxed)
+    }
+
+    /// When this process first committed a batch, if it did.
+    pub(super) fn first_commit(&self) -> Option<std::time::Instant> {
+        self.first_commit.get().copied()
+    }
+
+    /// Woken when a batch is queued: what the committer waits on.
+    pub(super) fn queued(&self) -> Arc<Notify> {
+        self.queued.clone()
+    }
+
+    /// Whether no batch waits for a group.
+    pub(super) fn nothing_queued(&self) -> bool {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
     /// Queues batch `seq` of `agency` for the next group commit and returns its answer to await.
     /// Batches are committed in the order they are submitted; the [`Committer`] (or any
     /// [`Shared::commit_queued`]) commits them. This is how a connection keeps several batches in
@@ -84,12 +108,12 @@ impl Shared {
             .filter(|(_, bet)| is_winning(bet.number))
             .map(|(_, bet)| bet.to_document())
             .collect();
-        let (done, answer) = oneshot::channel();
+        let (done, answer) = Ack::channel();
         let count = bets.bet_count() as u64;
         let pending = Pending { agency, seq, bets: count, rows, winners, done };
         self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(pending);
         self.queued.notify_one();
-        Ack(answer)
+        answer
     }
 
     /// Commits everything queued so far (waiting for a commit in flight first), in groups of at
@@ -100,15 +124,7 @@ impl Shared {
         loop {
             let group = {
                 let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                let (mut taken, mut bytes) = (0, 0u64);
-                for pending in queue.iter() {
-                    bytes += pending.rows.len() as u64;
-                    if taken > 0 && bytes > MAX_GROUP_BYTES {
-                        break;
-                    }
-                    taken += 1;
-                }
-                queue.drain(..taken).collect::<Vec<_>>()
+                take_group(&mut queue, MAX_GROUP_BYTES, |p| p.rows.len() as u64)
             };
             if group.is_empty() {
                 break;
@@ -131,47 +147,32 @@ impl Shared {
             let progress = tentative
                 .entry(pending.agency)
                 .or_insert_with(|| files.ledger.progress(pending.agency));
+            let batch = Proposal { agency: pending.agency, seq: pending.seq, bets: pending.bets };
             let outcome = if files.closed {
                 Err(interrupted(&self.path, &"the store is closed"))
-            } else if pending.seq == 0 || pending.bets == 0 {
-                let reason = if pending.seq == 0 {
-                    "batch numbers start at 1"
-                } else {
-                    "a batch holds at least one bet"
-                };
-                Err(StorageError::BadBatch { agency: pending.agency, seq: pending.seq, reason })
-            } else if progress.ready || closed {
-                Err(StorageError::AgencyClosed { agency: pending.agency })
-            } else if pending.seq <= progress.last_seq {
-                Ok(Stored::Duplicate)
-            } else if pending.seq != progress.last_seq + 1 {
-                let expected = progress.last_seq + 1;
-                Err(StorageError::SequenceGap {
-                    agency: pending.agency,
-                    expected,
-                    got: pending.seq,
-                })
-            } else if progress.stored_bets.saturating_add(pending.bets) > limit {
-                let (agency, stored) = (pending.agency, progress.stored_bets);
-                if files.limit_logged.insert(agency) {
+            } else {
+                decide(progress, batch, closed, limit)
+            };
+            match &outcome {
+                Ok(Stored::New) => {
+                    rows.extend_from_slice(&pending.rows);
+                    let record = Record::Batch {
+                        agency: pending.agency,
+                        seq: pending.seq,
+                        bets: pending.bets,
+                        end: start + rows.len() as u64,
+                        winners: Some(pending.winners.clone()),
+                    };
+                    record.write_to(&mut batch_lines);
+                    records.push(record);
+                }
+                Err(StorageError::AgencyLimit { agency, stored, .. })
+                    if files.limit_logged.insert(*agency) =>
+                {
                     warn!(action = "agency_limit", result = "fail", agency = %agency, stored, limit, error = "the agency's batches are refused: it reached LOTTERY_MAX_BETS_PER_AGENCY");
                 }
-                Err(StorageError::AgencyLimit { agency, stored, bets: pending.bets, limit })
-            } else {
-                rows.extend_from_slice(&pending.rows);
-                progress.last_seq = pending.seq;
-                progress.stored_bets += pending.bets;
-                let record = Record::Batch {
-                    agency: pending.agency,
-                    seq: pending.seq,
-                    bets: pending.bets,
-                    end: start + rows.len() as u64,
-                    winners: Some(pending.winners.clone()),
-                };
-                record.write_to(&mut batch_lines);
-                records.push(record);
-                Ok(Stored::New)
-            };
+                _ => {}
+            }
             outcomes.push(outcome);
         }
         if !rows.is_empty() {
@@ -240,7 +241,7 @@ impl Shared {
         records: String,
     ) -> Result<u64, WriteFailure> {
         let (bets, journal, sync, dirty) =
-            (files.bets.clone(), files.journal.clone(), self.sync, files.dirty);
+            (files.bets.clone(), files.journal.clone(), self.options.sync, files.dirty);
         let floor = self.options.min_free_bytes;
         let started = std::time::Instant::now();
         let written = tokio::task::spawn_blocking(move || {
@@ -297,7 +298,7 @@ impl Shared {
         }
         let mut line = String::new();
         record.write_to(&mut line);
-        let (journal, at, sync) = (files.journal.clone(), files.journal_len, self.sync);
+        let (journal, at, sync) = (files.journal.clone(), files.journal_len, self.options.sync);
         let (bets, committed, dirty) = (files.bets.clone(), files.ledger.committed, files.dirty);
         let written = tokio::task::spawn_blocking(move || {
             if dirty {
@@ -348,60 +349,6 @@ impl WriteFailure {
                 source: io::Error::new(e.kind(), e.to_string()),
             },
         }
-    }
-}
-
-/// The task that commits submitted batches as they come, each group while the next one queues.
-/// Owned by the store (mini-redis's `DbDropGuard` is the model): [`Committer::stop`] commits what
-/// is queued and waits for the task, and dropping it tells the task to do the same on its own.
-#[derive(Debug)]
-pub(super) struct Committer {
-    token: CancellationToken,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Committer {
-    /// Starts the committer of `shared`. It holds the store only while it commits, so dropping
-    /// the store releases the files as soon as no commit is in flight.
-    pub(super) fn start(shared: &Arc<Shared>) -> Self {
-        let token = CancellationToken::new();
-        let task = tokio::spawn(run(Arc::downgrade(shared), shared.queued.clone(), token.clone()));
-        Self { token, task: std::sync::Mutex::new(Some(task)) }
-    }
-
-    /// Commits what is queued and waits for the task to end.
-    pub(super) async fn stop(&self) {
-        self.token.cancel();
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(task) = task
-            && let Err(e) = task.await
-        {
-            error!(action = "shutdown", result = "in_progress", step = "committer failed", error = %e);
-        }
-    }
-}
-
-impl Drop for Committer {
-    fn drop(&mut self) {
-        self.token.cancel();
-    }
-}
-
-/// Commits batches as they are submitted until `token` is cancelled; then commits what is left.
-async fn run(shared: Weak<Shared>, queued: Arc<Notify>, token: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = queued.notified() => {}
-            () = token.cancelled() => break,
-        }
-        let Some(shared) = shared.upgrade() else { return };
-        // A batch committed by `store_batch` itself leaves nothing for the committer to do.
-        if !shared.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
-            shared.commit_queued().await;
-        }
-    }
-    if let Some(shared) = shared.upgrade() {
-        shared.commit_queued().await;
     }
 }
 

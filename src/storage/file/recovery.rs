@@ -13,7 +13,7 @@
 //!   write.
 //!
 //! Journals whose rows went first (format 2 and legacy) are read with their rule, for the last
-//! time: up to one group commit's rows ([`MAX_GROUP_BYTES`]) past the last recorded end are cut
+//! time: up to one group commit's rows ([`MAX_GROUP_BYTES`](super::MAX_GROUP_BYTES)) past the last recorded end are cut
 //! as never acknowledged — a journal of theirs that lost its last records cannot be told from
 //! that — and they are rewritten in the current format.
 //!
@@ -28,18 +28,44 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
-use super::error::write_error;
-use super::files::{Files, install, len, lock, open, rows_crc, sync_dir};
+use super::disk::{Files, check_row_end, install, len, lock, open, rows_crc, sync_dir};
 use super::journal::{self, FORMAT_VERSION, Format, Record};
 use super::ledger::{LastGroup, Ledger};
 use super::legacy::{Converting, check_rows_first, convert};
-use super::{Recovery, StorageError, rows};
 use crate::domain::AgencyId;
+use crate::storage::StorageError;
+use crate::storage::error::write_error;
+use crate::storage::rows;
 
 /// What to do when the journal cannot be trusted, but the bets file can.
 pub(super) const ADOPT_HINT: &str = "restore the journal from a backup; or, if the bets file is complete and \
      its journal is lost, move the journal away: the central then adopts the bets file as it is, \
      and each agency resumes after its rows";
+
+/// What `BetStore::open` found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Committed bytes of the bets file.
+    pub bets_len: u64,
+    /// Bytes of the bets file that were cut: the rows of a group commit that was never
+    /// acknowledged (a crash mid-write), or an adopted file's torn last row.
+    pub cut_bets_bytes: u64,
+    /// Bytes of the journal that were cut: a torn tail, or the records of a group commit that was
+    /// never acknowledged.
+    pub cut_journal_bytes: u64,
+    /// The bets file had no journal: its rows, every one a valid bet, were adopted as they are,
+    /// counted per agency.
+    pub adopted: bool,
+    /// The journal was of an older format (rows written first: format 2, or legacy lines without
+    /// check fields); it was rewritten in the current one.
+    pub journal_converted: bool,
+    /// Batches recorded in the journal.
+    pub batches: u64,
+    /// Agencies that had declared ReadyForLottery.
+    pub ready: Vec<AgencyId>,
+    /// Whether the draw had run.
+    pub drawn: bool,
+}
 
 /// Opens both files, locks them, and brings the bets file back to its last committed batch.
 pub(super) fn recover(
@@ -315,37 +341,6 @@ fn settle(
     }
     check_row_end(bets, path, len, committed).map_err(Settling::Refused)?;
     Ok(settled)
-}
-
-/// The bets file must hold every acknowledged byte and end a row there.
-pub(super) fn check_row_end(
-    bets: &File,
-    path: &Path,
-    bets_len: u64,
-    committed: u64,
-) -> Result<(), StorageError> {
-    let corrupt = |reason| StorageError::Corrupt { path: path.to_owned(), reason };
-    if bets_len < committed {
-        let reason = format!(
-            "the journal records {committed} bytes of acknowledged bets, the file has {bets_len}. \
-             Nothing was changed: restore the bets file from a backup"
-        );
-        return Err(corrupt(reason));
-    }
-    if committed > 0 {
-        let mut last = [0u8];
-        bets.read_exact_at(&mut last, committed - 1)
-            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-        if last[0] != b'\n' {
-            let reason = format!(
-                "byte {committed}, where the journal says the acknowledged bets end, does not end \
-                 a row: the journal is another bets file's, or the file was edited. Nothing was \
-                 changed: restore the matching bets file and journal"
-            );
-            return Err(corrupt(reason));
-        }
-    }
-    Ok(())
 }
 
 /// What adopting a bets file found.

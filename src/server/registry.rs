@@ -1,4 +1,5 @@
-//! `Sessions`: which connection is each agency's session, so an agency has one at a time.
+//! The session registry, [`Sessions`]: which connection is each agency's session, so an agency
+//! has one at a time (the file store's fencing; a shared store fences by epoch as well).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
@@ -32,7 +33,7 @@ impl Sessions {
     /// one did not end in time (e.g. stuck writing to a peer that never reads, which the write
     /// timeout ends soon): the store's own lock and sequence checks still keep its batches
     /// apart, so the new session goes ahead.
-    pub(super) async fn claim(
+    pub(crate) async fn claim(
         &self,
         agency: AgencyId,
         token: &CancellationToken,

@@ -1,0 +1,78 @@
+//! Why a connection ends early ([`HandlerError`]), and the one mapping of what went wrong below
+//! the connection (a frame that is not a message, a store's refusal) to the protocol's codes.
+
+use std::time::Duration;
+
+use crate::protocol::{CodecError, ErrorCode};
+use crate::storage::StorageError;
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandlerError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("{code:?}: {message}")]
+    Protocol { code: ErrorCode, message: String },
+    #[error("the peer did not read its replies for {0:?}")]
+    WriteTimeout(Duration),
+}
+
+/// A protocol violation (or a refusal) that ends the connection with `Error { code, message }`.
+pub(crate) fn protocol(code: ErrorCode, message: impl Into<String>) -> HandlerError {
+    HandlerError::Protocol { code, message: message.into() }
+}
+
+/// What reading a frame failed with: the socket's error ends the connection as it is; a frame
+/// that is not a message is answered `Malformed` first.
+pub(crate) fn unreadable(e: CodecError) -> HandlerError {
+    match e {
+        CodecError::Io(e) => CodecError::Io(e).into(),
+        e => protocol(ErrorCode::Malformed, e.to_string()),
+    }
+}
+
+/// The code a store's error ends a session with. `StorageFailed` says the store could not do
+/// it (the agency may retry, here or elsewhere); for a batch, that refuses the batch alone
+/// (`BatchRejected`), and the session goes on.
+pub(crate) fn storage_code(e: &StorageError) -> ErrorCode {
+    match e {
+        StorageError::SequenceGap { .. } => ErrorCode::SequenceGap,
+        StorageError::BadBatch { .. } => ErrorCode::Malformed,
+        StorageError::Fenced { .. } => ErrorCode::SessionReplaced,
+        StorageError::AgencyClosed { .. } => ErrorCode::AgencyClosed,
+        _ => ErrorCode::StorageFailed,
+    }
+}
+
+/// [`storage_code`]'s protocol error.
+pub(crate) fn storage_error(e: &StorageError) -> HandlerError {
+    protocol(storage_code(e), e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::AgencyId;
+
+    #[test]
+    fn each_storage_error_has_its_code() {
+        let agency = AgencyId::new(1).unwrap();
+        let cases = [
+            (StorageError::SequenceGap { agency, expected: 2, got: 3 }, ErrorCode::SequenceGap),
+            (StorageError::BadBatch { agency, seq: 0, reason: "r" }, ErrorCode::Malformed),
+            (StorageError::Fenced { agency }, ErrorCode::SessionReplaced),
+            (StorageError::AgencyClosed { agency }, ErrorCode::AgencyClosed),
+            (
+                StorageError::AgencyLimit { agency, stored: 1, bets: 1, limit: 1 },
+                ErrorCode::StorageFailed,
+            ),
+            (
+                StorageError::Database { target: "db".into(), what: "w", reason: "r".into() },
+                ErrorCode::StorageFailed,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(storage_code(&error), code, "{error}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Start-up and shutdown: [`bind`], [`run`] (open the store, serve, and stop in order) and
+//! [`export`].
+//!
+//! Shutdown order: stop accepting, cancel every connection, wait for them (up to
+//! [`SHUTDOWN_GRACE`]), then close the store, whose committer stores the last batches first.
+
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::listener::accept_loop;
+use super::lottery::Lottery;
+use super::metrics;
+use super::shared::Shared;
+use crate::config::ServerConfig;
+use crate::storage::{Location, StorageError, Store, StoreOptions};
+
+/// How long shutdown waits for open connections to close before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What stops the central.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Binds `SERVER_IP:SERVER_PORT` with `SERVER_LISTEN_BACKLOG`.
+///
+/// # Errors
+/// `ServerError::Bind` when the address is taken or not local.
+pub fn bind(config: &ServerConfig) -> Result<TcpListener, ServerError> {
+    let addr = SocketAddr::new(config.ip, config.port);
+    let bind = || -> io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(config.listen_backlog)
+    };
+    bind().map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Serves agencies on `listener` until `token` is cancelled, then closes every connection,
+/// flushes the store and returns.
+///
+/// # Errors
+/// `ServerError::Storage` when the store cannot be opened.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    token: CancellationToken,
+) -> Result<(), ServerError> {
+    let (store, opened) = Store::open(location(&config), options(&config)).await?;
+    store.claim_agencies(config.agencies.get()).await?;
+    opened.log(&store);
+    let store = Arc::new(store);
+    let tracker = TaskTracker::new();
+    let lottery =
+        Arc::new(Lottery::new(store.clone(), config.agencies, tracker.clone(), token.clone()));
+    // Agencies that were ready before a restart keep their barrier party.
+    lottery.restore(opened.ready());
+    lottery.watch_ready();
+    let shared = Arc::new(Shared::new(config, store, lottery));
+
+    if let Some(addr) = shared.config.metrics_addr
+        && let Some(handle) = metrics::install()
+    {
+        let listener =
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        info!(action = "metrics", result = "success", address = %bound, path = "/metrics");
+        let serving = metrics::serve(listener, handle, tracker.clone(), token.clone());
+        tracker.spawn(serving);
+    }
+
+    accept_loop(&listener, &shared, &tracker, &token).await;
+
+    drop(listener);
+    info!(action = "shutdown", result = "in_progress", step = "listener closed");
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_ok() {
+        info!(action = "shutdown", result = "in_progress", step = "connections closed");
+    } else {
+        let open = tracker.len();
+        warn!(action = "shutdown", result = "in_progress", step = "connections abandoned", open);
+    }
+    // The store's committer outlives the connections: their last batches commit before it stops.
+    shared.store.close().await;
+    let stats = shared.store.stats();
+    info!(
+        action = "shutdown",
+        result = "in_progress",
+        step = if shared.store.is_shared() { "database closed" } else { "bets file closed" },
+        commits = stats.groups,
+        fsyncs = stats.syncs
+    );
+    info!(action = "shutdown", result = "success");
+    Ok(())
+}
+
+/// The store the configuration names: PostgreSQL when `LOTTERY_DATABASE_URL` is set, else the
+/// bets file.
+fn location(config: &ServerConfig) -> Location {
+    match &config.database_url {
+        Some(url) => {
+            let central = format!("{}:{} (pid {})", hostname(), config.port, std::process::id());
+            Location::Database { url: url.clone(), central }
+        }
+        None => Location::File(config.bets_file.clone()),
+    }
+}
+
+fn options(config: &ServerConfig) -> StoreOptions {
+    StoreOptions {
+        sync: config.fsync,
+        max_bets_per_agency: config.max_bets_per_agency,
+        min_free_bytes: config.min_free_bytes,
+    }
+}
+
+/// Writes the stored bets to `out` as the original bets file (`lottery-server export`): with
+/// PostgreSQL, every stored bet in the order stored, encoded as the file store encodes them;
+/// with the file store, the committed part of the bets file (after the same recovery a start
+/// runs, under the same lock: a central running on the file must be stopped first). Returns the
+/// bytes written.
+///
+/// # Errors
+/// The store's: it cannot be opened or read, or `out` cannot be written.
+pub async fn export(
+    config: &ServerConfig,
+    out: &mut impl std::io::Write,
+) -> Result<u64, ServerError> {
+    let options = StoreOptions { min_free_bytes: 0, ..options(config) };
+    let location = match location(config) {
+        Location::Database { url, .. } => {
+            Location::Database { url, central: format!("{} export", hostname()) }
+        }
+        file => file,
+    };
+    let (store, _) = Store::open(location, options).await?;
+    let mut counted = CountingWriter { out, bytes: 0 };
+    let exported = store.export(&mut counted).await;
+    store.close().await;
+    exported?;
+    let write_error = |source| StorageError::Write { path: "the export's output".into(), source };
+    counted.flush().map_err(write_error)?;
+    Ok(counted.bytes)
+}
+
+/// A writer that counts what goes through it.
+struct CountingWriter<'a, W> {
+    out: &'a mut W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.out.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// This machine's name, for the `draw` row (which central recorded it).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}

@@ -1,0 +1,67 @@
+//! The [`Committer`]: the task that commits submitted batches as they come, each group while
+//! the next one queues. The store owns it (mini-redis's `DbDropGuard` is the model): `open`
+//! starts it, `close` stops it once what is queued is committed, and dropping the store stops it
+//! too.
+
+use std::sync::{Arc, PoisonError, Weak};
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use super::commit::Shared;
+
+/// The task that commits submitted batches as they come, each group while the next one queues.
+/// Owned by the store (mini-redis's `DbDropGuard` is the model): [`Committer::stop`] commits what
+/// is queued and waits for the task, and dropping it tells the task to do the same on its own.
+#[derive(Debug)]
+pub(super) struct Committer {
+    token: CancellationToken,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Committer {
+    /// Starts the committer of `shared`. It holds the store only while it commits, so dropping
+    /// the store releases the files as soon as no commit is in flight.
+    pub(super) fn start(shared: &Arc<Shared>) -> Self {
+        let token = CancellationToken::new();
+        let task = tokio::spawn(run(Arc::downgrade(shared), shared.queued(), token.clone()));
+        Self { token, task: std::sync::Mutex::new(Some(task)) }
+    }
+
+    /// Commits what is queued and waits for the task to end.
+    pub(super) async fn stop(&self) {
+        self.token.cancel();
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            error!(action = "shutdown", result = "in_progress", step = "committer failed", error = %e);
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Commits batches as they are submitted until `token` is cancelled; then commits what is left.
+async fn run(shared: Weak<Shared>, queued: Arc<Notify>, token: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = queued.notified() => {}
+            () = token.cancelled() => break,
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        // A batch committed by `store_batch` itself leaves nothing for the committer to do.
+        if !shared.nothing_queued() {
+            shared.commit_queued().await;
+        }
+    }
+    if let Some(shared) = shared.upgrade() {
+        shared.commit_queued().await;
+    }
+}

@@ -1,0 +1,28 @@
+//! The file store: the bets file (`BETS_FILE`, the original's `bets.csv` rows) and its journal
+//! (`BETS_FILE.journal`), one central's. Its durability, recovery and limits are in
+//! [`BetStore`]'s module, `store.rs`, and in `docs/durability.md`.
+//!
+//! # Layout
+//! - `store.rs`: [`BetStore`], the file store's face;
+//! - `commit.rs`: the queue and group commit; `committer.rs`: the task that commits, which the
+//!   store owns;
+//! - `disk.rs`: the open, locked files ([`Files`](disk::Files)) and the file-system steps
+//!   (lock, install a journal, sync a directory, check a row's end, CRC of rows);
+//! - `journal.rs`: the journal's records and their replay; `ledger.rs`: what they add up to;
+//! - `recovery.rs`: start-up recovery ([`Recovery`]); `legacy.rs`: older journals' check and
+//!   conversion.
+
+mod commit;
+mod committer;
+mod disk;
+mod journal;
+mod ledger;
+mod legacy;
+mod recovery;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use commit::MAX_GROUP_BYTES;
+pub use recovery::Recovery;
+pub use store::BetStore;
