@@ -16,7 +16,8 @@
 //! - [`config`]: both binaries' settings, from flags, environment variables and a
 //!   configuration file; one table of every setting and its default.
 //! - [`datagen`]: deterministic agency files for tests, demos and benchmarks.
-//! - [`signal`]: what both binaries share: SIGTERM/Ctrl-C, the allocator.
+//! - [`signal`]: the binaries' shutdown signals (SIGTERM, Ctrl-C) turned into a cancellation.
+//! - [`memory`]: how the binaries take memory: the global allocator, no transparent huge pages.
 //! - [`telemetry`]: the graders' log line format.
 //!
 //! The path of one bet through these files is in `docs/architecture.md`.
@@ -28,6 +29,7 @@ pub mod datagen;
 pub mod domain;
 #[cfg(test)]
 mod fixtures;
+pub mod memory;
 pub mod protocol;
 pub mod server;
 pub mod signal;
