@@ -18,8 +18,11 @@ use crate::protocol::{
     ServerMessage, WireBet,
 };
 
+use super::ClientError;
 use super::failover::{Backoff, Centrals, pause};
-use super::{ClientError, PING_EVERY};
+
+/// How often an agency waiting for the draw checks the central is alive.
+pub const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// `future`'s output, or `Timeout` naming `what` the central did not do within `limit`.
 pub(super) async fn within<T, E: Into<ClientError>>(
