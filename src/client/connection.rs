@@ -110,7 +110,7 @@ impl Connection {
     /// Like [`Connection::open`] to `config`'s centrals as its agency, retrying with backoff
     /// while they are unreachable, busy, slow to answer, or drop the connection before their
     /// `Welcome`, for at most `config.connect_timeout`. It starts at the first address and
-    /// moves to the next after each failure (see [`Connection::connect_until`]).
+    /// moves to the next after each failure (see `Connection::connect_until`).
     ///
     /// # Errors
     /// `Unreachable` once `timeout` has passed; a non-transient error at once.

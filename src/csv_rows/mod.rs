@@ -2,10 +2,10 @@
 //! central). Headerless, `\n` or `\r\n` line ends, a fixed number of fields per row.
 //!
 //! # Layout
-//! - `csv_reader.rs`: the csv crate's reader set up for these files ([`csv_reader`],
+//! - `csv_reader.rs`: the csv crate's reader set up for these files ([`csv_reader()`],
 //!   [`fields`]), the general path the bets file is read with;
 //! - `record_reader.rs`: [`RecordReader`], the agency file's fast reader, exactly the records,
-//!   fields, line numbers and errors of [`csv_reader`] (a test holds them side by side);
+//!   fields, line numbers and errors of [`csv_reader()`] (a test holds them side by side);
 //! - `quoted.rs`: a record with quotes, as csv-core parses it (the fast reader's rare path).
 
 mod csv_reader;

@@ -29,8 +29,8 @@ impl<'a, const N: usize> Fields<'a, N> {
         Self { first, count }
     }
 
-    /// Exactly `N` fields, the last without the `\r` of a `\r\n` line end: [`fields`](super::fields) for a
-    /// [`RecordReader`]'s record.
+    /// Exactly `N` fields, the last without the `\r` of a `\r\n` line end:
+    /// [`fields`](super::fields) for a [`RecordReader`]'s record.
     ///
     /// # Errors
     /// `BetError` for any other number of fields.
@@ -159,13 +159,13 @@ fn zero_bytes(word: u64) -> u64 {
 /// How much a [`RecordReader`] reads at a time.
 const READ_CHUNK: usize = 128 * 1024;
 
-/// Reads the records of a headerless CSV file exactly as [`csv_reader`](super::csv_reader) does (the same records,
-/// fields, line numbers and error texts; a test holds them side by side), in a fraction of the
-/// time: a record without a quote, nearly every one, is one line, handed out as its bytes in
-/// the read buffer with where its commas are (found eight bytes at a time), so that a caller
-/// can check its fields without making strings; only a record with a `"` takes the general path
-/// (Python's csv quoting: quoted fields, doubled quotes, newlines inside quotes, text after a
-/// closing quote).
+/// Reads the records of a headerless CSV file exactly as [`csv_reader()`](super::csv_reader())
+/// does (the same records, fields, line numbers and error texts; a test holds them side by
+/// side), in a fraction of the time: a record without a quote, nearly every one, is one line,
+/// handed out as its bytes in the read buffer with where its commas are (found eight bytes at a
+/// time), so that a caller can check its fields without making strings; only a record with a
+/// `"` takes the general path (Python's csv quoting: quoted fields, doubled quotes, newlines
+/// inside quotes, text after a closing quote).
 pub(crate) struct RecordReader<R> {
     input: R,
     buf: Vec<u8>,

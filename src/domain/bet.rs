@@ -6,20 +6,33 @@
 //! paths (the agency reading its file, the central reading a `Batch` frame) no bet becomes a
 //! `String`: each form below is the bet at one step, owned or borrowed, checked or not yet.
 //!
-//! | type | layer | owns its text | checked | what it is for |
-//! |------|-------|---------------|---------|----------------|
-//! | [`Bet`] | domain | yes (`String`s) | yes | a bet as a value: the agency's single bet from the environment, rows read back from the bets file or the database (the draw, exports, tests). On no hot path |
-//! | [`BetText`] | domain | borrowed (a row, a frame, a `Bet`) | yes | the agency's hot path (a CSV row checked where it lies, no allocation) and what the stores write (what [`Bets`](super::Bets) yields) |
-//! | [`WireText`] | domain | borrowed | no | an alias, not a type: the three text fields `[first_name, last_name, document]` as bytes, what the checks take |
-//! | [`CheckedBet`](super::CheckedBet) | domain | no: ranges into its batch's bytes | yes | a bet of a [`BetBatch`](super::BetBatch): the central's hot path from the session's check to the store |
-//! | [`WireBet`](crate::protocol::WireBet) | protocol | yes | no | the serde form inside `ClientMessage::Bet` and `Batch`, for bincode: tools, tests, the single-bet mode. On no hot path |
-//! | [`WireBetRef`](crate::protocol::WireBetRef) | protocol | borrowed | no | the one writer of a bet's wire bytes and its frame size (the 8 kB rule): the agency's hot path, a row straight into its batch's buffer |
-//! | [`ReceivedBet`](crate::protocol::ReceivedBet) | protocol | no: ranges into the frame | no | the central's hot path: where a bet is in a `Batch` frame read in place, its date and number as sent |
+//! - [`Bet`] (domain; owns its `String`s; checked): a bet as a value: the agency's single bet
+//!   from the environment, rows read back from the bets file or the database (the draw,
+//!   exports, tests). On no hot path.
+//! - [`BetText`] (domain; borrowed from a row, a frame or a `Bet`; checked): the agency's hot
+//!   path, a CSV row checked where it lies with no allocation, and what the stores write (what
+//!   [`Bets`](super::Bets) yields).
+//! - [`WireText`] (domain; borrowed; not checked): an alias, not a type: the three text fields
+//!   `[first_name, last_name, document]` as bytes, what the checks take.
+//! - [`CheckedBet`](super::CheckedBet) (domain; ranges into its batch's bytes; checked): a bet of
+//!   a [`BetBatch`](super::BetBatch), the central's hot path from the session's check to the
+//!   store.
+//! - [`WireBet`](crate::protocol::WireBet) (protocol; owns its `String`s; not checked): the serde
+//!   form inside `ClientMessage::Bet` and `Batch`, for bincode: tools, tests, the single-bet
+//!   mode. On no hot path.
+//! - [`WireBetRef`](crate::protocol::WireBetRef) (protocol; borrowed; not checked): the one
+//!   writer of a bet's wire bytes and of its frame size (the 8 kB rule): the agency's hot path,
+//!   a row straight into its batch's buffer.
+//! - [`ReceivedBet`](crate::protocol::ReceivedBet) (protocol; ranges into the frame; not
+//!   checked): the central's hot path, where a bet is in a `Batch` frame read in place, its date
+//!   and number as sent.
 //!
-//! Each pair differs in one of these columns, and merging any would put a `String` per bet or a
-//! second check back on a hot path (both are measured), so all seven stay. A received bet is
-//! checked in one place, [`check_wire_bet`], whichever message it came in: a `WireBet` is
-//! written into a batch's bytes as a `ReceivedBet` first, so it has no check of its own.
+//! Each pair differs in layer, ownership or checking. Merging an owned form with a borrowed one
+//! would put a `String` per bet back on a hot path (both paths are measured); merging a checked
+//! form with an unchecked one would lose what the type promises, that code past it never checks
+//! again. So all seven stay. A received bet is checked in one place, [`check_wire_bet`],
+//! whichever message it came in: a `WireBet` is first written into a batch's bytes as a
+//! `ReceivedBet`, so it has no check of its own.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -178,7 +191,7 @@ pub struct Bet {
 
 impl Bet {
     /// Builds a bet, checking the names and that `birthdate` is not after `latest_birthdate`
-    /// (see [`latest_birthdate`] for the rule both sides apply).
+    /// (see [`latest_birthdate`](super::latest_birthdate) for the rule both sides apply).
     ///
     /// # Errors
     /// `BetError` naming the first field that is wrong.

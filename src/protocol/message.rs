@@ -59,7 +59,7 @@ pub enum RejectReason {
     InvalidBet,
     /// More bets than the central accepts in one batch.
     TooManyBets,
-    /// More than [`MAX_BATCH_BYTES`] on the wire.
+    /// More than [`MAX_BATCH_BYTES`](super::MAX_BATCH_BYTES) on the wire.
     TooLarge,
     /// The bets could not be written; nothing of the batch is stored.
     Storage,
@@ -96,8 +96,8 @@ pub enum ErrorCode {
     Timeout,
 }
 
-/// A bet as sent: unvalidated fields, checked on arrival as a bet of its batch
-/// ([`check_wire_bet`](crate::domain::check_wire_bet), through [`ReceivedBet`](super::ReceivedBet)).
+/// A bet as sent: unvalidated fields, checked on arrival as a bet of its batch (through
+/// [`ReceivedBet`](super::ReceivedBet), by [`check_wire_bet`](crate::domain::check_wire_bet)).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireBet {
     pub first_name: String,
