@@ -94,7 +94,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
-    lottery::signal::without_huge_pages();
+    lottery::memory::without_huge_pages();
     if std::env::args().nth(1).as_deref() == Some("--serve") {
         return serve();
     }

@@ -5,18 +5,23 @@
 //! and each agency receives the winners of its own bets, and only those.
 //!
 //! # Layout
-//! - [`domain`]: validated types (`Bet`, `AgencyId`, …) and the winner rule.
+//! - [`domain`]: validated types (`Bet`, `AgencyId`, …), the rules on a bet's fields, a received
+//!   batch's checked bets (`BetBatch`), the draw and its winner rule; why a bet has seven types.
 //! - [`protocol`]: the messages and `MessageCodec`, the framing that turns a socket into a
-//!   stream of them; the limits both sides share (frame and batch sizes, batches in flight).
-//! - `csv_rows`: the CSV row format both sides read (agency files, the bets file).
+//!   stream of them; the limits both sides share (frame and batch sizes, batches in flight); the
+//!   agency's batch encoder and the central's in-place `Batch` reader.
+//! - `csv_rows`: the CSV row format both sides read (agency files, the bets file): the csv
+//!   crate's reader and the agency's fast `RecordReader`.
 //! - [`storage`]: the [`Store`](storage::Store) seam the server uses and the file store behind it,
 //!   [`BetStore`] (the bets file and its journal behind a Tokio mutex, group commit, recovery).
 //! - [`server`]: the central: accept loop, one task per connection, sessions, the lottery.
-//! - [`client`]: one agency: its connection to the central, the upload, the agency-file reader.
+//! - [`client`]: one agency: its connection to the central, the upload, the agency-file reader,
+//!   failover between centrals.
 //! - [`config`]: both binaries' settings, from flags, environment variables and a
 //!   configuration file; one table of every setting and its default.
 //! - [`datagen`]: deterministic agency files for tests, demos and benchmarks.
-//! - [`signal`]: what both binaries share: SIGTERM/Ctrl-C, the allocator.
+//! - [`signal`]: the binaries' shutdown signals (SIGTERM, Ctrl-C) turned into a cancellation.
+//! - [`memory`]: how the binaries take memory: the global allocator, no transparent huge pages.
 //! - [`telemetry`]: the graders' log line format.
 //!
 //! The path of one bet through these files is in `docs/architecture.md`.
@@ -28,6 +33,7 @@ pub mod datagen;
 pub mod domain;
 #[cfg(test)]
 mod fixtures;
+pub mod memory;
 pub mod protocol;
 pub mod server;
 pub mod signal;

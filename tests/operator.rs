@@ -146,15 +146,15 @@ async fn config_files_progress_summary_and_metrics() {
 }
 
 #[test]
-fn the_readme_documents_every_setting() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn the_operations_doc_documents_every_setting() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .unwrap();
     let options = lottery::config::SERVER_OPTIONS.iter().chain(lottery::config::CLIENT_OPTIONS);
     for setting in options {
-        assert!(readme.contains(&format!("`--{}`", setting.flag)), "--{}", setting.flag);
-        assert!(readme.contains(&format!("`{}`", setting.env)), "{}", setting.env);
+        assert!(doc.contains(&format!("`--{}`", setting.flag)), "--{}", setting.flag);
+        assert!(doc.contains(&format!("`{}`", setting.env)), "{}", setting.env);
         if let Some(key) = setting.file_key {
-            assert!(readme.contains(&format!("`{key}`")), "{key}");
+            assert!(doc.contains(&format!("`{key}`")), "{key}");
         }
     }
 }

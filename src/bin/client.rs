@@ -14,7 +14,7 @@ use tracing::{error, info};
 lottery::use_mimalloc!();
 
 fn main() -> ExitCode {
-    lottery::signal::without_huge_pages();
+    lottery::memory::without_huge_pages();
     let rust_log = std::env::var("RUST_LOG").ok();
     let config = match ClientConfig::load_from_process() {
         Ok(config) => config,

@@ -21,7 +21,7 @@ use tracing::{error, info};
 lottery::use_mimalloc!();
 
 fn main() -> ExitCode {
-    lottery::signal::without_huge_pages();
+    lottery::memory::without_huge_pages();
     let rust_log = std::env::var("RUST_LOG").ok();
     let healthcheck_only = std::env::args().nth(1).as_deref() == Some("healthcheck");
     if std::env::args().nth(1).as_deref() == Some("export") {

@@ -18,8 +18,11 @@ use crate::protocol::{
     ServerMessage, WireBet,
 };
 
+use super::ClientError;
 use super::failover::{Backoff, Centrals, pause};
-use super::{ClientError, PING_EVERY};
+
+/// How often an agency waiting for the draw checks the central is alive.
+pub const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// `future`'s output, or `Timeout` naming `what` the central did not do within `limit`.
 pub(super) async fn within<T, E: Into<ClientError>>(
@@ -107,7 +110,7 @@ impl Connection {
     /// Like [`Connection::open`] to `config`'s centrals as its agency, retrying with backoff
     /// while they are unreachable, busy, slow to answer, or drop the connection before their
     /// `Welcome`, for at most `config.connect_timeout`. It starts at the first address and
-    /// moves to the next after each failure (see [`Connection::connect_until`]).
+    /// moves to the next after each failure (see `Connection::connect_until`).
     ///
     /// # Errors
     /// `Unreachable` once `timeout` has passed; a non-transient error at once.

@@ -130,6 +130,17 @@ mod tests {
         ServerAddresses::parse(text).unwrap()
     }
 
+    /// The steps of the next `n` attempts, in milliseconds.
+    fn steps_ms(backoff: &mut Backoff, n: usize) -> Vec<u128> {
+        (0..n)
+            .map(|_| {
+                let step = backoff.step();
+                backoff.next_pause();
+                step.as_millis()
+            })
+            .collect()
+    }
+
     #[test]
     fn backoff_pauses_are_jittered_between_half_and_all_of_the_step() {
         for step in [FIRST_RETRY_DELAY, Duration::from_millis(640), MAX_RETRY_DELAY] {
@@ -177,24 +188,10 @@ mod tests {
     #[test]
     fn several_addresses_try_each_once_at_a_step_before_doubling() {
         let mut backoff = Backoff::new(3);
-        let steps: Vec<u128> = (0..9)
-            .map(|_| {
-                let step = backoff.step();
-                backoff.next_pause();
-                step.as_millis()
-            })
-            .collect();
-        assert_eq!(steps, [10, 10, 10, 20, 20, 20, 40, 40, 40]);
+        assert_eq!(steps_ms(&mut backoff, 9), [10, 10, 10, 20, 20, 20, 40, 40, 40]);
         // A reset mid-round starts a whole new round at the first step.
         backoff.next_pause();
         backoff.reset();
-        let steps: Vec<u128> = (0..4)
-            .map(|_| {
-                let step = backoff.step();
-                backoff.next_pause();
-                step.as_millis()
-            })
-            .collect();
-        assert_eq!(steps, [10, 10, 10, 20]);
+        assert_eq!(steps_ms(&mut backoff, 4), [10, 10, 10, 20]);
     }
 }

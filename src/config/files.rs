@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::ConfigError;
-use super::sources::ConfigOption;
+use super::options::ConfigOption;
 
 /// The configuration file's settings, by variable name: the file named by the flag or variable
 /// `var` (which must exist), else `default_path` if it exists, else none.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tracing::Level;
 
-use super::{ConfigError, sources};
+use super::{ConfigError, options};
 
 /// The first non-empty value of `name` among the flags, the environment and the file.
 pub(super) fn layered<'a>(
@@ -47,7 +47,7 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
 
     /// What `var` was set to, else its default value.
     pub(super) fn get(&self, var: &str) -> Option<String> {
-        self.set(var).or_else(|| sources::literal_default(var).map(str::to_owned))
+        self.set(var).or_else(|| options::literal_default(var).map(str::to_owned))
     }
 
     pub(super) fn invalid(&self, var: &'static str, expected: impl fmt::Display) -> ConfigError {

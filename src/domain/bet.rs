@@ -1,4 +1,38 @@
-//! `Bet` and its parts, each checked on construction.
+//! `Bet` and its parts, each checked on construction; `BetText`, a checked row borrowed; and the
+//! check of a bet as the central received it.
+//!
+//! # Why a bet has seven types
+//! A bet passes three layers (an agency file, the wire, the central's store), and on the two hot
+//! paths (the agency reading its file, the central reading a `Batch` frame) no bet becomes a
+//! `String`: each form below is the bet at one step, owned or borrowed, checked or not yet.
+//!
+//! - [`Bet`] (domain; owns its `String`s; checked): a bet as a value: the agency's single bet
+//!   from the environment, rows read back from the bets file or the database (the draw,
+//!   exports, tests). On no hot path.
+//! - [`BetText`] (domain; borrowed from a row, a frame or a `Bet`; checked): the agency's hot
+//!   path, a CSV row checked where it lies with no allocation, and what the stores write (what
+//!   [`Bets`](super::Bets) yields).
+//! - [`WireText`] (domain; borrowed; not checked): an alias, not a type: the three text fields
+//!   `[first_name, last_name, document]` as bytes, what the checks take.
+//! - [`CheckedBet`](super::CheckedBet) (domain; ranges into its batch's bytes; checked): a bet of
+//!   a [`BetBatch`](super::BetBatch), the central's hot path from the session's check to the
+//!   store.
+//! - [`WireBet`](crate::protocol::WireBet) (protocol; owns its `String`s; not checked): the serde
+//!   form inside `ClientMessage::Bet` and `Batch`, for bincode: tools, tests, the single-bet
+//!   mode. On no hot path.
+//! - [`WireBetRef`](crate::protocol::WireBetRef) (protocol; borrowed; not checked): the one
+//!   writer of a bet's wire bytes and of its frame size (the 8 kB rule): the agency's hot path,
+//!   a row straight into its batch's buffer.
+//! - [`ReceivedBet`](crate::protocol::ReceivedBet) (protocol; ranges into the frame; not
+//!   checked): the central's hot path, where a bet is in a `Batch` frame read in place, its date
+//!   and number as sent.
+//!
+//! Each pair differs in layer, ownership or checking. Merging an owned form with a borrowed one
+//! would put a `String` per bet back on a hot path (both paths are measured); merging a checked
+//! form with an unchecked one would lose what the type promises, that code past it never checks
+//! again. So all seven stay. A received bet is checked in one place, [`check_wire_bet`],
+//! whichever message it came in: a `WireBet` is first written into a batch's bytes as a
+//! `ReceivedBet`, so it has no check of its own.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -6,45 +40,15 @@ use std::ops::Range;
 
 use chrono::NaiveDate;
 
+use super::error::BetError;
 use super::rules::{
     check_birthdate, check_name, date_from_bytes, parse_date, parse_digits, utf8_name_is_valid,
 };
 
-/// The longest first or last name accepted, in characters (not bytes).
-pub const NAME_MAX_CHARS: usize = 100;
 /// The longest document accepted, in digits.
 const DOCUMENT_MAX_DIGITS: usize = 10;
 /// The highest bet number: numbers run 0..=9999.
 const NUMBER_MAX: u16 = 9999;
-/// How much of an offending value an error message quotes.
-const QUOTED_VALUE_MAX_CHARS: usize = 40;
-
-/// A bet that failed validation: which field, the value given, and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {field} {value:?}: expected {expected}")]
-pub struct BetError {
-    /// The field's name, as in the bets file header (`first_name`, `document`, …).
-    pub field: &'static str,
-    /// The offending value, cut to a readable length.
-    pub value: String,
-    /// What the field must be.
-    pub expected: &'static str,
-}
-
-impl BetError {
-    pub(crate) fn new(
-        field: &'static str,
-        value: impl fmt::Display,
-        expected: &'static str,
-    ) -> Self {
-        let value = value.to_string();
-        let value = match value.char_indices().nth(QUOTED_VALUE_MAX_CHARS) {
-            Some((cut, _)) => format!("{}…", &value[..cut]),
-            None => value,
-        };
-        Self { field, value, expected }
-    }
-}
 
 /// An agency's number, 1 or more. Whether it is below the configured count is the server's check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -187,7 +191,7 @@ pub struct Bet {
 
 impl Bet {
     /// Builds a bet, checking the names and that `birthdate` is not after `latest_birthdate`
-    /// (see [`latest_birthdate`] for the rule both sides apply).
+    /// (see [`latest_birthdate`](super::latest_birthdate) for the rule both sides apply).
     ///
     /// # Errors
     /// `BetError` naming the first field that is wrong.
@@ -392,7 +396,9 @@ impl<'a> BetText<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::rules::{Checker, latest_birthdate_on, name_is_valid, write_date};
+    use crate::domain::rules::{
+        Checker, NAME_MAX_CHARS, latest_birthdate_on, name_is_valid, write_date,
+    };
 
     fn today() -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()

@@ -1,11 +1,14 @@
 //! The rules a bet's text fields must pass, on both sides: the birthdate rule (one for the agency
-//! and the central), dates, names, digits-only numbers. [`super::bet`] builds its types on them.
+//! and the central), dates, names, digits-only numbers. `bet.rs` builds its types on them.
 
 use std::str::FromStr;
 
 use chrono::{Datelike, Days, NaiveDate, Utc};
 
-use super::bet::{BetError, NAME_MAX_CHARS};
+use super::error::BetError;
+
+/// The longest first or last name accepted, in characters (not bytes).
+pub const NAME_MAX_CHARS: usize = 100;
 
 /// Who checks a birthdate: the two sides apply one rule, the central with a day of grace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

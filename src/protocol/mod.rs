@@ -2,245 +2,42 @@
 //!
 //! Every message is a variant of [`ClientMessage`] (agency → central) or [`ServerMessage`]
 //! (central → agency), sent as one length-prefixed frame (see [`codec`] for the frame layout).
-//! bincode writes enum variants by their index, so **new variants go at the end** and existing
-//! ones never change shape without bumping [`PROTOCOL_VERSION`].
+//! bincode writes enum variants by their index, so **new variants go at the end**.
 //!
-//! This module is the only place that names bincode: `encode_into` and `decode` are the single
-//! pair of helpers both directions use, so the two sides' options cannot drift apart. The one
-//! exception is the agency's hot path: `batch.rs` writes a `Batch`'s bets by hand as they are
-//! read ([`EncodedBatch`]), byte for byte what bincode writes with these options (a property
-//! test holds the two equal).
+//! bincode's options are set in one place, `payload.rs`, whose `encode_into` and `decode` are
+//! the single pair of helpers both directions use, so the two sides cannot drift apart. The two
+//! hot paths write and read a `Batch` by hand, byte for byte what bincode writes and reads with
+//! those options (property tests hold each to bincode): the agency's encoder (`encode.rs`) and
+//! the central's in-place reader (`received.rs`).
+//!
+//! # Layout
+//! - `message.rs`: [`ClientMessage`], [`ServerMessage`] and their fields, [`WireBet`] (a bet as
+//!   sent), [`PROTOCOL_VERSION`];
+//! - `limits.rs`: the limits both sides share (frame and batch sizes, batches in flight);
+//! - `payload.rs`: bincode's options and the one pair of helpers, message ⇄ frame payload;
+//! - `encode.rs`: the agency's encoder: [`WireBetRef`] (a bet's wire bytes and frame size) into
+//!   an [`EncodedBatch`], sent as an [`EncodedBatchMessage`] without encoding again;
+//! - `received.rs`: the central's reader: a `Batch` frame read in place ([`ReceivedBatch`],
+//!   [`ReceivedBet`]), anything else through bincode ([`Inbound`]);
+//! - [`codec`]: [`MessageCodec`], frames on a socket ⇄ messages, and [`CodecError`].
 
-mod batch;
 pub mod codec;
+mod encode;
+mod limits;
+mod message;
+mod payload;
 mod received;
 
-use bincode::Options;
-use chrono::{Datelike, NaiveDate};
-use serde::{Deserialize, Serialize};
-
-use crate::domain::{AgencyId, Bet, BetError, BetText, Document, check_wire_bet};
-
-pub use batch::{EncodedBatch, EncodedBatchMessage, WireBetRef};
 pub use codec::{CentralCodec, ClientCodec, CodecError, MessageCodec, ServerCodec};
-pub use received::{Inbound, ReceivedBatch, ReceivedBet};
-
-/// Version spoken by this build; sent in [`ClientMessage::Hello`] and echoed in
-/// [`ServerMessage::Welcome`].
-pub const PROTOCOL_VERSION: u16 = 4;
-
-/// Largest payload of one frame by default, either direction, checked before the payload is
-/// buffered (the central's `LOTTERY_MAX_FRAME_BYTES` can raise it up to 64 KiB).
-/// Every valid message fits: a `Batch` frame is smaller than the 8 kB its batch may take as `Bet`
-/// frames (one header and tag instead of one per bet), and [`Winners`] are sent in chunks of
-/// [`WINNERS_PER_FRAME`].
-///
-/// [`Winners`]: ServerMessage::Winners
-pub const MAX_FRAME_LEN: usize = 8 * 1024;
-
-/// Bytes of the frame header: a big-endian `u32` payload length.
-pub const FRAME_HEADER_LEN: usize = 4;
-
-/// Largest batch on the wire (the original exercise's 8 kB rule): every `Bet` frame of the batch
-/// plus its `BetBatchEnd` frame, headers included.
-pub const MAX_BATCH_BYTES: usize = 8192;
-
-/// Most documents in one `Winners` frame: 500 documents of at most 10 digits stay under 6 kB.
-pub const WINNERS_PER_FRAME: usize = 500;
-
-/// Most batches one connection keeps in flight (sent, not yet acknowledged): the central reads
-/// no further ahead, and an agency's `CLI_BATCH_WINDOW` may not be larger.
-pub const MAX_BATCHES_IN_FLIGHT: usize = 32;
-
-/// Agency → central.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientMessage {
-    /// First message of every connection. `token` is the agency's secret, required when the
-    /// central has agency tokens.
-    Hello { version: u16, agency: u32, token: Option<String> },
-    /// One bet of the batch being sent. The agency is the session's, never the message's.
-    Bet(WireBet),
-    /// Closes the batch made of the `Bet`s since the previous end. `seq` counts the agency's
-    /// batches from 1; a batch the central already stored is acknowledged again, not stored twice.
-    BetBatchEnd { seq: u64 },
-    /// The agency has sent all its bets; the answer is `Winners`, after the draw.
-    ReadyForLottery,
-    /// Liveness check, answered with `Pong` at any point of a session (health checks).
-    Ping,
-    /// A whole batch in one frame: the same as its `Bet`s followed by `BetBatchEnd { seq }`, with
-    /// the same limits, at a fraction of the per-message cost. What `lottery-client` sends.
-    Batch { seq: u64, bets: Vec<WireBet> },
-}
-
-/// Central → agency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ServerMessage {
-    /// Answer to `Hello`: where the central's durable state for this agency ends. `next_seq` is
-    /// the next batch it expects; `stored_bets` how many of the agency's bets it holds, so an
-    /// agency resumes after exactly that many bets of its file.
-    Welcome { version: u16, next_seq: u64, stored_bets: u64 },
-    /// The batch `seq` is stored (or was already stored); `count` bets.
-    BatchAccepted { seq: u64, count: u32 },
-    /// The batch `seq` was refused whole: nothing of it is stored.
-    BatchRejected { seq: u64, reason: RejectReason, message: String },
-    /// This agency's winning documents, after the draw; `last` marks the final chunk.
-    Winners { documents: Vec<String>, last: bool },
-    /// A protocol violation or a condition that ends the session; the central closes it next.
-    Error { code: ErrorCode, message: String },
-    /// Answer to `Ping`.
-    Pong,
-}
-
-/// Why a batch was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RejectReason {
-    /// A bet failed validation; the message names the bet, field and value.
-    InvalidBet,
-    /// More bets than the central accepts in one batch.
-    TooManyBets,
-    /// More than [`MAX_BATCH_BYTES`] on the wire.
-    TooLarge,
-    /// The bets could not be written; nothing of the batch is stored.
-    Storage,
-}
-
-/// Why the central is ending a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ErrorCode {
-    /// The first message was not `Hello`, or `Hello` came twice.
-    HelloRequired,
-    /// `Hello` named a protocol version this central does not speak.
-    UnsupportedVersion,
-    /// `Hello` named an agency outside 1..=N.
-    UnknownAgency,
-    /// A frame could not be decoded or was too large.
-    Malformed,
-    /// A batch sequence number skipped ahead of the next expected one.
-    SequenceGap,
-    /// Bets after `ReadyForLottery`, or `ReadyForLottery` in the middle of a batch.
-    AgencyClosed,
-    /// The draw could not be run (the bets file could not be read).
-    DrawFailed,
-    /// The central is shutting down.
-    ShuttingDown,
-    /// The central could not write its journal; try again later.
-    StorageFailed,
-    /// The central serves as many connections as it may; try again later.
-    Busy,
-    /// `Hello`'s token is missing or is not this agency's.
-    Unauthorized,
-    /// A newer connection of the same agency took over this session.
-    SessionReplaced,
-    /// A whole message did not arrive in time (`Hello`, or the next one).
-    Timeout,
-}
-
-/// A bet as sent: unvalidated fields, checked by [`WireBet::into_bet`] on arrival.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireBet {
-    pub first_name: String,
-    pub last_name: String,
-    pub document: String,
-    pub birthdate: WireDate,
-    pub number: u16,
-}
-
-/// A calendar date as sent; whether the day exists is checked on arrival.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WireDate {
-    pub year: i32,
-    pub month: u8,
-    pub day: u8,
-}
-
-impl From<NaiveDate> for WireDate {
-    fn from(date: NaiveDate) -> Self {
-        // chrono's month() is 1..=12 and day() 1..=31: both fit a u8.
-        Self { year: date.year(), month: date.month() as u8, day: date.day() as u8 }
-    }
-}
-
-impl WireBet {
-    /// The wire form of a validated bet (its agency travels in `Hello`).
-    pub fn from_bet(bet: &Bet) -> Self {
-        Self::from_owned(bet.clone())
-    }
-
-    /// The wire form of a validated bet, moving its strings rather than copying them.
-    pub fn from_owned(bet: Bet) -> Self {
-        Self {
-            birthdate: WireDate::from(bet.birthdate),
-            first_name: bet.first_name,
-            last_name: bet.last_name,
-            document: bet.document.into_string(),
-            number: bet.number.get(),
-        }
-    }
-
-    /// The wire form of a checked CSV row, its text copied out of the row.
-    pub fn from_text(bet: &BetText<'_>) -> Self {
-        Self {
-            first_name: bet.first_name().to_owned(),
-            last_name: bet.last_name().to_owned(),
-            document: bet.document().to_owned(),
-            birthdate: WireDate::from(bet.birthdate),
-            number: bet.number.get(),
-        }
-    }
-
-    /// Validates the bet for `agency`, with `latest_birthdate` as the latest one accepted.
-    ///
-    /// # Errors
-    /// `BetError` naming the first wrong field.
-    pub fn into_bet(self, agency: AgencyId, latest_birthdate: NaiveDate) -> Result<Bet, BetError> {
-        let WireDate { year, month, day } = self.birthdate;
-        let text = [&self.first_name, &self.last_name, &self.document].map(|t| t.as_bytes());
-        let (birthdate, number) =
-            check_wire_bet(text, false, (year, month, day), self.number, latest_birthdate)?;
-        let document = Document::from_string(self.document)?;
-        let (first_name, last_name) = (self.first_name, self.last_name);
-        Ok(Bet { agency, first_name, last_name, document, birthdate, number })
-    }
-
-    /// Bytes this bet takes on the wire as a `ClientMessage::Bet` frame, header included:
-    /// counted, not encoded (tests hold it equal to bincode's size).
-    pub fn frame_len(&self) -> usize {
-        WireBetRef::from(self).frame_len()
-    }
-}
-
-/// Bytes a `BetBatchEnd` frame takes at most, header included (its varint `seq` varies): the
-/// header, a one-byte variant index and a nine-byte varint (a test holds it equal to bincode's).
-pub const fn batch_end_frame_max_len() -> usize {
-    FRAME_HEADER_LEN + 1 + 9
-}
-
-/// The largest frame any configuration accepts; bincode never reads or writes more.
-pub const FRAME_LEN_CAP: usize = 64 * 1024;
-
-fn options() -> impl Options {
-    bincode::DefaultOptions::new()
-        .with_varint_encoding()
-        .with_little_endian()
-        .reject_trailing_bytes()
-        .with_limit(FRAME_LEN_CAP as u64)
-}
-
-/// bincode's size of `value`, for tests holding the hand-counted sizes to it.
+pub use encode::{EncodedBatch, EncodedBatchMessage, WireBetRef};
+pub use limits::{
+    FRAME_HEADER_LEN, FRAME_LEN_CAP, MAX_BATCH_BYTES, MAX_BATCHES_IN_FLIGHT, MAX_FRAME_LEN,
+    WINNERS_PER_FRAME, batch_end_frame_max_len,
+};
+pub use message::{
+    ClientMessage, ErrorCode, PROTOCOL_VERSION, RejectReason, ServerMessage, WireBet, WireDate,
+};
 #[cfg(test)]
-pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
-    options().serialized_size(value).map_or(usize::MAX, |n| n as usize)
-}
-
-/// Serialises `message` onto the end of `out`.
-pub(crate) fn encode_into<T: Serialize>(
-    out: impl std::io::Write,
-    message: &T,
-) -> Result<(), bincode::Error> {
-    options().serialize_into(out, message)
-}
-
-/// Deserialises one whole payload; trailing bytes are an error.
-pub(crate) fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, bincode::Error> {
-    options().deserialize(payload)
-}
+pub(crate) use payload::encoded_len;
+pub(crate) use payload::{decode, encode_into};
+pub use received::{Inbound, ReceivedBatch, ReceivedBet};

@@ -1,7 +1,7 @@
 //! The central's side of a `Batch` frame: its bets read in place ([`ReceivedBatch`]), each text
 //! field checked once where it lies in the frame, and no `String` per bet.
 //!
-//! The frame's layout is in `batch.rs`. [`ReceivedBatch::parse`] reads a payload exactly as
+//! The frame's layout is in `encode.rs`. [`ReceivedBatch::parse`] reads a payload exactly as
 //! bincode reads a `ClientMessage::Batch`, and accepts it only when bincode would: every field
 //! whole, every string UTF-8, no byte left over. For anything else it gives the payload back and
 //! the codec asks bincode, whose error (or, for an encoding this reader leaves to it, whose
@@ -12,8 +12,8 @@ use std::ops::Range;
 
 use bytes::BytesMut;
 
-use super::batch::WireBetRef;
-use super::{ClientMessage, WireBet, WireDate};
+use super::encode::WireBetRef;
+use super::message::{ClientMessage, WireBet, WireDate};
 use crate::domain::{WireText, text_at, wire_text_is_valid};
 
 /// bincode's index of `ClientMessage::Batch` as the one byte it is written as.

@@ -1,7 +1,9 @@
 //! A `Batch` message's bets already in their wire form: the agency writes each bet once,
 //! straight from its file's row ([`WireBetRef::from_text`]) into one buffer per batch
 //! ([`EncodedBatch`]), and the codec sends that buffer as a `ClientMessage::Batch` frame
-//! ([`EncodedBatchMessage`]) without encoding anything again. No `String` per bet.
+//! ([`EncodedBatchMessage`]) without encoding anything again. No `String` per bet. The same
+//! writer counts a bet's size as a `Bet` frame, the 8 kB rule's measure on both sides
+//! ([`WireBetRef::frame_len`], [`WireBet::frame_len`]).
 //!
 //! The bytes are exactly bincode's for the same `ClientMessage::Batch { seq, bets }` with the
 //! protocol's options (varint integers, little-endian; a test holds the two equal):
@@ -23,7 +25,8 @@ use std::ops::Range;
 
 use bytes::BufMut;
 
-use super::{FRAME_HEADER_LEN, WireBet, WireDate};
+use super::limits::FRAME_HEADER_LEN;
+use super::message::{WireBet, WireDate};
 use crate::domain::BetText;
 
 /// bincode's index of `ClientMessage::Batch` (the sixth variant), written as a varint.
@@ -90,6 +93,14 @@ impl<'a> WireBetRef<'a> {
         out.put_u8(self.birthdate.month);
         out.put_u8(self.birthdate.day);
         put_varint(out, self.number.into());
+    }
+}
+
+impl WireBet {
+    /// Bytes this bet takes on the wire as a `ClientMessage::Bet` frame, header included:
+    /// counted, not encoded (tests hold it equal to bincode's size).
+    pub fn frame_len(&self) -> usize {
+        WireBetRef::from(self).frame_len()
     }
 }
 

@@ -1,47 +1,12 @@
-//! The CSV row format both sides read: the agency files (the agency) and the bets file (the
-//! central). Headerless, `\n` or `\r\n` line ends, a fixed number of fields per row.
+//! [`RecordReader`]: the fast reader of headerless CSV files, the agency's hot path. A record
+//! without quotes is handed out as its line in the read buffer with where its commas are (found
+//! eight bytes at a time); a record with quotes is parsed by `quoted.rs`.
 
 use std::io;
 use std::ops::Range;
 
+use super::quoted::quoted;
 use crate::domain::BetError;
-
-/// A CSV reader for headerless files (bets file, agency files) with `\n` or `\r\n` line ends.
-///
-/// Records end at `\n` only, so `Position::line` is the record's real line: with the csv
-/// crate's default CRLF handling, a record after a `\r\n` reports the previous line. The `\r`
-/// this leaves at the end of a row is dropped by [`fields`].
-pub(crate) fn csv_reader<R: io::Read>(input: R) -> csv::Reader<R> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(input)
-}
-
-/// The 1-based line a record starts on.
-pub(crate) fn record_line(record: &csv::StringRecord) -> u64 {
-    record.position().map_or(0, csv::Position::line)
-}
-
-/// Exactly `N` fields of `record`, the last without the `\r` of a `\r\n` line end.
-///
-/// # Errors
-/// `BetError` for any other number of fields.
-pub(crate) fn fields<const N: usize>(record: &csv::StringRecord) -> Result<[&str; N], BetError> {
-    let mut fields: [&str; N] = [""; N];
-    if record.len() != N {
-        let found = format!("{} fields", record.len());
-        return Err(BetError::new("row", found, if N == 5 { "5 fields" } else { "6 fields" }));
-    }
-    for (slot, field) in fields.iter_mut().zip(record.iter()) {
-        *slot = field;
-    }
-    if let Some(last) = fields.last_mut() {
-        *last = last.strip_suffix('\r').unwrap_or(last);
-    }
-    Ok(fields)
-}
 
 /// The fields of one record, as text: the first `N` of them and how many there were.
 #[derive(Debug)]
@@ -51,7 +16,8 @@ pub(crate) struct Fields<'a, const N: usize> {
 }
 
 impl<'a, const N: usize> Fields<'a, N> {
-    fn collect(fields: impl Iterator<Item = &'a str>) -> Self {
+    /// The fields `fields` yields: the first `N`, and how many.
+    pub(super) fn collect(fields: impl Iterator<Item = &'a str>) -> Self {
         let mut first = [""; N];
         let mut count = 0;
         for field in fields {
@@ -63,8 +29,8 @@ impl<'a, const N: usize> Fields<'a, N> {
         Self { first, count }
     }
 
-    /// Exactly `N` fields, the last without the `\r` of a `\r\n` line end: [`fields`] for a
-    /// [`RecordReader`]'s record.
+    /// Exactly `N` fields, the last without the `\r` of a `\r\n` line end:
+    /// [`fields`](super::fields) for a [`RecordReader`]'s record.
     ///
     /// # Errors
     /// `BetError` for any other number of fields.
@@ -193,13 +159,13 @@ fn zero_bytes(word: u64) -> u64 {
 /// How much a [`RecordReader`] reads at a time.
 const READ_CHUNK: usize = 128 * 1024;
 
-/// Reads the records of a headerless CSV file exactly as [`csv_reader`] does (the same records,
-/// fields, line numbers and error texts; a test holds them side by side), in a fraction of the
-/// time: a record without a quote, nearly every one, is one line, handed out as its bytes in
-/// the read buffer with where its commas are (found eight bytes at a time), so that a caller
-/// can check its fields without making strings; only a record with a `"` takes the general path
-/// (Python's csv quoting: quoted fields, doubled quotes, newlines inside quotes, text after a
-/// closing quote).
+/// Reads the records of a headerless CSV file exactly as [`csv_reader()`](super::csv_reader())
+/// does (the same records, fields, line numbers and error texts; a test holds them side by
+/// side), in a fraction of the time: a record without a quote, nearly every one, is one line,
+/// handed out as its bytes in the read buffer with where its commas are (found eight bytes at a
+/// time), so that a caller can check its fields without making strings; only a record with a
+/// `"` takes the general path (Python's csv quoting: quoted fields, doubled quotes, newlines
+/// inside quotes, text after a closing quote).
 pub(crate) struct RecordReader<R> {
     input: R,
     buf: Vec<u8>,
@@ -345,50 +311,6 @@ impl<R: io::Read> RecordReader<R> {
             return Ok(());
         }
     }
-}
-
-/// Parses one record that has a quote from the start of `input` into `fields` (unquoted, end to
-/// end) and `ends` (where each field ends), as csv-core's state machine with this project's
-/// settings does. Returns how many bytes the record takes, its line end included, or `None`
-/// when `input` ends first and more may come (`eof` false).
-fn quoted(input: &[u8], eof: bool, fields: &mut Vec<u8>, ends: &mut Vec<usize>) -> Option<usize> {
-    #[derive(Clone, Copy)]
-    enum State {
-        FieldStart,
-        Unquoted,
-        Quoted,
-        /// A quote inside a quoted field: a doubled quote, or the field's closing one.
-        QuoteInQuoted,
-    }
-    fields.clear();
-    ends.clear();
-    let mut state = State::FieldStart;
-    for (at, &b) in input.iter().enumerate() {
-        state = match (state, b) {
-            (State::FieldStart, b'"') => State::Quoted,
-            (State::Quoted, b'"') => State::QuoteInQuoted,
-            (State::Quoted, _) | (State::QuoteInQuoted, b'"') => {
-                fields.push(b);
-                State::Quoted
-            }
-            (_, b',') => {
-                ends.push(fields.len());
-                State::FieldStart
-            }
-            (_, b'\n') => {
-                ends.push(fields.len());
-                return Some(at + 1);
-            }
-            (_, _) => {
-                fields.push(b);
-                State::Unquoted
-            }
-        };
-    }
-    eof.then(|| {
-        ends.push(fields.len());
-        input.len()
-    })
 }
 
 /// Where a record starts, as the csv crate reports it: before the blank lines it skipped.
