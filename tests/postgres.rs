@@ -508,8 +508,7 @@ async fn both_stores_decide_the_table_of_batches_alike() {
         let where_ = store.location();
         let (_, epoch) = store.open_session(agency).await.unwrap();
         for (i, &((seq, count), expected)) in TABLE.iter().enumerate() {
-            let bets: Vec<Bet> =
-                (0..count).map(|n| store_bet(1, &format!("{i}{n}"), 1)).collect();
+            let bets: Vec<Bet> = (0..count).map(|n| store_bet(1, &format!("{i}{n}"), 1)).collect();
             let answer = within("batch", store.submit(agency, epoch, seq, &bets[..])).await;
             assert_eq!(Answer::of(&answer), expected, "{where_}: batch {seq} of {count} bets");
         }

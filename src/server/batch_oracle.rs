@@ -56,7 +56,7 @@ fn central(payload: &[u8], max_bets: usize) -> Outcome {
     outcome(session.on_message(inbound, &rules))
 }
 
-/// What a session's answer to a batch stands for, to compare with main's.
+/// What a session's answer to a batch stands for, to compare with the reference's.
 fn outcome(step: Step) -> Outcome {
     match step {
         Step::Close { code, message } => Outcome::Close(code, message),
@@ -71,8 +71,9 @@ fn outcome(step: Step) -> Outcome {
     }
 }
 
-/// main's `WireBet::into_bet`, word for word.
-fn main_into_bet(bet: WireBet, agency: AgencyId, latest: NaiveDate) -> Result<Bet, BetError> {
+/// A received bet checked by the domain's rules, as `WireBet::into_bet` did before the in-place
+/// reader.
+fn reference_bet(bet: WireBet, agency: AgencyId, latest: NaiveDate) -> Result<Bet, BetError> {
     let WireDate { year, month, day } = bet.birthdate;
     let birthdate = NaiveDate::from_ymd_opt(year, month.into(), day.into()).ok_or_else(|| {
         BetError::new("birthdate", format!("{year:04}-{month:02}-{day:02}"), "a real calendar date")
@@ -108,7 +109,7 @@ fn reference(payload: &[u8], max_bets: usize) -> Outcome {
             Some((RejectReason::TooLarge, message))
         } else {
             bytes = len;
-            match main_into_bet(bet, agency, latest) {
+            match reference_bet(bet, agency, latest) {
                 Ok(bet) => {
                     stored.push(bet);
                     None
@@ -326,7 +327,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(1024))]
 
     #[test]
-    fn any_batch_frame_meets_mains_answer_in_the_same_words_and_rows(
+    fn any_batch_frame_meets_the_references_answer_in_the_same_words_and_rows(
         seq in prop_oneof![1..400u64, Just(0u64), any::<u64>()],
         bets in proptest::collection::vec(arb_bet(), 0..5),
         extra in prop_oneof![8 => Just(0i64), 1 => -2..3i64],
@@ -346,7 +347,7 @@ proptest! {
     }
 
     #[test]
-    fn any_edited_batch_frame_meets_mains_answer(
+    fn any_edited_batch_frame_meets_the_references_answer(
         bets in proptest::collection::vec(arb_bet(), 1..4),
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
     ) {
@@ -359,7 +360,7 @@ proptest! {
     }
 
     #[test]
-    fn bet_messages_and_their_end_meet_mains_answer_for_a_batch_of_the_same_bets(
+    fn bet_messages_and_their_end_meet_the_references_answer_for_a_batch_of_the_same_bets(
         seq in prop_oneof![1..400u64, Just(0u64)],
         bets in proptest::collection::vec(arb_bet(), 0..6),
         max_bets in prop_oneof![Just(3usize), Just(100usize)],
@@ -393,7 +394,7 @@ fn to_wire_bet(bet: &RawBet) -> Option<WireBet> {
 }
 
 #[test]
-fn a_batch_frame_of_the_largest_payload_meets_mains_answer() {
+fn a_batch_frame_of_the_largest_payload_meets_the_references_answer() {
     use crate::protocol::FRAME_LEN_CAP;
     // One bet whose first name fills the payload to the cap bincode is limited to: the
     // largest payload any codec passes on.
@@ -407,7 +408,7 @@ fn a_batch_frame_of_the_largest_payload_meets_mains_answer() {
 }
 
 #[test]
-fn a_batch_tag_written_long_is_left_to_bincode_and_meets_mains_answer() {
+fn a_batch_tag_written_long_is_left_to_bincode_and_meets_the_references_answer() {
     let bet = RawBet::named(b"A".to_vec());
     let canonical = payload(5, 1, &[bet], &mut std::iter::empty());
     for tag in [&[251, 5, 0][..], &[252, 5, 0, 0, 0], &[253, 5, 0, 0, 0, 0, 0, 0, 0]] {
@@ -441,7 +442,7 @@ fn a_batch_frame_read_in_place_inside_bet_messages_ends_the_session_as_before() 
 }
 
 #[test]
-fn a_huge_count_in_a_tiny_frame_is_mains_error() {
+fn a_huge_count_in_a_tiny_frame_is_the_references_error() {
     let bet = RawBet::named(b"A".to_vec());
     for count in [2, 1 << 20, 1 << 32, 1 << 60, u64::MAX] {
         for width in [Width::Short, Width::W64] {
@@ -454,7 +455,7 @@ fn a_huge_count_in_a_tiny_frame_is_mains_error() {
 }
 
 #[test]
-fn batches_at_the_8_kb_and_count_limits_meet_mains_answer() {
+fn batches_at_the_8_kb_and_count_limits_meet_the_references_answer() {
     let bet = |name_len: usize| RawBet {
         text: [vec![b'x'; name_len], b"Paz".to_vec(), b"1".to_vec()],
         year: 1990,

@@ -2,8 +2,8 @@
 //! (connect, migrate the schema, read where the lottery is, retrying while the database is not
 //! up yet), and the translation of the database's errors and values into the store's words.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
