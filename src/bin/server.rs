@@ -16,7 +16,7 @@ use lottery::config::{self, ServerConfig};
 use lottery::signal::ShutdownSignals;
 use lottery::{client, server, telemetry};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 lottery::use_mimalloc!();
 
@@ -194,6 +194,15 @@ fn healthcheck(config: &ServerConfig) -> ExitCode {
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    // One socket per connection place and one per agency waiting for the draw.
+    let sockets = config.max_connections.get() as u64 + u64::from(config.agencies.get());
+    let files = lottery::open_files::raise(sockets + lottery::open_files::RESERVED);
+    let limit = files.limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    if files.enough() {
+        info!(action = "open_files", result = "success", limit = %limit, needed = files.needed);
+    } else {
+        warn!(action = "open_files", result = "fail", limit = %limit, needed = files.needed, error = "the hard limit of open files (ulimit -Hn) is below LOTTERY_MAX_CONNECTIONS + LOTTERY_AGENCIES: connections past it are refused by the system; raise it (compose: ulimits.nofile)");
+    }
     // Installed before the address is announced: whoever saw it may signal at once.
     let signals = ShutdownSignals::install().context("cannot install signal handlers")?;
     let listener = server::bind(&config)?;

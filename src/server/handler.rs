@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -51,6 +51,11 @@ pub(super) struct Handler {
     connected_at: tokio::time::Instant,
     /// Its place among the connections without `Hello`, until `Hello` is accepted.
     newcomer: Option<Newcomer>,
+    /// Its place among `LOTTERY_MAX_CONNECTIONS`, until its agency is ready: a connection that
+    /// waits for the draw only answers `Ping`s, and one session per agency bounds how many
+    /// wait, so waiting connections are budgeted apart (by `LOTTERY_AGENCIES`) and an agency
+    /// still uploading always finds a place once others finish.
+    slot: Option<OwnedSemaphorePermit>,
     /// Held while this connection is its agency's session (see `Sessions`).
     _claim: Option<OwnedMutexGuard<()>>,
     /// The session's epoch, from the store at `Welcome`: its batches carry it, so a store
@@ -65,6 +70,7 @@ impl Handler {
         peer: SocketAddr,
         server_token: &CancellationToken,
         newcomer: Newcomer,
+        slot: OwnedSemaphorePermit,
     ) -> Self {
         let codec = CentralCodec::with_max_frame_len(shared.config.max_frame_bytes);
         let frames = Framed::new(stream, codec);
@@ -79,6 +85,7 @@ impl Handler {
             session,
             connected_at: tokio::time::Instant::now(),
             newcomer: Some(newcomer),
+            slot: Some(slot),
             _claim: None,
             epoch: 0,
         }
@@ -325,6 +332,8 @@ impl Handler {
             }
             storage_error(&e)
         })?;
+        // Waiting for the draw: the place goes to an agency that still has bets to upload.
+        self.slot = None;
         let mut status = self.shared.lottery.subscribe();
         let waited = status.wait_for(|s| !matches!(s, DrawStatus::Pending));
         tokio::pin!(waited);
