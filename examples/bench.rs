@@ -6,7 +6,9 @@
 //! cargo run --release --example bench -- --agencies 5 --bets-per-agency 15740 --window 1
 //! ```
 //! Options: `--agencies N` (10), `--bets-per-agency M` (100000), `--batch B` (150),
-//! `--window W` (8), `--no-fsync` (measure what durability costs), `--data-dir DIR`
+//! `--window W` (8), `--no-fsync` (measure what durability costs), `--max-connections N` (each
+//! central's `LOTTERY_MAX_CONNECTIONS`; fewer than the agencies tests that the draw still
+//! comes), `--data-dir DIR`
 //! (`target/bench-data`; generated files are reused), `--postgres` (store in a new database on
 //! the PostgreSQL server `PGHOST`/`PGPORT`/`PGUSER`/`PGPASSWORD` name, as `pg_virtualenv` sets
 //! them; it is dropped afterwards), `--centrals C` (with `--postgres`: C centrals share the
@@ -46,6 +48,8 @@ struct Args {
     data_dir: PathBuf,
     postgres: bool,
     centrals: usize,
+    /// `LOTTERY_MAX_CONNECTIONS` of each central; `None`: the default.
+    max_connections: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -58,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         data_dir: PathBuf::from("target/bench-data"),
         postgres: false,
         centrals: 0,
+        max_connections: None,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -79,6 +84,10 @@ fn parse_args() -> Result<Args, String> {
             "--data-dir" => args.data_dir = PathBuf::from(value("--data-dir")?),
             "--postgres" => args.postgres = true,
             "--centrals" => args.centrals = number("--centrals", value("--centrals")?)?,
+            "--max-connections" => {
+                let name = "--max-connections";
+                args.max_connections = Some(number(name, value(name)?)?);
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -185,6 +194,10 @@ fn run(args: &Args) -> Result<bool, String> {
             ("BETS_FILE", bets_file.display().to_string()),
             ("LOTTERY_FSYNC", args.fsync.to_string()),
             ("LOTTERY_BATCH_MAX_BETS", args.batch.max(500).to_string()),
+            (
+                "LOTTERY_MAX_CONNECTIONS",
+                args.max_connections.map_or_else(String::new, |n| n.to_string()),
+            ),
         ];
         if let Some(database) = &database {
             env.push(("LOTTERY_DATABASE_URL", database.url.clone()));

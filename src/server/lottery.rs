@@ -137,32 +137,42 @@ impl Lottery {
     }
 
     /// Watches a store other centrals share for agencies that became ready on any of them, and
-    /// adds each one's party (once): on every change the store reports and every
+    /// adds each one's party (once): each agency the store's feed names as it hears of it, and
+    /// every ready agency, re-read, whenever the feed may have missed one and every
     /// [`READY_POLL`], so a lost notification delays the draw by a second at most. Ends when
     /// every agency has joined, or at shutdown.
     pub(super) fn watch_ready(self: &Arc<Self>) {
-        let Some(mut changes) = self.store.ready_changes() else { return };
+        let Some(mut feed) = self.store.ready_feed() else { return };
         let lottery = self.clone();
         self.tasks.spawn(async move {
             let mut failing = false;
             let mut ignored = HashSet::new();
+            let mut reread = true;
             loop {
-                match lottery.store.ready_agencies().await {
-                    Ok(ready) => {
-                        failing = false;
-                        for agency in ready {
-                            if lottery.expects(agency) {
-                                lottery.join_barrier(agency);
-                            } else if ignored.insert(agency) {
-                                warn!(action = "ready_for_lottery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
+                let news = feed.take();
+                let mut ready = news.agencies;
+                if reread || news.missed {
+                    match lottery.store.ready_agencies().await {
+                        Ok(all) => {
+                            failing = false;
+                            reread = false;
+                            ready.extend(all);
+                        }
+                        Err(e) => {
+                            reread = true;
+                            if !failing {
+                                failing = true;
+                                warn!(action = "ready_watch", result = "fail", error = %e, retry_in_ms = READY_POLL.as_millis() as u64);
                             }
                         }
                     }
-                    Err(e) if !failing => {
-                        failing = true;
-                        warn!(action = "ready_watch", result = "fail", error = %e, retry_in_ms = READY_POLL.as_millis() as u64);
+                }
+                for agency in ready {
+                    if lottery.expects(agency) {
+                        lottery.join_barrier(agency);
+                    } else if ignored.insert(agency) {
+                        warn!(action = "ready_for_lottery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
                     }
-                    Err(_) => {}
                 }
                 let joined = lottery.joined.lock().unwrap_or_else(PoisonError::into_inner).len();
                 if joined >= lottery.agencies.get() as usize {
@@ -170,8 +180,8 @@ impl Lottery {
                 }
                 tokio::select! {
                     () = lottery.token.cancelled() => return,
-                    _ = changes.changed() => {}
-                    () = tokio::time::sleep(READY_POLL) => {}
+                    () = feed.changed() => {}
+                    () = tokio::time::sleep(READY_POLL) => reread = true,
                 }
             }
         });
@@ -221,9 +231,13 @@ impl Lottery {
                         apuestas = draw.bets(),
                         ganadores = draw.total_winners()
                     );
-                    self.log_summary(&draw).await;
                     metrics::gauge!("lottery_draw_done").set(1.0);
-                    break DrawStatus::Done(Arc::new(draw));
+                    let draw = Arc::new(draw);
+                    // The winners go out first: the summary reads every agency's progress and
+                    // logs a line for each, which at thousands of agencies takes a while.
+                    self.draw.send_replace(DrawStatus::Done(draw.clone()));
+                    self.log_summary(&draw).await;
+                    return;
                 }
                 Err(e @ StorageError::Database { .. }) => {
                     let retry_in_ms = delay.as_millis() as u64;

@@ -16,6 +16,7 @@
 //!   the server uses;
 //! - `decide.rs`: the rule that decides a batch, and the loop that takes a group;
 //! - `error.rs`: [`StorageError`];
+//! - `ready.rs`: [`ReadyFeed`], the agencies a shared store says became ready on any central;
 //! - `rows.rs`: the bets file's row format (the file store's rows, and every store's export);
 //! - [`file`]: the bets file and its journal ([`file::BetStore`]), one central's;
 //! - [`postgres`]: the bets in PostgreSQL ([`postgres::PgStore`]), shared by several centrals.
@@ -24,6 +25,7 @@ pub mod decide;
 mod error;
 pub mod file;
 pub mod postgres;
+mod ready;
 mod rows;
 mod store;
 
@@ -38,6 +40,8 @@ use crate::domain::Draw;
 pub use error::StorageError;
 pub use file::BetStore;
 pub use postgres::READY_POLL;
+pub(crate) use ready::ReadyInbox;
+pub use ready::{ReadyFeed, ReadyNews};
 pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
 pub use store::{Location, Opened, Store};

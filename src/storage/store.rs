@@ -11,9 +11,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tokio::sync::watch;
 use tracing::info;
 
+use super::ReadyFeed;
 use super::file::{BetStore, Recovery};
 use super::postgres::{self, PgStore};
 use super::{
@@ -142,7 +142,7 @@ impl Store {
     }
 
     /// Whether other centrals may share this store: agencies may then become ready elsewhere,
-    /// and the central must watch for it (see [`Store::ready_changes`]).
+    /// and the central must watch for it (see [`Store::ready_feed`]).
     pub fn is_shared(&self) -> bool {
         matches!(self, Self::Postgres(_))
     }
@@ -205,12 +205,12 @@ impl Store {
         }
     }
 
-    /// Changes when another central may have recorded a `ReadyForLottery`; `None` for a store
-    /// no other central shares.
-    pub fn ready_changes(&self) -> Option<watch::Receiver<u64>> {
+    /// The agencies that become ready on any central sharing this store, as the store hears
+    /// of them; `None` for a store no other central shares.
+    pub fn ready_feed(&self) -> Option<ReadyFeed> {
         match self {
             Self::File(_) => None,
-            Self::Postgres(store) => Some(store.ready_changes()),
+            Self::Postgres(store) => Some(store.ready_feed()),
         }
     }
 

@@ -2,12 +2,11 @@
 //! (connect, migrate the schema, read where the lottery is, retrying while the database is not
 //! up yet), and the translation of the database's errors and values into the store's words.
 
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tracing::warn;
@@ -16,7 +15,7 @@ use super::schema;
 use super::{CONNECT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, POOL_SIZE, START_WAIT};
 use crate::config::DatabaseUrl;
 use crate::domain::AgencyId;
-use crate::storage::{AgencyProgress, StorageError, StoreOptions};
+use crate::storage::{AgencyProgress, ReadyInbox, StorageError, StoreOptions};
 
 /// What a store's tasks share: the pools, the settings, the counters.
 #[derive(Debug)]
@@ -30,7 +29,7 @@ pub(super) struct Shared {
     pub(super) central: String,
     pub(super) options: StoreOptions,
     /// Bumped at every `lottery_ready` notification and every (re)connection of the listener.
-    pub(super) ready_changes: watch::Sender<u64>,
+    pub(super) ready: Arc<ReadyInbox>,
     pub(super) groups: AtomicU64,
     pub(super) first_commit: OnceLock<Instant>,
 }
@@ -76,14 +75,13 @@ impl Shared {
         };
         let pool = build(POOL_SIZE)?;
         let commit_pool = build(1)?;
-        let (ready_changes, _) = watch::channel(0);
         let shared = Self {
             pool,
             commit_pool,
             target,
             central,
             options,
-            ready_changes,
+            ready: ReadyInbox::new(),
             groups: AtomicU64::new(0),
             first_commit: OnceLock::new(),
         };

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
-use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +14,9 @@ use super::connect::{Opened, Shared};
 use super::watch;
 use crate::config::DatabaseUrl;
 use crate::domain::{AgencyId, Bets};
-use crate::storage::{Ack, AgencyProgress, SessionEpoch, StorageError, StoreOptions, StoreStats};
+use crate::storage::{
+    Ack, AgencyProgress, ReadyFeed, SessionEpoch, StorageError, StoreOptions, StoreStats,
+};
 
 /// The bets in PostgreSQL. Share it behind the server's `Store`.
 #[derive(Debug)]
@@ -113,10 +114,10 @@ impl PgStore {
         self.shared.ready_agencies().await
     }
 
-    /// Changes whenever a central may have recorded a `ReadyForLottery` (a notification, or the
-    /// listener reconnecting after it could have missed one).
-    pub fn ready_changes(&self) -> channel::Receiver<u64> {
-        self.shared.ready_changes.subscribe()
+    /// The agencies that become ready on any central, as this central's listener hears of
+    /// them (see `watch.rs`).
+    pub fn ready_feed(&self) -> ReadyFeed {
+        self.shared.ready.feed()
     }
 
     /// Every agency's durable progress, in agency order.
