@@ -21,7 +21,7 @@
 //!
 //! Each central runs in a child process (this same binary, `--serve`), so its peak RSS is its
 //! own. Prints total bets, wall time, bets/s, batch-ack latency p50/p99/max, draw time (last
-//! `ReadyForLottery` → last `Winners`), fsyncs and the central's peak RSS. Exits 1 if any
+//! `ReadyForLottery` → last `Winners`), fsyncs, and each central's peak RSS and open files. Exits 1 if any
 //! agency's winners or the stored count are wrong, 2 on bad arguments.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
@@ -209,6 +209,8 @@ fn run(args: &Args) -> Result<bool, String> {
     let acked = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let progress = spawn_progress(acked.clone(), total, t0);
+    let pids: Vec<u32> = centrals.iter().map(|c| c.child.id()).collect();
+    let descriptors = spawn_fd_sampler(pids);
     let results: Vec<(Result<Outcome, String>, Instant)> = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (path, _)) in agencies.iter().enumerate() {
@@ -249,6 +251,8 @@ fn run(args: &Args) -> Result<bool, String> {
     });
     let wall = t0.elapsed();
     progress.store(u64::MAX, Ordering::Relaxed);
+    SAMPLING_DONE.store(true, Ordering::Relaxed);
+    let peak_fds = descriptors.join().unwrap_or_default();
 
     let peaks: Vec<Option<f64>> =
         centrals.iter().map(|c| peak_rss_kib(c.child.id()).map(|k| k as f64 / 1024.0)).collect();
@@ -346,6 +350,8 @@ fn run(args: &Args) -> Result<bool, String> {
     let peaks: Vec<String> =
         peaks.iter().map(|p| p.map_or("unknown".into(), |m| format!("{m:.1} MiB"))).collect();
     println!("central peak RSS: {}", peaks.join(", "));
+    let fds: Vec<String> = peak_fds.iter().map(u64::to_string).collect();
+    println!("central peak fds: {} (open files, sampled every 20 ms)", fds.join(", "));
     Ok(ok)
 }
 
@@ -479,6 +485,30 @@ fn spawn_progress(acked: Arc<AtomicU64>, total: u64, t0: Instant) -> Arc<AtomicU
     });
     stop
 }
+
+/// Samples each central's open files every 20 ms until the agencies are done (the progress
+/// thread's flag), and returns each one's most.
+fn spawn_fd_sampler(pids: Vec<u32>) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut peaks = vec![0u64; pids.len()];
+        let open = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+        loop {
+            let mut alive = false;
+            for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                let n = open(*pid) as u64;
+                alive |= n > 0;
+                *peak = (*peak).max(n);
+            }
+            if !alive || SAMPLING_DONE.load(Ordering::Relaxed) {
+                return peaks;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+/// Set once the agencies are done: the fd sampler stops.
+static SAMPLING_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
