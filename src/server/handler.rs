@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
@@ -332,8 +333,16 @@ impl Handler {
             }
             storage_error(&e)
         })?;
-        // Waiting for the draw: the place goes to an agency that still has bets to upload.
+        // Waiting for the draw: the place goes to an agency that still has bets to upload, and
+        // the frame buffers (8 KiB each way, most of a waiting connection's memory at thousands
+        // of agencies) go back; a `Ping` needs a few bytes.
         self.slot = None;
+        if self.frames.read_buffer().is_empty() {
+            *self.frames.read_buffer_mut() = BytesMut::new();
+        }
+        if self.frames.write_buffer().is_empty() {
+            *self.frames.write_buffer_mut() = BytesMut::new();
+        }
         let mut status = self.shared.lottery.subscribe();
         let waited = status.wait_for(|s| !matches!(s, DrawStatus::Pending));
         tokio::pin!(waited);
