@@ -102,18 +102,34 @@ impl Lottery {
         agency: AgencyId,
         epoch: SessionEpoch,
     ) -> Result<(), StorageError> {
-        let readiness = self.store.mark_ready(agency, epoch).await?;
-        if readiness.newly_ready {
+        let newly_ready = self.store.mark_ready(agency, epoch).await?;
+        // Again too: with a shared store, it may have been recorded ready by another central
+        // before this one's watcher saw it. Counted before its line is logged, and its party
+        // spawned after: the draw it may complete is logged after it.
+        let (first, ready) = self.count_in(agency);
+        if newly_ready {
             let expected = self.agencies;
-            info!(action = "ready_for_lottery", result = "success", agency = %agency, ready = readiness.ready, expected);
-            metrics::gauge!("lottery_agencies_ready").set(readiness.ready as f64);
+            info!(action = "ready_for_lottery", result = "success", agency = %agency, ready, expected);
         } else {
             info!(action = "ready_for_lottery", result = "success", agency = %agency, again = true);
         }
-        // Again too: with a shared store, it may have been recorded ready by another central
-        // before this one's watcher saw it.
-        self.join_barrier(agency);
+        if first {
+            self.spawn_party();
+        }
         Ok(())
+    }
+
+    /// Counts `agency` in, once: whether this is the first time, and how many agencies this
+    /// central counts as ready (with a shared store, those it has heard of so far).
+    fn count_in(&self, agency: AgencyId) -> (bool, usize) {
+        let mut joined = self.joined.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = joined.insert(agency);
+        let ready = joined.len();
+        drop(joined);
+        if first {
+            metrics::gauge!("lottery_agencies_ready").set(ready as f64);
+        }
+        (first, ready)
     }
 
     /// Adds `agency`'s party to the barrier, once it is durably ready (or was, before a
@@ -122,10 +138,13 @@ impl Lottery {
     /// at any moment, and the agency must still count, exactly once. When the last party
     /// arrives, it runs the draw.
     pub(super) fn join_barrier(self: &Arc<Self>, agency: AgencyId) {
-        let first = self.joined.lock().unwrap_or_else(PoisonError::into_inner).insert(agency);
-        if !first {
-            return;
+        if self.count_in(agency).0 {
+            self.spawn_party();
         }
+    }
+
+    /// One party of the barrier, as a task of its own; the last one to arrive runs the draw.
+    fn spawn_party(self: &Arc<Self>) {
         let lottery = self.clone();
         self.tasks.spawn(async move {
             if let Some(arrival) = lottery.token.run_until_cancelled(lottery.barrier.wait()).await

@@ -2,7 +2,7 @@
 //!
 //! The server uses a store only through [`Store`] and the words defined here: a session's
 //! [`SessionEpoch`] and [`AgencyProgress`], a batch's [`Ack`] and what it resolves to
-//! ([`Stored`] or a [`StorageError`]), an agency's [`Readiness`], the [`Drawn`] draw, the
+//! ([`Stored`] or a [`StorageError`]), the [`Drawn`] draw, the
 //! [`StoreStats`], and the [`StoreOptions`] both stores apply. Nothing above this module names a
 //! store's own types.
 //!
@@ -98,15 +98,6 @@ pub enum Stored {
     New,
     /// A retry of a batch already stored: nothing written.
     Duplicate,
-}
-
-/// Where `mark_ready` left the lottery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Readiness {
-    /// False when this agency had already declared itself ready.
-    pub newly_ready: bool,
-    /// Agencies ready so far, this one included.
-    pub ready: usize,
 }
 
 /// The draw's result, and whether this call is the one that recorded it.

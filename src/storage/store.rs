@@ -16,9 +16,7 @@ use tracing::info;
 use super::ReadyFeed;
 use super::file::{BetStore, Recovery};
 use super::postgres::{self, PgStore};
-use super::{
-    Ack, AgencyProgress, Drawn, Readiness, SessionEpoch, StorageError, StoreOptions, StoreStats,
-};
+use super::{Ack, AgencyProgress, Drawn, SessionEpoch, StorageError, StoreOptions, StoreStats};
 use crate::config::DatabaseUrl;
 use crate::domain::{AgencyId, Bets};
 
@@ -179,7 +177,8 @@ impl Store {
         }
     }
 
-    /// Records, durably, that `agency` (its session `epoch`) has sent everything.
+    /// Records, durably, that `agency` (its session `epoch`) has sent everything. Returns false
+    /// when it had already (here, before a restart, or on another central).
     ///
     /// # Errors
     /// As [`BetStore::mark_ready`] and [`PgStore::mark_ready`].
@@ -187,7 +186,7 @@ impl Store {
         &self,
         agency: AgencyId,
         epoch: SessionEpoch,
-    ) -> Result<Readiness, StorageError> {
+    ) -> Result<bool, StorageError> {
         match self {
             Self::File(store) => store.mark_ready(agency).await,
             Self::Postgres(store) => store.mark_ready(agency, epoch).await,

@@ -39,9 +39,7 @@ use crate::domain::{AgencyId, Bets, Draw};
 #[cfg(test)]
 use crate::storage::Stored;
 use crate::storage::error::interrupted;
-use crate::storage::{
-    Ack, AgencyProgress, Readiness, StorageError, StoreOptions, StoreStats, load_bets,
-};
+use crate::storage::{Ack, AgencyProgress, StorageError, StoreOptions, StoreStats, load_bets};
 
 /// The bets file and the state that goes with it, and the committer task that writes to them.
 /// Share it behind an `Arc`.
@@ -156,17 +154,17 @@ impl BetStore {
     }
 
     /// Records, durably, that `agency` has sent everything; from now on its batches are refused.
+    /// Returns false when it had already.
     ///
     /// # Errors
     /// `Write` when the journal cannot be written.
-    pub async fn mark_ready(&self, agency: AgencyId) -> Result<Readiness, StorageError> {
+    pub async fn mark_ready(&self, agency: AgencyId) -> Result<bool, StorageError> {
         let mut files = self.shared.files.lock().await;
         let newly_ready = !files.ledger.progress(agency).ready;
         if newly_ready {
             self.shared.append_record(&mut files, Record::Ready { agency }).await?;
         }
-        let ready = files.ledger.agencies.values().filter(|p| p.ready).count();
-        Ok(Readiness { newly_ready, ready })
+        Ok(newly_ready)
     }
 
     /// Every agency's durable progress, in agency order (agencies with no batch nor ready flag
