@@ -21,8 +21,8 @@
 //!
 //! Each central runs in a child process (this same binary, `--serve`), so its peak RSS is its
 //! own. Prints total bets, wall time, bets/s, batch-ack latency p50/p99/max, draw time (last
-//! `ReadyForLottery` → last `Winners`), fsyncs, and each central's peak RSS and open files. Exits 1 if any
-//! agency's winners or the stored count are wrong, 2 on bad arguments.
+//! `ReadyForLottery` → last `Winners`), fsyncs, and each central's peak RSS and open files.
+//! Exits 1 if any agency's winners or the stored count are wrong, 2 on bad arguments.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
