@@ -58,8 +58,17 @@ pub async fn run(
     config: ServerConfig,
     token: CancellationToken,
 ) -> Result<(), ServerError> {
-    let (store, opened) = Store::open(location(&config), options(&config)).await?;
-    store.claim_agencies(config.agencies.get()).await?;
+    // Opening may wait a minute for a database that is not up yet: a signal ends the wait.
+    let opening = async {
+        let (store, opened) = Store::open(location(&config), options(&config)).await?;
+        store.claim_agencies(config.agencies.get()).await?;
+        Ok::<_, StorageError>((store, opened))
+    };
+    let Some(opening) = token.run_until_cancelled(opening).await else {
+        info!(action = "shutdown", result = "success", step = "stopped before the store opened");
+        return Ok(());
+    };
+    let (store, opened) = opening?;
     opened.log(&store);
     let store = Arc::new(store);
     let tracker = TaskTracker::new();

@@ -83,6 +83,7 @@ impl Opened {
                 batches = opened.batches,
                 ready = opened.ready.len(),
                 drawn = opened.drawn,
+                synchronous_commit = %opened.synchronous_commit,
             ),
         }
     }
