@@ -289,10 +289,9 @@ impl Store {
                 let inspected = inspect_blocking(path).await?;
                 inspected.export(out)
             }
-            location @ Location::Database { .. } => {
-                let (store, _) = Self::open(location, options).await?;
-                let Self::Postgres(pg) = &store else { return Ok(0) };
-                let exported = pg.export(out).await;
+            Location::Database { url, central } => {
+                let (store, _) = PgStore::open(&url, options, central).await?;
+                let exported = store.export(out).await;
                 store.close().await;
                 exported
             }

@@ -1,6 +1,6 @@
 //! The bets file against a current-format journal: the last group kept or cut ([`settle`]), and
-//! every group's rows against the check its journal line recorded ([`check_groups`]): the CRC-32 of bytes
-//! `start..end`, read once, group after group. A group that fails it was acknowledged and then
+//! every group's rows against the check its journal line recorded ([`check_groups`]): the CRC-32
+//! of bytes `start..end`, read once, group after group. A group that fails it was acknowledged and then
 //! changed on disk (a crash never changes rows it did not write: recovery cuts the one group a
 //! crash can leave, before this check runs), so its report names the bets file, the group's
 //! line and bytes, and, as closely as the journal allows, the first damaged row: its byte, its
@@ -111,8 +111,6 @@ pub(super) fn settle(
 pub(super) struct Checked {
     /// Groups whose rows matched their check.
     pub(super) groups: u64,
-    /// Bytes of rows they hold.
-    pub(super) bytes: u64,
 }
 
 /// Checks the rows of every group of `records` that ends at or before `up_to` against its
@@ -157,7 +155,6 @@ pub(super) fn check_groups(
             return Err(StorageError::Corrupt { path: path.to_owned(), reason });
         }
         checked.groups += 1;
-        checked.bytes += end - start;
     }
     Ok(checked)
 }
