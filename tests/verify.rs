@@ -49,34 +49,16 @@ async fn stored(dir: &Path) -> PathBuf {
 async fn a_changed_row_in_an_acknowledged_group_is_named_and_nothing_starts_from_it() {
     let dir = tempfile::tempdir().unwrap();
     let bets_file = stored(dir.path()).await;
-    let (code, report) = run(&["verify"], &bets_file).await;
-    assert_eq!(code, Some(0), "{report}");
-    assert!(report.contains("bets: 3000 | batches: 30 | groups_checked: 30"), "{report}");
+    let intact = std::fs::read(&bets_file).unwrap();
 
     // Batch 10's winner, 7574, becomes 7575: every row still reads as a valid bet.
-    let mut bets = std::fs::read(&bets_file).unwrap();
+    let mut bets = intact.clone();
     let winner = bets.windows(7).enumerate().filter(|(_, w)| w == b",7574\r\n").nth(9).unwrap().0;
     bets[winner + 4] = b'5';
     let row = bets[..winner].iter().rposition(|b| *b == b'\n').unwrap() + 1;
     std::fs::write(&bets_file, &bets).unwrap();
     let journal = std::fs::read(dir.path().join("bets.csv.journal")).unwrap();
-
-    let (code, report) = run(&["verify"], &bets_file).await;
-    assert_eq!(code, Some(1), "{report}");
-    for needed in [
-        &format!("{} is inconsistent", bets_file.display()),
-        "the group recorded at line",
-        &format!("byte {row}, in agency 1's batch 10"),
-        "recorded document 1010005 as a winner; the batch now has number 7575",
-        "Nothing was changed",
-    ] {
-        assert!(report.contains(needed), "{needed:?} in {report}");
-    }
-    let output = dir.path().join("export.csv");
-    let (code, report) = run(&["export", output.to_str().unwrap()], &bets_file).await;
-    assert_eq!(code, Some(1), "{report}");
-    assert!(report.contains(&format!("byte {row}, in agency 1's batch 10")), "{report}");
-    assert!(!output.exists(), "no export of damaged rows");
+    let named = format!("byte {row}, in agency 1's batch 10");
 
     let server = common::Process::start(
         SERVER_BIN,
@@ -88,13 +70,36 @@ async fn a_changed_row_in_an_acknowledged_group_is_named_and_nothing_starts_from
         ],
     );
     let (code, lines) = server.finish().await;
-    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(code, Some(1), "the central does not start from damaged rows: {lines:#?}");
     let failure = common::line_with(&lines, "action: server | result: fail");
-    assert!(failure.contains(&format!("byte {row}, in agency 1's batch 10")), "{failure}");
+    assert!(failure.contains(&named), "{failure}");
     assert!(failure.contains("Nothing was changed"), "{failure}");
+
+    let output = dir.path().join("export.csv");
+    let (code, report) = run(&["export", output.to_str().unwrap()], &bets_file).await;
+    assert_eq!(code, Some(1), "{report}");
+    assert!(report.contains(&named), "{report}");
+    assert!(!output.exists(), "no export of damaged rows");
+
+    let (code, report) = run(&["verify"], &bets_file).await;
+    assert_eq!(code, Some(1), "{report}");
+    for needed in [
+        &format!("{} is inconsistent", bets_file.display()),
+        "the group recorded at line",
+        &named,
+        "recorded document 1010005 as a winner; the batch now has number 7575",
+        "Nothing was changed",
+    ] {
+        assert!(report.contains(needed), "{needed:?} in {report}");
+    }
     assert!(std::fs::read(&bets_file).unwrap() == bets, "the bets file as it was");
     let journal_now = std::fs::read(dir.path().join("bets.csv.journal")).unwrap();
     assert!(journal_now == journal, "the journal as it was");
+
+    std::fs::write(&bets_file, &intact).unwrap();
+    let (code, report) = run(&["verify"], &bets_file).await;
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("bets: 3000 | batches: 30 | groups_checked: 30"), "{report}");
 }
 
 #[tokio::test]
@@ -114,18 +119,23 @@ async fn export_without_a_journal_changes_nothing_even_in_a_read_only_directory(
 
     let output = dir.path().join("export.csv");
     let (code, report) = run(&["export", output.to_str().unwrap()], &bets_file).await;
+    let left = |store: &Path| {
+        let mut left: Vec<_> =
+            std::fs::read_dir(store).unwrap().map(|e| e.unwrap().file_name()).collect();
+        left.sort();
+        left
+    };
+    let expected: Vec<std::ffi::OsString> =
+        if writable { vec!["bets.csv".into(), "probe".into()] } else { vec!["bets.csv".into()] };
+    let after_export = left(&store);
     let (verified, verify_report) = run(&["verify"], &bets_file).await;
     std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(code, Some(0), "{report}");
+    assert_eq!(after_export, expected, "the export wrote no journal, created nothing");
     assert!(std::fs::read(&output).unwrap() == whole, "the export is the whole rows");
     assert_eq!(verified, Some(0), "{verify_report}");
     assert!(verify_report.contains("adopted: true"), "{verify_report}");
     assert!(verify_report.contains("cut_bets_bytes: 12"), "{verify_report}");
-    let mut left: Vec<_> =
-        std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().file_name()).collect();
-    left.sort();
-    let expected: Vec<std::ffi::OsString> =
-        if writable { vec!["bets.csv".into(), "probe".into()] } else { vec!["bets.csv".into()] };
-    assert_eq!(left, expected, "no journal written, nothing created");
+    assert_eq!(left(&store), expected, "verify wrote nothing either");
     assert!(std::fs::read(&bets_file).unwrap() == bets, "the bets file as it was");
 }
