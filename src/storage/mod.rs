@@ -44,7 +44,7 @@ pub(crate) use ready::ReadyInbox;
 pub use ready::{ReadyFeed, ReadyNews};
 pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
-pub use store::{Location, Opened, Store};
+pub use store::{Location, Opened, Store, verify};
 
 /// The default of [`StoreOptions::max_bets_per_agency`] (`LOTTERY_MAX_BETS_PER_AGENCY`).
 pub const DEFAULT_MAX_BETS_PER_AGENCY: u64 = 10_000_000;
@@ -115,6 +115,34 @@ pub struct StoreStats {
     pub groups: u64,
     /// Syncs they made: the file store's fdatasyncs, the database's `COMMIT`s.
     pub syncs: u64,
+}
+
+/// What checking a bets file found (`lottery-server verify`, and the file store's export): what
+/// a start would keep, and what it would cut as never acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// False when there is no bets file (and no journal): nothing is stored.
+    pub exists: bool,
+    /// Committed bytes of the bets file.
+    pub bytes: u64,
+    /// Bets they hold (adopted rows included).
+    pub bets: u64,
+    /// Batches the journal records.
+    pub batches: u64,
+    /// Groups whose rows matched their journal's CRC.
+    pub groups_checked: u64,
+    /// No journal: a start would adopt the file (every row was read as a valid bet).
+    pub adopted: bool,
+    /// A journal of an older format: a start would rewrite it in the current one.
+    pub journal_converted: bool,
+    /// Bytes a start would cut from the bets file (never acknowledged).
+    pub cut_bets_bytes: u64,
+    /// Bytes a start would cut from the journal (a torn tail, an unacknowledged group).
+    pub cut_journal_bytes: u64,
+    /// Agencies ready.
+    pub ready: usize,
+    /// Whether the draw ran.
+    pub drawn: bool,
 }
 
 /// The answer to a submitted batch, once its group is committed (or refused).

@@ -13,10 +13,13 @@ use std::time::Instant;
 
 use tracing::info;
 
-use super::ReadyFeed;
-use super::file::{BetStore, Recovery};
+use super::error::interrupted;
+use super::file::{self, BetStore, Recovery};
 use super::postgres::{self, PgStore};
-use super::{Ack, AgencyProgress, Drawn, SessionEpoch, StorageError, StoreOptions, StoreStats};
+use super::{
+    Ack, AgencyProgress, Drawn, ReadyFeed, SessionEpoch, StorageError, StoreOptions, StoreStats,
+    Verified,
+};
 use crate::config::DatabaseUrl;
 use crate::domain::{AgencyId, Bets};
 
@@ -79,6 +82,7 @@ impl Opened {
                 batches = opened.batches,
                 ready = opened.ready.len(),
                 drawn = opened.drawn,
+                synchronous_commit = %opened.synchronous_commit,
             ),
         }
     }
@@ -266,16 +270,48 @@ impl Store {
         }
     }
 
-    /// Writes every stored bet to `out` as bets-file rows, in the order stored (what
-    /// `lottery-server export` writes): the committed part of the bets file, or the database's
-    /// bets encoded the same way.
+    /// Writes every stored bet at `location` to `out` as bets-file rows, in the order stored
+    /// (what `lottery-server export` writes), and returns the bytes written: the committed part
+    /// of the bets file, checked as a start checks it (every group's rows against their CRC)
+    /// but read-only — nothing is cut, adopted or created, and a read-only directory will do —
+    /// or the database's bets encoded the same way.
     ///
     /// # Errors
-    /// The store's, when it cannot be read; `Write` when `out` fails.
-    pub async fn export(&self, out: &mut impl std::io::Write) -> Result<(), StorageError> {
-        match self {
-            Self::File(store) => store.export(out).await.map(drop),
-            Self::Postgres(store) => store.export(out).await.map(drop),
+    /// The store's, when it cannot be opened, read or checked (`Corrupt`, naming the damage);
+    /// `Write` when `out` fails.
+    pub async fn export(
+        location: Location,
+        options: StoreOptions,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, StorageError> {
+        match location {
+            Location::File(path) => {
+                let inspected = inspect_blocking(path).await?;
+                inspected.export(out)
+            }
+            Location::Database { url, central } => {
+                let (store, _) = PgStore::open(&url, options, central).await?;
+                let exported = store.export(out).await;
+                store.close().await;
+                exported
+            }
         }
     }
+}
+
+/// Checks the bets file at `path` and its journal as a start would, changing nothing
+/// (`lottery-server verify`): every record, and every group's rows against their CRC.
+///
+/// # Errors
+/// What a start would refuse with (`Corrupt` names the file, the group or line, the byte and the
+/// agency of the first damage; `BadRow` a row of a file without a journal), `Locked` while a
+/// central has the files.
+pub async fn verify(path: PathBuf) -> Result<Verified, StorageError> {
+    Ok(inspect_blocking(path).await?.verified)
+}
+
+async fn inspect_blocking(path: PathBuf) -> Result<file::Inspection, StorageError> {
+    let read = path.clone();
+    let inspected = tokio::task::spawn_blocking(move || file::inspect(&read)).await;
+    inspected.map_err(|e| interrupted(&path, &e))?
 }

@@ -288,7 +288,9 @@ async fn acknowledged_rows_that_changed_are_refused() {
     fs::write(&path, &bytes).unwrap();
     let err = BetStore::open(&path, true).await.unwrap_err();
     assert!(
-        err.to_string().contains("do not match the check of the journal's last group"),
+        err.to_string().contains(
+            "bytes 0..41, the rows of the group recorded at line 2 of its journal, do not match the check"
+        ),
         "{err}"
     );
     assert_eq!(fs::read(&path).unwrap(), bytes, "nothing cut");

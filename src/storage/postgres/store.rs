@@ -34,8 +34,10 @@ impl PgStore {
     /// `central` names this central in the `draw` row.
     ///
     /// # Errors
-    /// `Database` when it cannot be reached in time or its schema cannot be migrated;
-    /// `SchemaTooNew`, at once, when its schema is newer than this central's.
+    /// `Database` when it cannot be reached in time; at once, `DatabaseRejected` when it refuses
+    /// a statement for a reason waiting does not fix (a permission, a table of the same name with
+    /// another shape, a read-only role: its SQLSTATE class says so), `DatabaseRefused` when it
+    /// refuses the login, `SchemaTooNew` when its schema is newer than this central's.
     pub async fn open(
         url: &DatabaseUrl,
         options: StoreOptions,
