@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::budget::Newcomer;
-use super::error::{HandlerError, protocol, storage_error, unreadable};
+use super::error::{HandlerError, log_end, protocol, storage_error, unreadable};
 use super::lottery::DrawStatus;
 use super::replies::{BatchOutcome, Outgoing, PendingAck, front_ack};
 use super::session::{Session, Step};
@@ -100,21 +100,7 @@ impl Handler {
                 let farewell = ServerMessage::Error { code: *code, message: message.clone() };
                 let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.frames.send(farewell)).await;
             }
-            match self.session.agency() {
-                Some(agency) => {
-                    warn!(action = "connection", result = "fail", ip = %self.peer, agency = %agency, error = %e);
-                }
-                // Anyone can cause these, as fast as they can connect: one line a second.
-                None => {
-                    debug!(action = "connection", result = "fail", ip = %self.peer, error = %e);
-                    let mut throttle = self.shared.stranger_failures.lock();
-                    let due = throttle.as_mut().map_or_else(|p| p.get_mut().due(), |t| t.due());
-                    drop(throttle);
-                    if let Some(failed_without_hello) = due {
-                        warn!(action = "connection", result = "fail", ip = %self.peer, error = %e, failed_without_hello);
-                    }
-                }
-            }
+            log_end(&e, self.peer, self.session.agency(), &self.shared.stranger_failures);
         }
     }
 
