@@ -13,7 +13,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::disk::{check_row_end, rows_crc};
+use super::disk::{check_row_end, rows_crc, rows_crc_with};
 use super::journal::{self, Record};
 use super::ledger::{LastGroup, Ledger};
 use crate::domain::{AgencyId, Bet, Document, has_won};
@@ -132,16 +132,7 @@ pub(super) fn check_groups(
         if end > up_to {
             break;
         }
-        let mut hasher = crc32fast::Hasher::new();
-        let mut at = start;
-        while at < end {
-            let n = usize::try_from(end - at).unwrap_or(usize::MAX).min(buffer.len());
-            bets.read_exact_at(&mut buffer[..n], at)
-                .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-            hasher.update(&buffer[..n]);
-            at += n as u64;
-        }
-        let found = hasher.finalize();
+        let found = rows_crc_with(bets, path, start, end, &mut buffer)?;
         if found != crc {
             let batches = group_batches(records, index, start);
             let located = locate(bets, path, &batches)?;

@@ -153,8 +153,18 @@ pub(super) fn rows_crc(
     start: u64,
     end: u64,
 ) -> Result<u32, StorageError> {
+    rows_crc_with(bets, path, start, end, &mut vec![0u8; 64 << 10])
+}
+
+/// [`rows_crc`], reading through `buffer` (a check of every group reuses one).
+pub(super) fn rows_crc_with(
+    bets: &File,
+    path: &Path,
+    start: u64,
+    end: u64,
+    buffer: &mut [u8],
+) -> Result<u32, StorageError> {
     let mut hasher = crc32fast::Hasher::new();
-    let mut buffer = vec![0u8; 64 << 10];
     let mut at = start;
     while at < end {
         let n = usize::try_from(end - at).unwrap_or(usize::MAX).min(buffer.len());
