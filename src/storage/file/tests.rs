@@ -107,61 +107,6 @@ async fn everything_survives_a_reopen() {
 }
 
 #[tokio::test]
-async fn a_group_whose_rows_were_never_all_written_is_cut_from_both_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let committed = {
-        let (store, _) = open(&dir).await;
-        store.store_batch(agency(1), 1, &[bet(1, "11", 1), bet(1, "12", 2)]).await.unwrap();
-        loaded(&store)
-    };
-    let path = dir.path().join("bets.csv");
-    let journal_path = dir.path().join("bets.csv.journal");
-    let (len, journal_len) =
-        (fs::metadata(&path).unwrap().len(), fs::metadata(&journal_path).unwrap().len());
-    let bets = fs::read(&path).unwrap();
-    let journal = fs::read(&journal_path).unwrap();
-    // A crash after the journal's sync: the group's records whole, its rows not (yet) all
-    // written, or written but not all of them synced.
-    let rows = b"1,Ana,Paz,13,1985-12-01,3\r\n1,Ana,Paz,14,1985-12-01,4\r\n";
-    let end = len + rows.len() as u64;
-    let mut records = String::new();
-    for record in [
-        Record::Group { start: len, end, crc: crc32fast::hash(rows) },
-        Record::Batch { agency: agency(1), seq: 2, bets: 2, end, winners: Some(vec![]) },
-    ] {
-        record.write_to(&mut records);
-    }
-    let mut wrong = rows.to_vec();
-    wrong[5] = 0;
-    for (what, written) in [
-        ("no rows", &rows[..0]),
-        ("a row and a half", &rows[..40]),
-        ("every byte, one of them never synced", &wrong[..]),
-    ] {
-        fs::write(&path, [&bets[..], written].concat()).unwrap();
-        fs::write(&journal_path, [&journal[..], records.as_bytes()].concat()).unwrap();
-        let (store, recovery) = open(&dir).await;
-        assert_eq!(recovery.cut_bets_bytes, written.len() as u64, "{what}");
-        assert_eq!(recovery.cut_journal_bytes, records.len() as u64, "{what}");
-        assert_eq!(fs::metadata(&path).unwrap().len(), len, "{what}");
-        assert_eq!(fs::metadata(&journal_path).unwrap().len(), journal_len, "{what}");
-        assert_eq!(loaded(&store), committed, "{what}");
-        assert_eq!(store.progress(agency(1)).await.last_seq, 1, "{what}");
-    }
-    // Whole rows matching the group's CRC: it was acknowledged, and is kept.
-    fs::write(&path, [&bets[..], rows].concat()).unwrap();
-    fs::write(&journal_path, [&journal[..], records.as_bytes()].concat()).unwrap();
-    let (store, recovery) = open(&dir).await;
-    assert_eq!((recovery.cut_bets_bytes, recovery.cut_journal_bytes), (0, 0));
-    assert_eq!(
-        store.progress(agency(1)).await,
-        AgencyProgress { last_seq: 2, stored_bets: 4, ready: false }
-    );
-    assert_eq!(store.store_batch(agency(1), 3, &[bet(1, "15", 4)]).await.unwrap(), Stored::New);
-    assert_eq!(loaded(&store).len(), 5);
-}
-
-#[tokio::test]
 async fn a_bets_file_shorter_than_its_acknowledged_groups_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
