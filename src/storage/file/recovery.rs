@@ -592,6 +592,15 @@ mod tests {
         );
         let err = recover_files(&[ROWS, b"1"].concat(), &journal(&[])).unwrap_err();
         assert!(err.contains("it has 1 bytes past byte 55"), "{err}");
+        // Adopted bytes recorded to end mid-row: the journal is another bets file's.
+        let base = lines(&[
+            Record::Header { version: FORMAT_VERSION },
+            Record::Base { end: ROWS.len() as u64 - 1, agencies: vec![(agency(1), 1)] },
+        ]);
+        let err = recover_files(ROWS, &base).unwrap_err();
+        assert!(err.contains("it has 1 bytes past byte 54"), "{err}");
+        let err = recover_files(&ROWS[..ROWS.len() - 1], &base).unwrap_err();
+        assert!(err.contains("does not end a row"), "{err}");
         // Format 2: written rows first; one group's rows past its end were never acknowledged.
         let two = lines(&[
             Record::Header { version: journal::FORMAT_ROWS_FIRST },

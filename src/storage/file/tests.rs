@@ -107,28 +107,6 @@ async fn everything_survives_a_reopen() {
 }
 
 #[tokio::test]
-async fn a_bets_file_shorter_than_its_acknowledged_groups_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (store, _) = open(&dir).await;
-        store.store_batch(agency(1), 1, &[bet(1, "11", 1)]).await.unwrap();
-        store.store_batch(agency(1), 2, &[bet(1, "12", 1)]).await.unwrap();
-    }
-    let path = dir.path().join("bets.csv");
-    let journal_path = dir.path().join("bets.csv.journal");
-    let (bets, journal) = (fs::read(&path).unwrap(), fs::read(&journal_path).unwrap());
-    // Into the first group's rows: a later group follows it, so it was acknowledged.
-    let short = &bets[..bets.len() / 2 - 1];
-    fs::write(&path, short).unwrap();
-    let err = BetStore::open(&path, true).await.unwrap_err();
-    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
-    assert!(err.to_string().contains("acknowledged"), "{err}");
-    assert!(err.to_string().contains("Nothing was changed"), "{err}");
-    assert_eq!(fs::read(&path).unwrap(), short);
-    assert_eq!(fs::read(&journal_path).unwrap(), journal);
-}
-
-#[tokio::test]
 async fn a_bets_file_without_journal_is_adopted_only_when_every_row_is_a_bet() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bets.csv");
@@ -226,40 +204,6 @@ async fn rows_first_journals_are_rewritten_in_the_current_format() {
         assert_eq!(docs, ["1"], "{what}: winners read from the file when not recorded");
         assert!(!dir.path().join("bets.csv.journal.tmp").exists());
     }
-}
-
-#[tokio::test]
-async fn acknowledged_rows_that_changed_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (store, _) = open(&dir).await;
-        store.store_batch(agency(1), 1, &[bet(1, "11", 1)]).await.unwrap();
-        store.mark_ready(agency(1)).await.unwrap();
-    }
-    let path = dir.path().join("bets.csv");
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[3] = b'x';
-    fs::write(&path, &bytes).unwrap();
-    let err = BetStore::open(&path, true).await.unwrap_err();
-    assert!(
-        err.to_string().contains("do not match the check of the journal's last group"),
-        "{err}"
-    );
-    assert_eq!(fs::read(&path).unwrap(), bytes, "nothing cut");
-
-    // Adopted bytes the journal says end mid-row: another file's journal.
-    let journal_path = dir.path().join("bets.csv.journal");
-    let mut journal = String::new();
-    Record::Header { version: journal::FORMAT_VERSION }.write_to(&mut journal);
-    Record::Base { end: bytes.len() as u64 - 1, agencies: vec![(agency(1), 1)] }
-        .write_to(&mut journal);
-    fs::write(&journal_path, &journal).unwrap();
-    let err = BetStore::open(&path, true).await.unwrap_err();
-    assert!(err.to_string().contains("it has 1 bytes past byte"), "{err}");
-    fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
-    let err = BetStore::open(&path, true).await.unwrap_err();
-    assert!(err.to_string().contains("does not end a row"), "{err}");
-    assert_eq!(fs::read_to_string(&journal_path).unwrap(), journal, "nothing changed");
 }
 
 #[tokio::test]
