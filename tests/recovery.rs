@@ -251,12 +251,19 @@ async fn a_bets_file_the_journal_does_not_explain_stops_start_up() {
     assert_eq!(std::fs::read(&files.journal).unwrap(), files.records);
 }
 
+/// Agency 1's batch 31: 99 bets, then a winning one.
+fn batch_31_bets() -> Vec<WireBet> {
+    let mut bets = batch(1, 31, 99);
+    bets.push(wire_bet("1031099", 7574));
+    bets
+}
+
 /// Batch 31 stored on top of `files` by a central: its rows and its journal write (a group line
 /// and a batch line), as they reach the disk; the files are put back as they were.
 async fn batch_31(files: &Acknowledged) -> (Vec<u8>, Vec<u8>) {
     let (server, address) = start(&files.bets_file, 2, &[]).await;
     let mut agency = connect(&address, 1).await;
-    assert_eq!(agency.send_batch(31, &batch(1, 31, 100)).await.unwrap(), 100);
+    assert_eq!(agency.send_batch(31, &batch_31_bets()).await.unwrap(), 100);
     drop(agency);
     stop(server).await;
     let bets = std::fs::read(&files.bets_file).unwrap();
@@ -313,16 +320,31 @@ async fn a_crash_inside_the_last_group_commit_cuts_only_that_group() {
             recovery.contains(&format!("cut_journal_bytes: {cut_journal} |")),
             "{what}: {recovery}"
         );
-        let agency = connect(&address, 1).await;
+        let mut agency = connect(&address, 1).await;
         let expected = if kept && cut_journal == 0 { (32, 3100) } else { (31, 3000) };
         assert_eq!((agency.next_seq(), agency.stored_bets()), expected, "{what}");
+        let (expected_bets, expected_journal) = if expected.0 == 32 {
+            (with_rows(&rows), with_write(&write))
+        } else {
+            (files.bets.clone(), files.records.clone())
+        };
+        assert_eq!(std::fs::read(&files.bets_file).unwrap(), expected_bets, "{what}");
+        assert_eq!(std::fs::read(&files.journal).unwrap(), expected_journal, "{what}");
+        // The upload goes on from the Welcome: batch 31 again if it was cut, and it lands as the
+        // crash-free run wrote it, byte for byte; then batch 32.
+        if expected.0 == 31 {
+            assert_eq!(agency.send_batch(31, &batch_31_bets()).await.unwrap(), 100, "{what}");
+        }
+        assert_eq!(std::fs::read(&files.bets_file).unwrap(), with_rows(&rows), "{what}");
+        assert_eq!(std::fs::read(&files.journal).unwrap(), with_write(&write), "{what}");
+        assert_eq!(agency.send_batch(32, &batch(1, 32, 100)).await.unwrap(), 100, "{what}");
+        drop(agency);
         let lines = stop(server).await;
         let cut_line = lines.iter().any(|l| l.contains("action: recovery_cut | result: success"));
         // The cut of a group whose records are whole is logged on a line of its own.
         let group_cut = !kept && what.starts_with("records synced");
         assert_eq!(cut_line, group_cut, "{what}: {lines:#?}");
-        let expected_bets = if expected.0 == 32 { with_rows(&rows) } else { files.bets.clone() };
-        assert_eq!(std::fs::read(&files.bets_file).unwrap(), expected_bets, "{what}");
+        assert_eq!(stored_multiset(&files.bets_file).len(), 3200, "{what}");
     }
 
     // The same torn records next to the group's rows: the records were synced whole before any
@@ -339,6 +361,23 @@ async fn a_crash_inside_the_last_group_commit_cuts_only_that_group() {
         assert_eq!(std::fs::read(&files.bets_file).unwrap(), bets, "{what}");
         assert_eq!(std::fs::read(&files.journal).unwrap(), journal, "{what}");
     }
+
+    // After a cut the lottery runs to its end: batch 31, sent again, is drawn once (its winner
+    // recorded with the cut group is not counted twice), and the other agency, uploading
+    // meanwhile, gets exactly its own winners.
+    std::fs::write(&files.bets_file, with_rows(&rows[..rows.len() / 2])).unwrap();
+    std::fs::write(&files.journal, with_write(&write)).unwrap();
+    let (server, address) = start(&files.bets_file, 2, &[]).await;
+    let other = AgencyData::generate(files.bets_file.parent().unwrap(), 2, 700);
+    let mut agency = connect(&address, 1).await;
+    assert_eq!((agency.next_seq(), agency.stored_bets()), (31, 3000));
+    assert_eq!(agency.send_batch(31, &batch_31_bets()).await.unwrap(), 100);
+    let (own, others) =
+        tokio::join!(within("winners", agency.winners()), run_agency(&other, &address));
+    assert_eq!(own.unwrap(), ["1031099"]);
+    assert_eq!(others, other.winners());
+    stop(server).await;
+    assert_eq!(stored_multiset(&files.bets_file).len(), 3100 + other.rows.len());
 }
 
 #[tokio::test]
