@@ -1,5 +1,6 @@
-//! Nothing lost, nothing duplicated: lost replies, torn files, a full disk, restarts, and a
-//! crash loop of `kill -9` against the real server binary.
+//! Nothing lost, nothing duplicated: lost replies, a full disk, restarts, and a crash loop of
+//! `kill -9` against the real server binary. (What recovery cuts after a crash, and what it
+//! refuses, is tests/recovery.rs.)
 
 mod common;
 
@@ -40,50 +41,6 @@ async fn a_lost_reply_is_not_stored_twice() {
     assert_eq!(proxy.cuts(), 1, "the reply to batch 3 was lost");
     assert_eq!(winners, data.winners());
     assert_eq!(stored_multiset(&server.bets_file), sorted(data.stored_rows()), "no duplicate");
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn a_torn_tail_is_removed_and_uploads_continue() {
-    let server = spawn_server_with(&[("LOTTERY_AGENCIES", "2")]).await;
-    let first = AgencyData::generate(server.dir.path(), 1, 700);
-    let address = server.addr.to_string();
-    let mut agency = connect(&address, 1).await;
-    agency.send_batch(1, &[wire_bet("11", 7574), wire_bet("12", 1)]).await.unwrap();
-    drop(agency);
-    let dir = server.stop().await;
-    let bets_file = dir.path().join("bets.csv");
-    let journal = dir.path().join("bets.csv.journal");
-    let whole = std::fs::read(&bets_file).unwrap();
-    let records = std::fs::read(&journal).unwrap();
-    // A crash in the next group commit: its records synced (the journal goes first), its one row
-    // half written.
-    let row = b"1,Ana,Paz,13,1990-01-01,7574\r\n";
-    let (start, end) = (whole.len(), whole.len() + row.len());
-    let checked = |text: String| format!("{text} #{:08x}\n", crc32fast::hash(text.as_bytes()));
-    let group = checked(format!("group {start} {end} {:08x}", crc32fast::hash(row)));
-    let batch = checked(format!("batch 1 2 1 {end} 13"));
-    std::fs::write(&journal, [&records[..], group.as_bytes(), batch.as_bytes()].concat()).unwrap();
-    let mut torn = whole.clone();
-    torn.extend_from_slice(&row[..19]);
-    std::fs::write(&bets_file, &torn).unwrap();
-
-    let server = spawn_server_in(dir, &[("LOTTERY_AGENCIES", "2")]).await;
-    let mut agency = connect(&server.addr.to_string(), 1).await;
-    assert_eq!((agency.next_seq(), agency.stored_bets()), (2, 2));
-    assert_eq!(std::fs::read(&bets_file).unwrap(), whole, "the half row is gone");
-    assert_eq!(std::fs::read(&journal).unwrap(), records, "and its group's records");
-    agency.send_batch(2, &[wire_bet("13", 7574)]).await.unwrap();
-    let mut second = first.client_config(server.addr);
-    second.id = AgencyId::new(2).unwrap();
-    let second = tokio::spawn(async move {
-        client::run(&second, &CancellationToken::new()).await.map(|o| o.winners)
-    });
-    assert_eq!(within("winners", agency.winners()).await.unwrap(), ["11", "13"]);
-    let second_winners = within("agency 2", second).await.unwrap().unwrap();
-    assert_eq!(second_winners, first.winners());
-    let rows = stored_multiset(&bets_file);
-    assert_eq!(rows.len(), 3 + first.rows.len());
     server.stop().await;
 }
 
