@@ -560,67 +560,45 @@ fn checked_line(text: &str) -> String {
 
 // Regression tests from the review of issue 11's fixes (formerly tests/review_findings.rs).
 
-/// Finding 3 (low). A `draw` record whose bet count contradicts the batches before it (a line
-/// appended from another journal) is accepted at start-up (`drawn: true`); the contradiction
-/// shows only when every agency has declared ready and the draw is restored: `DrawFailed`.
+/// Records the store never writes stop start-up, naming the line, and change nothing (findings
+/// 3, 4, 4b and 5: the first three were accepted at start-up, crediting bets that are not in the
+/// file or showing only when the draw was restored; the last was named backwards, "agency 1
+/// batch 5 follows batch 6" for a second batch 5).
 #[tokio::test]
-async fn a_draw_record_that_contradicts_the_batches_stops_start_up() {
+async fn a_journal_whose_records_contradict_each_other_stops_start_up() {
     let files = acknowledged().await;
     let end = files.bets.len();
-    let journal = [&files.records[..], checked_line(&format!("draw 5 {end}")).as_bytes()].concat();
-    std::fs::write(&files.journal, &journal).unwrap();
-    let outcome = try_start(&files.bets_file, 2).await;
-    assert!(outcome.is_err(), "a draw over 5 bets, with 3000 recorded: {outcome:?}");
-}
-
-/// Finding 4 (low). A `batch` record that adds bets but no bytes (`end` equal to the previous
-/// one) is accepted: the agency is credited a bet that is not in the file, so when it resumes it
-/// skips its next bet, which is then never stored.
-#[tokio::test]
-async fn a_batch_record_with_bets_and_no_bytes_stops_start_up() {
-    let files = acknowledged().await;
-    let end = files.bets.len();
-    let phantom = checked_line(&format!("batch 2 1 1 {end} -"));
-    let journal = [&files.records[..], phantom.as_bytes()].concat();
-    std::fs::write(&files.journal, &journal).unwrap();
-    let outcome = try_start(&files.bets_file, 2).await;
-    assert!(outcome.is_err(), "agency 2 credited 1 bet it has not stored: {outcome:?}");
-}
-
-/// Finding 4b (low). A journal where an agency's batch follows its own `ready` record (the store
-/// never writes that: a ready agency's batches are refused) is accepted at start-up.
-#[tokio::test]
-async fn a_batch_after_its_agencys_ready_record_stops_start_up() {
-    let files = acknowledged().await;
-    let text = String::from_utf8(files.records.clone()).unwrap();
-    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-    // Agency 1 declared ready before its last batch.
-    let last = lines.pop().unwrap();
-    lines.push(checked_line("ready 1").trim_end().to_owned());
-    lines.push(last);
-    std::fs::write(&files.journal, lines.join("\n") + "\n").unwrap();
-    let outcome = try_start(&files.bets_file, 2).await;
-    assert!(outcome.is_err(), "batch 30 stored after agency 1 was ready: {outcome:?}");
-}
-
-/// Finding 5 (low). A duplicated batch line is refused (good), but the message reads backwards:
-/// "agency 1 batch 5 follows batch 6" for a second batch 5 where batch 6 was expected.
-#[tokio::test]
-async fn a_duplicated_batch_line_is_named_as_such() {
-    let files = acknowledged().await;
+    let appended = |text: String| [&files.records[..], checked_line(&text).as_bytes()].concat();
     let text = String::from_utf8(files.records.clone()).unwrap();
     let lines: Vec<&str> = text.lines().collect();
+    // Agency 1 declared ready before its last batch.
+    let ready = checked_line("ready 1");
+    let ready_early = [&lines[..60], &[ready.trim_end()], &lines[60..]].concat().join("\n") + "\n";
     // Line 6 was batch 5 in the reviewed journal format; in format 3 (a group line before each
     // group's batch lines) it is group 3's line. Written twice, either is refused, naming line 7.
-    // (The sequence message itself is checked in storage::journal's unit tests.)
-    let mut damaged: Vec<&str> = lines[..6].to_vec();
-    damaged.push(lines[5]);
-    damaged.extend(&lines[6..]);
-    std::fs::write(&files.journal, damaged.join("\n") + "\n").unwrap();
-    let failure = try_start(&files.bets_file, 2).await.unwrap_err();
-    assert!(failure.contains("line 7"), "{failure}");
-    assert!(!failure.contains("batch 5 follows batch 6"), "reads backwards: {failure}");
-    assert!(failure.contains("Nothing was changed"), "as every other refusal says: {failure}");
+    let twice = [&lines[..6], &lines[5..]].concat().join("\n") + "\n";
+    for (what, journal, expected) in [
+        (
+            "a draw over 5 bets, where 3000 are recorded",
+            appended(format!("draw 5 {end}")),
+            "line 62",
+        ),
+        (
+            "a batch of agency 2 with a bet and no bytes",
+            appended(format!("batch 2 1 1 {end} -")),
+            "line 62",
+        ),
+        ("batch 30 after agency 1's ready", ready_early.into_bytes(), "line 61"),
+        ("a line written twice", twice.into_bytes(), "line 7"),
+    ] {
+        std::fs::write(&files.journal, &journal).unwrap();
+        let failure = try_start(&files.bets_file, 2).await.unwrap_err();
+        assert!(failure.contains(expected), "{what}: {expected} in {failure}");
+        assert!(failure.contains("Nothing was changed"), "{what}: {failure}");
+        assert!(!failure.contains("batch 5 follows batch 6"), "reads backwards: {failure}");
+        assert_eq!(std::fs::read(&files.bets_file).unwrap(), files.bets, "{what}");
+        assert_eq!(std::fs::read(&files.journal).unwrap(), journal, "{what}");
+    }
 }
 
 /// Finding 7 (low). Adoption kept a last row without its line end and completed it. A bets file
