@@ -1,6 +1,6 @@
-//! Nothing lost, nothing duplicated: lost replies, a full disk, restarts, and a crash loop of
-//! `kill -9` against the real server binary. (What recovery cuts after a crash, and what it
-//! refuses, is tests/recovery.rs.)
+//! Nothing lost, nothing duplicated: lost replies, a full disk, a restart after the draw, and a
+//! crash loop of `kill -9` against the real server binary. (What recovery cuts after a crash,
+//! and what it refuses, is tests/recovery.rs.)
 
 mod common;
 
@@ -44,41 +44,61 @@ async fn a_lost_reply_is_not_stored_twice() {
     server.stop().await;
 }
 
+/// Stops the real central with SIGTERM; checks it exits 0 and returns every line it printed.
+async fn stop(server: Process) -> Vec<String> {
+    server.signal("TERM");
+    let (code, lines) = within("stopped central", server.finish()).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    lines
+}
+
+/// The real central restarted after the draw restores it (`sorteo_restaurado`, never a second
+/// `sorteo` line), answers every agency the same winners, takes no more bets, and an agency run
+/// again resumes after its last bet.
 #[tokio::test]
 async fn a_restarted_central_answers_the_same_winners_and_takes_no_more_bets() {
-    let server = spawn_server_with(&[("LOTTERY_AGENCIES", "2")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bets_file = dir.path().join("bets.csv");
+    let (server, address) = start_server_process(&bets_file, 2).await;
     let data: Vec<AgencyData> =
-        (1..=2).map(|a| AgencyData::generate(server.dir.path(), a, 2000)).collect();
+        (1..=2).map(|a| AgencyData::generate(dir.path(), a, 2000)).collect();
     let mut runs = JoinSet::new();
     for agency in &data {
-        let config = agency.client_config(server.addr);
+        let config = agency.client_config(address.parse().unwrap());
+        let expected = agency.winners();
         runs.spawn(async move {
-            client::run(&config, &CancellationToken::new()).await.map(|o| o.winners).unwrap()
+            let winners =
+                client::run(&config, &CancellationToken::new()).await.map(|o| o.winners).unwrap();
+            assert_eq!(winners, expected, "agency {}", config.id);
         });
     }
     while let Some(run) = within("agencies", runs.join_next()).await {
         run.unwrap();
     }
-    let dir = server.stop().await;
+    let lines = stop(server).await;
+    assert_eq!(lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count(), 1);
 
-    let server = spawn_server_in(dir, &[("LOTTERY_AGENCIES", "2")]).await;
+    let (mut server, address) = start_server_process(&bets_file, 2).await;
+    server.wait_for_line("action: sorteo_restaurado | result: success").await;
     for agency in &data {
-        let mut again = connect(&server.addr.to_string(), agency.agency).await;
+        let mut again = connect(&address, agency.agency).await;
         assert_eq!(again.stored_bets(), agency.rows.len() as u64);
         let err = again.send_batch(again.next_seq(), &[wire_bet("1", 7574)]).await.unwrap_err();
         assert!(matches!(err, ClientError::Server { .. }), "no bets after the draw: {err}");
-        let mut again = connect(&server.addr.to_string(), agency.agency).await;
+        let mut again = connect(&address, agency.agency).await;
         assert_eq!(within("winners", again.winners()).await.unwrap(), agency.winners());
         // A whole agency run against the restarted central resumes after its last bet.
-        let config = agency.client_config(server.addr);
+        let config = agency.client_config(address.parse().unwrap());
         let winners = within("rerun", client::run(&config, &CancellationToken::new()))
             .await
             .map(|o| o.winners);
         assert_eq!(winners.unwrap(), agency.winners());
     }
+    let lines = stop(server).await;
+    let draws: Vec<&String> = lines.iter().filter(|l| l.contains("action: sorteo |")).collect();
+    assert!(draws.is_empty(), "{draws:#?}");
     let expected = sorted(data.iter().flat_map(AgencyData::stored_rows).collect());
-    assert_eq!(stored_multiset(&server.bets_file), expected);
-    server.stop().await;
+    assert_eq!(stored_multiset(&bets_file), expected);
 }
 
 /// A tmpfs of `size`, unmounted when dropped. None where this machine does not allow mounting.

@@ -533,26 +533,6 @@ async fn batch_zero_and_empty_batches_end_the_session_and_store_nothing() {
     assert_eq!(stored_multiset(&bets_file).len(), 3);
 }
 
-#[tokio::test]
-async fn a_restart_after_the_draw_restores_it_without_a_second_sorteo_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let bets_file = dir.path().join("bets.csv");
-    let (server, address) = start(&bets_file, 1, &[]).await;
-    let mut agency = connect(&address, 1).await;
-    agency.send_batch(1, &[wire_bet("11", 7574), wire_bet("12", 1)]).await.unwrap();
-    assert_eq!(within("winners", agency.winners()).await.unwrap(), ["11"]);
-    let lines = stop(server).await;
-    assert_eq!(lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count(), 1);
-
-    let (mut server, address) = start(&bets_file, 1, &[]).await;
-    server.wait_for_line("action: sorteo_restaurado | result: success").await;
-    let mut agency = connect(&address, 1).await;
-    assert_eq!(within("winners", agency.winners()).await.unwrap(), ["11"]);
-    let lines = stop(server).await;
-    let draws: Vec<&String> = lines.iter().filter(|l| l.contains("action: sorteo |")).collect();
-    assert!(draws.is_empty(), "{draws:#?}");
-}
-
 /// A journal line with a valid check field, as the central writes them.
 fn checked_line(text: &str) -> String {
     format!("{text} #{:08x}\n", crc32fast::hash(text.as_bytes()))
