@@ -6,7 +6,9 @@
 //! cargo run --release --example bench -- --agencies 5 --bets-per-agency 15740 --window 1
 //! ```
 //! Options: `--agencies N` (10), `--bets-per-agency M` (100000), `--batch B` (150),
-//! `--window W` (8), `--no-fsync` (measure what durability costs), `--data-dir DIR`
+//! `--window W` (8), `--no-fsync` (measure what durability costs), `--max-connections N` (each
+//! central's `LOTTERY_MAX_CONNECTIONS`; fewer than the agencies tests that the draw still
+//! comes), `--data-dir DIR`
 //! (`target/bench-data`; generated files are reused), `--postgres` (store in a new database on
 //! the PostgreSQL server `PGHOST`/`PGPORT`/`PGUSER`/`PGPASSWORD` name, as `pg_virtualenv` sets
 //! them; it is dropped afterwards), `--centrals C` (with `--postgres`: C centrals share the
@@ -19,8 +21,8 @@
 //!
 //! Each central runs in a child process (this same binary, `--serve`), so its peak RSS is its
 //! own. Prints total bets, wall time, bets/s, batch-ack latency p50/p99/max, draw time (last
-//! `ReadyForLottery` → last `Winners`), fsyncs and the central's peak RSS. Exits 1 if any
-//! agency's winners or the stored count are wrong, 2 on bad arguments.
+//! `ReadyForLottery` → last `Winners`), fsyncs, and each central's peak RSS and open files.
+//! Exits 1 if any agency's winners or the stored count are wrong, 2 on bad arguments.
 
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +48,8 @@ struct Args {
     data_dir: PathBuf,
     postgres: bool,
     centrals: usize,
+    /// `LOTTERY_MAX_CONNECTIONS` of each central; `None`: the default.
+    max_connections: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -58,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         data_dir: PathBuf::from("target/bench-data"),
         postgres: false,
         centrals: 0,
+        max_connections: None,
     };
     let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
@@ -79,6 +84,10 @@ fn parse_args() -> Result<Args, String> {
             "--data-dir" => args.data_dir = PathBuf::from(value("--data-dir")?),
             "--postgres" => args.postgres = true,
             "--centrals" => args.centrals = number("--centrals", value("--centrals")?)?,
+            "--max-connections" => {
+                let name = "--max-connections";
+                args.max_connections = Some(number(name, value(name)?)?);
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -185,6 +194,10 @@ fn run(args: &Args) -> Result<bool, String> {
             ("BETS_FILE", bets_file.display().to_string()),
             ("LOTTERY_FSYNC", args.fsync.to_string()),
             ("LOTTERY_BATCH_MAX_BETS", args.batch.max(500).to_string()),
+            (
+                "LOTTERY_MAX_CONNECTIONS",
+                args.max_connections.map_or_else(String::new, |n| n.to_string()),
+            ),
         ];
         if let Some(database) = &database {
             env.push(("LOTTERY_DATABASE_URL", database.url.clone()));
@@ -196,6 +209,8 @@ fn run(args: &Args) -> Result<bool, String> {
     let acked = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let progress = spawn_progress(acked.clone(), total, t0);
+    let pids: Vec<u32> = centrals.iter().map(|c| c.child.id()).collect();
+    let descriptors = spawn_fd_sampler(pids);
     let results: Vec<(Result<Outcome, String>, Instant)> = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (path, _)) in agencies.iter().enumerate() {
@@ -236,6 +251,8 @@ fn run(args: &Args) -> Result<bool, String> {
     });
     let wall = t0.elapsed();
     progress.store(u64::MAX, Ordering::Relaxed);
+    SAMPLING_DONE.store(true, Ordering::Relaxed);
+    let peak_fds = descriptors.join().unwrap_or_default();
 
     let peaks: Vec<Option<f64>> =
         centrals.iter().map(|c| peak_rss_kib(c.child.id()).map(|k| k as f64 / 1024.0)).collect();
@@ -333,6 +350,8 @@ fn run(args: &Args) -> Result<bool, String> {
     let peaks: Vec<String> =
         peaks.iter().map(|p| p.map_or("unknown".into(), |m| format!("{m:.1} MiB"))).collect();
     println!("central peak RSS: {}", peaks.join(", "));
+    let fds: Vec<String> = peak_fds.iter().map(u64::to_string).collect();
+    println!("central peak fds: {} (open files, sampled every 20 ms)", fds.join(", "));
     Ok(ok)
 }
 
@@ -466,6 +485,30 @@ fn spawn_progress(acked: Arc<AtomicU64>, total: u64, t0: Instant) -> Arc<AtomicU
     });
     stop
 }
+
+/// Samples each central's open files every 20 ms until the agencies are done (the progress
+/// thread's flag), and returns each one's most.
+fn spawn_fd_sampler(pids: Vec<u32>) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut peaks = vec![0u64; pids.len()];
+        let open = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+        loop {
+            let mut alive = false;
+            for (peak, pid) in peaks.iter_mut().zip(&pids) {
+                let n = open(*pid) as u64;
+                alive |= n > 0;
+                *peak = (*peak).max(n);
+            }
+            if !alive || SAMPLING_DONE.load(Ordering::Relaxed) {
+                return peaks;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+/// Set once the agencies are done: the fd sampler stops.
+static SAMPLING_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

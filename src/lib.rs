@@ -22,6 +22,7 @@
 //! - [`datagen`]: deterministic agency files for tests, demos and benchmarks.
 //! - [`signal`]: the binaries' shutdown signals (SIGTERM, Ctrl-C) turned into a cancellation.
 //! - [`memory`]: how the binaries take memory: the global allocator, no transparent huge pages.
+//! - [`open_files`]: the central's limit of open files, raised to what its agencies need.
 //! - [`telemetry`]: the graders' log line format.
 //!
 //! The path of one bet through these files is in `docs/architecture.md`.
@@ -34,6 +35,7 @@ pub mod domain;
 #[cfg(test)]
 mod fixtures;
 pub mod memory;
+pub mod open_files;
 pub mod protocol;
 pub mod server;
 pub mod signal;

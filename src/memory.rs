@@ -10,7 +10,7 @@
 /// processes keep the setting. With them, the first touch of any byte of a 2 MiB page zeroes all
 /// of it: ~18% of the central's and the agencies' CPU in a profile of the default dataset, and at
 /// 10 × 1M bets the central's RSS was 41–45 MiB against 14–20 MiB without them, its
-/// acknowledgements' p99 6.6–8.4 ms against 3.9–6.2 ms (README, "Performance"). Best effort: the
+/// acknowledgements' p99 6.6–8.4 ms against 3.9–6.2 ms (docs/performance.md). Best effort: the
 /// call fails only on kernels older than 3.15 or under a seccomp filter that forbids it, and huge
 /// pages cost speed and memory, never correctness, so an error is ignored.
 pub fn without_huge_pages() {
@@ -20,7 +20,7 @@ pub fn without_huge_pages() {
 
 /// Declares mimalloc the global allocator, in a binary (`lottery::use_mimalloc!();`): every bet
 /// allocates a few small strings on both sides; glibc's malloc was ~15% of the central's and
-/// agencies' CPU in the load benchmark's profile (README, "Performance").
+/// agencies' CPU in the load benchmark's profile (docs/performance.md).
 #[macro_export]
 macro_rules! use_mimalloc {
     () => {

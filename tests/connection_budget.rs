@@ -91,3 +91,42 @@ async fn evicted_connections_do_not_each_log_a_line() {
         lines.iter().filter(|l| l.contains("this one, the oldest, was closed")).collect();
     assert!(each.len() <= 5, "{} lines for 48 evictions: {:#?}", each.len(), &each[..3]);
 }
+
+/// More agencies than connection slots (issue 24): an agency that is ready and waits for the
+/// draw gives its place to one still uploading, and an agency told `Busy` keeps trying however
+/// long the central stays full (it answers: it is serving others), so every agency uploads and
+/// the draw happens. On the code before, the first 8 agencies held every place while they
+/// waited, the others gave up after `CLI_CONNECT_TIMEOUT` (2 s here), and no draw came.
+#[tokio::test]
+async fn more_agencies_than_connection_slots_still_draw() {
+    use common::{AgencyData, sorted, spawn_server_with, stored_multiset};
+    use lottery::client;
+    use tokio::task::JoinSet;
+    use tokio_util::sync::CancellationToken;
+
+    let agencies = 40;
+    let server = spawn_server_with(&[
+        ("LOTTERY_AGENCIES", &agencies.to_string()),
+        ("LOTTERY_MAX_CONNECTIONS", "8"),
+    ])
+    .await;
+    let data: Vec<AgencyData> =
+        (1..=agencies).map(|a| AgencyData::generate(server.dir.path(), a, 100)).collect();
+    let mut clients = JoinSet::new();
+    for agency in &data {
+        let mut config = agency.client_config(server.addr);
+        config.connect_timeout = std::time::Duration::from_secs(2);
+        let expected = agency.winners();
+        clients.spawn(async move {
+            let outcome = client::run(&config, &CancellationToken::new()).await;
+            let winners = outcome.unwrap_or_else(|e| panic!("agency {}: {e}", config.id)).winners;
+            assert_eq!(winners, expected, "agency {}", config.id);
+        });
+    }
+    while let Some(done) = within("agencies", clients.join_next()).await {
+        done.unwrap();
+    }
+    let expected = sorted(data.iter().flat_map(AgencyData::stored_rows).collect());
+    assert_eq!(stored_multiset(&server.bets_file), expected, "every bet stored exactly once");
+    server.stop().await;
+}

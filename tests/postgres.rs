@@ -373,7 +373,8 @@ async fn centrals_starting_together_on_an_empty_database_all_start() {
         common::postgres::central_address(central).await;
         central.wait_for_line("action: database | result: success").await;
     }
-    assert_eq!(db.count("SELECT count(*) FROM lottery_schema_version").await, 2);
+    // Every migration applied once: version 3 is the winning bets' index.
+    assert_eq!(db.count("SELECT count(*) FROM lottery_schema_version").await, 3);
     assert_eq!(db.count("SELECT agencies::bigint FROM lottery").await, 3);
     for central in centrals {
         central.signal("TERM");
@@ -453,8 +454,8 @@ async fn ready_behind_a_stalled_holder_of_its_row_ends_the_holder() {
     let mut holder = db.client().await;
     let stalled = holder.transaction().await.unwrap();
     stalled.execute("SELECT 1 FROM agencies WHERE agency = 1 FOR UPDATE", &[]).await.unwrap();
-    let readiness = within("ready", store.mark_ready(agency, epoch)).await.unwrap();
-    assert!(readiness.newly_ready);
+    let newly_ready = within("ready", store.mark_ready(agency, epoch)).await.unwrap();
+    assert!(newly_ready);
     assert!(stalled.commit().await.is_err(), "the stalled holder's session was ended");
     assert_eq!(db.count("SELECT count(*) FROM agencies WHERE ready").await, 1);
     store.close().await;
@@ -520,4 +521,148 @@ async fn both_stores_decide_the_table_of_batches_alike() {
         assert_eq!(Answer::of(&late), Answer::Closed, "{where_}");
         store.close().await;
     }
+}
+
+/// A role of its own on `db`, logging in with a password, `ALTER ROLE … SET` each of
+/// `settings`, owning the database when `owner`: returns its `LOTTERY_DATABASE_URL`.
+async fn role_on(db: &common::postgres::TestDb, owner: bool, settings: &[&str]) -> String {
+    let role = format!("{}_role", db.name).chars().rev().take(63).collect::<String>();
+    let role: String = role.chars().rev().collect();
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN PASSWORD 'role-secret'"))
+        .await
+        .unwrap();
+    if owner {
+        let own = format!("ALTER DATABASE \"{}\" OWNER TO \"{role}\"", db.name);
+        admin.batch_execute(&own).await.unwrap();
+    }
+    for setting in settings {
+        admin.batch_execute(&format!("ALTER ROLE \"{role}\" SET {setting}")).await.unwrap();
+    }
+    let user = db.url.split("user=").nth(1).unwrap().split(' ').next().unwrap();
+    let password = db.url.split("password=").nth(1).unwrap().split(' ').next().unwrap();
+    db.url.replacen(&format!("user={user}"), &format!("user={role}"), 1).replacen(
+        &format!("password={password}"),
+        "password=role-secret",
+        1,
+    )
+}
+
+/// A central on `url`, expected to stop at once: its failure line.
+async fn stops_at_once(url: &str) -> String {
+    let env = [
+        ("SERVER_IP", "127.0.0.1".to_owned()),
+        ("SERVER_PORT", "0".to_owned()),
+        ("LOTTERY_DATABASE_URL", url.to_owned()),
+    ];
+    let (code, lines) = Process::start(common::SERVER_BIN, &env).finish().await;
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("action: database | result: in_progress")),
+        "a permanent error is not retried: {lines:#?}"
+    );
+    common::line_with(&lines, "action: server | result: fail").to_owned()
+}
+
+/// Errors waiting does not fix — a role without the right to create tables, a table of the same
+/// name with another shape, a garbage schema version table, a read-only role — stop the central
+/// at once with the database's own words and SQLSTATE, instead of a minute of retries as if the
+/// database were down (while agencies' Hellos went unanswered).
+#[tokio::test]
+async fn permanent_database_errors_stop_the_central_at_once_in_the_databases_words() {
+    let Some(db) = test_database("no_create").await else { return };
+    let url = role_on(&db, false, &[]).await;
+    let failed = stops_at_once(&url).await;
+    assert!(failed.contains("permission denied for schema public (SQLSTATE 42501)"), "{failed}");
+    assert!(failed.contains("Waiting does not fix this"), "{failed}");
+
+    let Some(db) = test_database("read_only_role").await else { return };
+    let url = role_on(&db, true, &["default_transaction_read_only = on"]).await;
+    let failed = stops_at_once(&url).await;
+    let read_only = "cannot execute CREATE TABLE in a read-only transaction (SQLSTATE 25006)";
+    assert!(failed.contains(read_only), "{failed}");
+
+    let Some(db) = test_database("foreign_table").await else { return };
+    db.client().await.batch_execute("CREATE TABLE agencies (agency text)").await.unwrap();
+    let failed = stops_at_once(&db.url).await;
+    let exists = "relation \\\"agencies\\\" already exists (SQLSTATE 42P07)";
+    assert!(failed.contains(exists) || failed.contains(&exists.replace('\\', "")), "{failed}");
+
+    let Some(db) = test_database("garbage_version").await else { return };
+    let garbage = "CREATE TABLE lottery_schema_version (version text, applied_at timestamptz);
+                   INSERT INTO lottery_schema_version VALUES ('garbage', now())";
+    db.client().await.batch_execute(garbage).await.unwrap();
+    let failed = stops_at_once(&db.url).await;
+    assert!(failed.contains("(SQLSTATE 42804)"), "{failed}");
+}
+
+/// With `statement_timeout` on the central's role, a group whose statement times out — held
+/// before its `COPY` by the lock the draw takes, or inside it by a row of the same key another
+/// transaction holds — fails with that cause, SQLSTATE included, and the next groups are
+/// stored: nothing of the failed transaction lingers on the committer's connection.
+#[tokio::test]
+async fn after_a_statement_timeout_the_next_group_is_stored() {
+    let Some(db) = test_database("statement_timeout").await else { return };
+    let url = role_on(&db, true, &["statement_timeout = '300ms'"]).await;
+    let config =
+        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| url.clone()))
+            .unwrap();
+    let url = config.database_url.unwrap();
+    let open = PgStore::open(&url, StoreOptions::default(), "a".into());
+    let store = within("open", open).await.unwrap().0;
+    let agency = AgencyId::new(1).unwrap();
+    let (_, epoch) = store.open_session(agency).await.unwrap();
+    let mut drawer = db.client().await;
+    let draw = drawer.transaction().await.unwrap();
+    let lock = lottery::storage::postgres::COMMIT_LOCK;
+    draw.execute("SELECT pg_advisory_xact_lock($1)", &[&lock]).await.unwrap();
+    let timed_out = within("ack", store.submit(agency, epoch, 1, &[store_bet(1, "11", 1)])).await;
+    let error = timed_out.unwrap_err().to_string();
+    assert!(error.contains("statement timeout (SQLSTATE 57014)"), "{error}");
+    draw.rollback().await.unwrap();
+    for seq in 1..=3 {
+        let bet = store_bet(1, &format!("1{seq}"), 1);
+        let stored = within("ack", store.submit(agency, epoch, seq, &[bet])).await;
+        assert_eq!(stored.unwrap(), Stored::New, "batch {seq}");
+    }
+    // Inside COPY: its fourth batch's first bet waits on the same key, inserted by a
+    // transaction the test holds open.
+    let mut holder = db.client().await;
+    let hold = holder.transaction().await.unwrap();
+    let same_key = "INSERT INTO bets VALUES (1, 4, 0, 'a', 'b', 'c', '2000-01-01', 1)";
+    hold.batch_execute(same_key).await.unwrap();
+    let bets: Vec<Bet> = (0..2000).map(|i| store_bet(1, &format!("4{i}"), 1)).collect();
+    let timed_out = within("ack", store.submit(agency, epoch, 4, &bets[..])).await;
+    let error = timed_out.unwrap_err().to_string();
+    assert!(error.contains("statement timeout (SQLSTATE 57014)"), "{error}");
+    hold.rollback().await.unwrap();
+    for seq in 4..=5 {
+        let stored = within("ack", store.submit(agency, epoch, seq, &bets[..])).await;
+        assert_eq!(stored.unwrap(), Stored::New, "batch {seq}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM bets").await, 3 + 2 * 2000);
+    store.close().await;
+}
+
+/// The central forces `synchronous_commit = on` on its connections: against a role whose
+/// default is `off`, the committer's own connection reads `on`, and the start-up line says so.
+#[tokio::test]
+async fn the_committer_runs_with_synchronous_commit_on_whatever_the_roles_default() {
+    let Some(db) = test_database("synchronous_commit").await else { return };
+    let url = role_on(&db, true, &["synchronous_commit = off"]).await;
+    let (as_role, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let default: String = as_role.query_one("SHOW synchronous_commit", &[]).await.unwrap().get(0);
+    assert_eq!(default, "off", "the role's default, on a connection of its own");
+    let env = [
+        ("SERVER_IP", "127.0.0.1".to_owned()),
+        ("SERVER_PORT", "0".to_owned()),
+        ("LOTTERY_DATABASE_URL", url),
+    ];
+    let mut central = Process::start(common::SERVER_BIN, &env);
+    let opened = central.wait_for_line("action: database | result: success").await;
+    assert!(opened.contains("synchronous_commit: on"), "{opened}");
+    central.signal("TERM");
+    assert_eq!(central.finish().await.0, Some(0));
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::postgres::{Cluster, TestDb, agency_env, central_address, exported, spawn_central};
 use common::{AgencyData, CLIENT_BIN, Process, sorted, within};
-use lottery::storage::postgres::DRAW_LOCK;
+use lottery::storage::postgres::{COMMIT_LOCK, DRAW_LOCK};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -391,53 +391,23 @@ async fn a_database_outage_during_the_draw_delays_it_and_every_agency_gets_its_w
     check_database(&db, dir.path(), &data).await;
 }
 
-/// Where a frozen central's transaction is caught.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Caught {
-    /// Between two statements: the database sees it idle in its transaction, holding rows.
-    BetweenStatements,
-    /// In the middle of sending its group's `COPY` data, holding rows: the database waits for
-    /// the rest.
-    InsideCopy,
-}
-
 /// A central frozen (`SIGSTOP`, as a machine that hangs or drops off the network) in the middle
 /// of a group commit holds its agencies' rows locked: the database ends its transaction once it
 /// has waited `IDLE_IN_TRANSACTION_TIMEOUT` for it, so the other central takes the agencies over
 /// and they finish there.
 #[tokio::test]
 async fn a_central_frozen_between_statements_of_its_transaction_does_not_stall_the_other() {
-    frozen_central(Caught::BetweenStatements, "20").await;
-}
-
-/// As above, frozen while it sends its `COPY` data (the database waits for it without a
-/// timeout): the other central ends that transaction when an agency's `Hello` has waited for
-/// its row, and the holder has not been heard from for `IDLE_IN_TRANSACTION_TIMEOUT`. Big
-/// batches make big groups, so that the central spends long inside `COPY`.
-#[tokio::test]
-async fn a_central_frozen_inside_copy_does_not_stall_the_other() {
-    frozen_central(Caught::InsideCopy, "400").await;
-}
-
-async fn frozen_central(caught: Caught, batch: &str) {
     let _serial = SERIAL.lock().await;
-    let test = format!("frozen_central_{caught:?}");
-    let Some(db) = common::postgres::test_database(&test).await else { return };
+
+    let Some(db) = common::postgres::test_database("frozen_between").await else { return };
     let dir = tempfile::tempdir().unwrap();
     let (mut a, a_address) = Central::start("A", &db).await;
     let (b, b_address) = Central::start("B", &db).await;
-    // A freeze lands inside a COPY in about one try in 50 (one per acknowledgement): enough
-    // batches that the agencies cannot finish before it does (6,000 bets each failed about one
-    // run in four).
-    let bets = match caught {
-        Caught::BetweenStatements => 6_000,
-        Caught::InsideCopy => 40_000,
-    };
     let data: Vec<AgencyData> =
-        (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, bets)).collect();
+        (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 6_000)).collect();
     // Every agency on A first, so any transaction of a central in the database is A's.
     let extra = [
-        ("CLI_BATCH_MAXAMOUNT", batch),
+        ("CLI_BATCH_MAXAMOUNT", "20"),
         ("CLI_READ_TIMEOUT", "2s"),
         ("CLI_CONNECT_TIMEOUT", "120s"),
     ];
@@ -454,10 +424,7 @@ async fn frozen_central(caught: Caught, batch: &str) {
                        AND l.granted
                   JOIN pg_stat_activity a ON a.pid = l.pid
                   WHERE a.state = $1 AND a.wait_event = 'ClientRead'";
-    let state = match caught {
-        Caught::BetweenStatements => "idle in transaction",
-        Caught::InsideCopy => "active",
-    };
+    let state = "idle in transaction";
     let mut tries = 0;
     loop {
         tries += 1;
@@ -475,9 +442,9 @@ async fn frozen_central(caught: Caught, batch: &str) {
             break;
         }
         a.process.signal("CONT");
-        assert!(tries < 200, "A was never caught {caught:?}");
+        assert!(tries < 200, "A was never caught between statements");
     }
-    println!("A frozen {caught:?} after {tries} tries");
+    println!("A frozen between statements after {tries} tries");
     agencies.check(&data).await;
     a.process.signal("CONT");
     let lines: Vec<String> = [a.stop().await, b.stop().await].concat();
@@ -486,9 +453,116 @@ async fn frozen_central(caught: Caught, batch: &str) {
         1,
         "{lines:#?}"
     );
-    if caught == Caught::InsideCopy {
-        let fenced = "action: fence | result: success";
-        assert!(lines.iter().any(|l| l.contains(fenced)), "{fenced} in {lines:#?}");
-    }
     check_database(&db, dir.path(), &data).await;
+}
+
+/// Waits until `sql` (a count) returns more than zero.
+async fn until_some(watcher: &tokio_postgres::Client, what: &str, sql: &str) {
+    within(what, async {
+        while watcher.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// Relation locks of this database on `table`: `granted` or waited for.
+fn table_locks(table: &str, granted: bool) -> String {
+    format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+         WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND c.relname = '{table}' AND l.granted = {granted}"
+    )
+}
+
+/// A central frozen (`SIGSTOP`) inside its group's `COPY`, caught there every time: the test
+/// holds the `bets` table (`SHARE` mode) so that the group's `COPY` waits for it, holding its
+/// agencies' rows; the central is frozen then, and the table released, so the database accepts
+/// the `COPY` and waits for its data from a central that sends nothing, with no timeout. The
+/// agencies move to the other central, whose `Hello`s wait for their rows and end the frozen
+/// transaction once its central has not been heard from for `IDLE_IN_TRANSACTION_TIMEOUT`
+/// (`action: fence`): one draw, every bet once, every agency its winners.
+#[tokio::test]
+async fn a_central_frozen_inside_copy_does_not_stall_the_other() {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = common::postgres::test_database("frozen_inside_copy").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_address) = Central::start("A", &db).await;
+    let (b, b_address) = Central::start("B", &db).await;
+    let data: Vec<AgencyData> =
+        (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 2_000)).collect();
+    let mut holder = db.client().await;
+    let table = holder.transaction().await.unwrap();
+    table.batch_execute("LOCK TABLE bets IN SHARE MODE").await.unwrap();
+    // Every agency on A first, so the transaction caught is A's.
+    let extra = [
+        ("CLI_BATCH_MAXAMOUNT", "100"),
+        ("CLI_READ_TIMEOUT", "2s"),
+        ("CLI_CONNECT_TIMEOUT", "120s"),
+    ];
+    let agencies = Agencies::start_with(&data, |_| format!("{a_address},{b_address}"), &extra);
+    let watcher = db.client().await;
+    until_some(&watcher, "A's COPY waiting for the table", &table_locks("bets", false)).await;
+    a.process.signal("STOP");
+    table.rollback().await.unwrap();
+    // The database took the COPY and waits for its data, A's agency rows locked.
+    let inside_copy = "SELECT count(*) FROM agencies g
+                       JOIN pg_locks l ON l.locktype = 'transactionid'
+                            AND l.transactionid = g.xmax AND l.granted
+                       JOIN pg_stat_activity s ON s.pid = l.pid
+                       WHERE s.state = 'active' AND s.wait_event = 'ClientRead'
+                         AND s.query LIKE 'COPY bets%'";
+    until_some(&watcher, "A frozen inside COPY", inside_copy).await;
+    agencies.check(&data).await;
+    a.process.signal("CONT");
+    let lines: Vec<String> = [a.stop().await, b.stop().await].concat();
+    let drawn = lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count();
+    assert_eq!(drawn, 1, "{lines:#?}");
+    let fenced = "action: fence | result: success";
+    assert!(lines.iter().any(|l| l.contains(fenced)), "{fenced} in {lines:#?}");
+    check_database(&db, dir.path(), &data).await;
+}
+
+/// A central killed (`kill -9`) inside the draw itself, caught there every time: its draw waits
+/// at the start for the lock groups hold (the test holds it too), then, let go, inserts the
+/// `draw` row and waits to read the winners, for the `batches` table the test now holds. Killed
+/// there, its transaction never commits; restarted, it draws again: one `draw` row, one
+/// `sorteo`, every bet once, every agency its winners.
+#[tokio::test]
+async fn a_central_killed_inside_the_draw_draws_once_when_back() {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = common::postgres::test_database("killed_inside_draw").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, a_address) = Central::start("A", &db).await;
+    let data: Vec<AgencyData> =
+        (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 500)).collect();
+    let groups = db.client().await;
+    groups.execute("SELECT pg_advisory_lock_shared($1)", &[&COMMIT_LOCK]).await.unwrap();
+    let extra = [("CLI_CONNECT_TIMEOUT", "120s")];
+    let agencies = Agencies::start_with(&data, |_| a_address.clone(), &extra);
+    let watcher = db.client().await;
+    let draw_waits = "SELECT count(*) FROM pg_locks
+                      WHERE locktype = 'advisory' AND NOT granted AND mode = 'ExclusiveLock'";
+    until_some(&watcher, "the draw waiting for the groups' lock", draw_waits).await;
+    let mut holder = db.client().await;
+    let table = holder.transaction().await.unwrap();
+    table.batch_execute("LOCK TABLE batches IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    groups.execute("SELECT pg_advisory_unlock_shared($1)", &[&COMMIT_LOCK]).await.unwrap();
+    // The draw row inserted, not committed; the draw waiting to read the winners.
+    until_some(&watcher, "the draw row inserted", &table_locks("draw", true)).await;
+    until_some(&watcher, "the draw reading the winners", &table_locks("batches", false)).await;
+    a.kill_and_restart(&db).await;
+    table.rollback().await.unwrap();
+    a.wait_until_serving().await;
+    agencies.check(&data).await;
+    let lines = a.stop().await;
+    let drawn = lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count();
+    assert_eq!(drawn, 1, "{lines:#?}");
+    assert_eq!(restarts(&lines), 1, "{lines:#?}");
+    check_database(&db, dir.path(), &data).await;
+}
+
+/// How many processes of a central started: its `listen` lines, less one.
+fn restarts(lines: &[String]) -> usize {
+    lines.iter().filter(|l| l.contains("action: listen | result: success")).count() - 1
 }

@@ -271,3 +271,23 @@ async fn each_agency_counts_once_and_gets_winners_only_after_the_draw() {
     assert_eq!(code, Some(0));
     assert_eq!(lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count(), 1);
 }
+
+/// A central still waiting for its database at start-up (nothing listens on its port: it
+/// retries for a minute) stops at SIGTERM, as it does once serving: exit 0, at once.
+#[tokio::test]
+async fn sigterm_while_the_central_waits_for_its_database_stops_it() {
+    let env = [
+        ("SERVER_IP", "127.0.0.1".to_owned()),
+        ("SERVER_PORT", "0".to_owned()),
+        ("LOTTERY_DATABASE_URL", "postgresql://lottery:secret@127.0.0.1:1/lottery".to_owned()),
+    ];
+    let mut central = Process::start(SERVER_BIN, &env);
+    central.wait_for_line("action: database | result: in_progress").await;
+    central.signal("TERM");
+    let (code, lines) = central.finish().await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    common::line_with(
+        &lines,
+        "action: shutdown | result: success | step: stopped before the store opened",
+    );
+}

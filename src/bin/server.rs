@@ -5,6 +5,9 @@
 //! `lottery-server --help` lists every setting with its flag, variable and default.
 //! `lottery-server export OUTPUT` writes the stored bets (from the bets file or the database the
 //! same settings name) to OUTPUT (`-`: standard output) as the original bets file: exit 0 if so.
+//! `lottery-server verify [BETS_FILE]` checks the bets file and its journal as a start would
+//! (every group's rows against their check), changing nothing: exit 0 if whole, 1 naming the
+//! first damage.
 //! `lottery-server healthcheck` instead checks that the central configured by the same
 //! environment answers a protocol `Ping` on 127.0.0.1, or on `SERVER_IP` when that is one address
 //! (the container health check): exit 0 if so.
@@ -16,7 +19,7 @@ use lottery::config::{self, ServerConfig};
 use lottery::signal::ShutdownSignals;
 use lottery::{client, server, telemetry};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 lottery::use_mimalloc!();
 
@@ -26,6 +29,9 @@ fn main() -> ExitCode {
     let healthcheck_only = std::env::args().nth(1).as_deref() == Some("healthcheck");
     if std::env::args().nth(1).as_deref() == Some("export") {
         return export();
+    }
+    if std::env::args().nth(1).as_deref() == Some("verify") {
+        return verify();
     }
     let loaded = if healthcheck_only {
         ServerConfig::load(["lottery-server"], config::env_lookup)
@@ -151,6 +157,58 @@ fn export() -> ExitCode {
     }
 }
 
+/// `lottery-server verify [BETS_FILE] [settings…]`: checks a bets file and its journal without
+/// starting a central, changing nothing.
+fn verify() -> ExitCode {
+    let mut args = std::env::args_os().skip(2).peekable();
+    let path = args.next_if(|a| !a.to_string_lossy().starts_with("--"));
+    let settings = std::iter::once("lottery-server".into()).chain(args);
+    let mut config = match ServerConfig::load(settings, config::env_lookup) {
+        Ok(config) => config,
+        Err(e) => return ExitCode::from(e.report()),
+    };
+    if let Some(path) = path {
+        config.bets_file = path.into();
+    }
+    let path = config.bets_file.display().to_string();
+    if !config.bets_file.exists() {
+        eprintln!(
+            "action: verify | result: fail | path: {path} | error: there is no bets file at {path}"
+        );
+        return ExitCode::FAILURE;
+    }
+    let started = std::time::Instant::now();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("cannot start the Tokio runtime")
+        .and_then(|runtime| runtime.block_on(server::verify(&config)).map_err(anyhow::Error::from));
+    match result {
+        Ok(v) => {
+            eprintln!(
+                "action: verify | result: success | path: {path} | bytes: {} | bets: {} | \
+                 batches: {} | groups_checked: {} | adopted: {} | journal_converted: {} | \
+                 cut_bets_bytes: {} | cut_journal_bytes: {} | ready: {} | drawn: {} | ms: {}",
+                v.bytes,
+                v.bets,
+                v.batches,
+                v.groups_checked,
+                v.adopted,
+                v.journal_converted,
+                v.cut_bets_bytes,
+                v.cut_journal_bytes,
+                v.ready,
+                v.drawn,
+                started.elapsed().as_millis()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("action: verify | result: fail | path: {path} | error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Whether `a` and `b` name the same existing file.
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
@@ -194,6 +252,15 @@ fn healthcheck(config: &ServerConfig) -> ExitCode {
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    // One socket per connection place and one per agency waiting for the draw.
+    let sockets = config.max_connections.get() as u64 + u64::from(config.agencies.get());
+    let files = lottery::open_files::raise(sockets + lottery::open_files::RESERVED);
+    let limit = files.limit.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    if files.enough() {
+        info!(action = "open_files", result = "success", limit = %limit, needed = files.needed);
+    } else {
+        warn!(action = "open_files", result = "fail", limit = %limit, needed = files.needed, error = "the hard limit of open files (ulimit -Hn) is below LOTTERY_MAX_CONNECTIONS + LOTTERY_AGENCIES: connections past it are refused by the system; raise it (compose: ulimits.nofile)");
+    }
     // Installed before the address is announced: whoever saw it may signal at once.
     let signals = ShutdownSignals::install().context("cannot install signal handlers")?;
     let listener = server::bind(&config)?;

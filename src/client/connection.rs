@@ -119,12 +119,15 @@ impl Connection {
         cancel: &CancellationToken,
     ) -> Result<Self, ClientError> {
         let mut centrals = Centrals::new(&config.server_addresses);
-        Self::connect_until(config, &mut centrals, cancel, Instant::now()).await
+        Self::connect_until(config, &mut centrals, cancel, &mut Instant::now()).await
     }
 
     /// [`Connection::connect_with_retry`] from `centrals`' current address, giving up
     /// `config.connect_timeout` after `since` (the last progress). No attempt outlives that
-    /// deadline. After a transient failure the next attempt goes to the next address (round
+    /// deadline. A central that answers `Busy` is alive and serving other agencies (every place
+    /// is taken by an agency uploading, and agencies that wait for the draw give theirs up):
+    /// its answer moves `since` to now, so an agency keeps trying for as long as the central
+    /// stays full, and only silence counts against it. After a transient failure the next attempt goes to the next address (round
     /// robin); the pauses follow [`Backoff`], whose step doubles only after every address failed
     /// once at it. A connection made stays on its address: `centrals` is left there.
     ///
@@ -135,9 +138,9 @@ impl Connection {
         config: &ClientConfig,
         centrals: &mut Centrals<'_>,
         cancel: &CancellationToken,
-        since: Instant,
+        since: &mut Instant,
     ) -> Result<Self, ClientError> {
-        let deadline = since + config.connect_timeout;
+        let mut deadline = *since + config.connect_timeout;
         let mut backoff = Backoff::new(centrals.len());
         let mut tried = vec![false; centrals.len()];
         loop {
@@ -154,22 +157,25 @@ impl Connection {
                     connection.timeout = config.read_timeout;
                     return Ok(connection);
                 }
-                Err(e) if e.is_transient() && Instant::now() + backoff.step() < deadline => {
+                Err(e) if e.is_transient() => {
+                    if e.is_busy() {
+                        *since = Instant::now();
+                        deadline = *since + config.connect_timeout;
+                    } else if Instant::now() + backoff.step() >= deadline {
+                        let waited = since.elapsed();
+                        let addresses = centrals.addresses().zip(&tried);
+                        let addresses = addresses.filter(|(_, tried)| **tried);
+                        return Err(ClientError::Unreachable {
+                            addresses: addresses.map(|(address, _)| address.to_owned()).collect(),
+                            waited,
+                            last: Box::new(e),
+                        });
+                    }
                     let (address, next_address) = centrals.advance();
                     let pause_for = backoff.next_pause();
                     let retry_in_ms = pause_for.as_millis() as u64;
                     warn!(action = "connect", result = "in_progress", address, next_address, retry_in_ms, error = %e);
                     pause(pause_for, cancel).await?;
-                }
-                Err(e) if e.is_transient() => {
-                    let waited = since.elapsed();
-                    let addresses = centrals.addresses().zip(&tried);
-                    let addresses = addresses.filter(|(_, tried)| **tried);
-                    return Err(ClientError::Unreachable {
-                        addresses: addresses.map(|(address, _)| address.to_owned()).collect(),
-                        waited,
-                        last: Box::new(e),
-                    });
                 }
                 Err(e) => return Err(e),
             }

@@ -45,6 +45,12 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether the central refused the connection because every place was taken (it answers,
+    /// so it is alive).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Server { code: ErrorCode::Busy, .. })
+    }
+
     /// Whether reconnecting may help: the connection broke or stalled, the central restarted or
     /// is shutting down, or it could not write to disk for a moment.
     pub fn is_transient(&self) -> bool {

@@ -86,7 +86,7 @@ pub async fn run_with_progress(
     let mut pacer = Pacer::new(config.loop_period);
     loop {
         pacer.step(token).await?;
-        let connect = Connection::connect_until(config, &mut centrals, token, last_progress);
+        let connect = Connection::connect_until(config, &mut centrals, token, &mut last_progress);
         let mut connection = connect.await?;
         let acked_before = outcome.ack_latencies.len();
         let session = session(

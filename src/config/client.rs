@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tracing::Level;
 
+use super::error::echo;
 use super::settings::{Vars, env_lookup, layered};
 use super::{ConfigError, sources};
 use crate::domain::{
@@ -167,10 +168,10 @@ impl ServerAddresses {
             let key = match host_and_port(entry) {
                 _ if entry.is_empty() => return Err(expected(format!("entry {} is empty", i + 1))),
                 Some((host, port)) => (host.to_ascii_lowercase(), port),
-                None => return Err(expected(format!("entry {entry:?} is not host:port"))),
+                None => return Err(expected(format!("entry {} is not host:port", echo(entry)))),
             };
             if seen.contains(&key) {
-                return Err(expected(format!("entry {entry:?} is listed twice")));
+                return Err(expected(format!("entry {} is listed twice", echo(entry))));
             }
             seen.push(key);
         }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub enum ConfigError {
     #[error("{var} is required: expected {expected}")]
     Missing { var: &'static str, expected: &'static str },
-    #[error("{var}={value:?} is invalid: expected {expected}")]
+    #[error("{var}={} is invalid: expected {expected}", echo(value))]
     Invalid { var: &'static str, value: String, expected: String },
     #[error("{var}: {path}, line {line}: {reason}")]
     File { var: &'static str, path: PathBuf, line: usize, reason: String },
@@ -17,6 +17,23 @@ pub enum ConfigError {
     /// `--help`, `--version` (exit code 0), or a command line that does not parse (2).
     #[error("{message}")]
     Usage { message: String, exit_code: i32 },
+}
+
+/// Most bytes of a rejected value an error shows: a value is echoed to name the mistake, and a
+/// megabyte-long one would make a megabyte-long log line.
+pub const MAX_ECHO_BYTES: usize = 200;
+
+/// `value` as an error shows it: quoted, cut after [`MAX_ECHO_BYTES`] (at a character boundary),
+/// saying how many bytes were cut.
+pub(crate) fn echo(value: &str) -> String {
+    if value.len() <= MAX_ECHO_BYTES {
+        return format!("{value:?}");
+    }
+    let mut end = MAX_ECHO_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}… ({} more bytes cut)", &value[..end], value.len() - end)
 }
 
 impl ConfigError {

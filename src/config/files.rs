@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::ConfigError;
+use super::error::echo;
 use super::options::ConfigOption;
 
 /// The configuration file's settings, by variable name: the file named by the flag or variable
@@ -48,7 +49,7 @@ pub(super) fn read_config_file(
             let keys: Vec<&str> = options.iter().filter_map(|o| o.file_key).collect();
             return Err(fail(
                 line,
-                format!("unknown key {key:?}; known keys: {}", keys.join(", ")),
+                format!("unknown key {}; known keys: {}", echo(&key), keys.join(", ")),
             ));
         };
         settings.insert(option.env, value);
@@ -72,15 +73,15 @@ fn ini_pairs(text: &str) -> Result<Vec<Setting>, LineError> {
             continue;
         }
         if let Some(section) = line.strip_prefix('[') {
-            let name = section
-                .strip_suffix(']')
-                .ok_or_else(|| (i + 1, format!("a section header needs a closing ]: {line:?}")))?;
+            let name = section.strip_suffix(']').ok_or_else(|| {
+                (i + 1, format!("a section header needs a closing ]: {}", echo(line)))
+            })?;
             in_default = name.trim() == "DEFAULT";
             continue;
         }
         let (key, value) = line
             .split_once(['=', ':'])
-            .ok_or_else(|| (i + 1, format!("expected key = value, found {line:?}")))?;
+            .ok_or_else(|| (i + 1, format!("expected key = value, found {}", echo(line))))?;
         if !in_default {
             return Err((i + 1, "settings go in the [DEFAULT] section".into()));
         }

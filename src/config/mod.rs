@@ -28,7 +28,7 @@ mod tests;
 mod tokens;
 
 pub use client::{BetSource, ClientConfig, DEFAULT_CLIENT_READ_TIMEOUT, ServerAddresses};
-pub use error::ConfigError;
+pub use error::{ConfigError, MAX_ECHO_BYTES};
 pub use options::{CLIENT_OPTIONS, ConfigOption, SERVER_OPTIONS};
 pub use server::{DatabaseUrl, MAX_AGENCIES, ServerConfig, redact_password};
 pub use settings::env_lookup;

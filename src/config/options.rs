@@ -5,7 +5,7 @@
 //!
 //! Every setting is one row of [`SERVER_OPTIONS`] or [`CLIENT_OPTIONS`]: its flag, its
 //! environment variable (the name the original exercise uses), its key in the configuration file,
-//! its default and its meaning. `--help` and the README's reference are made from the same rows.
+//! its default and its meaning. `--help` is made from the same rows, and docs/operations.md lists them (a test checks it).
 
 /// One setting.
 #[derive(Debug, Clone, Copy)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tracing::Level;
 
+use super::error::echo;
 use super::{ConfigError, options};
 
 /// The first non-empty value of `name` among the flags, the environment and the file.
@@ -145,10 +146,12 @@ fn resolve_host(host: &str) -> Result<IpAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(ip);
     }
-    let addresses: Vec<SocketAddr> =
-        (host, 0).to_socket_addrs().map_err(|e| format!("cannot resolve {host:?}: {e}"))?.collect();
+    let addresses: Vec<SocketAddr> = (host, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", echo(host)))?
+        .collect();
     let ip = addresses.iter().find(|a| a.is_ipv4()).or(addresses.first()).map(SocketAddr::ip);
-    ip.ok_or_else(|| format!("{host:?} resolves to no address"))
+    ip.ok_or_else(|| format!("{} resolves to no address", echo(host)))
 }
 
 /// `30`, `30s`, `1500ms`, `2m`: a whole number of seconds, or with a unit.

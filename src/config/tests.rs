@@ -511,3 +511,28 @@ fn the_database_password_never_shows_in_any_form_the_driver_accepts() {
         assert!(shown.contains("LOTTERY_DATABASE_URL"), "{shown}");
     }
 }
+
+#[test]
+fn a_rejected_value_is_echoed_once_cut_to_a_readable_length() {
+    // 50 MB of digits: one 100 MB log line before.
+    let huge = "7".repeat(50_000_000);
+    let long_host = format!("{}.invalid", "h".repeat(1_000_000));
+    let long_list = format!("a:1,{}", "b".repeat(1_000_000));
+    for (var, value) in [
+        ("LOTTERY_AGENCIES", huge.as_str()),
+        ("SERVER_PORT", huge.as_str()),
+        ("SERVER_IP", long_host.as_str()),
+    ] {
+        let err = ServerConfig::from_lookup(lookup(&[(var, value)])).unwrap_err().to_string();
+        assert!(err.len() < 2 * MAX_ECHO_BYTES + 400, "{var}: {} bytes", err.len());
+        assert!(err.starts_with(&format!("{var}=\"{}", &value[..10])), "{err}");
+        let cut = value.len() - MAX_ECHO_BYTES;
+        assert!(err.contains(&format!("… ({cut} more bytes cut)")), "{var}: {err}");
+    }
+    let vars = [("CLI_ID", "1"), ("CLI_SERVER_ADDRESS", long_list.as_str())];
+    let err = ClientConfig::from_lookup(lookup(&vars)).unwrap_err().to_string();
+    assert!(err.len() < 3 * MAX_ECHO_BYTES + 400, "{} bytes: {}", err.len(), &err[..400]);
+    // Short values are shown whole, as before.
+    let err = ServerConfig::from_lookup(lookup(&[("SERVER_PORT", "abc")])).unwrap_err();
+    assert!(err.to_string().starts_with("SERVER_PORT=\"abc\" is invalid"), "{err}");
+}

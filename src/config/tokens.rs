@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::error::echo;
 use crate::domain::parse_digits;
 
 /// Each agency's secret token, from `LOTTERY_AGENCY_TOKENS_FILE`. Never printed.
@@ -33,7 +34,7 @@ impl AgencyTokens {
             let agency = parse_digits::<u32>(agency.trim())
                 .filter(|a| (1..=agencies).contains(a))
                 .ok_or_else(|| {
-                    fail(format!("agency {:?} is not in 1..={agencies}", agency.trim()))
+                    fail(format!("agency {} is not in 1..={agencies}", echo(agency.trim())))
                 })?;
             let token = token.trim();
             if token.is_empty() || token.chars().any(char::is_whitespace) {

@@ -1,8 +1,15 @@
-//! Why a connection ends early ([`HandlerError`]), and the one mapping of what went wrong below
-//! the connection (a frame that is not a message, a store's refusal) to the protocol's codes.
+//! Why a connection ends early ([`HandlerError`]), how that is logged, and the one mapping of
+//! what went wrong below the connection (a frame that is not a message, a store's refusal) to
+//! the protocol's codes.
 
+use std::net::SocketAddr;
+use std::sync::{Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
+use tracing::{debug, warn};
+
+use super::budget::Throttle;
+use crate::domain::AgencyId;
 use crate::protocol::{CodecError, ErrorCode};
 use crate::storage::StorageError;
 
@@ -20,6 +27,29 @@ pub(crate) enum HandlerError {
 /// A protocol violation (or a refusal) that ends the connection with `Error { code, message }`.
 pub(crate) fn protocol(code: ErrorCode, message: impl Into<String>) -> HandlerError {
     HandlerError::Protocol { code, message: message.into() }
+}
+
+/// Logs why the connection of `peer` (speaking for `agency`, once its `Hello` was accepted)
+/// ended early: once, at the task boundary. Connections that never said `Hello`, which anyone
+/// can open as fast as they can connect, share one WARN line a second (`strangers`).
+pub(crate) fn log_end(
+    e: &HandlerError,
+    peer: SocketAddr,
+    agency: Option<AgencyId>,
+    strangers: &StdMutex<Throttle>,
+) {
+    match agency {
+        Some(agency) => {
+            warn!(action = "connection", result = "fail", ip = %peer, agency = %agency, error = %e);
+        }
+        None => {
+            debug!(action = "connection", result = "fail", ip = %peer, error = %e);
+            let due = strangers.lock().unwrap_or_else(PoisonError::into_inner).due();
+            if let Some(failed_without_hello) = due {
+                warn!(action = "connection", result = "fail", ip = %peer, error = %e, failed_without_hello);
+            }
+        }
+    }
 }
 
 /// What reading a frame failed with: the socket's error ends the connection as it is; a frame

@@ -15,15 +15,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::budget::Newcomer;
-use super::error::{HandlerError, protocol, storage_error, unreadable};
+use super::error::{HandlerError, log_end, protocol, storage_error, unreadable};
 use super::lottery::DrawStatus;
 use super::replies::{BatchOutcome, Outgoing, PendingAck, front_ack};
 use super::session::{Session, Step};
@@ -51,6 +52,11 @@ pub(super) struct Handler {
     connected_at: tokio::time::Instant,
     /// Its place among the connections without `Hello`, until `Hello` is accepted.
     newcomer: Option<Newcomer>,
+    /// Its place among `LOTTERY_MAX_CONNECTIONS`, until its agency is ready: a connection that
+    /// waits for the draw only answers `Ping`s, and one session per agency bounds how many
+    /// wait, so waiting connections are budgeted apart (by `LOTTERY_AGENCIES`) and an agency
+    /// still uploading always finds a place once others finish.
+    slot: Option<OwnedSemaphorePermit>,
     /// Held while this connection is its agency's session (see `Sessions`).
     _claim: Option<OwnedMutexGuard<()>>,
     /// The session's epoch, from the store at `Welcome`: its batches carry it, so a store
@@ -65,6 +71,7 @@ impl Handler {
         peer: SocketAddr,
         server_token: &CancellationToken,
         newcomer: Newcomer,
+        slot: OwnedSemaphorePermit,
     ) -> Self {
         let codec = CentralCodec::with_max_frame_len(shared.config.max_frame_bytes);
         let frames = Framed::new(stream, codec);
@@ -79,6 +86,7 @@ impl Handler {
             session,
             connected_at: tokio::time::Instant::now(),
             newcomer: Some(newcomer),
+            slot: Some(slot),
             _claim: None,
             epoch: 0,
         }
@@ -92,21 +100,7 @@ impl Handler {
                 let farewell = ServerMessage::Error { code: *code, message: message.clone() };
                 let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.frames.send(farewell)).await;
             }
-            match self.session.agency() {
-                Some(agency) => {
-                    warn!(action = "connection", result = "fail", ip = %self.peer, agency = %agency, error = %e);
-                }
-                // Anyone can cause these, as fast as they can connect: one line a second.
-                None => {
-                    debug!(action = "connection", result = "fail", ip = %self.peer, error = %e);
-                    let mut throttle = self.shared.stranger_failures.lock();
-                    let due = throttle.as_mut().map_or_else(|p| p.get_mut().due(), |t| t.due());
-                    drop(throttle);
-                    if let Some(failed_without_hello) = due {
-                        warn!(action = "connection", result = "fail", ip = %self.peer, error = %e, failed_without_hello);
-                    }
-                }
-            }
+            log_end(&e, self.peer, self.session.agency(), &self.shared.stranger_failures);
         }
     }
 
@@ -325,6 +319,16 @@ impl Handler {
             }
             storage_error(&e)
         })?;
+        // Waiting for the draw: the place goes to an agency that still has bets to upload, and
+        // the frame buffers (8 KiB each way, most of a waiting connection's memory at thousands
+        // of agencies) go back; a `Ping` needs a few bytes.
+        self.slot = None;
+        if self.frames.read_buffer().is_empty() {
+            *self.frames.read_buffer_mut() = BytesMut::new();
+        }
+        if self.frames.write_buffer().is_empty() {
+            *self.frames.write_buffer_mut() = BytesMut::new();
+        }
         let mut status = self.shared.lottery.subscribe();
         let waited = status.wait_for(|s| !matches!(s, DrawStatus::Pending));
         tokio::pin!(waited);

@@ -60,16 +60,15 @@ pub(super) async fn accept_loop(
                     let limit = shared.config.max_pending_hellos.get();
                     warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections without Hello: the oldest closed with Busy", limit, closed);
                 }
-                let handler = Handler::new(shared.clone(), stream, peer, token, newcomer);
+                let handler = Handler::new(shared.clone(), stream, peer, token, newcomer, permit);
                 ::metrics::gauge!("lottery_connections_open").increment(1.0);
                 tracker.spawn(async move {
                     // A panic is a bug, but it must cost one connection, not the central: the
-                    // store's locks do not poison, and the permit is released on unwind.
+                    // store's locks do not poison, and the handler's slot is released on unwind.
                     if AssertUnwindSafe(handler.run()).catch_unwind().await.is_err() {
                         error!(action = "connection", result = "fail", ip = %peer, error = "panic in the connection task");
                     }
                     ::metrics::gauge!("lottery_connections_open").decrement(1.0);
-                    drop(permit);
                 });
             }
             Err(e) => {

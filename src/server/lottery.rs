@@ -102,18 +102,34 @@ impl Lottery {
         agency: AgencyId,
         epoch: SessionEpoch,
     ) -> Result<(), StorageError> {
-        let readiness = self.store.mark_ready(agency, epoch).await?;
-        if readiness.newly_ready {
+        let newly_ready = self.store.mark_ready(agency, epoch).await?;
+        // Again too: with a shared store, it may have been recorded ready by another central
+        // before this one's watcher saw it. Counted before its line is logged, and its party
+        // spawned after: the draw it may complete is logged after it.
+        let (first, ready) = self.count_in(agency);
+        if newly_ready {
             let expected = self.agencies;
-            info!(action = "ready_for_lottery", result = "success", agency = %agency, ready = readiness.ready, expected);
-            metrics::gauge!("lottery_agencies_ready").set(readiness.ready as f64);
+            info!(action = "ready_for_lottery", result = "success", agency = %agency, ready, expected);
         } else {
             info!(action = "ready_for_lottery", result = "success", agency = %agency, again = true);
         }
-        // Again too: with a shared store, it may have been recorded ready by another central
-        // before this one's watcher saw it.
-        self.join_barrier(agency);
+        if first {
+            self.spawn_party();
+        }
         Ok(())
+    }
+
+    /// Counts `agency` in, once: whether this is the first time, and how many agencies this
+    /// central counts as ready (with a shared store, those it has heard of so far).
+    fn count_in(&self, agency: AgencyId) -> (bool, usize) {
+        let mut joined = self.joined.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = joined.insert(agency);
+        let ready = joined.len();
+        drop(joined);
+        if first {
+            metrics::gauge!("lottery_agencies_ready").set(ready as f64);
+        }
+        (first, ready)
     }
 
     /// Adds `agency`'s party to the barrier, once it is durably ready (or was, before a
@@ -122,10 +138,13 @@ impl Lottery {
     /// at any moment, and the agency must still count, exactly once. When the last party
     /// arrives, it runs the draw.
     pub(super) fn join_barrier(self: &Arc<Self>, agency: AgencyId) {
-        let first = self.joined.lock().unwrap_or_else(PoisonError::into_inner).insert(agency);
-        if !first {
-            return;
+        if self.count_in(agency).0 {
+            self.spawn_party();
         }
+    }
+
+    /// One party of the barrier, as a task of its own; the last one to arrive runs the draw.
+    fn spawn_party(self: &Arc<Self>) {
         let lottery = self.clone();
         self.tasks.spawn(async move {
             if let Some(arrival) = lottery.token.run_until_cancelled(lottery.barrier.wait()).await
@@ -137,32 +156,42 @@ impl Lottery {
     }
 
     /// Watches a store other centrals share for agencies that became ready on any of them, and
-    /// adds each one's party (once): on every change the store reports and every
+    /// adds each one's party (once): each agency the store's feed names as it hears of it, and
+    /// every ready agency, re-read, whenever the feed may have missed one and every
     /// [`READY_POLL`], so a lost notification delays the draw by a second at most. Ends when
     /// every agency has joined, or at shutdown.
     pub(super) fn watch_ready(self: &Arc<Self>) {
-        let Some(mut changes) = self.store.ready_changes() else { return };
+        let Some(mut feed) = self.store.ready_feed() else { return };
         let lottery = self.clone();
         self.tasks.spawn(async move {
             let mut failing = false;
             let mut ignored = HashSet::new();
+            let mut reread = true;
             loop {
-                match lottery.store.ready_agencies().await {
-                    Ok(ready) => {
-                        failing = false;
-                        for agency in ready {
-                            if lottery.expects(agency) {
-                                lottery.join_barrier(agency);
-                            } else if ignored.insert(agency) {
-                                warn!(action = "ready_for_lottery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
+                let news = feed.take();
+                let mut ready = news.agencies;
+                if reread || news.missed {
+                    match lottery.store.ready_agencies().await {
+                        Ok(all) => {
+                            failing = false;
+                            reread = false;
+                            ready.extend(all);
+                        }
+                        Err(e) => {
+                            reread = true;
+                            if !failing {
+                                failing = true;
+                                warn!(action = "ready_watch", result = "fail", error = %e, retry_in_ms = READY_POLL.as_millis() as u64);
                             }
                         }
                     }
-                    Err(e) if !failing => {
-                        failing = true;
-                        warn!(action = "ready_watch", result = "fail", error = %e, retry_in_ms = READY_POLL.as_millis() as u64);
+                }
+                for agency in ready {
+                    if lottery.expects(agency) {
+                        lottery.join_barrier(agency);
+                    } else if ignored.insert(agency) {
+                        warn!(action = "ready_for_lottery", result = "fail", agency = %agency, error = "ready agency outside LOTTERY_AGENCIES: ignored");
                     }
-                    Err(_) => {}
                 }
                 let joined = lottery.joined.lock().unwrap_or_else(PoisonError::into_inner).len();
                 if joined >= lottery.agencies.get() as usize {
@@ -170,8 +199,8 @@ impl Lottery {
                 }
                 tokio::select! {
                     () = lottery.token.cancelled() => return,
-                    _ = changes.changed() => {}
-                    () = tokio::time::sleep(READY_POLL) => {}
+                    () = feed.changed() => {}
+                    () = tokio::time::sleep(READY_POLL) => reread = true,
                 }
             }
         });
@@ -221,9 +250,13 @@ impl Lottery {
                         apuestas = draw.bets(),
                         ganadores = draw.total_winners()
                     );
-                    self.log_summary(&draw).await;
                     metrics::gauge!("lottery_draw_done").set(1.0);
-                    break DrawStatus::Done(Arc::new(draw));
+                    let draw = Arc::new(draw);
+                    // The winners go out first: the summary reads every agency's progress and
+                    // logs a line for each, which at thousands of agencies takes a while.
+                    self.draw.send_replace(DrawStatus::Done(draw.clone()));
+                    self.log_summary(&draw).await;
+                    return;
                 }
                 Err(e @ StorageError::Database { .. }) => {
                     let retry_in_ms = delay.as_millis() as u64;

@@ -1,7 +1,8 @@
 //! The central: [`run`] accepts agencies on a bound listener until its token is cancelled.
 //!
 //! # Layout
-//! - `start.rs`: [`bind`], [`run`] (open the store, serve, shut down in order) and [`export`];
+//! - `start.rs`: [`bind`], [`run`] (open the store, serve, shut down in order), [`export`] and
+//!   [`verify`];
 //! - `shared.rs`: `Shared`, the state every connection task shares (configuration, store,
 //!   session registry, budgets, lottery);
 //! - `listener.rs`: the accept loop and its refusals; `budget.rs`: the connections without
@@ -28,4 +29,4 @@ pub mod session;
 mod shared;
 mod start;
 
-pub use start::{SHUTDOWN_GRACE, ServerError, bind, export, run};
+pub use start::{SHUTDOWN_GRACE, ServerError, bind, export, run, verify};

@@ -1,5 +1,5 @@
-//! Start-up and shutdown: [`bind`], [`run`] (open the store, serve, and stop in order) and
-//! [`export`].
+//! Start-up and shutdown: [`bind`], [`run`] (open the store, serve, and stop in order), and the
+//! operator's commands [`export`] and [`verify`].
 //!
 //! Shutdown order: stop accepting, cancel every connection, wait for them (up to
 //! [`SHUTDOWN_GRACE`]), then close the store, whose committer stores the last batches first.
@@ -19,7 +19,7 @@ use super::lottery::Lottery;
 use super::metrics;
 use super::shared::Shared;
 use crate::config::ServerConfig;
-use crate::storage::{Location, StorageError, Store, StoreOptions};
+use crate::storage::{self, Location, StorageError, Store, StoreOptions, Verified};
 
 /// How long shutdown waits for open connections to close before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -58,8 +58,17 @@ pub async fn run(
     config: ServerConfig,
     token: CancellationToken,
 ) -> Result<(), ServerError> {
-    let (store, opened) = Store::open(location(&config), options(&config)).await?;
-    store.claim_agencies(config.agencies.get()).await?;
+    // Opening may wait a minute for a database that is not up yet: a signal ends the wait.
+    let opening = async {
+        let (store, opened) = Store::open(location(&config), options(&config)).await?;
+        store.claim_agencies(config.agencies.get()).await?;
+        Ok::<_, StorageError>((store, opened))
+    };
+    let Some(opening) = token.run_until_cancelled(opening).await else {
+        info!(action = "shutdown", result = "success", step = "stopped before the store opened");
+        return Ok(());
+    };
+    let (store, opened) = opening?;
     opened.log(&store);
     let store = Arc::new(store);
     let tracker = TaskTracker::new();
@@ -128,12 +137,12 @@ fn options(config: &ServerConfig) -> StoreOptions {
 
 /// Writes the stored bets to `out` as the original bets file (`lottery-server export`): with
 /// PostgreSQL, every stored bet in the order stored, encoded as the file store encodes them;
-/// with the file store, the committed part of the bets file (after the same recovery a start
-/// runs, under the same lock: a central running on the file must be stopped first). Returns the
-/// bytes written.
+/// with the file store, the committed part of the bets file, checked as a start checks it and
+/// changing nothing (a central running on the file must be stopped first). Returns the bytes
+/// written.
 ///
 /// # Errors
-/// The store's: it cannot be opened or read, or `out` cannot be written.
+/// The store's: it cannot be opened, read or checked, or `out` cannot be written.
 pub async fn export(
     config: &ServerConfig,
     out: &mut impl std::io::Write,
@@ -145,14 +154,20 @@ pub async fn export(
         }
         file => file,
     };
-    let (store, _) = Store::open(location, options).await?;
     let mut counted = CountingWriter { out, bytes: 0 };
-    let exported = store.export(&mut counted).await;
-    store.close().await;
-    exported?;
+    Store::export(location, options, &mut counted).await?;
     let write_error = |source| StorageError::Write { path: "the export's output".into(), source };
     counted.flush().map_err(write_error)?;
     Ok(counted.bytes)
+}
+
+/// Checks the bets file `BETS_FILE` and its journal as a start would, changing nothing
+/// (`lottery-server verify`).
+///
+/// # Errors
+/// What a start would refuse with, naming the damage; `Locked` while a central runs on it.
+pub async fn verify(config: &ServerConfig) -> Result<Verified, ServerError> {
+    Ok(storage::verify(config.bets_file.clone()).await?)
 }
 
 /// A writer that counts what goes through it.

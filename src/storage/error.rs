@@ -42,6 +42,12 @@ pub enum StorageError {
     DatabaseRefused { target: String, reason: String },
     #[error("database {target}: cannot {what}: {reason}")]
     Database { target: String, what: &'static str, reason: String },
+    /// The database refused a statement for a reason waiting does not fix (its SQLSTATE class
+    /// says so: a permission, a table of the same name with another shape, a read-only role…).
+    #[error(
+        "database {target}: cannot {what}: {reason}. Waiting does not fix this: fix the database, or the role LOTTERY_DATABASE_URL names, then start the central again"
+    )]
+    DatabaseRejected { target: String, what: &'static str, reason: String },
     #[error(
         "database {target}: its schema is version {found}, newer than this central's ({ours}): run a newer central"
     )]

@@ -2,7 +2,7 @@
 //!
 //! The server uses a store only through [`Store`] and the words defined here: a session's
 //! [`SessionEpoch`] and [`AgencyProgress`], a batch's [`Ack`] and what it resolves to
-//! ([`Stored`] or a [`StorageError`]), an agency's [`Readiness`], the [`Drawn`] draw, the
+//! ([`Stored`] or a [`StorageError`]), the [`Drawn`] draw, the
 //! [`StoreStats`], and the [`StoreOptions`] both stores apply. Nothing above this module names a
 //! store's own types.
 //!
@@ -16,6 +16,7 @@
 //!   the server uses;
 //! - `decide.rs`: the rule that decides a batch, and the loop that takes a group;
 //! - `error.rs`: [`StorageError`];
+//! - `ready.rs`: [`ReadyFeed`], the agencies a shared store says became ready on any central;
 //! - `rows.rs`: the bets file's row format (the file store's rows, and every store's export);
 //! - [`file`]: the bets file and its journal ([`file::BetStore`]), one central's;
 //! - [`postgres`]: the bets in PostgreSQL ([`postgres::PgStore`]), shared by several centrals.
@@ -24,6 +25,7 @@ pub mod decide;
 mod error;
 pub mod file;
 pub mod postgres;
+mod ready;
 mod rows;
 mod store;
 
@@ -38,9 +40,11 @@ use crate::domain::Draw;
 pub use error::StorageError;
 pub use file::BetStore;
 pub use postgres::READY_POLL;
+pub(crate) use ready::ReadyInbox;
+pub use ready::{ReadyFeed, ReadyNews};
 pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
-pub use store::{Location, Opened, Store};
+pub use store::{Location, Opened, Store, verify};
 
 /// The default of [`StoreOptions::max_bets_per_agency`] (`LOTTERY_MAX_BETS_PER_AGENCY`).
 pub const DEFAULT_MAX_BETS_PER_AGENCY: u64 = 10_000_000;
@@ -96,15 +100,6 @@ pub enum Stored {
     Duplicate,
 }
 
-/// Where `mark_ready` left the lottery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Readiness {
-    /// False when this agency had already declared itself ready.
-    pub newly_ready: bool,
-    /// Agencies ready so far, this one included.
-    pub ready: usize,
-}
-
 /// The draw's result, and whether this call is the one that recorded it.
 #[derive(Debug)]
 pub struct Drawn {
@@ -120,6 +115,34 @@ pub struct StoreStats {
     pub groups: u64,
     /// Syncs they made: the file store's fdatasyncs, the database's `COMMIT`s.
     pub syncs: u64,
+}
+
+/// What checking a bets file found (`lottery-server verify`, and the file store's export): what
+/// a start would keep, and what it would cut as never acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// False when there is no bets file (and no journal): nothing is stored.
+    pub exists: bool,
+    /// Committed bytes of the bets file.
+    pub bytes: u64,
+    /// Bets they hold (adopted rows included).
+    pub bets: u64,
+    /// Batches the journal records.
+    pub batches: u64,
+    /// Groups whose rows matched their journal's CRC.
+    pub groups_checked: u64,
+    /// No journal: a start would adopt the file (every row was read as a valid bet).
+    pub adopted: bool,
+    /// A journal of an older format: a start would rewrite it in the current one.
+    pub journal_converted: bool,
+    /// Bytes a start would cut from the bets file (never acknowledged).
+    pub cut_bets_bytes: u64,
+    /// Bytes a start would cut from the journal (a torn tail, an unacknowledged group).
+    pub cut_journal_bytes: u64,
+    /// Agencies ready.
+    pub ready: usize,
+    /// Whether the draw ran.
+    pub drawn: bool,
 }
 
 /// The answer to a submitted batch, once its group is committed (or refused).

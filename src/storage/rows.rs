@@ -99,6 +99,28 @@ pub(super) fn load_bets_prefix(
     }))
 }
 
+/// Every row of `bytes` (whole bets-file rows), with the byte offset where it starts: the bet,
+/// or why it is not one.
+pub(super) fn read_rows(bytes: &[u8]) -> Vec<(u64, Result<Bet, String>)> {
+    let mut reader = csv_reader(bytes);
+    let mut record = csv::StringRecord::new();
+    let mut rows = Vec::new();
+    loop {
+        let offset = reader.position().byte();
+        match reader.read_record(&mut record) {
+            Ok(false) => return rows,
+            Ok(true) => {
+                let offset = record.position().map_or(offset, csv::Position::byte);
+                rows.push((offset, parse_row(&record).map_err(|e| e.to_string())));
+            }
+            Err(e) => {
+                rows.push((offset, Err(e.to_string())));
+                return rows;
+            }
+        }
+    }
+}
+
 fn parse_row(record: &csv::StringRecord) -> Result<Bet, BetError> {
     let [agency, first_name, last_name, document, birthdate, number] = fields(record)?;
     let agency = AgencyId::parse(agency)?;

@@ -11,13 +11,14 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tokio::sync::watch;
 use tracing::info;
 
-use super::file::{BetStore, Recovery};
+use super::error::interrupted;
+use super::file::{self, BetStore, Recovery};
 use super::postgres::{self, PgStore};
 use super::{
-    Ack, AgencyProgress, Drawn, Readiness, SessionEpoch, StorageError, StoreOptions, StoreStats,
+    Ack, AgencyProgress, Drawn, ReadyFeed, SessionEpoch, StorageError, StoreOptions, StoreStats,
+    Verified,
 };
 use crate::config::DatabaseUrl;
 use crate::domain::{AgencyId, Bets};
@@ -81,6 +82,7 @@ impl Opened {
                 batches = opened.batches,
                 ready = opened.ready.len(),
                 drawn = opened.drawn,
+                synchronous_commit = %opened.synchronous_commit,
             ),
         }
     }
@@ -142,7 +144,7 @@ impl Store {
     }
 
     /// Whether other centrals may share this store: agencies may then become ready elsewhere,
-    /// and the central must watch for it (see [`Store::ready_changes`]).
+    /// and the central must watch for it (see [`Store::ready_feed`]).
     pub fn is_shared(&self) -> bool {
         matches!(self, Self::Postgres(_))
     }
@@ -179,7 +181,8 @@ impl Store {
         }
     }
 
-    /// Records, durably, that `agency` (its session `epoch`) has sent everything.
+    /// Records, durably, that `agency` (its session `epoch`) has sent everything. Returns false
+    /// when it had already (here, before a restart, or on another central).
     ///
     /// # Errors
     /// As [`BetStore::mark_ready`] and [`PgStore::mark_ready`].
@@ -187,7 +190,7 @@ impl Store {
         &self,
         agency: AgencyId,
         epoch: SessionEpoch,
-    ) -> Result<Readiness, StorageError> {
+    ) -> Result<bool, StorageError> {
         match self {
             Self::File(store) => store.mark_ready(agency).await,
             Self::Postgres(store) => store.mark_ready(agency, epoch).await,
@@ -205,12 +208,12 @@ impl Store {
         }
     }
 
-    /// Changes when another central may have recorded a `ReadyForLottery`; `None` for a store
-    /// no other central shares.
-    pub fn ready_changes(&self) -> Option<watch::Receiver<u64>> {
+    /// The agencies that become ready on any central sharing this store, as the store hears
+    /// of them; `None` for a store no other central shares.
+    pub fn ready_feed(&self) -> Option<ReadyFeed> {
         match self {
             Self::File(_) => None,
-            Self::Postgres(store) => Some(store.ready_changes()),
+            Self::Postgres(store) => Some(store.ready_feed()),
         }
     }
 
@@ -267,16 +270,48 @@ impl Store {
         }
     }
 
-    /// Writes every stored bet to `out` as bets-file rows, in the order stored (what
-    /// `lottery-server export` writes): the committed part of the bets file, or the database's
-    /// bets encoded the same way.
+    /// Writes every stored bet at `location` to `out` as bets-file rows, in the order stored
+    /// (what `lottery-server export` writes), and returns the bytes written: the committed part
+    /// of the bets file, checked as a start checks it (every group's rows against their CRC)
+    /// but read-only — nothing is cut, adopted or created, and a read-only directory will do —
+    /// or the database's bets encoded the same way.
     ///
     /// # Errors
-    /// The store's, when it cannot be read; `Write` when `out` fails.
-    pub async fn export(&self, out: &mut impl std::io::Write) -> Result<(), StorageError> {
-        match self {
-            Self::File(store) => store.export(out).await.map(drop),
-            Self::Postgres(store) => store.export(out).await.map(drop),
+    /// The store's, when it cannot be opened, read or checked (`Corrupt`, naming the damage);
+    /// `Write` when `out` fails.
+    pub async fn export(
+        location: Location,
+        options: StoreOptions,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, StorageError> {
+        match location {
+            Location::File(path) => {
+                let inspected = inspect_blocking(path).await?;
+                inspected.export(out)
+            }
+            Location::Database { url, central } => {
+                let (store, _) = PgStore::open(&url, options, central).await?;
+                let exported = store.export(out).await;
+                store.close().await;
+                exported
+            }
         }
     }
+}
+
+/// Checks the bets file at `path` and its journal as a start would, changing nothing
+/// (`lottery-server verify`): every record, and every group's rows against their CRC.
+///
+/// # Errors
+/// What a start would refuse with (`Corrupt` names the file, the group or line, the byte and the
+/// agency of the first damage; `BadRow` a row of a file without a journal), `Locked` while a
+/// central has the files.
+pub async fn verify(path: PathBuf) -> Result<Verified, StorageError> {
+    Ok(inspect_blocking(path).await?.verified)
+}
+
+async fn inspect_blocking(path: PathBuf) -> Result<file::Inspection, StorageError> {
+    let read = path.clone();
+    let inspected = tokio::task::spawn_blocking(move || file::inspect(&read)).await;
+    inspected.map_err(|e| interrupted(&path, &e))?
 }

@@ -108,6 +108,19 @@ pub(super) fn lock(file: &File, path: &Path) -> Result<(), StorageError> {
     }
 }
 
+/// Takes a shared `flock` on `file` (readers: `export`, `verify`): refused while a central
+/// holds [`lock`]'s, and it keeps a central from starting meanwhile.
+pub(super) fn lock_shared(file: &File, path: &Path) -> Result<(), StorageError> {
+    use rustix::fs::{FlockOperation, flock};
+    match flock(file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            Err(StorageError::Locked { path: path.to_owned(), holder: lock_holder(file) })
+        }
+        Err(e) => Err(StorageError::Open { path: path.to_owned(), source: e.into() }),
+    }
+}
+
 /// Releases [`lock`]'s lock.
 pub(super) fn unlock(file: &File) {
     // Closing the file releases it anyway; this only makes it happen now.

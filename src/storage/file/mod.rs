@@ -9,12 +9,17 @@
 //! - `disk.rs`: the open, locked files ([`Files`](disk::Files)) and the file-system steps
 //!   (lock, install a journal, sync a directory, check a row's end, CRC of rows);
 //! - `journal.rs`: the journal's records and their replay; `ledger.rs`: what they add up to;
-//! - `recovery.rs`: start-up recovery ([`Recovery`]); `legacy.rs`: older journals' check and
-//!   conversion.
+//! - `recovery.rs`: start-up recovery ([`Recovery`]): every check, then the cuts;
+//!   `check.rs`: every group's rows against their CRC, and where damage lies; `adopt.rs`: a bets
+//!   file without a journal; `legacy.rs`: older journals' check and conversion;
+//! - `inspect.rs`: the same checks, changing nothing (`lottery-server export` and `verify`).
 
+mod adopt;
+mod check;
 mod commit;
 mod committer;
 mod disk;
+mod inspect;
 mod journal;
 mod ledger;
 mod legacy;
@@ -24,5 +29,6 @@ mod store;
 mod tests;
 
 pub use commit::MAX_GROUP_BYTES;
+pub(crate) use inspect::{Inspection, inspect};
 pub use recovery::Recovery;
 pub use store::BetStore;

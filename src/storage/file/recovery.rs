@@ -20,7 +20,6 @@
 //! Anything else that does not add up stops start-up with an error naming the file, the line or
 //! byte, and what to do; nothing is changed then. Every check runs before the first change.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -28,19 +27,15 @@ use std::path::{Path, PathBuf};
 
 use tracing::info;
 
-use super::disk::{Files, check_row_end, install, len, lock, open, rows_crc, sync_dir};
+use super::adopt::adopt;
+use super::check::{ADOPT_HINT, Checked, Settling, settle};
+use super::disk::{Files, install, len, lock, open, sync_dir};
 use super::journal::{self, FORMAT_VERSION, Format, Record};
 use super::ledger::{LastGroup, Ledger};
 use super::legacy::{Converting, check_rows_first, convert};
 use crate::domain::AgencyId;
 use crate::storage::StorageError;
 use crate::storage::error::write_error;
-use crate::storage::rows;
-
-/// What to do when the journal cannot be trusted, but the bets file can.
-pub(super) const ADOPT_HINT: &str = "restore the journal from a backup; or, if the bets file is complete and \
-     its journal is lost, move the journal away: the central then adopts the bets file as it is, \
-     and each agency resumes after its rows";
 
 /// What `BetStore::open` found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +68,28 @@ pub(super) fn recover(
     journal_path: &Path,
     sync: bool,
 ) -> Result<(Files, Recovery), StorageError> {
+    refuse_a_lone_journal(path, journal_path)?;
+    let created = !path.exists();
+    let bets = open(path, true)?;
+    lock(&bets, path)?;
+    if created && sync {
+        // A new bets file's directory entry must be durable before any of its rows count.
+        sync_dir(path)?;
+    }
+    let existing = match open(journal_path, false) {
+        Ok(journal) => Some(journal),
+        Err(StorageError::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(journal) = &existing {
+        lock(journal, journal_path)?;
+    }
+    let plan = examine(&bets, path, existing, journal_path)?;
+    apply(bets, path, journal_path, plan, sync)
+}
+
+/// A journal with bytes next to no bets file: refused (no empty bets file is created).
+pub(super) fn refuse_a_lone_journal(path: &Path, journal_path: &Path) -> Result<(), StorageError> {
     let journal_has_bytes = std::fs::metadata(journal_path).is_ok_and(|m| m.len() > 0);
     if journal_has_bytes && !path.exists() {
         let reason = format!(
@@ -82,25 +99,45 @@ pub(super) fn recover(
         );
         return Err(StorageError::Corrupt { path: path.into(), reason });
     }
-    let created = !path.exists();
-    let bets = open(path, true)?;
-    lock(&bets, path)?;
-    if created && sync {
-        // A new bets file's directory entry must be durable before any of its rows count.
-        sync_dir(path)?;
-    }
-    let bets_len = len(&bets, path)?;
+    Ok(())
+}
+
+/// What recovery will do, once every check passed: nothing is changed until [`apply`].
+pub(super) struct Plan {
+    /// The journal to keep using, or the text of a new one to install.
+    journal: Journal,
+    /// What the journal says, once what is cut is cut.
+    pub(super) ledger: Ledger,
+    /// The length the bets file is cut to.
+    bets_end: u64,
+    pub(super) recovery: Recovery,
+    /// The groups whose rows were checked against their CRC.
+    pub(super) checked: Checked,
+    /// The last group, when it was never acknowledged and is cut.
+    cut_group: Option<LastGroup>,
+}
+
+/// Reads the bets file and its journal (`None`: there is none) and runs every check recovery
+/// makes, changing nothing: what a start would keep, cut or write, or why it would refuse.
+/// `lottery-server export` and `verify` stop here.
+///
+/// # Errors
+/// As [`BetStore::open_with`](super::BetStore::open_with).
+pub(super) fn examine(
+    bets: &File,
+    path: &Path,
+    existing: Option<File>,
+    journal_path: &Path,
+) -> Result<Plan, StorageError> {
+    let bets_len = len(bets, path)?;
     let mut recovery = Recovery::default();
+    let mut checked = Checked::default();
+    let mut cut_group = None;
     let corrupt = |path: &Path, reason: String| StorageError::Corrupt { path: path.into(), reason };
     let contradiction = |e: String| {
         corrupt(journal_path, format!("{e}. Nothing was changed. To start, {ADOPT_HINT}"))
     };
 
-    let existing = match open(journal_path, false) {
-        Ok(journal) => Some(journal),
-        Err(StorageError::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
     // The journal to keep using, or the text of a new one to install; what it says; and the
     // length the bets file is cut to.
     let (journal, ledger, bets_end) = match existing {
@@ -109,7 +146,7 @@ pub(super) fn recover(
             (Journal::Install(text), ledger, 0)
         }
         None => {
-            let adopted = adopt(&bets, path, bets_len)?;
+            let adopted = adopt(bets, path, bets_len)?;
             recovery.adopted = true;
             let end = adopted.end;
             let base = Record::Base { end, agencies: adopted.agencies };
@@ -117,7 +154,6 @@ pub(super) fn recover(
             (Journal::Install(text), ledger, end)
         }
         Some(journal) => {
-            lock(&journal, journal_path)?;
             let mut bytes = Vec::new();
             (&journal)
                 .read_to_end(&mut bytes)
@@ -160,8 +196,8 @@ pub(super) fn recover(
                     let ledger = Ledger::replay(&replay.records).map_err(contradiction)?;
                     if replay.rows_first {
                         recovery.cut_journal_bytes = journal_len - replay.valid_len;
-                        check_rows_first(&bets, path, bets_len, ledger.committed)?;
-                        let (text, ledger) = convert(&replay.records, &bets, path)
+                        check_rows_first(bets, path, bets_len, ledger.committed)?;
+                        let (text, ledger) = convert(&replay.records, bets, path)
                             .and_then(|text| {
                                 let records = journal::replay(text.as_bytes(), ledger.committed)
                                     .map_err(|d| d.reason)?
@@ -177,25 +213,14 @@ pub(super) fn recover(
                         let end = ledger.committed;
                         (Journal::Install(text), ledger, end)
                     } else {
-                        let settled = settle(&bets, path, bets_len, &replay, ledger).map_err(
-                            |e| match e {
+                        let settled =
+                            settle(bets, path, bets_len, &replay, ledger).map_err(|e| match e {
                                 Settling::Refused(e) => e,
                                 Settling::Contradiction(e) => contradiction(e),
-                            },
-                        )?;
+                            })?;
                         recovery.cut_journal_bytes = journal_len - settled.journal_len;
-                        if let Some(group) = settled.cut_group {
-                            info!(
-                                action = "recovery_cut",
-                                result = "success",
-                                line = group.index + 1,
-                                start = group.start,
-                                end = group.end,
-                                cut_bets_bytes = bets_len - group.start,
-                                cut_journal_bytes = recovery.cut_journal_bytes,
-                                reason = "the last group commit's rows were never all written: it was never acknowledged",
-                            );
-                        }
+                        cut_group = settled.cut_group;
+                        checked = settled.checked;
                         let end = settled.ledger.committed;
                         (Journal::Keep(journal, settled.journal_len), settled.ledger, end)
                     }
@@ -204,10 +229,43 @@ pub(super) fn recover(
         }
     };
 
+    recovery.cut_bets_bytes = bets_len - bets_end;
+    recovery.bets_len = ledger.committed;
+    recovery.batches = ledger.batches;
+    recovery.drawn = ledger.draw.is_some();
+    let mut ready: Vec<AgencyId> =
+        ledger.agencies.iter().filter(|(_, p)| p.ready).map(|(a, _)| *a).collect();
+    ready.sort();
+    recovery.ready = ready;
+    Ok(Plan { journal, ledger, bets_end, recovery, checked, cut_group })
+}
+
+/// Carries out `plan`: cuts what was never acknowledged, installs or rewrites the journal,
+/// syncs, and hands over the open files.
+fn apply(
+    bets: File,
+    path: &Path,
+    journal_path: &Path,
+    plan: Plan,
+    sync: bool,
+) -> Result<(Files, Recovery), StorageError> {
+    let Plan { journal, ledger, bets_end, recovery, cut_group, .. } = plan;
+    if let Some(group) = cut_group {
+        info!(
+            action = "recovery_cut",
+            result = "success",
+            line = group.index + 1,
+            start = group.start,
+            end = group.end,
+            cut_bets_bytes = recovery.cut_bets_bytes,
+            cut_journal_bytes = recovery.cut_journal_bytes,
+            reason =
+                "the last group commit's rows were never all written: it was never acknowledged",
+        );
+    }
     // Every check passed: from here on, only bytes that were never acknowledged are cut. The
     // bets file first, synced: a crash in between leaves a journal whose last group is short of
     // rows (cut again at the next start), never rows past the journal's end.
-    recovery.cut_bets_bytes = bets_len - bets_end;
     if recovery.cut_bets_bytes > 0 {
         bets.set_len(bets_end).map_err(write_error(path))?;
         if sync {
@@ -232,13 +290,6 @@ pub(super) fn recover(
         bets.sync_all().map_err(write_error(path))?;
         journal.sync_all().map_err(write_error(journal_path))?;
     }
-    recovery.bets_len = ledger.committed;
-    recovery.batches = ledger.batches;
-    recovery.drawn = ledger.draw.is_some();
-    let mut ready: Vec<AgencyId> =
-        ledger.agencies.iter().filter(|(_, p)| p.ready).map(|(a, _)| *a).collect();
-    ready.sort();
-    recovery.ready = ready;
     let files = Files::new(bets, journal, ledger, journal_len);
     Ok((files, recovery))
 }
@@ -265,134 +316,9 @@ fn new_journal(first: Option<Record>) -> Result<(String, Ledger), StorageError> 
     Ok((text, ledger))
 }
 
-/// A current-format journal, settled against its bets file.
-struct Settled {
-    ledger: Ledger,
-    /// The journal's length to keep.
-    journal_len: u64,
-    /// The last group, when it was never acknowledged and is cut.
-    cut_group: Option<LastGroup>,
-}
-
-enum Settling {
-    /// A refusal, complete.
-    Refused(StorageError),
-    /// Records that contradict each other.
-    Contradiction(String),
-}
-
-/// Applies the current format's rules to the bets file's length (see the module's doc): keeps
-/// the last group when its rows are whole, cuts it when they are short or fail their CRC and
-/// nothing but its batches follows it, and refuses anything else.
-fn settle(
-    bets: &File,
-    path: &Path,
-    bets_len: u64,
-    replay: &journal::Replay,
-    ledger: Ledger,
-) -> Result<Settled, Settling> {
-    let refused =
-        |reason: String| Settling::Refused(StorageError::Corrupt { path: path.to_owned(), reason });
-    let crc =
-        |group: &LastGroup| rows_crc(bets, path, group.start, group.end).map_err(Settling::Refused);
-    let mut settled = Settled { ledger, journal_len: replay.valid_len, cut_group: None };
-    match settled.ledger.last_group {
-        Some(group) if !group.followed && (group.start..=group.end).contains(&bets_len) => {
-            let whole = bets_len == group.end && crc(&group)? == group.crc;
-            if !whole {
-                // Its rows were never all written: never acknowledged. Cut it.
-                settled.ledger = Ledger::replay(&replay.records[..group.index])
-                    .map_err(Settling::Contradiction)?;
-                settled.journal_len = replay.offsets[group.index];
-                settled.cut_group = Some(group);
-            } else if group.covered < group.end {
-                return Err(refused(format!(
-                    "the journal's last group (line {}) holds bytes {}..{}, which are whole, but \
-                     its batch records end at byte {}: the journal lacks records of acknowledged \
-                     batches. Nothing was changed. To start, {ADOPT_HINT}",
-                    group.index + 1,
-                    group.start,
-                    group.end,
-                    group.covered
-                )));
-            }
-        }
-        Some(group) if group.followed && bets_len >= group.end && crc(&group)? != group.crc => {
-            return Err(refused(format!(
-                "bytes {}..{} do not match the check of the journal's last group (line {}), \
-                 which was acknowledged: the bets file was changed. Nothing was changed: \
-                 restore the matching bets file and journal",
-                group.start,
-                group.end,
-                group.index + 1
-            )));
-        }
-        _ => {}
-    }
-    let committed = settled.ledger.committed;
-    let len = settled.cut_group.map_or(bets_len, |g| g.start);
-    if len > committed {
-        return Err(refused(format!(
-            "it has {} bytes past byte {committed}, where the journal's records end; the journal \
-             is written before the rows, so no crash leaves rows past it: the journal lacks \
-             records of acknowledged bets. Nothing was changed. To start, {ADOPT_HINT}",
-            len - committed
-        )));
-    }
-    check_row_end(bets, path, len, committed).map_err(Settling::Refused)?;
-    Ok(settled)
-}
-
-/// What adopting a bets file found.
-struct Adopted {
-    /// Where its whole rows end (a torn last row, without its line end, is past it).
-    end: u64,
-    agencies: Vec<(AgencyId, u64)>,
-}
-
-/// Reads every row of a bets file that has no journal with the rules the draw uses, and counts
-/// each agency's rows. A last row without its line end can only be a torn write (the central
-/// writes every row with its `\r\n`), never acknowledged: it is left past `end`, to be cut.
-fn adopt(bets: &File, path: &Path, len: u64) -> Result<Adopted, StorageError> {
-    let end = last_line_end(bets, path, len)?;
-    let mut counts: HashMap<AgencyId, u64> = HashMap::new();
-    for bet in rows::load_bets_prefix(path, end)? {
-        match bet {
-            Ok(bet) => *counts.entry(bet.agency).or_default() += 1,
-            Err(StorageError::BadRow { path, line, reason }) => {
-                let reason = format!(
-                    "{reason}; a bets file without a journal is adopted only when every row is a \
-                     valid bet: fix or remove the row. Nothing was changed"
-                );
-                return Err(StorageError::BadRow { path, line, reason });
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let mut agencies: Vec<(AgencyId, u64)> = counts.into_iter().collect();
-    agencies.sort();
-    Ok(Adopted { end, agencies })
-}
-
-/// Where the file's last `\n` ends it (0 when it has none).
-fn last_line_end(file: &File, path: &Path, len: u64) -> Result<u64, StorageError> {
-    let mut buffer = vec![0u8; 64 << 10];
-    let mut end = len;
-    while end > 0 {
-        let n = usize::try_from(end).unwrap_or(usize::MAX).min(buffer.len());
-        let at = end - n as u64;
-        file.read_exact_at(&mut buffer[..n], at)
-            .map_err(|source| StorageError::Open { path: path.to_owned(), source })?;
-        if let Some(i) = buffer[..n].iter().rposition(|b| *b == b'\n') {
-            return Ok(at + i as u64 + 1);
-        }
-        end = at;
-    }
-    Ok(0)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::disk::rows_crc;
     use super::*;
     use crate::domain::Document;
 
@@ -570,7 +496,20 @@ mod tests {
         let mut changed = whole.clone();
         changed[ROWS.len() + 3] = b'7';
         let err = recover_files(&changed, &followed).unwrap_err();
-        assert!(err.contains("do not match the check"), "{err}");
+        let group = "bytes 55..81, the rows of the group recorded at line 5 of its journal, do not \
+                     match the check";
+        assert!(err.contains(group), "{err}");
+        // An earlier group changed (not the last one): refused too, naming the row.
+        let mut earlier = whole.clone();
+        earlier[29] = b'1';
+        let winner = Some(vec![crate::domain::Document::parse("1").unwrap()]);
+        let first = Record::Batch { agency: agency(1), seq: 1, bets: 1, end: 29, winners: winner };
+        let followed = followed.replacen(&lines(&[batch(1, 1, 29)]), &lines(&[first]), 1);
+        assert_eq!(recover_files(&whole, &followed).unwrap().ready, [agency(1)]);
+        let err = recover_files(&earlier, &followed).unwrap_err();
+        assert!(err.contains("bytes 0..55, the rows of the group recorded at line 2"), "{err}");
+        let row = "byte 29, in agency 2's batch 1 (bytes 29..55): it reads as a bet of agency 1";
+        assert!(err.contains(row), "{err}");
         // An earlier group, short: refused.
         let err =
             recover_files(&ROWS[..ROWS.len() - 1], &journal(&more_group(&[batch(1, 2, end)])))

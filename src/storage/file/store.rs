@@ -39,9 +39,14 @@ use crate::domain::{AgencyId, Bets, Draw};
 #[cfg(test)]
 use crate::storage::Stored;
 use crate::storage::error::interrupted;
-use crate::storage::{
-    Ack, AgencyProgress, Readiness, StorageError, StoreOptions, StoreStats, load_bets,
-};
+use crate::storage::{Ack, AgencyProgress, StorageError, StoreOptions, StoreStats, load_bets};
+
+/// The journal beside the bets file at `path`: `<path>.journal`.
+pub(super) fn journal_path(path: &Path) -> PathBuf {
+    let mut journal_path = path.to_owned().into_os_string();
+    journal_path.push(".journal");
+    PathBuf::from(journal_path)
+}
 
 /// The bets file and the state that goes with it, and the committer task that writes to them.
 /// Share it behind an `Arc`.
@@ -81,9 +86,7 @@ impl BetStore {
     ) -> Result<(Self, Recovery), StorageError> {
         let path = path.into();
         let sync = options.sync;
-        let mut journal_path = path.clone().into_os_string();
-        journal_path.push(".journal");
-        let journal_path = PathBuf::from(journal_path);
+        let journal_path = journal_path(&path);
         let (bets, jp) = (path.clone(), journal_path.clone());
         let recovered =
             tokio::task::spawn_blocking(move || recovery::recover(&bets, &jp, sync)).await;
@@ -156,17 +159,17 @@ impl BetStore {
     }
 
     /// Records, durably, that `agency` has sent everything; from now on its batches are refused.
+    /// Returns false when it had already.
     ///
     /// # Errors
     /// `Write` when the journal cannot be written.
-    pub async fn mark_ready(&self, agency: AgencyId) -> Result<Readiness, StorageError> {
+    pub async fn mark_ready(&self, agency: AgencyId) -> Result<bool, StorageError> {
         let mut files = self.shared.files.lock().await;
         let newly_ready = !files.ledger.progress(agency).ready;
         if newly_ready {
             self.shared.append_record(&mut files, Record::Ready { agency }).await?;
         }
-        let ready = files.ledger.agencies.values().filter(|p| p.ready).count();
-        Ok(Readiness { newly_ready, ready })
+        Ok(newly_ready)
     }
 
     /// Every agency's durable progress, in agency order (agencies with no batch nor ready flag
@@ -244,20 +247,5 @@ impl BetStore {
         files.closed = true;
         disk::unlock(&files.bets);
         disk::unlock(&files.journal);
-    }
-
-    /// Copies the committed part of the bets file to `out` (what `lottery-server export`
-    /// writes), under the store's mutex, and returns the bytes copied.
-    ///
-    /// # Errors
-    /// `Open` when the bets file cannot be read; `Write` when `out` fails.
-    pub async fn export(&self, out: &mut impl std::io::Write) -> Result<u64, StorageError> {
-        let files = self.shared.files.lock().await;
-        let path = &self.shared.path;
-        let file = std::fs::File::open(path)
-            .map_err(|source| StorageError::Open { path: path.clone(), source })?;
-        let mut committed = std::io::Read::take(file, files.ledger.committed);
-        std::io::copy(&mut committed, out)
-            .map_err(|source| StorageError::Write { path: "the export's output".into(), source })
     }
 }

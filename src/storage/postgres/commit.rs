@@ -124,7 +124,21 @@ pub(super) async fn run(shared: Arc<Shared>, queue: Arc<Queue>, stop: Cancellati
 
 /// Commits `group` in one transaction and answers each batch.
 async fn commit(shared: &Shared, group: Vec<Pending>) {
-    match store_group(shared, &group).await {
+    let stored = match shared.commit_pool.get().await {
+        Ok(mut client) => {
+            let stored = store_group(shared, &mut client, &group).await;
+            if stored.is_err() {
+                // Whatever the failed statement left behind on this connection (a transaction
+                // the database aborted, a COPY cut short), the next group must not inherit it
+                // and fail with "current transaction is aborted", hiding this group's cause:
+                // the connection is closed, and the pool opens a new one.
+                drop(deadpool_postgres::Object::take(client));
+            }
+            stored
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match stored {
         Ok(outcomes) => {
             for (pending, outcome) in group.into_iter().zip(outcomes) {
                 let _ = pending.done.send(outcome);
@@ -139,14 +153,15 @@ async fn commit(shared: &Shared, group: Vec<Pending>) {
     }
 }
 
-/// Decides every batch of `group` against its agency's row, stores the accepted ones, commits.
-/// `Err` when the transaction failed: nothing of the group is acknowledged.
+/// Decides every batch of `group` against its agency's row, stores the accepted ones, commits,
+/// on `client`. `Err` (the first failed statement's SQLSTATE and message) when the transaction
+/// failed: nothing of the group is acknowledged.
 async fn store_group(
     shared: &Shared,
+    client: &mut deadpool_postgres::Object,
     group: &[Pending],
 ) -> Result<Vec<Result<Stored, StorageError>>, String> {
     let describe = |e: tokio_postgres::Error| describe(&e);
-    let mut client = shared.commit_pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(describe)?;
     let mut agencies: Vec<i32> = group.iter().map(|p| agency_id(p.agency)).collect();
     agencies.sort_unstable();

@@ -2,12 +2,11 @@
 //! (connect, migrate the schema, read where the lottery is, retrying while the database is not
 //! up yet), and the translation of the database's errors and values into the store's words.
 
-use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tracing::warn;
@@ -16,7 +15,7 @@ use super::schema;
 use super::{CONNECT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, POOL_SIZE, START_WAIT};
 use crate::config::DatabaseUrl;
 use crate::domain::AgencyId;
-use crate::storage::{AgencyProgress, StorageError, StoreOptions};
+use crate::storage::{AgencyProgress, ReadyInbox, StorageError, StoreOptions};
 
 /// What a store's tasks share: the pools, the settings, the counters.
 #[derive(Debug)]
@@ -30,7 +29,7 @@ pub(super) struct Shared {
     pub(super) central: String,
     pub(super) options: StoreOptions,
     /// Bumped at every `lottery_ready` notification and every (re)connection of the listener.
-    pub(super) ready_changes: watch::Sender<u64>,
+    pub(super) ready: Arc<ReadyInbox>,
     pub(super) groups: AtomicU64,
     pub(super) first_commit: OnceLock<Instant>,
 }
@@ -48,6 +47,9 @@ pub struct Opened {
     pub ready: Vec<AgencyId>,
     /// Whether the draw has run.
     pub drawn: bool,
+    /// `SHOW synchronous_commit` on the committer's connection (forced `on`, whatever the role's
+    /// or the database's default).
+    pub synchronous_commit: String,
 }
 
 impl Shared {
@@ -76,14 +78,13 @@ impl Shared {
         };
         let pool = build(POOL_SIZE)?;
         let commit_pool = build(1)?;
-        let (ready_changes, _) = watch::channel(0);
         let shared = Self {
             pool,
             commit_pool,
             target,
             central,
             options,
-            ready_changes,
+            ready: ReadyInbox::new(),
             groups: AtomicU64::new(0),
             first_commit: OnceLock::new(),
         };
@@ -91,7 +92,8 @@ impl Shared {
     }
 
     /// Connects, migrates, and reads where the lottery is; retries while the database is not
-    /// reachable yet, for up to [`START_WAIT`].
+    /// reachable yet, for up to [`START_WAIT`]; an error waiting does not fix (`DatabaseRejected`,
+    /// `DatabaseRefused`, `SchemaTooNew`) ends it at once.
     pub(super) async fn start(&self) -> Result<(i32, Opened), StorageError> {
         let started = Instant::now();
         let mut delay = Duration::from_millis(100);
@@ -114,7 +116,10 @@ impl Shared {
         let mut client = self.pool.get().await.map_err(|e| match refusal(&e) {
             // Not retried: waiting does not fix a wrong password or database name.
             Some(reason) => StorageError::DatabaseRefused { target: self.target.clone(), reason },
-            None => database(&self.target, what, &e),
+            None => match &e {
+                deadpool_postgres::PoolError::Backend(e) => self.error(what, e),
+                _ => database(&self.target, what, &e),
+            },
         })?;
         let found = schema::migrate(&mut client).await.map_err(|e| match e {
             schema::MigrateError::Database(e) => self.error(what, &e),
@@ -126,6 +131,17 @@ impl Shared {
             },
         })?;
         drop(client);
+        // What the database says the committer's own connection runs with: its `COMMIT`s are
+        // the acknowledgements.
+        let what = "read the committer's synchronous_commit";
+        let committer =
+            self.commit_pool.get().await.map_err(|e| database(&self.target, what, &e))?;
+        let synchronous_commit: String = committer
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| self.error(what, &e))?;
+        drop(committer);
         let what = "read where the lottery is";
         let client = self.client(what).await?;
         let batches: i64 = client
@@ -141,8 +157,14 @@ impl Shared {
         drop(client);
         let ready = self.ready_agencies().await?;
         let batches = u64::try_from(batches).unwrap_or(0);
-        let opened =
-            Opened { schema_found: found, schema_version: schema::VERSION, batches, ready, drawn };
+        let opened = Opened {
+            schema_found: found,
+            schema_version: schema::VERSION,
+            batches,
+            ready,
+            drawn,
+            synchronous_commit,
+        };
         Ok((found, opened))
     }
 
@@ -182,7 +204,13 @@ impl Shared {
             .collect()
     }
 
+    /// `e` as the store's error: `DatabaseRejected` when waiting cannot fix it (see
+    /// [`is_permanent`]), else `Database` (retried where a retry makes sense).
     pub(super) fn error(&self, what: &'static str, e: &tokio_postgres::Error) -> StorageError {
+        if is_permanent(e) {
+            let (target, reason) = (self.target.clone(), describe(e));
+            return StorageError::DatabaseRejected { target, what, reason };
+        }
         database(&self.target, what, &describe(e))
     }
 
@@ -262,10 +290,29 @@ pub(super) fn refusal(error: &deadpool_postgres::PoolError) -> Option<String> {
     permanent.contains(db.code()).then(|| format!("{}: {}", db.severity(), db.message()))
 }
 
-/// A database error with what the server said (`ERROR: …`), or the connection's failure.
+/// Whether waiting cannot fix `e`: the database refused the statement with an SQLSTATE whose
+/// class is not one of those a restart, a failover, a lock or load explain — 08 (connection),
+/// 40 (transaction rollback: serialization, deadlock), 53 (insufficient resources), 55 (object
+/// not in prerequisite state: a lock not available), 57 (operator intervention: shutdown,
+/// cancelled, statement timeout), 58 (system error) — or a value of the wrong type came back
+/// (a table of the same name with another shape). A connection that broke, or never opened, is
+/// not permanent.
+pub(super) fn is_permanent(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => {
+            let class = db.code().code().get(..2).unwrap_or_default();
+            !matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
+        }
+        None => std::error::Error::source(e)
+            .is_some_and(|source| source.is::<tokio_postgres::types::WrongType>()),
+    }
+}
+
+/// A database error with what the server said (`ERROR: … (SQLSTATE 42501)`), or the
+/// connection's failure.
 pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
         None => {
             let mut text = e.to_string();
             let mut source = std::error::Error::source(e);

@@ -8,9 +8,10 @@ use std::io::Write;
 use futures::{StreamExt, TryStreamExt};
 
 use super::connect::{Shared, read_agency};
+use super::schema;
 use super::store::PgStore;
 use super::{COMMIT_LOCK, DRAW_LOCK};
-use crate::domain::{AgencyId, Bet, BetNumber, Document, Draw, WINNING_NUMBER};
+use crate::domain::{AgencyId, Bet, BetNumber, Document, Draw};
 use crate::storage::{StorageError, encode_rows};
 
 impl PgStore {
@@ -52,14 +53,7 @@ impl PgStore {
                 true
             }
         };
-        let rows = tx
-            .query(
-                "SELECT b.agency, b.document FROM bets b JOIN batches t USING (agency, seq)
-                 WHERE b.number = $1 ORDER BY t.position, b.idx",
-                &[&i32::from(WINNING_NUMBER.get())],
-            )
-            .await
-            .map_err(fail)?;
+        let rows = tx.query(&schema::winners_query(), &[]).await.map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         let mut winners: HashMap<AgencyId, Vec<Document>> = HashMap::new();
         for row in rows {

@@ -18,9 +18,10 @@
 //!
 //! # Ready and the draw
 //! `ReadyForLottery` sets the agency's flag under the same row lock (so no batch of it commits
-//! after) and sends `NOTIFY lottery_ready`. Every central `LISTEN`s on a connection of its own
-//! and re-reads the ready agencies when notified, and every [`READY_POLL`] in case a
-//! notification was lost; the server counts each ready agency once in its barrier. The draw is
+//! after) and sends `NOTIFY lottery_ready` with the agency. Every central `LISTEN`s on a
+//! connection of its own and counts each agency a notification names (see `storage/ready.rs`),
+//! and re-reads every ready agency every [`READY_POLL`] in case a notification was lost; the
+//! server counts each ready agency once in its barrier. The draw is
 //! one row of `draw`, written by whichever central gets there first (under an advisory lock);
 //! the others find it and check it covers the same bets. Winners are computed in SQL.
 //!

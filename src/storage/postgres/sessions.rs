@@ -13,7 +13,7 @@ use super::connect::{agency_id, progress};
 use super::fence;
 use super::store::PgStore;
 use crate::domain::AgencyId;
-use crate::storage::{AgencyProgress, Readiness, SessionEpoch, StorageError};
+use crate::storage::{AgencyProgress, SessionEpoch, StorageError};
 
 impl PgStore {
     /// Starts a session of `agency`: bumps its epoch, which fences every older session of it
@@ -42,7 +42,8 @@ impl PgStore {
         Ok((progress(row.get(1), row.get(2), row.get(3)), row.get::<_, SessionEpoch>(0)))
     }
 
-    /// Records that `agency` (in its session of `epoch`) has sent everything, and notifies every
+    /// Records that `agency` (in its session of `epoch`) has sent everything (false: it had
+    /// already), and notifies every
     /// central. Its row is taken as `Hello` takes it: a stalled holder is ended (see `fence.rs`).
     ///
     /// # Errors
@@ -53,7 +54,7 @@ impl PgStore {
         &self,
         agency: AgencyId,
         epoch: SessionEpoch,
-    ) -> Result<Readiness, StorageError> {
+    ) -> Result<bool, StorageError> {
         let what = "record ReadyForLottery";
         let fail = |e: tokio_postgres::Error| self.shared.error(what, &e);
         let mut client = self.shared.client(what).await?;
@@ -74,13 +75,8 @@ impl PgStore {
                 .await
                 .map_err(fail)?;
         }
-        let ready: i64 = tx
-            .query_one("SELECT count(*) FROM agencies WHERE ready", &[])
-            .await
-            .map_err(fail)?
-            .get(0);
         tx.commit().await.map_err(fail)?;
-        Ok(Readiness { newly_ready, ready: usize::try_from(ready).unwrap_or(usize::MAX) })
+        Ok(newly_ready)
     }
 
     /// Runs `lock`, a statement that locks `agency`'s row (`$1`: the agency) and returns it, in

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Instant;
 
-use tokio::sync::watch as channel;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +14,9 @@ use super::connect::{Opened, Shared};
 use super::watch;
 use crate::config::DatabaseUrl;
 use crate::domain::{AgencyId, Bets};
-use crate::storage::{Ack, AgencyProgress, SessionEpoch, StorageError, StoreOptions, StoreStats};
+use crate::storage::{
+    Ack, AgencyProgress, ReadyFeed, SessionEpoch, StorageError, StoreOptions, StoreStats,
+};
 
 /// The bets in PostgreSQL. Share it behind the server's `Store`.
 #[derive(Debug)]
@@ -33,8 +34,10 @@ impl PgStore {
     /// `central` names this central in the `draw` row.
     ///
     /// # Errors
-    /// `Database` when it cannot be reached in time or its schema cannot be migrated;
-    /// `SchemaTooNew`, at once, when its schema is newer than this central's.
+    /// `Database` when it cannot be reached in time; at once, `DatabaseRejected` when it refuses
+    /// a statement for a reason waiting does not fix (a permission, a table of the same name with
+    /// another shape, a read-only role: its SQLSTATE class says so), `DatabaseRefused` when it
+    /// refuses the login, `SchemaTooNew` when its schema is newer than this central's.
     pub async fn open(
         url: &DatabaseUrl,
         options: StoreOptions,
@@ -113,10 +116,10 @@ impl PgStore {
         self.shared.ready_agencies().await
     }
 
-    /// Changes whenever a central may have recorded a `ReadyForLottery` (a notification, or the
-    /// listener reconnecting after it could have missed one).
-    pub fn ready_changes(&self) -> channel::Receiver<u64> {
-        self.shared.ready_changes.subscribe()
+    /// The agencies that become ready on any central, as this central's listener hears of
+    /// them (see `watch.rs`).
+    pub fn ready_feed(&self) -> ReadyFeed {
+        self.shared.ready.feed()
     }
 
     /// Every agency's durable progress, in agency order.

@@ -1,5 +1,5 @@
 //! The ready listener: a connection of its own that `LISTEN`s on the ready channel and tells
-//! the central (through `ready_changes`) whenever an agency may have become ready on any
+//! the central (through its ready inbox, see `storage/ready.rs`) of each agency that became ready on any
 //! central, reconnecting when it breaks.
 
 use std::sync::Arc;
@@ -12,10 +12,11 @@ use tracing::{info, warn};
 
 use super::READY_CHANNEL;
 use super::connect::{Shared, describe};
+use crate::domain::AgencyId;
 
-/// Listens for `lottery_ready` on a connection of its own, reconnecting when it breaks; every
-/// notification (and every reconnection, after which one may have been missed) bumps
-/// `ready_changes`.
+/// Listens for `lottery_ready` on a connection of its own, reconnecting when it breaks: each
+/// notification puts the agency it names into the ready inbox, and every (re)connection, after
+/// which one may have been missed, marks the inbox missed.
 pub(super) async fn listen(
     shared: Arc<Shared>,
     config: tokio_postgres::Config,
@@ -42,11 +43,15 @@ pub(super) async fn listen(
                         }
                         failing = false;
                         delay = Duration::from_millis(100);
-                        shared.ready_changes.send_modify(|n| *n += 1);
+                        shared.ready.missed();
                     }
                     message = messages.next() => match message {
-                        Some(Ok(AsyncMessage::Notification(_))) => {
-                            shared.ready_changes.send_modify(|n| *n += 1);
+                        Some(Ok(AsyncMessage::Notification(note))) => {
+                            let agency = note.payload().parse().ok().and_then(|a| AgencyId::new(a).ok());
+                            match agency {
+                                Some(agency) => shared.ready.ready(agency),
+                                None => shared.ready.missed(),
+                            }
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => return Err(e),

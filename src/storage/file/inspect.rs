@@ -1,0 +1,90 @@
+//! The bets file and its journal read without changing them: what `lottery-server export` and
+//! `lottery-server verify` do. Every check of start-up recovery runs (every group's rows
+//! against their CRC included), but nothing is cut, adopted, converted or created, and the files
+//! are opened read-only under a shared lock (a running central's exclusive lock refuses it), so
+//! a read-only directory or file does not make it fail.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::disk::lock_shared;
+use super::recovery::{Recovery, examine, refuse_a_lone_journal};
+use crate::storage::{StorageError, Verified};
+
+/// A bets file, read and checked.
+#[derive(Debug)]
+pub(crate) struct Inspection {
+    path: PathBuf,
+    /// `None`: there is no bets file (nor journal): nothing is stored.
+    bets: Option<File>,
+    /// What a start would find, keep and cut.
+    pub(crate) verified: Verified,
+}
+
+/// Reads and checks the bets file at `path` and its journal `<path>.journal` (blocking).
+///
+/// # Errors
+/// As [`BetStore::open_with`](super::BetStore::open_with); `Locked` while a central has them.
+pub(crate) fn inspect(path: &Path) -> Result<Inspection, StorageError> {
+    let journal_path = super::store::journal_path(path);
+    refuse_a_lone_journal(path, &journal_path)?;
+    let bets = match open_read_only(path)? {
+        Some(bets) => bets,
+        None => {
+            let verified = Verified { exists: false, ..Verified::default() };
+            return Ok(Inspection { path: path.to_owned(), bets: None, verified });
+        }
+    };
+    lock_shared(&bets, path)?;
+    let journal = open_read_only(&journal_path)?;
+    if let Some(journal) = &journal {
+        lock_shared(journal, &journal_path)?;
+    }
+    let plan = examine(&bets, path, journal, &journal_path)?;
+    let verified = verified(&plan.recovery, plan.ledger.bets, plan.checked.groups);
+    Ok(Inspection { path: path.to_owned(), bets: Some(bets), verified })
+}
+
+impl Inspection {
+    /// Copies the committed bytes of the bets file to `out` and returns how many.
+    ///
+    /// # Errors
+    /// `Open` when the bets file cannot be read; `Write` when `out` fails.
+    pub(crate) fn export(&self, out: &mut impl io::Write) -> Result<u64, StorageError> {
+        let Some(bets) = &self.bets else { return Ok(0) };
+        let mut committed = io::Read::take(bets, self.verified.bytes);
+        let copied = io::copy(&mut committed, out)
+            .map_err(|source| StorageError::Write { path: "the export's output".into(), source })?;
+        if copied < self.verified.bytes {
+            let source = io::Error::from(io::ErrorKind::UnexpectedEof);
+            return Err(StorageError::Open { path: self.path.clone(), source });
+        }
+        Ok(copied)
+    }
+}
+
+fn verified(recovery: &Recovery, bets: u64, groups: u64) -> Verified {
+    Verified {
+        exists: true,
+        bytes: recovery.bets_len,
+        bets,
+        batches: recovery.batches,
+        groups_checked: groups,
+        adopted: recovery.adopted,
+        journal_converted: recovery.journal_converted,
+        cut_bets_bytes: recovery.cut_bets_bytes,
+        cut_journal_bytes: recovery.cut_journal_bytes,
+        ready: recovery.ready.len(),
+        drawn: recovery.drawn,
+    }
+}
+
+/// `path` opened for reading; `None` when it does not exist.
+fn open_read_only(path: &Path) -> Result<Option<File>, StorageError> {
+    match OpenOptions::new().read(true).open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(source) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StorageError::Open { path: path.to_owned(), source }),
+    }
+}
