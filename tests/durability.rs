@@ -1,5 +1,6 @@
-//! Nothing lost, nothing duplicated: lost replies, torn files, a full disk, restarts, and a
-//! crash loop of `kill -9` against the real server binary.
+//! Nothing lost, nothing duplicated: lost replies, a full disk, a restart after the draw, and a
+//! crash loop of `kill -9` against the real server binary. (What recovery cuts after a crash,
+//! and what it refuses, is tests/recovery.rs.)
 
 mod common;
 
@@ -43,85 +44,61 @@ async fn a_lost_reply_is_not_stored_twice() {
     server.stop().await;
 }
 
-#[tokio::test]
-async fn a_torn_tail_is_removed_and_uploads_continue() {
-    let server = spawn_server_with(&[("LOTTERY_AGENCIES", "2")]).await;
-    let first = AgencyData::generate(server.dir.path(), 1, 700);
-    let address = server.addr.to_string();
-    let mut agency = connect(&address, 1).await;
-    agency.send_batch(1, &[wire_bet("11", 7574), wire_bet("12", 1)]).await.unwrap();
-    drop(agency);
-    let dir = server.stop().await;
-    let bets_file = dir.path().join("bets.csv");
-    let journal = dir.path().join("bets.csv.journal");
-    let whole = std::fs::read(&bets_file).unwrap();
-    let records = std::fs::read(&journal).unwrap();
-    // A crash in the next group commit: its records synced (the journal goes first), its one row
-    // half written.
-    let row = b"1,Ana,Paz,13,1990-01-01,7574\r\n";
-    let (start, end) = (whole.len(), whole.len() + row.len());
-    let checked = |text: String| format!("{text} #{:08x}\n", crc32fast::hash(text.as_bytes()));
-    let group = checked(format!("group {start} {end} {:08x}", crc32fast::hash(row)));
-    let batch = checked(format!("batch 1 2 1 {end} 13"));
-    std::fs::write(&journal, [&records[..], group.as_bytes(), batch.as_bytes()].concat()).unwrap();
-    let mut torn = whole.clone();
-    torn.extend_from_slice(&row[..19]);
-    std::fs::write(&bets_file, &torn).unwrap();
-
-    let server = spawn_server_in(dir, &[("LOTTERY_AGENCIES", "2")]).await;
-    let mut agency = connect(&server.addr.to_string(), 1).await;
-    assert_eq!((agency.next_seq(), agency.stored_bets()), (2, 2));
-    assert_eq!(std::fs::read(&bets_file).unwrap(), whole, "the half row is gone");
-    assert_eq!(std::fs::read(&journal).unwrap(), records, "and its group's records");
-    agency.send_batch(2, &[wire_bet("13", 7574)]).await.unwrap();
-    let mut second = first.client_config(server.addr);
-    second.id = AgencyId::new(2).unwrap();
-    let second = tokio::spawn(async move {
-        client::run(&second, &CancellationToken::new()).await.map(|o| o.winners)
-    });
-    assert_eq!(within("winners", agency.winners()).await.unwrap(), ["11", "13"]);
-    let second_winners = within("agency 2", second).await.unwrap().unwrap();
-    assert_eq!(second_winners, first.winners());
-    let rows = stored_multiset(&bets_file);
-    assert_eq!(rows.len(), 3 + first.rows.len());
-    server.stop().await;
+/// Stops the real central with SIGTERM; checks it exits 0 and returns every line it printed.
+async fn stop(server: Process) -> Vec<String> {
+    server.signal("TERM");
+    let (code, lines) = within("stopped central", server.finish()).await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    lines
 }
 
+/// The real central restarted after the draw restores it (`sorteo_restaurado`, never a second
+/// `sorteo` line), answers every agency the same winners, takes no more bets, and an agency run
+/// again resumes after its last bet.
 #[tokio::test]
 async fn a_restarted_central_answers_the_same_winners_and_takes_no_more_bets() {
-    let server = spawn_server_with(&[("LOTTERY_AGENCIES", "2")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bets_file = dir.path().join("bets.csv");
+    let (server, address) = start_server_process(&bets_file, 2).await;
     let data: Vec<AgencyData> =
-        (1..=2).map(|a| AgencyData::generate(server.dir.path(), a, 2000)).collect();
+        (1..=2).map(|a| AgencyData::generate(dir.path(), a, 2000)).collect();
     let mut runs = JoinSet::new();
     for agency in &data {
-        let config = agency.client_config(server.addr);
+        let config = agency.client_config(address.parse().unwrap());
+        let expected = agency.winners();
         runs.spawn(async move {
-            client::run(&config, &CancellationToken::new()).await.map(|o| o.winners).unwrap()
+            let winners =
+                client::run(&config, &CancellationToken::new()).await.map(|o| o.winners).unwrap();
+            assert_eq!(winners, expected, "agency {}", config.id);
         });
     }
     while let Some(run) = within("agencies", runs.join_next()).await {
         run.unwrap();
     }
-    let dir = server.stop().await;
+    let lines = stop(server).await;
+    assert_eq!(lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count(), 1);
 
-    let server = spawn_server_in(dir, &[("LOTTERY_AGENCIES", "2")]).await;
+    let (mut server, address) = start_server_process(&bets_file, 2).await;
+    server.wait_for_line("action: sorteo_restaurado | result: success").await;
     for agency in &data {
-        let mut again = connect(&server.addr.to_string(), agency.agency).await;
+        let mut again = connect(&address, agency.agency).await;
         assert_eq!(again.stored_bets(), agency.rows.len() as u64);
         let err = again.send_batch(again.next_seq(), &[wire_bet("1", 7574)]).await.unwrap_err();
         assert!(matches!(err, ClientError::Server { .. }), "no bets after the draw: {err}");
-        let mut again = connect(&server.addr.to_string(), agency.agency).await;
+        let mut again = connect(&address, agency.agency).await;
         assert_eq!(within("winners", again.winners()).await.unwrap(), agency.winners());
         // A whole agency run against the restarted central resumes after its last bet.
-        let config = agency.client_config(server.addr);
+        let config = agency.client_config(address.parse().unwrap());
         let winners = within("rerun", client::run(&config, &CancellationToken::new()))
             .await
             .map(|o| o.winners);
         assert_eq!(winners.unwrap(), agency.winners());
     }
+    let lines = stop(server).await;
+    let draws: Vec<&String> = lines.iter().filter(|l| l.contains("action: sorteo |")).collect();
+    assert!(draws.is_empty(), "{draws:#?}");
     let expected = sorted(data.iter().flat_map(AgencyData::stored_rows).collect());
-    assert_eq!(stored_multiset(&server.bets_file), expected);
-    server.stop().await;
+    assert_eq!(stored_multiset(&bets_file), expected);
 }
 
 /// A tmpfs of `size`, unmounted when dropped. None where this machine does not allow mounting.

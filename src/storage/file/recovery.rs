@@ -318,9 +318,9 @@ fn new_journal(first: Option<Record>) -> Result<(String, Ledger), StorageError> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::adopt::last_line_end;
     use super::super::disk::rows_crc;
     use super::*;
+    use crate::domain::Document;
 
     fn agency(n: u32) -> AgencyId {
         AgencyId::new(n).unwrap()
@@ -354,20 +354,39 @@ mod tests {
 
     /// Runs recovery on `bets` and `journal`; on a refusal, checks nothing was changed.
     fn recover_files(bets: &[u8], journal: &str) -> Result<Recovery, String> {
-        recover_bytes(bets, journal.as_bytes())
+        recover_bytes(bets, Some(journal.as_bytes())).map(|recovered| recovered.recovery)
     }
 
-    fn recover_bytes(bets: &[u8], journal: &[u8]) -> Result<Recovery, String> {
+    /// What recovery made of two files: its report, the ledger the store goes on from, and
+    /// both files as it left them.
+    struct Recovered {
+        recovery: Recovery,
+        ledger: Ledger,
+        bets: Vec<u8>,
+        journal: Vec<u8>,
+    }
+
+    /// Runs recovery on `bets` and `journal` (none when `None`); on a refusal, checks it is
+    /// `Corrupt`, says that nothing was changed, and changed nothing.
+    fn recover_bytes(bets: &[u8], journal: Option<&[u8]>) -> Result<Recovered, String> {
         let dir = tempfile::tempdir().unwrap();
         let (path, journal_path) =
             (dir.path().join("bets.csv"), dir.path().join("bets.csv.journal"));
         std::fs::write(&path, bets).unwrap();
-        std::fs::write(&journal_path, journal).unwrap();
+        if let Some(journal) = journal {
+            std::fs::write(&journal_path, journal).unwrap();
+        }
         match recover(&path, &journal_path, false) {
-            Ok((_, recovery)) => Ok(recovery),
+            Ok((files, recovery)) => Ok(Recovered {
+                recovery,
+                ledger: files.ledger,
+                bets: std::fs::read(&path).unwrap(),
+                journal: std::fs::read(&journal_path).unwrap(),
+            }),
             Err(e) => {
+                assert!(matches!(e, StorageError::Corrupt { .. }), "{e:?}");
                 assert_eq!(std::fs::read(&path).unwrap(), bets, "{e}");
-                assert_eq!(std::fs::read(&journal_path).unwrap(), journal, "{e}");
+                assert_eq!(std::fs::read(&journal_path).ok().as_deref(), journal, "{e}");
                 let text = e.to_string();
                 assert!(text.contains("Nothing was changed"), "{text}");
                 Err(text)
@@ -375,77 +394,93 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_last_group_is_kept_whole_and_cut_short() {
-        let end = ROWS.len() + MORE.len();
-        let with_more = journal(&more_group(&[batch(1, 2, end)]));
-        let whole = [ROWS, MORE].concat();
-        let recovery = recover_files(&whole, &with_more).unwrap();
-        assert_eq!(
-            (recovery.cut_bets_bytes, recovery.cut_journal_bytes, recovery.batches),
-            (0, 0, 3)
-        );
-        for short in [0, 1, MORE.len() - 1] {
-            let recovery = recover_files(&whole[..ROWS.len() + short], &with_more).unwrap();
-            assert_eq!(recovery.cut_bets_bytes, short as u64);
-            assert_eq!(recovery.cut_journal_bytes, (with_more.len() - journal(&[]).len()) as u64);
-            assert_eq!((recovery.batches, recovery.bets_len), (2, ROWS.len() as u64));
-        }
-        let mut changed = whole.clone();
-        changed[ROWS.len() + 3] = b'7';
-        assert_eq!(recover_files(&changed, &with_more).unwrap().cut_bets_bytes, MORE.len() as u64);
-        // Whole rows whose batch lines are missing: the journal lost records.
-        let no_batches = journal(&more_group(&[]));
-        let err = recover_files(&whole, &no_batches).unwrap_err();
-        assert!(err.contains("its batch records end at byte 55"), "{err}");
-        // Its rows not written at all, its batch lines missing: never acknowledged.
-        assert_eq!(recover_files(ROWS, &no_batches).unwrap().batches, 2);
-    }
-
     /// A crash at every point of a group commit, and of the `ready` write after it, as a power
-    /// loss can leave the files (a write cut short, or its unsynced bytes zeros): recovery
-    /// starts with the group either wholly there (only once its rows were all written) or wholly
-    /// gone.
+    /// loss can leave the files (a write cut short, or its unsynced bytes zeros or wrong):
+    /// recovery starts with the group either wholly there (only once its rows were all written)
+    /// or wholly gone, cutting from both files exactly the bytes it does not keep, and the store
+    /// goes on from what the journal it kept says (so nothing of a cut group is left over: not
+    /// its batches' progress, not its winners).
     #[test]
     fn every_crash_point_of_a_group_commit_recovers_to_before_or_after_it() {
         let end = ROWS.len() + MORE.len();
         let before = journal(&[]).into_bytes();
-        let after = journal(&more_group(&[batch(1, 2, end)])).into_bytes();
+        let winner = Record::Batch {
+            agency: agency(1),
+            seq: 2,
+            bets: 1,
+            end: end as u64,
+            winners: Some(vec![Document::parse("3").unwrap()]),
+        };
+        let after = journal(&more_group(&[winner])).into_bytes();
         let write = &after[before.len()..];
         let whole = [ROWS, MORE].concat();
-        let outcome = |bets: &[u8], journal: &[u8]| {
-            let recovery = recover_bytes(bets, journal)
-                .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(journal)));
-            (recovery.batches, recovery.bets_len)
+        // `kept`: the files recovery must leave, the bets file then the journal.
+        let check = |bets: &[u8], journal: &[u8], kept: (&[u8], &[u8]), what: &str| {
+            let got = recover_bytes(bets, Some(journal)).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let (kept_bets, kept_journal) = kept;
+            assert!(got.bets == kept_bets && got.journal == kept_journal, "{what}");
+            let cut = (bets.len() - kept_bets.len(), journal.len() - kept_journal.len());
+            let recovery = &got.recovery;
+            assert_eq!(
+                (recovery.cut_bets_bytes, recovery.cut_journal_bytes),
+                (cut.0 as u64, cut.1 as u64),
+                "{what}"
+            );
+            let records = journal::replay(kept_journal, kept_bets.len() as u64).unwrap().records;
+            let expected = Ledger::replay(&records).unwrap();
+            assert_eq!(got.ledger, expected, "{what}");
+            assert_eq!(
+                (recovery.batches, recovery.bets_len),
+                (expected.batches, kept_bets.len() as u64),
+                "{what}"
+            );
         };
-        let (gone, there) = ((2, ROWS.len() as u64), (3, end as u64));
+        let gone = (ROWS, &before[..]);
+        let there = (&whole[..], &after[..]);
         // The journal's write cut short, or its tail never synced; no rows written yet.
         for cut in 0..=write.len() {
+            let short = [&before[..], &write[..cut]].concat();
+            check(ROWS, &short, gone, &format!("records cut at {cut}"));
             let zeros = [&before[..], &write[..cut], &vec![0; write.len() - cut]].concat();
-            assert_eq!(outcome(ROWS, &[&before[..], &write[..cut]].concat()), gone, "{cut}");
-            assert_eq!(outcome(ROWS, &zeros), gone, "zeros from {cut}");
+            check(ROWS, &zeros, gone, &format!("records zeros from {cut}"));
             // Zeros in the middle of the write, its later bytes there.
             if cut + 8 < write.len() {
                 let mut hole = after.clone();
                 hole[before.len() + cut..before.len() + cut + 8].fill(0);
-                assert_eq!(outcome(ROWS, &hole), gone, "a hole at {cut}");
+                check(ROWS, &hole, gone, &format!("a hole in the records at {cut}"));
             }
         }
-        // The journal synced; the rows cut short, or not all synced.
+        // The journal synced; the rows cut short, or not all synced (zeros, or one byte wrong).
         for n in 0..=MORE.len() {
-            let expected = if n == MORE.len() { there } else { gone };
-            assert_eq!(outcome(&whole[..ROWS.len() + n], &after), expected, "{n} bytes of rows");
+            let kept = if n == MORE.len() { there } else { gone };
+            check(&whole[..ROWS.len() + n], &after, kept, &format!("{n} bytes of rows"));
             let zeros = [ROWS, &MORE[..n], &vec![0; MORE.len() - n]].concat();
-            assert_eq!(outcome(&zeros, &after), expected, "{n} bytes of rows, then zeros");
+            check(&zeros, &after, kept, &format!("{n} bytes of rows, then zeros"));
+            if n < MORE.len() {
+                let mut wrong = whole.clone();
+                wrong[ROWS.len() + n] ^= 0x21;
+                check(&wrong, &after, gone, &format!("every byte of the rows, byte {n} wrong"));
+            }
         }
         // Then a ready record, cut short or never synced: the group stays.
         let ready = lines(&[Record::Ready { agency: agency(1) }]).into_bytes();
         for cut in 0..=ready.len() {
             let short = [&after[..], &ready[..cut]].concat();
-            assert_eq!(outcome(&whole, &short), there, "ready cut at {cut}");
+            let kept = if cut == ready.len() { (&whole[..], &short[..]) } else { there };
+            check(&whole, &short, kept, &format!("ready cut at {cut}"));
             let zeros = [&after[..], &ready[..cut], &vec![0; ready.len() - cut]].concat();
-            assert_eq!(outcome(&whole, &zeros), there, "ready zeros from {cut}");
+            check(&whole, &zeros, kept, &format!("ready zeros from {cut}"));
         }
+        // What the two outcomes are: agency 1 at its batch 1, without the group's winner; or at
+        // its batch 2, with it.
+        let ledger = |journal: &[u8], bets: usize| {
+            Ledger::replay(&journal::replay(journal, bets as u64).unwrap().records).unwrap()
+        };
+        let (gone, there) = (ledger(&before, ROWS.len()), ledger(&after, end));
+        assert_eq!((gone.batches, gone.progress(agency(1)).last_seq), (2, 1));
+        assert_eq!((there.batches, there.progress(agency(1)).last_seq), (3, 2));
+        assert!(!gone.winners.contains_key(&agency(1)));
+        assert_eq!(there.winners[&agency(1)].len(), 1);
     }
 
     #[test]
@@ -461,7 +496,9 @@ mod tests {
         let mut changed = whole.clone();
         changed[ROWS.len() + 3] = b'7';
         let err = recover_files(&changed, &followed).unwrap_err();
-        assert!(err.contains("do not match the check"), "{err}");
+        let group = "bytes 55..81, the rows of the group recorded at line 5 of its journal, do not \
+                     match the check";
+        assert!(err.contains(group), "{err}");
         // An earlier group changed (not the last one): refused too, naming the row.
         let mut earlier = whole.clone();
         earlier[29] = b'1';
@@ -478,6 +515,10 @@ mod tests {
             recover_files(&ROWS[..ROWS.len() - 1], &journal(&more_group(&[batch(1, 2, end)])))
                 .unwrap_err();
         assert!(err.contains("acknowledged bets"), "{err}");
+        // The last group's rows whole, its batch records missing: the rows were written after
+        // the records were synced whole, so the journal lost records.
+        let err = recover_files(&whole, &journal(&more_group(&[]))).unwrap_err();
+        assert!(err.contains("its batch records end at byte 55"), "{err}");
     }
 
     #[test]
@@ -490,6 +531,15 @@ mod tests {
         );
         let err = recover_files(&[ROWS, b"1"].concat(), &journal(&[])).unwrap_err();
         assert!(err.contains("it has 1 bytes past byte 55"), "{err}");
+        // Adopted bytes recorded to end mid-row: the journal is another bets file's.
+        let base = lines(&[
+            Record::Header { version: FORMAT_VERSION },
+            Record::Base { end: ROWS.len() as u64 - 1, agencies: vec![(agency(1), 1)] },
+        ]);
+        let err = recover_files(ROWS, &base).unwrap_err();
+        assert!(err.contains("it has 1 bytes past byte 54"), "{err}");
+        let err = recover_files(&ROWS[..ROWS.len() - 1], &base).unwrap_err();
+        assert!(err.contains("does not end a row"), "{err}");
         // Format 2: written rows first; one group's rows past its end were never acknowledged.
         let two = lines(&[
             Record::Header { version: journal::FORMAT_ROWS_FIRST },
@@ -530,24 +580,46 @@ mod tests {
         );
     }
 
+    /// A bets file without a journal is adopted up to its last line end: a last row without its
+    /// `\r\n` is a torn write, never acknowledged (even when what is left of it reads as a bet),
+    /// so it is cut and not counted. The end is found reading backwards in 64 KiB chunks: the
+    /// long file's is past the first.
     #[test]
     fn adoption_cuts_a_last_row_without_its_line_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bets.csv");
-        for (bytes, end) in [
-            (&b""[..], 0),
-            (b"1,Ana", 0),
-            (ROWS, ROWS.len()),
-            (&[ROWS, &MORE[..20]].concat()[..], ROWS.len()),
-        ] {
-            std::fs::write(&path, bytes).unwrap();
-            let file = File::open(&path).unwrap();
-            assert_eq!(last_line_end(&file, &path, bytes.len() as u64).unwrap(), end as u64);
-        }
+        let empty = recover_bytes(b"", None).unwrap().recovery;
+        assert_eq!((empty.adopted, empty.cut_bets_bytes), (false, 0));
         let long: Vec<u8> = ROWS.iter().copied().cycle().take(200_000).collect();
-        std::fs::write(&path, [&long[..], b"1,Ana"].concat()).unwrap();
-        let file = File::open(&path).unwrap();
-        let end = long.iter().rposition(|b| *b == b'\n').unwrap() + 1;
-        assert_eq!(last_line_end(&file, &path, long.len() as u64 + 5).unwrap(), end as u64);
+        let long_end = long.iter().rposition(|b| *b == b'\n').unwrap() + 1;
+        for (what, bytes, end) in [
+            ("no line end at all", b"1,Ana".to_vec(), 0),
+            ("whole rows", ROWS.to_vec(), ROWS.len()),
+            ("a torn row", [ROWS, &MORE[..20]].concat(), ROWS.len()),
+            (
+                "a torn row that reads as a bet",
+                [ROWS, &MORE[..MORE.len() - 2]].concat(),
+                ROWS.len(),
+            ),
+            ("a long file, a torn row", [&long[..], b"1,Ana"].concat(), long_end),
+        ] {
+            let got = recover_bytes(&bytes, None).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(got.recovery.adopted, "{what}");
+            assert_eq!(got.recovery.cut_bets_bytes, (bytes.len() - end) as u64, "{what}");
+            assert_eq!(
+                (got.bets.as_slice(), got.recovery.bets_len),
+                (&bytes[..end], end as u64),
+                "{what}"
+            );
+            let rows = |agency: &[u8]| {
+                bytes[..end].split(|b| *b == b'\n').filter(|row| row.starts_with(agency)).count()
+                    as u64
+            };
+            for (id, prefix) in [(1, b"1,"), (2, b"2,")] {
+                assert_eq!(
+                    got.ledger.progress(agency(id)).stored_bets,
+                    rows(prefix),
+                    "{what}: agency {id}"
+                );
+            }
+        }
     }
 }
