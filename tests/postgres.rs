@@ -69,10 +69,7 @@ async fn two_centrals_on_one_database_serve_five_agencies_each_bet_once_one_draw
 async fn the_export_is_byte_identical_to_the_file_store_for_the_same_batches() {
     let Some(db) = test_database("export_identical").await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| db.url.clone()))
-            .unwrap();
-    let url = config.database_url.clone().unwrap();
+    let url = database_url(&db.url);
     let (pg, _) = PgStore::open(&url, StoreOptions::default(), "test".into()).await.unwrap();
     let (file, _) = BetStore::open(dir.path().join("bets.csv"), true).await.unwrap();
     let data: Vec<AgencyData> =
@@ -219,12 +216,17 @@ async fn ready_at_both_centrals_at_once_yields_exactly_one_draw() {
     }
 }
 
+/// `url` as a central reads `LOTTERY_DATABASE_URL`.
+fn database_url(url: &str) -> lottery::config::DatabaseUrl {
+    let config =
+        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| url.to_owned()))
+            .unwrap();
+    config.database_url.unwrap()
+}
+
 /// A store of its own on `db`, as a central opens it.
 async fn open_store(db: &common::postgres::TestDb, central: &str) -> PgStore {
-    let config =
-        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| db.url.clone()))
-            .unwrap();
-    let url = config.database_url.unwrap();
+    let url = database_url(&db.url);
     within("open", PgStore::open(&url, StoreOptions::default(), central.into())).await.unwrap().0
 }
 
@@ -310,10 +312,7 @@ async fn a_newer_schema_is_refused_at_once_naming_its_version() {
     open_store(&db, "a").await.close().await;
     let client = db.client().await;
     client.batch_execute("INSERT INTO lottery_schema_version (version) VALUES (99)").await.unwrap();
-    let config =
-        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| db.url.clone()))
-            .unwrap();
-    let url = config.database_url.unwrap();
+    let url = database_url(&db.url);
     let refused = PgStore::open(&url, StoreOptions::default(), "b".into()).await.unwrap_err();
     assert!(
         !matches!(refused, lottery::storage::StorageError::Database { .. }),
@@ -494,10 +493,7 @@ async fn both_stores_decide_the_table_of_batches_alike() {
     use lottery::storage::{Location, Store};
     let Some(db) = test_database("decide_table").await else { return };
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| db.url.clone()))
-            .unwrap();
-    let url = config.database_url.clone().unwrap();
+    let url = database_url(&db.url);
     let options = StoreOptions { max_bets_per_agency: TABLE_LIMIT, ..StoreOptions::default() };
     let locations = [
         Location::File(dir.path().join("bets.csv")),
@@ -605,10 +601,7 @@ async fn permanent_database_errors_stop_the_central_at_once_in_the_databases_wor
 async fn after_a_statement_timeout_the_next_group_is_stored() {
     let Some(db) = test_database("statement_timeout").await else { return };
     let url = role_on(&db, true, &["statement_timeout = '300ms'"]).await;
-    let config =
-        ServerConfig::from_lookup(|var| (var == "LOTTERY_DATABASE_URL").then(|| url.clone()))
-            .unwrap();
-    let url = config.database_url.unwrap();
+    let url = database_url(&url);
     let open = PgStore::open(&url, StoreOptions::default(), "a".into());
     let store = within("open", open).await.unwrap().0;
     let agency = AgencyId::new(1).unwrap();
