@@ -12,8 +12,9 @@
 //!   agency's batch encoder and the central's in-place `Batch` reader.
 //! - `csv_rows`: the CSV row format both sides read (agency files, the bets file): the csv
 //!   crate's reader and the agency's fast `RecordReader`.
-//! - [`storage`]: the [`Store`](storage::Store) seam the server uses and the file store behind it,
-//!   [`BetStore`] (the bets file and its journal behind a Tokio mutex, group commit, recovery).
+//! - [`storage`]: where bets live: the [`Store`](storage::Store) face the server uses, with the
+//!   file store (the bets file and its journal behind a Tokio mutex, group commit, recovery) and
+//!   the PostgreSQL store (shared by several centrals) behind it.
 //! - [`server`]: the central: accept loop, one task per connection, sessions, the lottery.
 //! - [`client`]: one agency: its connection to the central, the upload, the agency-file reader,
 //!   failover between centrals.
@@ -46,4 +47,4 @@ pub use client::{ClientError, Connection};
 pub use config::{ClientConfig, ConfigError, ServerConfig};
 pub use domain::{AgencyId, Bet, Draw};
 pub use server::ServerError;
-pub use storage::{BetStore, StorageError};
+pub use storage::StorageError;

@@ -14,8 +14,9 @@ use lottery::client::ClientError;
 use lottery::config::ServerConfig;
 use lottery::domain::{AgencyId, Bet};
 use lottery::protocol::ErrorCode;
+use lottery::storage::file::BetStore;
 use lottery::storage::postgres::PgStore;
-use lottery::storage::{BetStore, StoreOptions, Stored};
+use lottery::storage::{StoreOptions, Stored};
 
 #[tokio::test]
 async fn two_centrals_on_one_database_serve_five_agencies_each_bet_once_one_draw() {

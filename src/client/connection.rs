@@ -126,8 +126,9 @@ impl Connection {
     /// `config.connect_timeout` after `since` (the last progress). No attempt outlives that
     /// deadline. A central that answers `Busy` is alive and serving other agencies (every place
     /// is taken by an agency uploading, and agencies that wait for the draw give theirs up):
-    /// its answer moves `since` to now, so an agency keeps trying for as long as the central
-    /// stays full, and only silence counts against it. After a transient failure the next attempt goes to the next address (round
+    /// the time an attempt answered `Busy` takes, and its pause, move `since` on by as much, so
+    /// an agency keeps trying for as long as the central stays full, and only the rest counts
+    /// against it. After a transient failure the next attempt goes to the next address (round
     /// robin); the pauses follow [`Backoff`], whose step doubles only after every address failed
     /// once at it. A connection made stays on its address: `centrals` is left there.
     ///
@@ -150,6 +151,7 @@ impl Connection {
             if let Some(tried) = tried.get_mut(centrals.index()) {
                 *tried = true;
             }
+            let attempt_started = Instant::now();
             let connect = Self::open(address, config.id, config.token.as_deref(), limit);
             let attempt = cancel.run_until_cancelled(connect).await;
             match attempt.ok_or(ClientError::Cancelled)? {
@@ -158,10 +160,7 @@ impl Connection {
                     return Ok(connection);
                 }
                 Err(e) if e.is_transient() => {
-                    if e.is_busy() {
-                        *since = Instant::now();
-                        deadline = *since + config.connect_timeout;
-                    } else if Instant::now() + backoff.step() >= deadline {
+                    if !e.is_busy() && Instant::now() + backoff.step() >= deadline {
                         let waited = since.elapsed();
                         let addresses = centrals.addresses().zip(&tried);
                         let addresses = addresses.filter(|(_, tried)| **tried);
@@ -176,6 +175,11 @@ impl Connection {
                     let retry_in_ms = pause_for.as_millis() as u64;
                     warn!(action = "connect", result = "in_progress", address, next_address, retry_in_ms, error = %e);
                     pause(pause_for, cancel).await?;
+                    if e.is_busy() {
+                        // Refused for want of a place: this attempt and its pause do not count.
+                        *since += attempt_started.elapsed();
+                        deadline = *since + config.connect_timeout;
+                    }
                 }
                 Err(e) => return Err(e),
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::budget::Throttle;
+use super::newcomers::Throttle;
 use crate::domain::AgencyId;
 use crate::protocol::{CodecError, ErrorCode};
 use crate::storage::StorageError;

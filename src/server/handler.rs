@@ -23,9 +23,9 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::budget::Newcomer;
 use super::error::{HandlerError, log_end, protocol, storage_error, unreadable};
 use super::lottery::DrawStatus;
+use super::newcomers::Newcomer;
 use super::replies::{BatchOutcome, Outgoing, PendingAck, front_ack};
 use super::session::{Session, Step};
 use super::shared::Shared;
@@ -57,7 +57,7 @@ pub(super) struct Handler {
     /// wait, so waiting connections are budgeted apart (by `LOTTERY_AGENCIES`) and an agency
     /// still uploading always finds a place once others finish.
     slot: Option<OwnedSemaphorePermit>,
-    /// Held while this connection is its agency's session (see `Sessions`).
+    /// Held while this connection is its agency's session (see `Registry`).
     _claim: Option<OwnedMutexGuard<()>>,
     /// The session's epoch, from the store at `Welcome`: its batches carry it, so a store
     /// shared by several centrals refuses them once a newer session took over anywhere.
@@ -290,7 +290,7 @@ impl Handler {
     /// Returns false when this connection was itself cancelled meanwhile.
     async fn welcome(&mut self, agency: AgencyId) -> Result<bool, HandlerError> {
         self.newcomer = None;
-        let claim = self.shared.sessions.claim(agency, &self.token);
+        let claim = self.shared.registry.claim(agency, &self.token);
         let Some(claim) = self.token.run_until_cancelled(claim).await else {
             self.cancelled().await?;
             return Ok(false);

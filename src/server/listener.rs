@@ -1,5 +1,5 @@
 //! The accept loop: the connection budgets (`LOTTERY_MAX_CONNECTIONS`, and the newcomers without
-//! `Hello`: `budget.rs`), refusals, and one task per connection, spawned on the central's
+//! `Hello`: `newcomers.rs`), refusals, and one task per connection, spawned on the central's
 //! `TaskTracker`.
 
 use std::io;
@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
-use super::budget::Throttle;
 use super::handler::Handler;
+use super::newcomers::Throttle;
 use super::shared::Shared;
 use crate::protocol::{ErrorCode, ServerCodec, ServerMessage};
 

@@ -6,11 +6,12 @@
 //! where every connection waiting for the draw reads it and sends its agency's winners.
 //!
 //! With a store several centrals share (PostgreSQL), agencies also become ready on the other
-//! centrals: a watcher task re-reads the ready agencies whenever the store says one may have
-//! changed (a notification) and every [`READY_POLL`], and adds each one's party once. Every
+//! centrals: a watcher task adds the party of each agency the store's ready feed names (a
+//! notification), re-reads every ready agency when the feed may have missed one and every
+//! [`READY_POLL`], and adds each one's party once. Every
 //! central's barrier then completes; the store records the draw once, whichever central's leader
-//! gets there first, and the others read it. A draw that cannot reach the database is tried
-//! again until it can (see `Lottery::run_draw`): the agencies waiting for it keep waiting.
+//! gets there first, and the others read it. A draw the database does not take is tried again
+//! until it does (see `Lottery::run_draw`): the agencies waiting for it keep waiting.
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
@@ -167,6 +168,11 @@ impl Lottery {
             let mut failing = false;
             let mut ignored = HashSet::new();
             let mut reread = true;
+            // One clock for the whole watch: news arriving more often than it ticks must not
+            // put the full re-read off.
+            let start = tokio::time::Instant::now() + READY_POLL;
+            let mut poll = tokio::time::interval_at(start, READY_POLL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let news = feed.take();
                 let mut ready = news.agencies;
@@ -200,7 +206,7 @@ impl Lottery {
                 tokio::select! {
                     () = lottery.token.cancelled() => return,
                     () = feed.changed() => {}
-                    () = tokio::time::sleep(READY_POLL) => reread = true,
+                    _ = poll.tick() => reread = true,
                 }
             }
         });
@@ -232,11 +238,12 @@ impl Lottery {
     /// `sorteo` is logged once per lottery: a draw the store already held (before a restart, or
     /// recorded by another central) is restored, and logged as `sorteo_restaurado`.
     ///
-    /// A database that cannot be reached (down, restarting, a connection cut mid-draw) is
-    /// waited for: the draw is tried again, with backoff, until it runs or the central stops,
-    /// while the waiting agencies keep their connections (they ping; the wait for the draw has
-    /// no deadline). Retrying is safe: the draw's transaction either recorded the draw, which
-    /// the retry then reads, or left nothing. Any other failure is published at once.
+    /// A database that cannot be reached (down, restarting, a connection cut mid-draw), or that
+    /// refuses the draw, is waited for: the draw is tried again, with backoff, until it runs or
+    /// the central stops, while the waiting agencies keep their connections (they ping; the wait
+    /// for the draw has no deadline). Retrying is safe: the draw's transaction either recorded
+    /// the draw, which the retry then reads, or left nothing. Any other failure (stored bets
+    /// that contradict a recorded draw) is published at once.
     async fn run_draw(&self) {
         let mut delay = DRAW_RETRY_FIRST;
         let status = loop {
@@ -258,7 +265,12 @@ impl Lottery {
                     self.log_summary(&draw).await;
                     return;
                 }
-                Err(e @ StorageError::Database { .. }) => {
+                // A database error that looks permanent is retried here too: ending the lottery
+                // would send every waiting agency away, and a database that refuses the draw
+                // (a role's rights, a standby during a failover) can be mended while they wait.
+                Err(
+                    e @ (StorageError::Database { .. } | StorageError::DatabaseRejected { .. }),
+                ) => {
                     let retry_in_ms = delay.as_millis() as u64;
                     error!(action = "sorteo", result = "fail", error = %e, retry_in_ms);
                     if self.token.run_until_cancelled(tokio::time::sleep(delay)).await.is_none() {

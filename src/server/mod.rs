@@ -5,7 +5,7 @@
 //!   [`verify`];
 //! - `shared.rs`: `Shared`, the state every connection task shares (configuration, store,
 //!   session registry, budgets, lottery);
-//! - `listener.rs`: the accept loop and its refusals; `budget.rs`: the connections without
+//! - `listener.rs`: the accept loop and its refusals; `newcomers.rs`: the connections without
 //!   `Hello` and the log throttle;
 //! - `handler.rs`: one connection's I/O loop under deadlines; `error.rs`: why a connection ends,
 //!   and the one mapping of frame and storage errors to protocol codes;
@@ -17,12 +17,12 @@
 
 #[cfg(test)]
 mod batch_oracle;
-mod budget;
 mod error;
 mod handler;
 mod listener;
 mod lottery;
 mod metrics;
+mod newcomers;
 mod registry;
 mod replies;
 pub mod session;

@@ -1,4 +1,4 @@
-//! The session registry, [`Sessions`]: which connection is each agency's session, so an agency
+//! The session registry, [`Registry`]: which connection is each agency's session, so an agency
 //! has one at a time (the file store's fencing; a shared store fences by epoch as well).
 
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection (after a network cut the old one may linger, half open) fences the older one,
 /// whose batch in flight finishes first, so two connections never interleave batches.
 #[derive(Debug, Default)]
-pub(crate) struct Sessions(StdMutex<HashMap<AgencyId, Slot>>);
+pub(crate) struct Registry(StdMutex<HashMap<AgencyId, Slot>>);
 
 #[derive(Debug)]
 struct Slot {
@@ -27,7 +27,7 @@ struct Slot {
     holder: Option<CancellationToken>,
 }
 
-impl Sessions {
+impl Registry {
     /// Makes the connection with `token` the agency's session: cancels the current one and waits
     /// (up to `TAKEOVER_TIMEOUT`) for it to end. The guard is the session's; `None` when the old
     /// one did not end in time (e.g. stuck writing to a peer that never reads, which the write

@@ -2,9 +2,9 @@
 
 use std::sync::{Arc, Mutex as StdMutex};
 
-use super::budget::{Newcomers, Throttle};
 use super::lottery::Lottery;
-use super::registry::Sessions;
+use super::newcomers::{Newcomers, Throttle};
+use super::registry::Registry;
 use super::session::Rules;
 use crate::config::ServerConfig;
 use crate::storage::Store;
@@ -15,7 +15,7 @@ pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) rules: Rules,
     pub(crate) store: Arc<Store>,
-    pub(crate) sessions: Sessions,
+    pub(crate) registry: Registry,
     pub(crate) newcomers: Arc<Newcomers>,
     /// Connections without `Hello` that ended with an error: one WARN line a second for all.
     pub(crate) stranger_failures: StdMutex<Throttle>,
@@ -30,7 +30,7 @@ impl Shared {
             config,
             rules,
             store,
-            sessions: Sessions::default(),
+            registry: Registry::default(),
             newcomers,
             stranger_failures: StdMutex::default(),
             lottery,

@@ -38,10 +38,8 @@ use tokio::sync::oneshot;
 use crate::domain::Draw;
 
 pub use error::StorageError;
-pub use file::BetStore;
-pub use postgres::READY_POLL;
 pub(crate) use ready::ReadyInbox;
-pub use ready::{ReadyFeed, ReadyNews};
+pub use ready::{READY_POLL, ReadyFeed, ReadyNews};
 pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
 pub use store::{Location, Opened, Store, verify};

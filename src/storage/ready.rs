@@ -8,10 +8,15 @@
 //! thousands of agencies a re-read per notification would be quadratic.
 
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::domain::AgencyId;
+
+/// How often a central re-reads every ready agency of a shared store, besides the news of its
+/// feed: what a lost notification costs at most.
+pub const READY_POLL: Duration = Duration::from_secs(1);
 
 /// Most agencies the inbox keeps between two takes; past it, it says *missed* instead.
 const INBOX_MAX: usize = 1 << 16;

@@ -1,10 +1,10 @@
 //! Group commit: the queue of submitted batches, and the commit that writes a group of them.
 //!
 //! Every write goes through one `tokio::sync::Mutex` (held across the `.await` of the disk work,
-//! hence Tokio's). A batch first joins a queue, then takes the mutex; whoever holds it commits
-//! *everything* queued so far with one write and one sync per file, and answers each batch. Batches
-//! that arrive while a sync is in flight wait for the mutex and are committed together by the next
-//! holder, so a sync serves every agency that was waiting for one.
+//! hence Tokio's). A connection puts its batch in a queue and awaits its answer; the committer
+//! takes the mutex and commits *everything* queued so far with one write and one sync per file,
+//! and answers each batch. Batches that arrive while a sync is in flight are committed together
+//! by the next group, so a sync serves every agency that was waiting for one.
 //!
 //! The committer task (`committer.rs`) commits batches as they are submitted, so a connection can
 //! read its next batches while earlier ones are being synced.
@@ -41,7 +41,8 @@ pub(super) struct Shared {
     queue: std::sync::Mutex<Vec<Pending>>,
     /// Woken when a batch is queued.
     queued: Arc<Notify>,
-    /// The card's `tokio::sync::Mutex` around the bets file (and its journal, and the ledger).
+    /// The `tokio::sync::Mutex` around the bets file (and its journal, and the ledger), held
+    /// across the disk work of a commit, a ready or a draw record, and the draw.
     pub(super) files: Mutex<Files>,
     groups: AtomicU64,
     /// When this process first committed a batch (the start of its ingest).

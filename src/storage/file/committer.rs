@@ -56,7 +56,8 @@ async fn run(shared: Weak<Shared>, queued: Arc<Notify>, token: CancellationToken
             () = token.cancelled() => break,
         }
         let Some(shared) = shared.upgrade() else { return };
-        // A batch committed by `store_batch` itself leaves nothing for the committer to do.
+        // A wake-up for batches an earlier commit already took leaves nothing to do (tests also
+        // commit by hand, through `store_batch`).
         if !shared.nothing_queued() {
             shared.commit_queued().await;
         }

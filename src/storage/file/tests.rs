@@ -304,3 +304,20 @@ async fn the_draw_reads_the_stored_bets() {
     let late = store.store_batch(agency(2), 1, &[bet(2, "21", 1)]).await.unwrap_err();
     assert!(matches!(late, StorageError::AgencyClosed { .. }), "no bets after the draw: {late}");
 }
+
+/// The table of batches `storage::decide` owns, through the file store's committer: the same
+/// answers as the rule itself (and as the database's, in `tests/postgres.rs`).
+#[tokio::test]
+async fn the_file_store_decides_the_table_of_batches() {
+    use crate::storage::decide::{Answer, TABLE, TABLE_LIMIT};
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { max_bets_per_agency: TABLE_LIMIT, ..StoreOptions::default() };
+    let (store, _) = BetStore::open_with(dir.path().join("bets.csv"), options).await.unwrap();
+    for (i, &((seq, count), expected)) in TABLE.iter().enumerate() {
+        let bets: Vec<Bet> = (0..count).map(|n| bet(1, &format!("{i}{n}"), 1)).collect();
+        let answer = store.store_batch(agency(1), seq, &bets[..]).await;
+        assert_eq!(Answer::of(&answer), expected, "batch {seq} of {count} bets");
+    }
+    let progress = store.progress(agency(1)).await;
+    assert_eq!((progress.last_seq, progress.stored_bets), (3, 10));
+}

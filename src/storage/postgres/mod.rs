@@ -20,10 +20,10 @@
 //! `ReadyForLottery` sets the agency's flag under the same row lock (so no batch of it commits
 //! after) and sends `NOTIFY lottery_ready` with the agency. Every central `LISTEN`s on a
 //! connection of its own and counts each agency a notification names (see `storage/ready.rs`),
-//! and re-reads every ready agency every [`READY_POLL`] in case a notification was lost; the
-//! server counts each ready agency once in its barrier. The draw is
-//! one row of `draw`, written by whichever central gets there first (under an advisory lock);
-//! the others find it and check it covers the same bets. Winners are computed in SQL.
+//! and the server re-reads every ready agency every [`READY_POLL`](crate::storage::READY_POLL)
+//! in case a notification was lost; it counts each ready agency once in its barrier. The draw
+//! is one row of `draw`, written by whichever central gets there first (under an advisory
+//! lock); the others find it and check it covers the same bets. Winners are computed in SQL.
 //!
 //! # Layout
 //! - `store.rs`: [`PgStore`], the database store's face: open, submit, read, close;
@@ -49,9 +49,6 @@ use std::time::Duration;
 
 pub use connect::Opened;
 pub use store::PgStore;
-
-/// How often a central re-reads which agencies are ready, besides when it is notified.
-pub const READY_POLL: Duration = Duration::from_secs(1);
 
 /// How long connecting to the database may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,4 +1,4 @@
-//! The budgets of connections anyone can open: the [`Newcomers`] that have not said `Hello`
+//! The connections anyone can open and keep: the [`Newcomers`] that have not said `Hello`
 //! (`LOTTERY_MAX_PENDING_HELLOS`), and the [`Throttle`] that keeps what such peers cause to one
 //! log line a second.
 
