@@ -81,10 +81,6 @@ $agencies_line
       - ./server/config.ini:/etc/lottery/config.ini:ro
     networks:
       - lottery
-    # One socket per connection place and one per agency waiting for the draw: more than the
-    # 1,024 open files many systems give a process (docs/operations.md, "Security and limits").
-    ulimits:
-      nofile: 65536
     healthcheck:
       # Proves the central answers the protocol (Ping → Pong), not only that a port is open.
       test: ["CMD", "/usr/local/bin/lottery-server", "healthcheck"]
