@@ -467,20 +467,9 @@ async fn ready_behind_a_stalled_holder_of_its_row_ends_the_holder() {
 async fn a_database_that_refuses_the_central_is_reported_at_once() {
     let Some(db) = test_database("refused").await else { return };
     let url = db.url.replace(&format!("dbname={}", db.name), "dbname=no_such_lottery_database");
-    let env = [
-        ("SERVER_IP", "127.0.0.1".to_owned()),
-        ("SERVER_PORT", "0".to_owned()),
-        ("LOTTERY_DATABASE_URL", url.clone()),
-    ];
-    let (code, lines) = Process::start(common::SERVER_BIN, &env).finish().await;
-    assert_eq!(code, Some(1), "{lines:#?}");
-    let failed = common::line_with(&lines, "action: server | result: fail");
+    let (failed, lines) = stops_at_once_with_lines(&url).await;
     assert!(failed.contains("refused this central"), "{failed}");
     assert!(failed.contains("no_such_lottery_database"), "{failed}");
-    assert!(
-        !lines.iter().any(|l| l.contains("action: database | result: in_progress")),
-        "{lines:#?}"
-    );
     let password = url.split("password=").nth(1).unwrap().split(' ').next().unwrap();
     assert!(lines.iter().all(|l| !l.contains(password)), "password logged: {lines:#?}");
 }
@@ -548,6 +537,11 @@ async fn role_on(db: &common::postgres::TestDb, owner: bool, settings: &[&str]) 
 
 /// A central on `url`, expected to stop at once: its failure line.
 async fn stops_at_once(url: &str) -> String {
+    stops_at_once_with_lines(url).await.0
+}
+
+/// [`stops_at_once`], and every line the central logged.
+async fn stops_at_once_with_lines(url: &str) -> (String, Vec<String>) {
     let env = [
         ("SERVER_IP", "127.0.0.1".to_owned()),
         ("SERVER_PORT", "0".to_owned()),
@@ -559,7 +553,7 @@ async fn stops_at_once(url: &str) -> String {
         !lines.iter().any(|l| l.contains("action: database | result: in_progress")),
         "a permanent error is not retried: {lines:#?}"
     );
-    common::line_with(&lines, "action: server | result: fail").to_owned()
+    (common::line_with(&lines, "action: server | result: fail").to_owned(), lines)
 }
 
 /// Errors waiting does not fix — a role without the right to create tables, a table of the same
