@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::ConfigError;
@@ -63,9 +65,11 @@ type Setting = (usize, String, String);
 type LineError = (usize, String);
 
 /// `key = value` (or `key: value`) lines of an INI file's `[DEFAULT]` section, as Python's
-/// `configparser` reads the original `config.ini`; `#` and `;` start comments.
+/// `configparser` reads the original `config.ini`; `#` and `;` start comments. A key set twice
+/// (in any case, as `configparser` folds it) is refused, as `configparser` refuses it.
 fn ini_pairs(text: &str) -> Result<Vec<Setting>, LineError> {
     let mut pairs = Vec::new();
+    let mut first_lines: HashMap<String, usize> = HashMap::new();
     let mut in_default = false;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -85,39 +89,54 @@ fn ini_pairs(text: &str) -> Result<Vec<Setting>, LineError> {
         if !in_default {
             return Err((i + 1, "settings go in the [DEFAULT] section".into()));
         }
-        pairs.push((i + 1, key.trim().to_owned(), value.trim().to_owned()));
+        let key = key.trim();
+        if let Some(first) = first_lines.insert(key.to_ascii_lowercase(), i + 1) {
+            return Err((
+                i + 1,
+                format!("duplicate key {}: already set on line {first}; set it once", echo(key)),
+            ));
+        }
+        pairs.push((i + 1, key.to_owned(), value.trim().to_owned()));
     }
     Ok(pairs)
 }
 
-/// The scalars of a YAML mapping, by dotted path (`server.address`).
+/// The scalars of a YAML mapping, by dotted path (`server.address`), each with its key's line.
 fn yaml_pairs(text: &str) -> Result<Vec<Setting>, LineError> {
     let documents = YamlLoader::load_from_str(text)
         .map_err(|e| (e.marker().line(), format!("not valid YAML: {}", e.info())))?;
     let mut pairs = Vec::new();
     if let Some(root) = documents.first() {
-        flatten(root, String::new(), text, &mut pairs)?;
+        let mut lines = KeyLines::default();
+        Parser::new_from_str(text)
+            .load(&mut lines, false)
+            .map_err(|e| (e.marker().line(), format!("not valid YAML: {}", e.info())))?;
+        flatten(root, String::new(), &lines.lines, &mut pairs)?;
     }
     Ok(pairs)
 }
 
-fn flatten(node: &Yaml, path: String, text: &str, out: &mut Vec<Setting>) -> Result<(), LineError> {
-    // The loader keeps no positions; a key's line is where its name first appears.
-    let line_of = |key: &str| {
-        let leaf = key.rsplit('.').next().unwrap_or(key);
-        text.lines()
-            .position(|l| l.trim_start().starts_with(&format!("{leaf}:")))
-            .map_or(0, |i| i + 1)
-    };
+fn flatten(
+    node: &Yaml,
+    path: String,
+    lines: &HashMap<String, usize>,
+    out: &mut Vec<Setting>,
+) -> Result<(), LineError> {
+    let line_of = |path: &str| lines.get(path).copied().unwrap_or(0);
     let scalar = match node {
         Yaml::Hash(map) => {
             for (key, value) in map {
                 let key = match key {
                     Yaml::String(k) => k.clone(),
-                    other => return Err((0, format!("keys must be names, found {other:?}"))),
+                    other => {
+                        return Err((
+                            line_of(&path),
+                            format!("keys must be names, found {other:?}"),
+                        ));
+                    }
                 };
                 let path = if path.is_empty() { key } else { format!("{path}.{key}") };
-                flatten(value, path, text, out)?;
+                flatten(value, path, lines, out)?;
             }
             return Ok(());
         }
@@ -129,6 +148,73 @@ fn flatten(node: &Yaml, path: String, text: &str, out: &mut Vec<Setting>) -> Res
     };
     out.push((line_of(&path), path, scalar));
     Ok(())
+}
+
+/// The line of each key of the first document's mappings, by dotted path: the loader keeps no
+/// positions, so the parser's events are read once more for them. A key given twice has the
+/// line of its last occurrence, whose value the loader keeps.
+#[derive(Default)]
+struct KeyLines {
+    lines: HashMap<String, usize>,
+    /// The open collections: a mapping's path and the key awaiting its value, or a sequence.
+    open: Vec<Open>,
+    /// Whether the first document has ended.
+    done: bool,
+}
+
+enum Open {
+    Mapping { path: String, key: Option<String> },
+    Sequence,
+}
+
+impl KeyLines {
+    /// A value (scalar, collection or alias) has been read: the key it answered is settled.
+    /// Returns the path of a collection opened as that value.
+    fn value_read(&mut self) -> String {
+        match self.open.last_mut() {
+            Some(Open::Mapping { path, key }) => match key.take() {
+                Some(key) if path.is_empty() => key,
+                Some(key) => format!("{path}.{key}"),
+                None => path.clone(),
+            },
+            Some(Open::Sequence) | None => String::new(),
+        }
+    }
+}
+
+impl MarkedEventReceiver for KeyLines {
+    fn on_event(&mut self, event: Event, mark: Marker) {
+        if self.done {
+            return;
+        }
+        let awaiting_key = matches!(self.open.last(), Some(Open::Mapping { key: None, .. }));
+        match event {
+            Event::Scalar(name, ..) if awaiting_key => {
+                if let Some(Open::Mapping { path, key }) = self.open.last_mut() {
+                    let full =
+                        if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+                    self.lines.insert(full, mark.line());
+                    *key = Some(name);
+                }
+            }
+            Event::Scalar(..) | Event::Alias(_) => {
+                self.value_read();
+            }
+            Event::MappingStart(..) => {
+                let path = self.value_read();
+                self.open.push(Open::Mapping { path, key: None });
+            }
+            Event::SequenceStart(..) => {
+                self.value_read();
+                self.open.push(Open::Sequence);
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.open.pop();
+            }
+            Event::DocumentEnd => self.done = true,
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -168,5 +254,24 @@ mod tests {
         );
         let (line, reason) = yaml_pairs("server:\n  address: [a\n").unwrap_err();
         assert!(line >= 2 && reason.starts_with("not valid YAML"), "{line} {reason}");
+    }
+
+    #[test]
+    fn ini_refuses_a_key_set_twice_naming_both_lines() {
+        let text = "[DEFAULT]\nSERVER_PORT = 1\nLOGGING_LEVEL = INFO\nserver_port = 2\n";
+        let (line, reason) = ini_pairs(text).unwrap_err();
+        assert_eq!(line, 4);
+        assert!(reason.contains("\"server_port\"") && reason.contains("line 2"), "{reason}");
+    }
+
+    #[test]
+    fn yaml_keys_are_on_their_own_lines() {
+        // `level` appears first under `log`; `batch.level` is on line 5, not line 2.
+        let text = "log:\n  level: INFO\nbatch:\n  maxAmount: 5\n  level: [1, 2]\n";
+        assert_eq!(yaml_pairs(text).unwrap_err().0, 5);
+        let text = "loop:\n  period: 1s\nserver:\n  period: 5\n  address: \"a:1\"\n";
+        let pairs = yaml_pairs(text).unwrap();
+        let lines: Vec<(usize, &str)> = pairs.iter().map(|(l, k, _)| (*l, k.as_str())).collect();
+        assert_eq!(lines, [(2, "loop.period"), (4, "server.period"), (5, "server.address")]);
     }
 }

@@ -371,6 +371,13 @@ fn a_malformed_or_unknown_file_setting_names_file_and_line() {
     let err = ServerConfig::load(["lottery-server"], env).unwrap_err().to_string();
     assert!(err.contains("line 3: unknown key \"SERVER_PROT\""), "{err}");
 
+    std::fs::write(&ini, "[DEFAULT]\nSERVER_PORT = 1\n; again\nserver_port = 2\n").unwrap();
+    let err = ServerConfig::load(["lottery-server"], env).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.ini, line 4: duplicate key \"server_port\": already set on line 2"),
+        "{err}"
+    );
+
     std::fs::write(&ini, "[DEFAULT]\nSERVER_PORT = lots\n").unwrap();
     let err = ServerConfig::load(["lottery-server"], env).unwrap_err().to_string();
     assert!(
