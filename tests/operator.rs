@@ -18,6 +18,14 @@ async fn help_and_version_describe_every_setting() {
     assert!(
         help.contains("Precedence: flag > environment variable > configuration file > default")
     );
+    for command in ["export <OUTPUT>", "verify [BETS_FILE]", "healthcheck"] {
+        assert!(help.contains(command), "{command} in {help}");
+    }
+    let (code, client_lines) = Process::start_with_args(CLIENT_BIN, &[], ["--help"]).finish().await;
+    assert_eq!(code, Some(0));
+    for line in lines.iter().chain(&client_lines) {
+        assert!(line.chars().count() <= 80, "{line:?} is wider than 80 columns");
+    }
     let (code, lines) = Process::start_with_args(CLIENT_BIN, &[], ["--version"]).finish().await;
     assert_eq!(code, Some(0));
     assert_eq!(lines, [format!("lottery-client {}", env!("CARGO_PKG_VERSION"))]);

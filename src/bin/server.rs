@@ -2,7 +2,8 @@
 //! until SIGTERM or Ctrl-C. Exit codes: 0 after a clean shutdown, 1 on a runtime failure, 2 on
 //! a bad configuration.
 //!
-//! `lottery-server --help` lists every setting with its flag, variable and default.
+//! `lottery-server --help` lists these subcommands and every setting with its flag, variable and
+//! default.
 //! `lottery-server export OUTPUT` writes the stored bets (from the bets file or the database the
 //! same settings name) to OUTPUT (`-`: standard output) as the original bets file: exit 0 if so.
 //! `lottery-server verify [BETS_FILE]` checks the bets file and its journal as a start would

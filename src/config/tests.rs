@@ -413,6 +413,59 @@ fn help_and_version_are_usage_with_exit_code_zero() {
     };
 }
 
+/// `--help` of `program`, as `load` returns it.
+fn help_of(program: &str) -> String {
+    let loaded = if program == "lottery-server" {
+        ServerConfig::load([program, "--help"], |_| None).map(drop)
+    } else {
+        ClientConfig::load([program, "--help"], |_| None).map(drop)
+    };
+    let Err(ConfigError::Usage { message, exit_code: 0 }) = loaded else {
+        panic!("{program} --help")
+    };
+    message
+}
+
+#[test]
+fn help_names_each_value_groups_settings_under_headings_and_fits_80_columns() {
+    for (program, options) in
+        [("lottery-server", SERVER_OPTIONS), ("lottery-client", CLIENT_OPTIONS)]
+    {
+        let help = help_of(program);
+        for line in help.lines() {
+            assert!(line.chars().count() <= 80, "{program}: {line:?} is wider than 80 columns");
+        }
+        assert!(!help.contains("<VALUE>"), "{help}");
+        for option in options {
+            assert!(super::options::HEADINGS.contains(&option.heading), "{}", option.flag);
+            assert!(!option.value.is_empty(), "--{} names its value", option.flag);
+            assert!(help.contains(&format!("--{} <{}>", option.flag, option.value)), "{help}");
+            assert!(help.contains(&format!("\n{}:\n", option.heading)), "{help}");
+        }
+    }
+    let help = help_of("lottery-server");
+    for value in ["<PORT>", "<DURATION>", "<PATH>"] {
+        assert!(help.contains(value), "{value} in {help}");
+    }
+    assert!(help.contains("\nCommands:\n  export "), "{help}");
+    for usage in ["export <OUTPUT> [OPTIONS]", "verify [BETS_FILE] [OPTIONS]", "healthcheck"] {
+        assert!(help.contains(&format!("lottery-server {usage}\n")), "{usage} in {help}");
+    }
+    assert!(help_of("lottery-client").contains("--check "));
+}
+
+/// The binary runs a subcommand only as the first argument; after a setting it is refused, not
+/// ignored (which would start the central).
+#[test]
+fn a_subcommand_after_a_setting_is_a_usage_error() {
+    let err = ServerConfig::load(["lottery-server", "--port", "1", "healthcheck"], |_| None);
+    let Err(ConfigError::Usage { message, exit_code: 2 }) = err else { panic!("{err:?}") };
+    assert!(message.contains("healthcheck must be the first argument"), "{message}");
+    let err = ServerConfig::load(["lottery-server", "exprot"], |_| None);
+    let Err(ConfigError::Usage { message, exit_code: 2 }) = err else { panic!("{err:?}") };
+    assert!(message.contains("'export'"), "a typo is answered with the subcommand: {message}");
+}
+
 #[test]
 fn durations() {
     assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
