@@ -1,6 +1,7 @@
 //! `lottery-client`: one agency. Uploads its bets, waits for the draw, logs its winners.
 //! `--check` validates the agency file offline instead; `--help` lists every setting.
-//! Exit codes: 0 when done (or stopped by SIGTERM/Ctrl-C), 1 on failure, 2 on a bad configuration.
+//! Exit codes: 0 when done (or stopped by SIGTERM/Ctrl-C), 1 on failure, 2 on a bad configuration,
+//! 3 when the central's receipt does not match the agency's rows.
 
 use std::process::ExitCode;
 
@@ -12,6 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 lottery::use_mimalloc!();
+
+/// The exit code when the central's receipt does not match the agency's rows: the central does
+/// not hold exactly what the agency's file says it sent.
+const RECEIPT_MISMATCH: u8 = 3;
 
 fn main() -> ExitCode {
     lottery::memory::without_huge_pages();
@@ -53,6 +58,8 @@ fn main() -> ExitCode {
         // No line of its own here: the graders read `action: exit` as compose's
         // `clientK exited with code N` and stop reading at the first one.
         Ok(()) | Err(ClientError::Cancelled) => ExitCode::SUCCESS,
+        // Its `recibo | result: fail` line, naming both sides, is logged already.
+        Err(ClientError::ReceiptMismatch { .. }) => ExitCode::from(RECEIPT_MISMATCH),
         Err(e) => {
             let action = match e {
                 ClientError::Connect { .. }

@@ -5,7 +5,8 @@
 //! `lottery-server --help` lists these subcommands and every setting with its flag, variable and
 //! default.
 //! `lottery-server export OUTPUT` writes the stored bets (from the bets file or the database the
-//! same settings name) to OUTPUT (`-`: standard output) as the original bets file: exit 0 if so.
+//! same settings name) to OUTPUT (`-`: standard output) as the original bets file: exit 0 if so;
+//! `export --agency K OUTPUT`, agency K's rows only (their SHA-256 is agency K's receipt).
 //! `lottery-server verify [BETS_FILE]` checks the bets file and its journal as a start would
 //! (every group's rows against their check), changing nothing: exit 0 if whole, 1 naming the
 //! first damage.
@@ -92,14 +93,24 @@ fn chain(error: &anyhow::Error) -> String {
     text
 }
 
-/// `lottery-server export OUTPUT [settings…]`: the stored bets as the original bets file.
+/// `lottery-server export [--agency K] OUTPUT [settings…]`: the stored bets as the original
+/// bets file (agency K's only, with `--agency`).
 fn export() -> ExitCode {
-    let mut args = std::env::args_os().skip(2);
+    let mut args = std::env::args_os().skip(2).peekable();
+    let agency = match export_agency(&mut args) {
+        Ok(agency) => agency,
+        Err(e) => {
+            eprintln!("export: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let Some(output) = args.next().filter(|o| !o.to_string_lossy().starts_with("--")) else {
         eprintln!(
-            "usage: lottery-server export OUTPUT [settings…]\n\
+            "usage: lottery-server export [--agency K] OUTPUT [settings…]\n\
              writes the stored bets as the original bets file to OUTPUT (- for standard output), \
-             reading them from LOTTERY_DATABASE_URL's database, or else BETS_FILE"
+             reading them from LOTTERY_DATABASE_URL's database, or else BETS_FILE; with \
+             --agency K, agency K's rows only, in the order it sent them (their SHA-256 is its \
+             receipt)"
         );
         return ExitCode::from(2);
     };
@@ -117,7 +128,7 @@ fn export() -> ExitCode {
     let run = async {
         if to_stdout {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            server::export(&config, &mut out).await.map_err(anyhow::Error::from)
+            server::export(&config, agency, &mut out).await.map_err(anyhow::Error::from)
         } else {
             // Written beside OUTPUT and renamed over it once whole: never a half-written export.
             let mut partial = output.clone().into_os_string();
@@ -126,7 +137,7 @@ fn export() -> ExitCode {
             let file = std::fs::File::create(&partial)
                 .with_context(|| format!("cannot create {}", partial.display()))?;
             let mut out = std::io::BufWriter::new(file);
-            let written = server::export(&config, &mut out).await;
+            let written = server::export(&config, agency, &mut out).await;
             let finished = written.map_err(anyhow::Error::from).and_then(|bytes| {
                 let file = out.into_inner().context("cannot write the export")?;
                 file.sync_all().context("cannot sync the export")?;
@@ -156,6 +167,30 @@ fn export() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `export`'s `--agency K` (or `--agency=K`), when it comes first: the agency whose rows to
+/// export.
+fn export_agency(
+    args: &mut std::iter::Peekable<impl Iterator<Item = std::ffi::OsString>>,
+) -> Result<Option<lottery::domain::AgencyId>, String> {
+    let Some(first) = args.peek().map(|a| a.to_string_lossy().into_owned()) else {
+        return Ok(None);
+    };
+    let value = if first == "--agency" {
+        args.next();
+        args.next().map(|v| v.to_string_lossy().into_owned())
+    } else if let Some(value) = first.strip_prefix("--agency=") {
+        let value = value.to_owned();
+        args.next();
+        Some(value)
+    } else {
+        return Ok(None);
+    };
+    let value = value.ok_or("--agency needs an agency number (1, 2, …)")?;
+    lottery::domain::AgencyId::parse(&value)
+        .map(Some)
+        .map_err(|e| format!("--agency {value:?}: expected an agency number (1, 2, …): {e}"))
 }
 
 /// `lottery-server verify [BETS_FILE] [settings…]`: checks a bets file and its journal without

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::config::{ClientConfig, DEFAULT_CLIENT_READ_TIMEOUT};
-use crate::domain::AgencyId;
+use crate::domain::{AgencyId, Receipt};
 use crate::protocol::{
-    ClientCodec, ClientMessage, CodecError, EncodedBatch, EncodedBatchMessage, PROTOCOL_VERSION,
-    ServerMessage, WireBet,
+    ClientCodec, ClientMessage, CodecError, EncodedBatch, EncodedBatchMessage, ErrorCode,
+    PROTOCOL_VERSION, ServerMessage, WireBet,
 };
 
 use super::ClientError;
@@ -47,6 +47,8 @@ pub struct Connection {
     /// The central answered a `Ping` after this connection's `ReadyForLottery`: it holds the
     /// agency's readiness, and the agency is only waiting for the draw.
     ready_confirmed: bool,
+    /// The central's receipt, once it sent it (after the draw, before the winners).
+    receipt: Option<Receipt>,
 }
 
 impl Connection {
@@ -95,8 +97,20 @@ impl Connection {
             Ok::<_, ClientError>(frames.next().await)
         });
         match welcome.await? {
-            Some(Ok(ServerMessage::Welcome { next_seq, stored_bets, .. })) => {
-                Ok(Self { frames, next_seq, stored_bets, timeout, ready_confirmed: false })
+            Some(Ok(ServerMessage::Welcome { version, .. })) if version != PROTOCOL_VERSION => {
+                let message = format!("it answered Hello with version {version}");
+                Err(ClientError::VersionRefused { ours: PROTOCOL_VERSION, message })
+            }
+            Some(Ok(ServerMessage::Welcome { next_seq, stored_bets, .. })) => Ok(Self {
+                frames,
+                next_seq,
+                stored_bets,
+                timeout,
+                ready_confirmed: false,
+                receipt: None,
+            }),
+            Some(Ok(ServerMessage::Error { code: ErrorCode::UnsupportedVersion, message })) => {
+                Err(ClientError::VersionRefused { ours: PROTOCOL_VERSION, message })
             }
             Some(Ok(ServerMessage::Error { code, message })) => {
                 Err(ClientError::Server { code, message })
@@ -273,6 +287,8 @@ impl Connection {
     /// the read timeout; the first `Pong` sets [`Connection::ready_confirmed`]: the central holds the agency's
     /// readiness and is alive. More than `most` winners (the agency's own winning bets) is an
     /// error as soon as it arrives, so a central cannot make the agency hold an endless list.
+    /// The central's `Receipt`, which comes before the winners, is kept for
+    /// [`Connection::receipt`].
     ///
     /// # Errors
     /// `Server` when the central refuses or cannot run the draw; `Timeout` when a `Pong` does
@@ -308,6 +324,9 @@ impl Connection {
                     pong_due = None;
                     self.ready_confirmed = true;
                 }
+                ServerMessage::Receipt { bets, sha256 } if self.receipt.is_none() => {
+                    self.receipt = Some(Receipt { bets, sha256 });
+                }
                 ServerMessage::Winners { documents, last } => {
                     winners.extend(documents);
                     if winners.len() > most {
@@ -326,6 +345,11 @@ impl Connection {
                 other => return Err(unexpected("Winners", &other)),
             }
         }
+    }
+
+    /// The central's receipt for this agency, once [`Connection::wait_for_draw`] received it.
+    pub fn receipt(&self) -> Option<Receipt> {
+        self.receipt
     }
 
     /// Checks that the central answers.

@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::domain::Receipt;
 use crate::protocol::{CodecError, ErrorCode, RejectReason};
 
 /// Why an agency session failed.
@@ -42,6 +43,15 @@ pub enum ClientError {
     FileShorter { path: PathBuf, stored: u64, rows: u64 },
     #[error("stopped by a shutdown signal")]
     Cancelled,
+    #[error("the central refused this agency's protocol version {ours}: {message}")]
+    VersionRefused { ours: u16, message: String },
+    #[error(
+        "the central's receipt does not match this agency's rows: the central holds {} bets \
+         (sha256 {}), this agency sent {} (sha256 {}); the central does not hold exactly what \
+         this agency's file says it sent",
+        central.bets, central.hex(), ours.bets, ours.hex()
+    )]
+    ReceiptMismatch { ours: Receipt, central: Receipt },
 }
 
 impl ClientError {

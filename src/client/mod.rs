@@ -31,5 +31,5 @@ mod upload;
 
 pub use connection::{Connection, PING_EVERY, ping};
 pub use error::ClientError;
-pub use reader::{CHECK_REPORTED_ROWS, CheckReport, check_file, read_batches};
+pub use reader::{CHECK_REPORTED_ROWS, CheckReport, Whole, check_file, read_batches};
 pub use upload::{Outcome, run, run_with_progress};

@@ -7,8 +7,10 @@ use tokio::sync::mpsc;
 
 use super::ClientError;
 use crate::config::{BetSource, ClientConfig};
-use crate::csv_rows::RecordReader;
-use crate::domain::{BetNumber, BetText, Checker, has_won, is_winning, latest_birthdate};
+use crate::csv_rows::{RecordReader, RowHasher};
+use crate::domain::{
+    AgencyId, BetNumber, BetText, Checker, Receipt, has_won, is_winning, latest_birthdate,
+};
 use crate::protocol::{
     EncodedBatch, MAX_BATCH_BYTES, WireBet, WireBetRef, batch_end_frame_max_len,
 };
@@ -21,9 +23,18 @@ const READ_AHEAD_BATCHES: usize = 4;
 pub(super) enum Read {
     /// The next batch to send, already in wire form.
     Batch(EncodedBatch),
-    /// The whole source was read: the documents of its winning bets (the rows the central already
-    /// held included), which are the only winners the central may send this agency.
-    End { winners: Vec<String> },
+    /// The whole source was read.
+    End(Whole),
+}
+
+/// What reading a whole source found, over every valid row (the rows the central already held
+/// included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Whole {
+    /// The documents of its winning bets: the only winners the central may send this agency.
+    pub winners: Vec<String>,
+    /// Its rows' receipt: how many, and the SHA-256 of their bets-file rows, in order.
+    pub receipt: Receipt,
 }
 
 type ReadResult = Result<Read, ClientError>;
@@ -34,19 +45,22 @@ pub(super) fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<R
     match &config.source {
         BetSource::Single(bet) => {
             let winners = has_won(bet).then(|| bet.document.to_string()).into_iter().collect();
+            let mut receipt = RowHasher::new(config.id);
+            receipt.push(&bet.as_text());
+            let receipt = receipt.finish();
             // The channel has room for both: this cannot fail.
             if skip == 0 {
                 let batch = EncodedBatch::from(vec![WireBet::from_bet(bet)]);
                 let _ = tx.try_send(Ok(Read::Batch(batch)));
             }
-            let _ = tx.try_send(Ok(Read::End { winners }));
+            let _ = tx.try_send(Ok(Read::End(Whole { winners, receipt })));
         }
         BetSource::File(path) => {
-            let (path, max) = (path.clone(), config.batch_max_amount.get());
+            let (path, max, agency) = (path.clone(), config.batch_max_amount.get(), config.id);
             tokio::task::spawn_blocking(move || {
                 let deliver = |batch| tx.blocking_send(Ok(Read::Batch(batch))).is_ok();
-                let read = read_batches(&path, max, skip, deliver);
-                let _ = tx.blocking_send(read.map(|winners| Read::End { winners }));
+                let read = read_batches(&path, agency, max, skip, deliver);
+                let _ = tx.blocking_send(read.map(Read::End));
             });
         }
     }
@@ -57,17 +71,20 @@ pub(super) fn spawn_reader(config: &ClientConfig, skip: u64) -> mpsc::Receiver<R
 /// skips its first `skip` rows (already stored at the central) and hands `deliver` batches of at
 /// most `max_amount` bets and `MAX_BATCH_BYTES` on the wire, each bet written in wire form
 /// straight from its row. Stops quietly when `deliver` returns false. Returns the documents of
-/// the file's winning bets, the skipped rows' included.
+/// the file's winning bets and the receipt of its rows as `agency`'s, the skipped rows' included
+/// (a skipped row that is no longer a valid bet is left out of the receipt, which then cannot
+/// match the central's).
 ///
 /// # Errors
 /// `DataFile` when the file cannot be opened; `BadRow` at the first invalid row (its batch is not
 /// delivered); `FileShorter` when the file has fewer than `skip` rows.
 pub fn read_batches(
     path: &Path,
+    agency: AgencyId,
     max_amount: usize,
     skip: u64,
     mut deliver: impl FnMut(EncodedBatch) -> bool,
-) -> Result<Vec<String>, ClientError> {
+) -> Result<Whole, ClientError> {
     let mut rows = Rows::open(path)?;
     let bad_row = |(line, reason)| ClientError::BadRow { path: path.to_owned(), line, reason };
     let empty_bytes = batch_end_frame_max_len();
@@ -76,7 +93,8 @@ pub fn read_batches(
     let mut batch = new_batch();
     let mut bytes = empty_bytes;
     let mut winners = Vec::new();
-    let skipped = rows.pass_over(skip, &mut winners);
+    let mut receipt = RowHasher::new(agency);
+    let skipped = rows.pass_over(skip, &mut winners, &mut receipt);
     if skipped < skip {
         return Err(ClientError::FileShorter {
             path: path.to_owned(),
@@ -89,12 +107,13 @@ pub fn read_batches(
         if is_winning(bet.number) {
             winners.push(bet.document().to_owned());
         }
+        receipt.push(&bet);
         let bet = WireBetRef::from_text(&bet);
         let len = bet.frame_len();
         // A bet is at most a few hundred bytes, so it always fits an empty batch.
         if !batch.is_empty() && bytes + len > MAX_BATCH_BYTES {
             if !deliver(std::mem::replace(&mut batch, new_batch())) {
-                return Ok(winners);
+                return Ok(Whole { winners, receipt: receipt.finish() });
             }
             bytes = empty_bytes;
         }
@@ -103,7 +122,7 @@ pub fn read_batches(
         // Deliver a full batch at once, so it is sent even if a later row is bad.
         if batch.len() == max_amount {
             if !deliver(std::mem::replace(&mut batch, new_batch())) {
-                return Ok(winners);
+                return Ok(Whole { winners, receipt: receipt.finish() });
             }
             bytes = empty_bytes;
         }
@@ -111,7 +130,7 @@ pub fn read_batches(
     if !batch.is_empty() {
         deliver(batch);
     }
-    Ok(winners)
+    Ok(Whole { winners, receipt: receipt.finish() })
 }
 
 /// What `check_file` found.
@@ -167,9 +186,11 @@ impl<R: io::Read> Rows<R> {
     }
 
     /// Passes over the first `n` rows (already stored, so checked when they were sent), adding
-    /// the documents of the winning ones to `winners`; returns how many rows there were (it
-    /// stops early at a row it cannot read).
-    fn pass_over(&mut self, n: u64, winners: &mut Vec<String>) -> u64 {
+    /// the documents of the winning ones to `winners` and each to `receipt`; returns how many
+    /// rows there were. A row that is no longer a valid bet (the file was edited since) counts
+    /// as passed over, and is left out of the receipt, which then cannot match the central's.
+    fn pass_over(&mut self, n: u64, winners: &mut Vec<String>, receipt: &mut RowHasher) -> u64 {
+        let latest_birthdate = self.latest_birthdate;
         let mut skipped = 0;
         while skipped < n {
             let Some(Ok(fields)) = self.records.next_record::<5>().map(|(_, row)| row.fields())
@@ -177,10 +198,13 @@ impl<R: io::Read> Rows<R> {
                 break;
             };
             skipped += 1;
-            if let Ok([_, _, document, _, number]) = fields.exact()
-                && BetNumber::parse_text(number).is_ok_and(is_winning)
-            {
+            let Ok(fields) = fields.exact() else { continue };
+            let [_, _, document, _, number] = fields;
+            if BetNumber::parse_text(number).is_ok_and(is_winning) {
                 winners.push(document.to_owned());
+            }
+            if let Ok(bet) = BetText::parse(fields, latest_birthdate) {
+                receipt.push(&bet);
             }
         }
         skipped
@@ -227,11 +251,12 @@ mod tests {
         let path = dir.path().join("agency-1.csv");
         std::fs::write(&path, contents).unwrap();
         let mut out = Vec::new();
-        let result = read_batches(&path, max_amount, skip, |b| {
+        let agency = AgencyId::new(1).unwrap();
+        let result = read_batches(&path, agency, max_amount, skip, |b| {
             out.push(decoded(b));
             true
         });
-        (out, result)
+        (out, result.map(|whole| whole.winners))
     }
 
     /// The bets the central reads from `batch`'s frame.
@@ -357,7 +382,8 @@ mod tests {
         let passes = (0..=out.len() as u64 + 1)
             .map(|n| {
                 let mut winners = Vec::new();
-                (rows_of().pass_over(n, &mut winners), winners)
+                let mut receipt = RowHasher::new(AgencyId::new(1).unwrap());
+                (rows_of().pass_over(n, &mut winners, &mut receipt), winners)
             })
             .collect();
         (out, passes)

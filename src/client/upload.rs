@@ -9,9 +9,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{BetSource, ClientConfig};
+use crate::domain::Receipt;
 
 use super::ClientError;
 use super::connection::Connection;
@@ -41,6 +42,8 @@ pub struct Outcome {
     pub uploaded_at: Option<std::time::Instant>,
     /// Connections that broke and were resumed.
     pub reconnects: u32,
+    /// The central's receipt for the agency's bets (it matched the agency's own).
+    pub receipt: Option<Receipt>,
 }
 
 /// Runs the agency: uploads every bet of `config.source`, then waits for and returns its winners.
@@ -148,6 +151,26 @@ fn check_winners(received: &[String], mut own: Vec<String>) -> Result<(), Client
     })
 }
 
+/// Compares the central's receipt with the agency's own (over the valid rows of its file, in
+/// order) and logs `recibo`: `success` with the count and digest when they match; `fail` naming
+/// both sides when they do not, and `ReceiptMismatch` (exit code 3).
+fn check_receipt(own: &Receipt, central: &Receipt) -> Result<(), ClientError> {
+    if own == central {
+        info!(action = "recibo", result = "success", apuestas = own.bets, sha256 = %own.hex());
+        return Ok(());
+    }
+    error!(
+        action = "recibo",
+        result = "fail",
+        apuestas = own.bets,
+        sha256 = %own.hex(),
+        apuestas_central = central.bets,
+        sha256_central = %central.hex(),
+        error = "the central does not hold exactly the rows this agency's file says it sent",
+    );
+    Err(ClientError::ReceiptMismatch { ours: *own, central: *central })
+}
+
 /// One connection's share of the work: the bets the central does not hold yet, with up to
 /// `batch_window` batches in flight, then the winners.
 async fn session(
@@ -184,8 +207,8 @@ async fn session(
             };
             let batch = match next {
                 Some(Ok(Read::Batch(batch))) => batch,
-                Some(Ok(Read::End { winners })) => {
-                    own_winners = Some(winners);
+                Some(Ok(Read::End(whole))) => {
+                    own_winners = Some(whole);
                     reading = false;
                     break;
                 }
@@ -245,12 +268,26 @@ async fn session(
         ack_max_ms = format_args!("{:.2}", percentile(100)),
     );
     outcome.uploaded_at = Some(std::time::Instant::now());
-    // The reader ends every source it reads whole with its winning documents.
-    let own_winners = own_winners.ok_or(ClientError::ReadIncomplete)?;
+    // The reader ends every source it reads whole with its winning documents and receipt.
+    let own = own_winners.ok_or(ClientError::ReadIncomplete)?;
     pacer.step(token).await?;
-    let wait = connection.wait_for_draw(own_winners.len());
-    outcome.winners = cancellable(token, wait).await??;
-    check_winners(&outcome.winners, own_winners)?;
+    let wait = connection.wait_for_draw(own.winners.len());
+    let waited = cancellable(token, wait).await?;
+    // The receipt comes before the winners, and decides first: when the central does not hold
+    // exactly this agency's rows, its winners cannot be right either.
+    match connection.receipt() {
+        Some(central) => {
+            outcome.receipt = Some(central);
+            check_receipt(&own.receipt, &central)?;
+        }
+        None if waited.is_ok() => {
+            let got = "Winners without a Receipt".to_owned();
+            return Err(ClientError::Unexpected { expected: "Receipt", got });
+        }
+        None => {}
+    }
+    outcome.winners = waited?;
+    check_winners(&outcome.winners, own.winners)?;
     // A whole period from the answer, however long the draw took to come.
     pacer.restart();
     pacer.step(token).await?;

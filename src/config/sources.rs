@@ -37,8 +37,9 @@ pub(super) const SERVER: Program = Program {
     commands: &[
         Subcommand {
             name: "export",
-            usage: "export <OUTPUT> [OPTIONS]",
-            about: "write the stored bets as the original bets file to OUTPUT (-: standard output)",
+            usage: "export [--agency <K>] <OUTPUT> [OPTIONS]",
+            about: "write the stored bets as the original bets file to OUTPUT (-: standard \
+                    output); agency K's rows only, with --agency",
         },
         Subcommand {
             name: "verify",

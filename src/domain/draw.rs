@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{AgencyId, Bet, BetNumber, Document};
+use super::{AgencyId, Bet, BetNumber, Document, Receipt, Receipts};
 
 /// The winning number of the original exercise (`LOTTERY_WINNER_NUMBER`).
 pub const WINNING_NUMBER: BetNumber = BetNumber::new_const(7574);
@@ -17,11 +17,13 @@ pub fn is_winning(number: BetNumber) -> bool {
     number == WINNING_NUMBER
 }
 
-/// The outcome of the draw: every agency's winning documents, in the order the bets were stored.
+/// The outcome of the draw: every agency's winning documents, in the order the bets were stored,
+/// and the receipts of what it drew from.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Draw {
     winners: HashMap<AgencyId, Vec<Document>>,
     bets: u64,
+    receipts: Receipts,
 }
 
 impl Draw {
@@ -43,7 +45,28 @@ impl Draw {
 
     /// The draw from an index of winners kept as bets were stored, over `bets` bets.
     pub fn from_winners(winners: HashMap<AgencyId, Vec<Document>>, bets: u64) -> Self {
-        Self { winners, bets }
+        Self { winners, bets, receipts: Receipts::default() }
+    }
+
+    /// The draw with the receipts of the bets it drew from, as the store holds them.
+    #[must_use]
+    pub fn with_receipts(self, receipts: Receipts) -> Self {
+        Self { receipts, ..self }
+    }
+
+    /// `agency`'s receipt: its bets the store holds, and their rows' SHA-256.
+    pub fn receipt_for(&self, agency: AgencyId) -> Receipt {
+        self.receipts.receipt_for(agency)
+    }
+
+    /// Every agency's receipt.
+    pub fn receipts(&self) -> &Receipts {
+        &self.receipts
+    }
+
+    /// The draw's digest over every agency's receipt (see [`Receipts::digest`]).
+    pub fn digest(&self) -> Receipt {
+        self.receipts.digest()
     }
 
     /// The winning documents of `agency`'s bets, and of no other agency's.

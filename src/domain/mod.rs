@@ -11,12 +11,15 @@
 //!   [`Bets`], what the stores take;
 //! - `rules.rs`: the rules on a bet's fields both sides apply (birthdate, dates, names, digits);
 //! - `draw.rs`: the winner rule and [`Draw`], the outcome of the draw;
+//! - `receipt.rs`: [`Receipt`], an agency's count of bets and the SHA-256 of their rows, and
+//!   [`Receipts`], every agency's with the draw's digest;
 //! - `error.rs`: [`BetError`].
 
 mod bet;
 mod bet_batch;
 mod draw;
 mod error;
+mod receipt;
 mod rules;
 
 pub use bet::{
@@ -25,6 +28,7 @@ pub use bet::{
 pub use bet_batch::{BetBatch, Bets, CheckedBet, text_at};
 pub use draw::{Draw, WINNING_NUMBER, has_won, is_winning};
 pub use error::BetError;
+pub use receipt::{Receipt, ReceiptHasher, Receipts, hex};
 pub(crate) use rules::write_date;
 pub use rules::{
     Checker, NAME_MAX_CHARS, latest_birthdate, latest_birthdate_on, parse_date, parse_digits,

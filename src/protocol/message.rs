@@ -11,7 +11,7 @@ use crate::domain::{Bet, BetText};
 
 /// Version spoken by this build; sent in [`ClientMessage::Hello`] and echoed in
 /// [`ServerMessage::Welcome`].
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Agency → central.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +50,11 @@ pub enum ServerMessage {
     Error { code: ErrorCode, message: String },
     /// Answer to `Ping`.
     Pong,
+    /// Sent after the draw, before the agency's `Winners`: how many of the agency's bets the
+    /// central holds, and the SHA-256 of exactly those rows in the bets file's encoding, in the
+    /// order the agency sent them (`lottery-server export --agency K - | sha256sum`). Since
+    /// version 5.
+    Receipt { bets: u64, sha256: [u8; 32] },
 }
 
 /// Why a batch was refused.

@@ -385,8 +385,11 @@ impl Handler {
             Some(ServerMessage::Winners { last, .. }) => *last = true,
             _ => chunks.push(ServerMessage::Winners { documents: Vec::new(), last: true }),
         }
+        // The receipt first: the agency checks what the central holds before its winners.
+        let receipt = draw.receipt_for(agency);
+        chunks.insert(0, ServerMessage::Receipt { bets: receipt.bets, sha256: receipt.sha256 });
         self.send_all(chunks).await?;
-        info!(action = "ganadores_enviados", result = "success", agency = %agency, cant_ganadores = winners.len());
+        info!(action = "ganadores_enviados", result = "success", agency = %agency, cant_ganadores = winners.len(), apuestas = receipt.bets, sha256 = %receipt.hex());
         Ok(())
     }
 }

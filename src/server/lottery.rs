@@ -255,7 +255,8 @@ impl Lottery {
                         action,
                         result = "success",
                         apuestas = draw.bets(),
-                        ganadores = draw.total_winners()
+                        ganadores = draw.total_winners(),
+                        sha256 = %draw.digest().hex()
                     );
                     metrics::gauge!("lottery_draw_done").set(1.0);
                     let draw = Arc::new(draw);

@@ -162,7 +162,7 @@ impl Session {
     fn hello(&mut self, version: u16, agency: u32, token: Option<&str>, rules: &Rules) -> Step {
         if version != PROTOCOL_VERSION {
             let message =
-                format!("protocol version {version}; this central speaks {PROTOCOL_VERSION}");
+                format!("the agency speaks protocol version {version}; this central speaks version {PROTOCOL_VERSION}: run an agency and a central of the same version");
             return close(ErrorCode::UnsupportedVersion, message);
         }
         let expected = 1..=rules.agencies.get();

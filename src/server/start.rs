@@ -19,6 +19,7 @@ use super::lottery::Lottery;
 use super::metrics;
 use super::shared::Shared;
 use crate::config::ServerConfig;
+use crate::domain::AgencyId;
 use crate::storage::{self, Location, StorageError, Store, StoreOptions, Verified};
 
 /// How long shutdown waits for open connections to close before giving up on them.
@@ -138,13 +139,15 @@ fn options(config: &ServerConfig) -> StoreOptions {
 /// Writes the stored bets to `out` as the original bets file (`lottery-server export`): with
 /// PostgreSQL, every stored bet in the order stored, encoded as the file store encodes them;
 /// with the file store, the committed part of the bets file, checked as a start checks it and
-/// changing nothing (a central running on the file must be stopped first). Returns the bytes
-/// written.
+/// changing nothing (a central running on the file must be stopped first). With `agency`, only
+/// its rows, in the order stored (`export --agency K`: their SHA-256 is the agency's receipt).
+/// Returns the bytes written.
 ///
 /// # Errors
 /// The store's: it cannot be opened, read or checked, or `out` cannot be written.
 pub async fn export(
     config: &ServerConfig,
+    agency: Option<AgencyId>,
     out: &mut impl std::io::Write,
 ) -> Result<u64, ServerError> {
     let options = StoreOptions { min_free_bytes: 0, ..options(config) };
@@ -155,7 +158,7 @@ pub async fn export(
         file => file,
     };
     let mut counted = CountingWriter { out, bytes: 0 };
-    Store::export(location, options, &mut counted).await?;
+    Store::export(location, options, agency, &mut counted).await?;
     let write_error = |source| StorageError::Write { path: "the export's output".into(), source };
     counted.flush().map_err(write_error)?;
     Ok(counted.bytes)

@@ -18,6 +18,7 @@
 //! - `error.rs`: [`StorageError`];
 //! - `ready.rs`: [`ReadyFeed`], the agencies a shared store says became ready on any central;
 //! - `rows.rs`: the bets file's row format (the file store's rows, and every store's export);
+//! - `receipts.rs`: every agency's receipt from the stored rows, and one agency's rows exported;
 //! - [`file`]: the bets file and its journal ([`file::BetStore`]), one central's;
 //! - [`postgres`]: the bets in PostgreSQL ([`postgres::PgStore`]), shared by several centrals.
 
@@ -26,6 +27,7 @@ mod error;
 pub mod file;
 pub mod postgres;
 mod ready;
+mod receipts;
 mod rows;
 mod store;
 
@@ -40,6 +42,7 @@ use crate::domain::Draw;
 pub use error::StorageError;
 pub(crate) use ready::ReadyInbox;
 pub use ready::{READY_POLL, ReadyFeed, ReadyNews};
+pub(crate) use receipts::{ReceiptsBuilder, copy_agency_rows};
 pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
 pub use store::{Location, Opened, Store, verify};

@@ -1,4 +1,5 @@
-//! The bets file's row format, shared with the original Python helpers: writing and reading it.
+//! The bets file's row format, shared with the original Python helpers: writing and reading it
+//! (the encoder itself is `csv_rows::encode_rows`, which the agency's receipt uses too).
 //!
 //! CSV, no header, one row `agency,first_name,last_name,document,birthdate,number` per bet,
 //! UTF-8, `\r\n` line ends and minimal quoting, exactly as Python's `csv.writer` writes, so the
@@ -11,8 +12,9 @@ use std::path::Path;
 use chrono::NaiveDate;
 
 use super::StorageError;
+pub(crate) use crate::csv_rows::encode_rows;
 use crate::csv_rows::{csv_reader, fields, record_line};
-use crate::domain::{AgencyId, Bet, BetError, Bets, write_date};
+use crate::domain::{AgencyId, Bet, BetError};
 
 /// Writes `bets` as bets-file rows, Python `csv.writer` style.
 ///
@@ -20,48 +22,6 @@ use crate::domain::{AgencyId, Bet, BetError, Bets, write_date};
 /// Any error writing to `out`.
 pub fn store_bets(mut out: impl io::Write, bets: &[Bet]) -> io::Result<()> {
     out.write_all(&encode_rows(bets))
-}
-
-/// The bets-file rows of `bets`, exactly as Python's `csv.writer` (`QUOTE_MINIMAL`, `\r\n`)
-/// writes them. Written by hand: it is on every stored bet's path, and only the names can need
-/// quoting (the other fields are digits and dashes).
-pub(crate) fn encode_rows(bets: &(impl Bets + ?Sized)) -> Vec<u8> {
-    let mut rows = Vec::with_capacity(bets.bet_count() * 64);
-    let mut agency = itoa::Buffer::new();
-    let mut number = itoa::Buffer::new();
-    let mut date = [0; 10];
-    for (id, bet) in bets.bet_texts() {
-        let [first_name, last_name, document] = bet.text_bytes();
-        rows.extend_from_slice(agency.format(id.get()).as_bytes());
-        rows.push(b',');
-        push_field(&mut rows, first_name);
-        rows.push(b',');
-        push_field(&mut rows, last_name);
-        rows.push(b',');
-        rows.extend_from_slice(document);
-        rows.push(b',');
-        rows.extend_from_slice(write_date(bet.birthdate, &mut date).as_bytes());
-        rows.push(b',');
-        rows.extend_from_slice(number.format(bet.number.get()).as_bytes());
-        rows.extend_from_slice(b"\r\n");
-    }
-    rows
-}
-
-/// A field, quoted (with its quotes doubled) when it holds a delimiter, a quote or a line break.
-fn push_field(out: &mut Vec<u8>, field: &[u8]) {
-    if field.iter().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
-        out.push(b'"');
-        for &b in field {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(field);
-    }
 }
 
 /// Streams every bet of a bets file, one row in memory at a time.

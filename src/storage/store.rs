@@ -270,8 +270,9 @@ impl Store {
         }
     }
 
-    /// Writes every stored bet at `location` to `out` as bets-file rows, in the order stored
-    /// (what `lottery-server export` writes), and returns the bytes written: the committed part
+    /// Writes every stored bet at `location` (or `agency`'s only: `export --agency K`, whose
+    /// SHA-256 is the agency's receipt) to `out` as bets-file rows, in the order stored (what
+    /// `lottery-server export` writes), and returns the bytes written: the committed part
     /// of the bets file, checked as a start checks it (every group's rows against their CRC)
     /// but read-only — nothing is cut, adopted or created, and a read-only directory will do —
     /// or the database's bets encoded the same way.
@@ -282,16 +283,20 @@ impl Store {
     pub async fn export(
         location: Location,
         options: StoreOptions,
+        agency: Option<AgencyId>,
         out: &mut impl std::io::Write,
     ) -> Result<u64, StorageError> {
         match location {
             Location::File(path) => {
                 let inspected = inspect_blocking(path).await?;
-                inspected.export(out)
+                match agency {
+                    Some(agency) => inspected.export_agency(agency, out),
+                    None => inspected.export(out),
+                }
             }
             Location::Database { url, central } => {
                 let (store, _) = PgStore::open(&url, options, central).await?;
-                let exported = store.export(out).await;
+                let exported = store.export(agency, out).await;
                 store.close().await;
                 exported
             }

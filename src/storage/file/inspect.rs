@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use super::disk::lock_shared;
 use super::recovery::{Recovery, examine, refuse_a_lone_journal};
-use crate::storage::{StorageError, Verified};
+use crate::domain::AgencyId;
+use crate::storage::{StorageError, Verified, copy_agency_rows};
 
 /// A bets file, read and checked.
 #[derive(Debug)]
@@ -61,6 +62,56 @@ impl Inspection {
             return Err(StorageError::Open { path: self.path.clone(), source });
         }
         Ok(copied)
+    }
+}
+
+impl Inspection {
+    /// Copies `agency`'s rows of the committed bytes of the bets file to `out`, in order, and
+    /// returns how many bytes.
+    ///
+    /// # Errors
+    /// `Open` when the bets file cannot be read; `Corrupt` when its rows are not a bets file's;
+    /// `Write` when `out` fails.
+    pub(crate) fn export_agency(
+        &self,
+        agency: AgencyId,
+        out: &mut impl io::Write,
+    ) -> Result<u64, StorageError> {
+        let Some(bets) = &self.bets else { return Ok(0) };
+        let mut out = WriteErrors { out, error: None };
+        let copied = copy_agency_rows(bets, self.verified.bytes, agency, &mut out);
+        if let Some(source) = out.error {
+            return Err(StorageError::Write { path: "the export's output".into(), source });
+        }
+        match copied {
+            Ok((_, read)) if read < self.verified.bytes => {
+                let source = io::Error::from(io::ErrorKind::UnexpectedEof);
+                Err(StorageError::Open { path: self.path.clone(), source })
+            }
+            Ok((written, _)) => Ok(written),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                Err(StorageError::Corrupt { path: self.path.clone(), reason: e.to_string() })
+            }
+            Err(source) => Err(StorageError::Open { path: self.path.clone(), source }),
+        }
+    }
+}
+
+/// A writer that keeps its own error apart from the reader's.
+struct WriteErrors<'a, W> {
+    out: &'a mut W,
+    error: Option<io::Error>,
+}
+
+impl<W: io::Write> io::Write for WriteErrors<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf).inspect_err(|e| {
+            self.error = Some(io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 }
 

@@ -35,11 +35,13 @@ use super::committer::Committer;
 use super::disk;
 use super::journal::Record;
 use super::recovery::{self, Recovery};
-use crate::domain::{AgencyId, Bets, Draw};
+use crate::domain::{AgencyId, Bets, Draw, Receipts};
 #[cfg(test)]
 use crate::storage::Stored;
 use crate::storage::error::interrupted;
-use crate::storage::{Ack, AgencyProgress, StorageError, StoreOptions, StoreStats, load_bets};
+use crate::storage::{
+    Ack, AgencyProgress, ReceiptsBuilder, StorageError, StoreOptions, StoreStats, load_bets,
+};
 
 /// The journal beside the bets file at `path`: `<path>.journal`.
 pub(super) fn journal_path(path: &Path) -> PathBuf {
@@ -220,6 +222,7 @@ impl BetStore {
         } else {
             Draw::from_winners(files.ledger.winners.clone(), files.ledger.bets)
         };
+        let draw = draw.with_receipts(self.receipts(end).await?);
         match files.ledger.draw {
             Some((bets, recorded_end)) if (bets, recorded_end) != (draw.bets(), end) => {
                 let reason = format!(
@@ -235,6 +238,28 @@ impl BetStore {
                     .await?;
                 Ok(draw)
             }
+        }
+    }
+
+    /// Every agency's receipt over the first `end` bytes of the bets file (its committed rows),
+    /// read back from the file: what `lottery-server export --agency K` writes, hashed.
+    ///
+    /// # Errors
+    /// `Interrupted` when the file cannot be read; `Corrupt` when its rows are not a bets file's.
+    async fn receipts(&self, end: u64) -> Result<Receipts, StorageError> {
+        let path = self.shared.path.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            ReceiptsBuilder::of_file(file, end)
+        });
+        let path = &self.shared.path;
+        match read.await {
+            Ok(Ok(receipts)) => Ok(receipts),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Err(StorageError::Corrupt { path: path.clone(), reason: e.to_string() })
+            }
+            Ok(Err(e)) => Err(interrupted(path, &e)),
+            Err(e) => Err(interrupted(path, &e)),
         }
     }
 

@@ -8,7 +8,7 @@ use std::io::Write;
 use futures::{StreamExt, TryStreamExt};
 
 use super::connect::{Shared, read_agency};
-use super::schema;
+use super::{receipts, schema};
 use super::store::PgStore;
 use super::{COMMIT_LOCK, DRAW_LOCK};
 use crate::domain::{AgencyId, Bet, BetNumber, Document, Draw};
@@ -16,7 +16,9 @@ use crate::storage::{StorageError, encode_rows};
 
 impl PgStore {
     /// Records the draw, or, when a central already has, reads it; `true` when this call
-    /// recorded it. The winners are computed in SQL, in the order their bets were stored.
+    /// recorded it. The winners are computed in SQL, in the order their bets were stored; the
+    /// receipts from every stored bet by the central that records the draw, and recorded with it
+    /// (`receipts.rs`), so every central sends the same.
     ///
     /// # Errors
     /// `Corrupt` when the recorded draw covered a different number of bets than are stored;
@@ -33,24 +35,30 @@ impl PgStore {
             .await
             .map_err(fail)?
             .get(0);
-        let recorded = tx.query_opt("SELECT bets FROM draw", &[]).await.map_err(fail)?;
-        let fresh = match recorded.map(|row| row.get::<_, i64>(0)) {
-            Some(bets) if bets != stored => {
+        let recorded = tx.query_opt("SELECT bets, sha256 FROM draw", &[]).await.map_err(fail)?;
+        let recorded = recorded.map(|row| (row.get::<_, i64>(0), row.get::<_, Option<Vec<u8>>>(1)));
+        let (fresh, receipts) = match recorded {
+            Some((bets, _)) if bets != stored => {
                 let reason = format!(
                     "the draw ran over {bets} bets; the database now holds {stored}: bets were \
                      stored after the draw"
                 );
                 return Err(self.shared.corrupt(reason));
             }
-            Some(_) => false,
+            Some((_, Some(sha256))) => (false, receipts::read(&tx, &self.shared, &sha256).await?),
+            // Drawn by a central of before receipts: computed from the bets, as they are now.
+            Some((_, None)) => (false, receipts::compute(&tx, &self.shared).await?),
             None => {
+                let receipts = receipts::compute(&tx, &self.shared).await?;
+                let sha256 = receipts.digest().sha256.to_vec();
                 tx.execute(
-                    "INSERT INTO draw (bets, central) VALUES ($1, $2)",
-                    &[&stored, &self.shared.central],
+                    "INSERT INTO draw (bets, central, sha256) VALUES ($1, $2, $3)",
+                    &[&stored, &self.shared.central, &sha256],
                 )
                 .await
                 .map_err(fail)?;
-                true
+                receipts::record(&tx, &self.shared, &receipts).await?;
+                (true, receipts)
             }
         };
         let rows = tx.query(&schema::winners_query(), &[]).await.map_err(fail)?;
@@ -62,23 +70,31 @@ impl PgStore {
                 .map_err(|e| self.shared.corrupt(format!("a stored document: {e}")))?;
             winners.entry(agency).or_default().push(document);
         }
-        Ok((Draw::from_winners(winners, u64::try_from(stored).unwrap_or(0)), fresh))
+        let draw = Draw::from_winners(winners, u64::try_from(stored).unwrap_or(0));
+        Ok((draw.with_receipts(receipts), fresh))
     }
 
-    /// Writes every stored bet to `out` as bets-file rows, in the order they were stored: the
-    /// same bytes the file store writes for the same batches.
+    /// Writes every stored bet (or `agency`'s only) to `out` as bets-file rows, in the order
+    /// they were stored: the same bytes the file store writes for the same batches.
     ///
     /// # Errors
     /// `Database` when the database cannot be read; `Write` when `out` fails.
-    pub async fn export(&self, out: &mut impl Write) -> Result<u64, StorageError> {
+    pub async fn export(
+        &self,
+        agency: Option<AgencyId>,
+        out: &mut impl Write,
+    ) -> Result<u64, StorageError> {
         let what = "read the bets";
         let fail = |e: tokio_postgres::Error| self.shared.error(what, &e);
         let client = self.shared.client(what).await?;
+        // Agency 0 never exists: `None` keeps every agency's rows.
+        let only = agency.map_or(0, |a| i32::try_from(a.get()).unwrap_or(i32::MAX));
         let rows = client
             .query_raw(
                 "SELECT b.agency, b.first_name, b.last_name, b.document, b.birthdate, b.number
-                 FROM bets b JOIN batches t USING (agency, seq) ORDER BY t.position, b.idx",
-                std::iter::empty::<i32>(),
+                 FROM bets b JOIN batches t USING (agency, seq)
+                 WHERE $1 = 0 OR b.agency = $1 ORDER BY t.position, b.idx",
+                [only],
             )
             .await
             .map_err(fail)?;

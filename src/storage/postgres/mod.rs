@@ -34,12 +34,14 @@
 //! - `fence.rs`: ending a frozen central's transaction that holds an agency's row;
 //! - `commit.rs`: group commit, one transaction per group;
 //! - `watch.rs`: the `LISTEN` connection that tells of agencies ready on other centrals;
-//! - `draw.rs`: the draw, and the export of every stored bet.
+//! - `draw.rs`: the draw, and the export of every stored bet;
+//! - `receipts.rs`: the draw's receipts, computed from the bets and recorded with the draw.
 
 mod commit;
 mod connect;
 mod draw;
 mod fence;
+mod receipts;
 mod schema;
 mod sessions;
 mod store;

@@ -59,6 +59,15 @@ const MIGRATIONS: &[&str] = &[
     // test holds the two together): the draw reads them without scanning every bet, which took
     // longer than a second at 1,000,000 bets, once per central. One bet in 10,000 enters it.
     "CREATE INDEX bets_winning ON bets (agency, seq, idx) WHERE number = 7574;",
+    // 4: the draw's receipts (see `receipts.rs`): each agency's bets and the SHA-256 of their
+    // rows, and the draw's digest over them, computed once by the central that records the
+    // draw, so every central sends the same. NULL: drawn by a central of before receipts.
+    "ALTER TABLE draw ADD COLUMN sha256 bytea CHECK (length(sha256) = 32);
+    CREATE TABLE receipts (
+        agency integer PRIMARY KEY CHECK (agency > 0),
+        bets   bigint  NOT NULL CHECK (bets > 0),
+        sha256 bytea   NOT NULL CHECK (length(sha256) = 32)
+    );",
 ];
 
 /// The schema version this central writes.
