@@ -448,7 +448,9 @@ fn help_names_each_value_groups_settings_under_headings_and_fits_80_columns() {
         assert!(help.contains(value), "{value} in {help}");
     }
     assert!(help.contains("\nCommands:\n  export "), "{help}");
-    for usage in ["export [--agency <K>] <OUTPUT> [OPTIONS]", "verify [BETS_FILE] [OPTIONS]", "healthcheck"] {
+    for usage in
+        ["export [--agency <K>] <OUTPUT> [OPTIONS]", "verify [BETS_FILE] [OPTIONS]", "healthcheck"]
+    {
         assert!(help.contains(&format!("lottery-server {usage}\n")), "{usage} in {help}");
     }
     assert!(help_of("lottery-client").contains("--check "));

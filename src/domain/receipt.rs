@@ -139,7 +139,8 @@ mod tests {
         let agency = |n| AgencyId::new(n).unwrap();
         let one = Receipt { bets: 2, sha256: [1; 32] };
         let two = Receipt { bets: 3, sha256: [2; 32] };
-        let receipts = Receipts::new([(agency(2), two), (agency(1), one), (agency(3), Receipt::empty())]);
+        let receipts =
+            Receipts::new([(agency(2), two), (agency(1), one), (agency(3), Receipt::empty())]);
         let mut concatenated = [1u8; 64];
         concatenated[32..].fill(2);
         let expected: [u8; 32] = Sha256::digest(concatenated).into();

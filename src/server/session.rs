@@ -161,8 +161,9 @@ impl Session {
 
     fn hello(&mut self, version: u16, agency: u32, token: Option<&str>, rules: &Rules) -> Step {
         if version != PROTOCOL_VERSION {
-            let message =
-                format!("the agency speaks protocol version {version}; this central speaks version {PROTOCOL_VERSION}: run an agency and a central of the same version");
+            let message = format!(
+                "the agency speaks protocol version {version}; this central speaks version {PROTOCOL_VERSION}: run an agency and a central of the same version"
+            );
             return close(ErrorCode::UnsupportedVersion, message);
         }
         let expected = 1..=rules.agencies.get();

@@ -71,11 +71,15 @@ impl Splitter {
 
     /// The agency a row starts with.
     fn agency(&self, row: &[u8]) -> io::Result<AgencyId> {
-        let digits = row.split(|&b| b == b',').next().unwrap_or_default();
-        let parsed = std::str::from_utf8(digits)
-            .ok()
-            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|d| d.parse::<u32>().ok())
+        let digits = row.iter().position(|&b| b == b',').map_or(row, |comma| &row[..comma]);
+        let number = (1..=10).contains(&digits.len()).then(|| {
+            digits
+                .iter()
+                .try_fold(0u64, |n, &b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
+        });
+        let parsed = number
+            .flatten()
+            .and_then(|n| u32::try_from(n).ok())
             .and_then(|n| AgencyId::new(n).ok());
         parsed.ok_or_else(|| {
             let shown = String::from_utf8_lossy(&row[..row.len().min(40)]).into_owned();
@@ -245,7 +249,10 @@ mod tests {
         let (written, read) = copy_agency_rows(ROWS, u64::MAX, agency, &mut out).unwrap();
         let expected: &[u8] =
             b"1,A,B,1,2000-01-01,5\r\n1,\"C, D\",E,2,2000-01-01,6\r\n1,H,I,4,2000-01-01,8\r\n";
-        assert_eq!((out.as_slice(), written, read), (expected, expected.len() as u64, ROWS.len() as u64));
+        assert_eq!(
+            (out.as_slice(), written, read),
+            (expected, expected.len() as u64, ROWS.len() as u64)
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::io::Write;
 use futures::{StreamExt, TryStreamExt};
 
 use super::connect::{Shared, read_agency};
-use super::{receipts, schema};
 use super::store::PgStore;
 use super::{COMMIT_LOCK, DRAW_LOCK};
+use super::{receipts, schema};
 use crate::domain::{AgencyId, Bet, BetNumber, Document, Draw};
 use crate::storage::{StorageError, encode_rows};
 
