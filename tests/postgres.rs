@@ -44,11 +44,15 @@ async fn two_centrals_on_one_database_serve_five_agencies_each_bet_once_one_draw
         assert!(lines.iter().any(|l| l.ends_with(&winners)), "{winners} in {lines:#?}");
     }
     let mut draws = 0;
+    let mut digests = Vec::new();
     for central in [first, second] {
         central.signal("TERM");
         let (code, lines) = central.finish().await;
         assert_eq!(code, Some(0), "{lines:#?}");
         draws += lines.iter().filter(|l| l.contains("action: sorteo | result: success")).count();
+        // The draw's digest, recorded with it: the central that read it logs the same.
+        let drawn = lines.iter().filter(|l| l.contains("action: sorteo"));
+        digests.extend(drawn.map(|l| l.rsplit("| sha256: ").next().unwrap().to_owned()));
         let password = db.url.split("password=").nth(1).unwrap().split(' ').next().unwrap();
         assert!(
             !password.is_empty() && lines.iter().all(|l| !l.contains(password)),
@@ -56,6 +60,8 @@ async fn two_centrals_on_one_database_serve_five_agencies_each_bet_once_one_draw
         );
     }
     assert_eq!(draws, 1, "one central recorded the draw");
+    assert_eq!(digests.len(), 2, "{digests:?}");
+    assert!(digests[0].len() == 64 && digests[0] == digests[1], "{digests:?}");
     assert_eq!(db.count("SELECT count(*) FROM draw").await, 1);
     let total: usize = data.iter().map(|d| d.rows.len()).sum();
     assert!(total >= 100_000);
@@ -374,8 +380,8 @@ async fn centrals_starting_together_on_an_empty_database_all_start() {
         common::postgres::central_address(central).await;
         central.wait_for_line("action: database | result: success").await;
     }
-    // Every migration applied once: version 3 is the winning bets' index.
-    assert_eq!(db.count("SELECT count(*) FROM lottery_schema_version").await, 3);
+    // Every migration applied once: version 4 is the draw's receipts.
+    assert_eq!(db.count("SELECT count(*) FROM lottery_schema_version").await, 4);
     assert_eq!(db.count("SELECT agencies::bigint FROM lottery").await, 3);
     for central in centrals {
         central.signal("TERM");
@@ -508,6 +514,112 @@ async fn both_stores_decide_the_table_of_batches_alike() {
         assert_eq!(Answer::of(&late), Answer::Closed, "{where_}");
         store.close().await;
     }
+}
+
+/// The same batches through both stores' face give every agency the same receipt, equal to the
+/// SHA-256 of its `export --agency K`, and the same draw digest; a second central reading the
+/// recorded draw gets them from the database, the same.
+#[tokio::test]
+async fn both_stores_give_the_same_receipts_and_the_same_draw_digest() {
+    use lottery::storage::{Location, Store};
+    use sha2::{Digest, Sha256};
+    let Some(db) = test_database("receipts_alike").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(&db.url);
+    let options = StoreOptions::default();
+    let locations = [
+        Location::File(dir.path().join("bets.csv")),
+        Location::Database { url: url.clone(), central: "receipts".into() },
+    ];
+    let agencies: Vec<AgencyId> = (1..=3).map(|a| AgencyId::new(a).unwrap()).collect();
+    // Names that need quoting included; batches of the agencies interleaved.
+    let bet = |agency: u32, seq: u64, n: u64| {
+        let latest = lottery::domain::latest_birthdate(lottery::domain::Checker::Central);
+        let name = ["Ana", "José, María", "Ana \"la\" Paz", "Núñez"][(n % 4) as usize];
+        let document = format!("{agency}{seq}{n}");
+        let number = if n % 5 == 0 { "7574" } else { "12" };
+        let fields = [name, "O'Brien", &document, "1990-02-28", number];
+        Bet::from_text(AgencyId::new(agency).unwrap(), fields, latest).unwrap()
+    };
+    let mut draws = Vec::new();
+    for location in locations {
+        let (store, _) = within("open", Store::open(location.clone(), options)).await.unwrap();
+        let where_ = store.location();
+        let mut epochs = HashMap::new();
+        for &agency in &agencies {
+            epochs.insert(agency, store.open_session(agency).await.unwrap().1);
+        }
+        for seq in 1..=4u64 {
+            for &agency in &agencies {
+                let bets: Vec<Bet> =
+                    (0..seq * agency.get() as u64).map(|n| bet(agency.get(), seq, n)).collect();
+                let ack = store.submit(agency, epochs[&agency], seq, &bets[..]);
+                assert_eq!(within("ack", ack).await.unwrap(), Stored::New, "{where_}");
+            }
+        }
+        for &agency in &agencies {
+            store.mark_ready(agency, epochs[&agency]).await.unwrap();
+        }
+        let drawn = within("draw", store.draw()).await.unwrap();
+        assert!(drawn.recorded_now, "{where_}");
+        store.close().await;
+        // What an auditor reproduces with export --agency K - | sha256sum.
+        let mut digests = Vec::new();
+        for &agency in &agencies {
+            let mut rows = Vec::new();
+            Store::export(location.clone(), options, Some(agency), &mut rows).await.unwrap();
+            let receipt = drawn.draw.receipt_for(agency);
+            let expected: [u8; 32] = Sha256::digest(&rows).into();
+            assert_eq!(receipt.sha256, expected, "{where_}: agency {agency}");
+            assert_eq!(receipt.bets, 10 * u64::from(agency.get()), "{where_}: agency {agency}");
+            digests.extend_from_slice(&expected);
+        }
+        let digest: [u8; 32] = Sha256::digest(&digests).into();
+        assert_eq!(drawn.draw.digest().sha256, digest, "{where_}");
+        draws.push(drawn.draw);
+    }
+    assert_eq!(draws[0], draws[1], "both stores: the same winners, receipts and digest");
+    // Another central reads the recorded draw: the same receipts, from the database.
+    let other = open_store(&db, "other").await;
+    let (again, recorded_now) = within("draw again", other.draw()).await.unwrap();
+    assert!(!recorded_now);
+    assert_eq!(again, draws[1]);
+    other.close().await;
+}
+
+/// A bet changed in the database behind the centrals' backs (here an UPDATE) after its agency
+/// was acknowledged and before the draw: the acknowledgements said nothing, the receipt does.
+#[tokio::test]
+async fn a_row_changed_in_the_database_before_the_draw_fails_the_agencys_receipt() {
+    let Some(db) = test_database("receipt_tampered").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut central, address) = start_central(&db, 0, 2).await;
+    let first = AgencyData::generate(dir.path(), 1, 1_000);
+    let second = AgencyData::generate(dir.path(), 2, 300);
+    let tampered = Process::start(CLIENT_BIN, &agency_env(&address, &first));
+    central.wait_for_line("action: ready_for_lottery | result: success | agency: 1").await;
+    let changed = db
+        .client()
+        .await
+        .execute(
+            "UPDATE bets SET first_name = 'Mallory' WHERE agency = 1 AND seq = 1 AND idx = 0",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    let (code, lines) = Process::start(CLIENT_BIN, &agency_env(&address, &second)).finish().await;
+    assert_eq!(code, Some(0), "agency 2: {lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("action: recibo | result: success | apuestas: 300 |")));
+    let (code, lines) = tampered.finish().await;
+    assert_eq!(code, Some(3), "agency 1: {lines:#?}");
+    let fail = lines.iter().find(|l| l.contains("action: recibo | result: fail")).unwrap();
+    assert!(fail.contains("| apuestas: 1000 |") && fail.contains("| apuestas_central: 1000 |"));
+    central.signal("TERM");
+    let (code, lines) = central.finish().await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let sorteo = lines.iter().find(|l| l.contains("action: sorteo | result: success")).unwrap();
+    assert!(sorteo.contains("| apuestas: 1300 |") && sorteo.contains("| sha256: "), "{sorteo}");
 }
 
 /// A role of its own on `db`, logging in with a password, `ALTER ROLE … SET` each of
