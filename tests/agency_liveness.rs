@@ -220,8 +220,9 @@ async fn a_central_frozen_during_the_wait_for_the_draw_is_left_and_the_agency_wa
     let rows = data.rows.len() as u64;
     let expected = data.winners();
     let winners = expected.clone();
+    let receipt = data.receipt();
     let (address, mut connections) = fake_central(move |connection, mut frames| {
-        let winners = winners.clone();
+        let (winners, receipt) = (winners.clone(), receipt.clone());
         async move {
             if connection == 1 {
                 welcome(&mut frames, 1, 0).await;
@@ -238,6 +239,7 @@ async fn a_central_frozen_during_the_wait_for_the_draw_is_left_and_the_agency_wa
                 while let Some(Ok(message)) = frames.next().await {
                     if message == ClientMessage::Ping {
                         frames.send(ServerMessage::Pong).await.unwrap();
+                        frames.send(receipt.clone()).await.unwrap();
                         let documents = winners.clone();
                         frames
                             .send(ServerMessage::Winners { documents, last: true })
@@ -464,15 +466,24 @@ async fn garbage_from_the_central_ends_the_agency_without_a_hang() {
 async fn winners_the_agency_never_sent_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = AgencyData::generate(dir.path(), 1, 120);
-    let (address, _) = fake_central(|_, mut frames| async move {
-        let sent = take_everything(&mut frames).await;
-        let documents: Vec<String> = (0..=sent.len()).map(|i| format!("9{i:07}")).collect();
-        let _ = frames.send(ServerMessage::Winners { documents, last: true }).await;
-        std::future::pending::<()>().await;
+    let receipt = data.receipt();
+    let (address, _) = fake_central(move |_, mut frames| {
+        let receipt = receipt.clone();
+        async move {
+            let sent = take_everything(&mut frames).await;
+            // The receipt matches: the winners are what is wrong.
+            frames.send(receipt).await.unwrap();
+            let documents: Vec<String> = (0..=sent.len()).map(|i| format!("9{i:07}")).collect();
+            let _ = frames.send(ServerMessage::Winners { documents, last: true }).await;
+            std::future::pending::<()>().await;
+        }
     })
     .await;
     let config = short_deadlines(&data, &address);
     let outcome = within("agency", client::run(&config, &CancellationToken::new())).await;
     let winners = outcome.as_ref().map(|o| o.winners.len());
-    assert!(outcome.is_err(), "{winners:?} winners for 120 bets, none of them its own");
+    assert!(
+        matches!(outcome, Err(ClientError::WrongWinners { .. })),
+        "{winners:?} winners for 120 bets, none of them its own"
+    );
 }

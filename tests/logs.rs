@@ -94,7 +94,9 @@ async fn a_bettor_cannot_forge_or_break_a_log_line() {
         let batch = ClientMessage::Batch { seq: 2, bets: vec![bad] };
         assert!(matches!(ask(batch).await, ServerMessage::BatchRejected { seq: 2, .. }));
     }
-    match ask(ClientMessage::ReadyForLottery).await {
+    let receipt = ask(ClientMessage::ReadyForLottery).await;
+    assert!(matches!(receipt, ServerMessage::Receipt { bets: 1, .. }), "{receipt:?}");
+    match within("Winners", frames.next()).await.unwrap().unwrap() {
         ServerMessage::Winners { documents, last: true } => assert_eq!(documents, ["30904465"]),
         other => panic!("expected this agency's winners, got {other:?}"),
     }
@@ -148,6 +150,8 @@ async fn winners_are_logged_as_sent_only_to_an_agency_still_connected() {
     drop(ready(1).await);
     server.wait_for_line("closed: by the agency, while it waited for the draw").await;
     let mut second = ready(2).await;
+    let receipt = within("Receipt", second.next()).await.unwrap().unwrap();
+    assert!(matches!(receipt, ServerMessage::Receipt { bets: 0, .. }), "{receipt:?}");
     let winners = within("Winners", second.next()).await.unwrap().unwrap();
     assert!(matches!(winners, ServerMessage::Winners { last: true, .. }), "{winners:?}");
     server.wait_for_line("action: ganadores_enviados | result: success | agency: 2").await;

