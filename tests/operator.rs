@@ -18,7 +18,7 @@ async fn help_and_version_describe_every_setting() {
     assert!(
         help.contains("Precedence: flag > environment variable > configuration file > default")
     );
-    for command in ["export <OUTPUT>", "verify [BETS_FILE]", "healthcheck"] {
+    for command in ["export [--agency <K>] <OUTPUT>", "verify [BETS_FILE]", "healthcheck"] {
         assert!(help.contains(command), "{command} in {help}");
     }
     let (code, client_lines) = Process::start_with_args(CLIENT_BIN, &[], ["--help"]).finish().await;
