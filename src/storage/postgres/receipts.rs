@@ -10,7 +10,8 @@ use super::connect::{Shared, read_agency};
 use crate::domain::{Receipt, Receipts};
 use crate::storage::{ReceiptsBuilder, StorageError, encode_rows};
 
-/// Every agency's receipt over the bets the database holds, in the order stored.
+/// Every agency's receipt over the bets the database holds, each agency's in the order it sent
+/// them.
 ///
 /// # Errors
 /// `Database` when the bets cannot be read; `Corrupt` for a stored bet that is not valid.
@@ -21,8 +22,10 @@ pub(super) async fn compute(
     let fail = |e: tokio_postgres::Error| shared.error("read the bets for the receipts", &e);
     let rows = tx
         .query_raw(
-            "SELECT b.agency, b.first_name, b.last_name, b.document, b.birthdate, b.number
-             FROM bets b JOIN batches t USING (agency, seq) ORDER BY t.position, b.idx",
+            // Each agency's rows in the order it sent them (its batches' order is its `seq`'s),
+            // agency after agency: the primary key's order, read without a sort or a join.
+            "SELECT agency, first_name, last_name, document, birthdate, number
+             FROM bets ORDER BY agency, seq, idx",
             std::iter::empty::<i32>(),
         )
         .await
