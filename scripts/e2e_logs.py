@@ -18,6 +18,8 @@ other part is a detail `key: value` whose key (the text up to the last `:`) is n
 
 import argparse
 import csv
+import hashlib
+import io
 import os
 import queue
 import re
@@ -141,6 +143,16 @@ def graders_parse(line):
     return source, match.group(1), result.split(": ")[1], details
 
 
+def receipt(agency, rows):
+    """(bets, sha256 hex) of an agency's rows in the bets file's encoding (`agency,` and the row,
+    Python's csv.writer quoting, `\r\n`): what the central's receipt and the agency's must be."""
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    for row in rows:
+        writer.writerow([str(agency), *row[:4], str(int(row[4]))])
+    return len(rows), hashlib.sha256(out.getvalue().encode("utf-8")).hexdigest()
+
+
 def field(line, name):
     """A field's value by our own format (`key: value` between ` | `)."""
     for part in line.split(" | "):
@@ -204,8 +216,16 @@ def cmd_check(args):
     if len(draws) != 1:
         fail(f"the central(s) {', '.join(centrals)} logged {len(draws)} sorteo lines, expected 1")
     draw_at = draws[0][0]
+    digests = b""
     for agency in range(1, args.agencies + 1):
         rows = read_agency(os.path.join(args.data, f"agency-{agency}.csv"))
+        bets, sha256 = receipt(agency, rows)
+        digests += bytes.fromhex(sha256) if bets else b""
+        receipts = of(f"client{agency}", "recibo")
+        if len(receipts) != 1 or (field(receipts[0][4], "apuestas"),
+                                  field(receipts[0][4], "sha256")) != (str(bets), sha256):
+            fail(f"client{agency}: expected one `recibo | result: success | apuestas: {bets} | "
+                 f"sha256: {sha256}` line, got {[e[4] for e in receipts]}")
         winners = sum(1 for row in rows if int(row[-1]) == WINNING_NUMBER)
         batches = [int(field(e[4], "cantidad")) for e in events
                    if e[1] in centrals and e[2] == "apuesta_recibida" and e[3] == "success"
@@ -227,6 +247,8 @@ def cmd_check(args):
         # Only the graders' reading is in time order; `compose logs` groups lines by container.
         if args.ordered and answers[0][0] < draw_at:
             fail(f"client{agency}'s consulta_ganadores was printed before the sorteo")
+    if field(draws[0][4], "sha256") != hashlib.sha256(digests).hexdigest():
+        fail(f"the sorteo's sha256 is not that of the agencies' digests: {draws[0][4]!r}")
     for index, source, code in exits:
         if code != 0:
             fail(f"{source} exited with code {code}")
@@ -238,7 +260,7 @@ def cmd_check(args):
             fail(f"read after the first exit line: {late[0][4]!r}")
     print(f"   {len(lines)} lines, {parsed} action lines parsed by the graders' rule; "
           f"one sorteo{', before every consulta_ganadores' if args.ordered else ''}; "
-          f"every agency's rows and winners")
+          f"every agency's rows, winners and receipt; the draw's digest")
 
 
 def cmd_stored(args):
