@@ -587,6 +587,31 @@ async fn both_stores_give_the_same_receipts_and_the_same_draw_digest() {
     other.close().await;
 }
 
+/// A draw recorded by a central of before receipts (schema 3: no digest in its row) is read by
+/// this one with receipts computed from the bets as they are, and nothing is recorded again.
+#[tokio::test]
+async fn a_draw_recorded_before_receipts_gets_them_from_the_stored_bets() {
+    use sha2::Digest;
+    let Some(db) = test_database("receipts_old_draw").await else { return };
+    let pg = open_store(&db, "new").await;
+    let agency = AgencyId::new(1).unwrap();
+    let (_, epoch) = pg.open_session(agency).await.unwrap();
+    let bets: Vec<Bet> = (0..3).map(|n| store_bet(1, &format!("{n}"), 7574)).collect();
+    assert_eq!(within("ack", pg.submit(agency, epoch, 1, &bets[..])).await.unwrap(), Stored::New);
+    pg.mark_ready(agency, epoch).await.unwrap();
+    let old = "INSERT INTO draw (bets, central) VALUES (3, 'a central of before receipts')";
+    db.client().await.execute(old, &[]).await.unwrap();
+    let (draw, recorded_now) = within("draw", pg.draw()).await.unwrap();
+    assert!(!recorded_now);
+    let mut rows = Vec::new();
+    pg.export(Some(agency), &mut rows).await.unwrap();
+    let expected: [u8; 32] = sha2::Sha256::digest(&rows).into();
+    assert_eq!((draw.receipt_for(agency).bets, draw.receipt_for(agency).sha256), (3, expected));
+    assert_eq!(draw.winners_for(agency).len(), 3);
+    assert_eq!(db.count("SELECT count(*) FROM receipts").await, 0, "nothing recorded again");
+    pg.close().await;
+}
+
 /// A bet changed in the database behind the centrals' backs (here an UPDATE) after its agency
 /// was acknowledged and before the draw: the acknowledgements said nothing, the receipt does.
 #[tokio::test]
