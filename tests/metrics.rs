@@ -13,8 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 
 use common::postgres::{agency_env, test_database};
-use common::{AgencyData, CLIENT_BIN, Process, SERVER_BIN, within};
+use common::{AgencyData, CLIENT_BIN, Process, SERVER_BIN, replies_until_closed, within};
+use futures::{SinkExt, StreamExt};
+use lottery::protocol::{ClientCodec, ClientMessage, ErrorCode, PROTOCOL_VERSION, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
 
 const BETS_PER_AGENCY: usize = 700;
 
@@ -69,6 +73,108 @@ async fn postgres_store_metrics_parse_with_commits_and_pools() {
     assert_eq!(scrape.value("lottery_db_pool_waiting_tasks", "pool=\"queries\""), Some(0.0));
     assert!(!scrape.families.contains_key("lottery_store_free_bytes"), "{}", scrape.body);
     assert_build_info(&scrape, "postgres");
+}
+
+/// Every refusal reason, each caused by a peer, counted as the peers were told: a wrong token, a
+/// `Hello` of another protocol version, the oldest of two connections without `Hello` closed for
+/// the newer one, a connection that never says `Hello`, and one over the connection budget.
+#[tokio::test]
+async fn refusals_are_counted_by_reason() {
+    if !promtool_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "1:tok-1\n2:tok-2\n").unwrap();
+    let env = [
+        ("SERVER_IP", "127.0.0.1".to_owned()),
+        ("SERVER_PORT", "0".to_owned()),
+        ("LOTTERY_AGENCIES", "2".to_owned()),
+        ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
+        ("BETS_FILE", dir.path().join("bets.csv").display().to_string()),
+        ("LOTTERY_AGENCY_TOKENS_FILE", tokens.display().to_string()),
+        ("LOTTERY_MAX_CONNECTIONS", "2".to_owned()),
+        ("LOTTERY_MAX_PENDING_HELLOS", "1".to_owned()),
+        ("LOTTERY_HELLO_TIMEOUT", "5s".to_owned()),
+        ("LOTTERY_READ_TIMEOUT", "10m".to_owned()),
+    ];
+    let mut server = Process::start(SERVER_BIN, &env);
+    let line = server.wait_for_line("action: listen | result: success").await;
+    let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
+    let line = server.wait_for_line("action: metrics | result: success").await;
+    let metrics_address =
+        line.split(" | ").find_map(|f| f.strip_prefix("address: ")).unwrap().to_owned();
+    let hello = |agency, version, token: &str| ClientMessage::Hello {
+        version,
+        agency,
+        token: Some(token.to_owned()),
+    };
+    let mut told = BTreeMap::<&str, f64>::new();
+    let mut tell = |code| {
+        let reason = match code {
+            Some(ErrorCode::Unauthorized) => "token",
+            Some(ErrorCode::UnsupportedVersion) => "bad_hello",
+            Some(ErrorCode::Busy) => "busy",
+            Some(ErrorCode::Timeout) => "hello_timeout",
+            other => panic!("unexpected answer {other:?}"),
+        };
+        *told.entry(reason).or_default() += 1.0;
+        reason
+    };
+
+    tell(close_code(framed(&address, Some(hello(1, PROTOCOL_VERSION, "tok-2"))).await).await);
+    tell(close_code(framed(&address, Some(hello(1, PROTOCOL_VERSION + 1, "tok-1"))).await).await);
+    // Accepted in the order they connect: the newer one closes the older (unless the older's
+    // Hello time ran out first), then runs out of time itself.
+    let older = framed(&address, None).await;
+    let newer = framed(&address, None).await;
+    let evicted = tell(close_code(older).await);
+    tell(close_code(newer).await);
+    // Both places taken by sessions: the next connection is told Busy by the accept loop.
+    let mut sessions = Vec::new();
+    for (agency, token) in [(1, "tok-1"), (2, "tok-2")] {
+        let mut session = framed(&address, Some(hello(agency, PROTOCOL_VERSION, token))).await;
+        let welcome = within("Welcome", session.next()).await;
+        assert!(matches!(welcome, Some(Ok(ServerMessage::Welcome { .. }))), "{welcome:?}");
+        sessions.push(session);
+    }
+    assert_eq!(tell(close_code(framed(&address, None).await).await), "busy");
+
+    let scrape = Scrape::get(&metrics_address).await;
+    scrape.check_with_promtool().await;
+    let refused = |reason: &str| {
+        scrape.value("lottery_connections_refused_total", &format!("reason=\"{reason}\""))
+    };
+    let pending_hellos = if evicted == "busy" { 1.0 } else { 0.0 };
+    assert_eq!(refused("token"), Some(1.0), "{}", scrape.body);
+    assert_eq!(refused("bad_hello"), Some(1.0), "{}", scrape.body);
+    assert_eq!(refused("pending_hellos"), Some(pending_hellos), "{}", scrape.body);
+    assert_eq!(refused("hello_timeout"), told.get("hello_timeout").copied(), "{}", scrape.body);
+    assert_eq!(refused("connection_budget"), Some(1.0), "{}", scrape.body);
+    assert_eq!(scrape.value("lottery_token_failures_total", ""), Some(1.0));
+    assert_eq!(scrape.value("lottery_connections_open", ""), Some(2.0), "the two sessions");
+    drop(sessions);
+    server.signal("TERM");
+    assert_eq!(server.finish().await.0, Some(0));
+}
+
+/// A connection to the central, having sent `first` if given.
+async fn framed(address: &str, first: Option<ClientMessage>) -> Framed<TcpStream, ClientCodec> {
+    let stream = TcpStream::connect(address).await.unwrap();
+    let mut frames = Framed::new(stream, ClientCodec::new());
+    if let Some(message) = first {
+        frames.send(message).await.unwrap();
+    }
+    frames
+}
+
+/// The `Error` code the central closes `frames` with.
+async fn close_code(frames: Framed<TcpStream, ClientCodec>) -> Option<ErrorCode> {
+    let replies = replies_until_closed(frames.into_inner()).await;
+    replies.iter().find_map(|r| match r {
+        ServerMessage::Error { code, .. } => Some(*code),
+        _ => None,
+    })
 }
 
 fn assert_build_info(scrape: &Scrape, store: &str) {
