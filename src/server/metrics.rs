@@ -1,7 +1,8 @@
 //! Prometheus metrics for whoever runs the central: `METRICS_ADDR` (off by default) serves
 //! `GET /metrics` in the Prometheus text format, rendered by `metrics-exporter-prometheus`.
 //!
-//! [`METRICS`] is the one table of every metric: its name, type, unit, labels and help. The
+//! [`METRICS`] is the one table of every metric: its name, type, unit and help (docs/operations.md
+//! lists their labels too). The
 //! rest of the central records through the small functions below, which name it by its
 //! constant, so each name is written once (the commit histogram's in `storage`, which records
 //! it). [`install`] describes every metric (`# HELP`, `# TYPE`) and gives each one its first
@@ -31,7 +32,7 @@ use crate::domain::AgencyId;
 use crate::protocol::PROTOCOL_VERSION;
 use crate::storage::{COMMIT_SECONDS_METRIC, Store};
 
-/// Latency buckets, in seconds: from half a millisecond to a second.
+/// Latency buckets, in seconds: from half a millisecond to two seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0];
 /// Most bytes of a scrape request read.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -247,9 +248,11 @@ pub(super) fn install(config: &ServerConfig, store: &Store) -> Option<Prometheus
     let labelled = config.agencies.get() <= config.metrics_agency_labels;
     AGENCY_LABELS.store(labelled, Ordering::Relaxed);
     let store_kind = if store.is_shared() { "postgres" } else { "file" };
-    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"),
-        "protocol_version" => PROTOCOL_VERSION.to_string(), "store" => store_kind)
-    .set(1.0);
+    let version = env!("CARGO_PKG_VERSION");
+    let protocol_version = PROTOCOL_VERSION.to_string();
+    let build = gauge!(BUILD_INFO, "version" => version, "protocol_version" => protocol_version,
+        "store" => store_kind);
+    build.set(1.0);
     gauge!(AGENCIES_EXPECTED).set(f64::from(config.agencies.get()));
     gauge!(AGENCIES_READY).increment(0.0);
     gauge!(DRAW_DONE).increment(0.0);
