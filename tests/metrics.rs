@@ -26,7 +26,7 @@ const BETS_PER_AGENCY: usize = 700;
 async fn file_store_metrics_parse_and_count_per_agency() {
     let dir = tempfile::tempdir().unwrap();
     let bets_file = dir.path().join("bets.csv").display().to_string();
-    let scrape = run(dir.path(), &[("BETS_FILE", bets_file)]).await;
+    let scrape = run(dir.path(), &[("BETS_FILE", bets_file.clone())]).await;
     let Some(scrape) = scrape else { return };
     for agency in ["1", "2"] {
         let labels = format!("agency=\"{agency}\"");
@@ -38,6 +38,24 @@ async fn file_store_metrics_parse_and_count_per_agency() {
     assert_eq!(scrape.value("lottery_store_min_free_bytes", ""), Some(f64::from(64 << 20)));
     assert_eq!(scrape.value("lottery_db_pool_connections", "pool=\"commit\",state=\"idle\""), None);
     assert_build_info(&scrape, "file");
+
+    // Restarted on the same bets file: the agencies ready before count again (the metrics are
+    // installed before the lottery restores them), and the draw is restored.
+    let env = [
+        ("SERVER_IP", "127.0.0.1".to_owned()),
+        ("SERVER_PORT", "0".to_owned()),
+        ("LOTTERY_AGENCIES", "2".to_owned()),
+        ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
+        ("BETS_FILE", bets_file),
+    ];
+    let (mut server, _, metrics_address) = start_central(&env).await;
+    server.wait_for_line("action: sorteo_restaurado | result: success").await;
+    let scrape = Scrape::get(&metrics_address).await;
+    assert_eq!(scrape.value("lottery_agencies_ready", ""), Some(2.0), "{}", scrape.body);
+    assert_eq!(scrape.value("lottery_agency_ready", "agency=\"2\""), Some(1.0));
+    assert_eq!(scrape.value("lottery_draw_done", ""), Some(1.0));
+    server.signal("TERM");
+    assert_eq!(server.finish().await.0, Some(0));
 }
 
 #[tokio::test]
@@ -98,12 +116,7 @@ async fn refusals_are_counted_by_reason() {
         ("LOTTERY_HELLO_TIMEOUT", "5s".to_owned()),
         ("LOTTERY_READ_TIMEOUT", "10m".to_owned()),
     ];
-    let mut server = Process::start(SERVER_BIN, &env);
-    let line = server.wait_for_line("action: listen | result: success").await;
-    let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
-    let line = server.wait_for_line("action: metrics | result: success").await;
-    let metrics_address =
-        line.split(" | ").find_map(|f| f.strip_prefix("address: ")).unwrap().to_owned();
+    let (server, address, metrics_address) = start_central(&env).await;
     let hello = |agency, version, token: &str| ClientMessage::Hello {
         version,
         agency,
@@ -158,6 +171,17 @@ async fn refusals_are_counted_by_reason() {
     assert_eq!(server.finish().await.0, Some(0));
 }
 
+/// A central process with `env`: it, its agencies' address and its metrics' address.
+async fn start_central(env: &[(&str, String)]) -> (Process, String, String) {
+    let mut server = Process::start(SERVER_BIN, env);
+    let line = server.wait_for_line("action: listen | result: success").await;
+    let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
+    let line = server.wait_for_line("action: metrics | result: success").await;
+    let metrics_address =
+        line.split(" | ").find_map(|f| f.strip_prefix("address: ")).unwrap().to_owned();
+    (server, address, metrics_address)
+}
+
 /// A connection to the central, having sent `first` if given.
 async fn framed(address: &str, first: Option<ClientMessage>) -> Framed<TcpStream, ClientCodec> {
     let stream = TcpStream::connect(address).await.unwrap();
@@ -200,12 +224,7 @@ async fn run(dir: &std::path::Path, vars: &[(&str, String)]) -> Option<Scrape> {
         ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
     ];
     env.extend(vars.iter().cloned());
-    let mut server = Process::start(SERVER_BIN, &env);
-    let line = server.wait_for_line("action: listen | result: success").await;
-    let address = line.rsplit("address: ").next().unwrap().trim().to_owned();
-    let line = server.wait_for_line("action: metrics | result: success").await;
-    let metrics_address =
-        line.split(" | ").find_map(|f| f.strip_prefix("address: ")).unwrap().to_owned();
+    let (mut server, address, metrics_address) = start_central(&env).await;
 
     // Before any agency: every family is there already, with nothing counted.
     let before = Scrape::get(&metrics_address).await;
