@@ -68,6 +68,7 @@ fn main() -> ExitCode {
         agency_tokens = config.agency_tokens.as_ref().map_or(0, |t| t.len()),
         max_bets_per_agency = config.max_bets_per_agency,
         min_free_bytes = config.min_free_bytes,
+        metrics_agency_labels = config.metrics_agency_labels,
     );
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the Tokio runtime")

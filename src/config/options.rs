@@ -197,6 +197,14 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
     ))
     .shown(LOGGING, "IP:PORT"),
     option(
+        "metrics-agency-labels",
+        "METRICS_AGENCY_LABELS",
+        Some("METRICS_AGENCY_LABELS"),
+        "1000",
+        "label metrics per agency only while LOTTERY_AGENCIES <= N, else sum them",
+    )
+    .shown(LOGGING, "N"),
+    option(
         "max-bets-per-agency",
         "LOTTERY_MAX_BETS_PER_AGENCY",
         Some("LOTTERY_MAX_BETS_PER_AGENCY"),

@@ -59,6 +59,10 @@ pub struct ServerConfig {
     pub agency_tokens: Option<AgencyTokens>,
     /// `METRICS_ADDR`: where to serve Prometheus metrics (`/metrics`). Default: off.
     pub metrics_addr: Option<SocketAddr>,
+    /// `METRICS_AGENCY_LABELS`: the metrics carry an `agency` label only while
+    /// `LOTTERY_AGENCIES` is at most this; above it, each per-agency metric is one series summed
+    /// over the agencies (about six series per agency otherwise). 0: never. Default 1000.
+    pub metrics_agency_labels: u32,
     /// `LOTTERY_MAX_BETS_PER_AGENCY`: most bets stored for one agency; a batch that would pass it
     /// is refused (`Storage`). Default 10,000,000.
     pub max_bets_per_agency: u64,
@@ -318,6 +322,14 @@ impl ServerConfig {
                 Some(addr) => Some(addr.trim().parse().map_err(|_| {
                     vars.invalid("METRICS_ADDR", "an address with a port, such as 0.0.0.0:9100")
                 })?),
+            },
+            metrics_agency_labels: {
+                let expected = "a whole number of agencies from 0 (no agency label) to 100000";
+                let most: u32 = vars.parse("METRICS_AGENCY_LABELS", expected)?;
+                if most > MAX_AGENCIES {
+                    return Err(vars.invalid("METRICS_AGENCY_LABELS", expected));
+                }
+                most
             },
             max_bets_per_agency: {
                 let expected = "a whole number of bets of 1 or more";

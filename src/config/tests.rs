@@ -28,6 +28,23 @@ fn server_defaults() {
 }
 
 #[test]
+fn metrics_agency_labels_default_and_bounds() {
+    let config = ServerConfig::from_lookup(lookup(&[])).unwrap();
+    assert_eq!(config.metrics_agency_labels, 1000);
+    for (value, expected) in [("0", 0), ("100000", 100_000)] {
+        let config =
+            ServerConfig::from_lookup(lookup(&[("METRICS_AGENCY_LABELS", value)])).unwrap();
+        assert_eq!(config.metrics_agency_labels, expected);
+    }
+    for bad in ["100001", "-1", "many"] {
+        let e = ServerConfig::from_lookup(lookup(&[("METRICS_AGENCY_LABELS", bad)])).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains(&format!("METRICS_AGENCY_LABELS=\"{bad}\"")), "{e}");
+        assert!(e.contains("from 0 (no agency label) to 100000"), "{e}");
+    }
+}
+
+#[test]
 fn server_values_and_errors_name_the_variable() {
     let config = ServerConfig::from_lookup(lookup(&[
         ("SERVER_PORT", "0"),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use super::metrics::Refusal;
 use super::newcomers::Throttle;
 use crate::domain::AgencyId;
 use crate::protocol::{CodecError, ErrorCode};
@@ -49,6 +50,19 @@ pub(crate) fn log_end(
                 warn!(action = "connection", result = "fail", ip = %peer, error = %e, failed_without_hello);
             }
         }
+    }
+}
+
+/// Why a connection that never had a session ended, as the refusals metric counts it; `None`
+/// when it was not refused (the peer left, or broke the connection), or was counted where it
+/// was refused (`Busy`: the accept loop counts the budgets).
+pub(crate) fn refusal(e: &HandlerError) -> Option<Refusal> {
+    match e {
+        HandlerError::Protocol { code: ErrorCode::Timeout, .. } => Some(Refusal::HelloTimeout),
+        HandlerError::Protocol { code: ErrorCode::Unauthorized, .. } => Some(Refusal::Token),
+        HandlerError::Protocol { code: ErrorCode::Busy | ErrorCode::ShuttingDown, .. } => None,
+        HandlerError::Protocol { .. } => Some(Refusal::BadHello),
+        HandlerError::Codec(_) | HandlerError::WriteTimeout(_) => None,
     }
 }
 

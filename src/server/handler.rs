@@ -23,8 +23,9 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::error::{HandlerError, log_end, protocol, storage_error, unreadable};
+use super::error::{HandlerError, log_end, protocol, refusal, storage_error, unreadable};
 use super::lottery::DrawStatus;
+use super::metrics;
 use super::newcomers::Newcomer;
 use super::replies::{BatchOutcome, Outgoing, PendingAck, front_ack};
 use super::session::{Session, Step};
@@ -100,6 +101,11 @@ impl Handler {
                 let farewell = ServerMessage::Error { code: *code, message: message.clone() };
                 let _ = tokio::time::timeout(FAREWELL_TIMEOUT, self.frames.send(farewell)).await;
             }
+            if self.session.agency().is_none()
+                && let Some(refusal) = refusal(&e)
+            {
+                metrics::refused(refusal);
+            }
             log_end(&e, self.peer, self.session.agency(), &self.shared.stranger_failures);
         }
     }
@@ -155,6 +161,7 @@ impl Handler {
                 }
                 Step::Unauthorized(agency) => {
                     warn!(action = "auth", result = "fail", agency, ip = %self.peer);
+                    metrics::token_failure();
                     let message = format!("missing or wrong token for agency {agency}");
                     return Err(protocol(ErrorCode::Unauthorized, message));
                 }

@@ -2,7 +2,6 @@
 //! `Hello`: `newcomers.rs`), refusals, and one task per connection, spawned on the central's
 //! `TaskTracker`.
 
-use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
 
+use super::accept::{is_connection_error, pause_after_accept_error};
 use super::handler::Handler;
+use super::metrics::{self, Refusal};
 use super::newcomers::Throttle;
 use super::shared::Shared;
 use crate::protocol::{ErrorCode, ServerCodec, ServerMessage};
 
-/// Pause after an accept error that is not about one connection (e.g. out of file descriptors).
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How long a refusal (`Busy`) may take to write before the connection is dropped anyway.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -52,23 +51,27 @@ pub(super) async fn accept_loop(
                         let limit = shared.config.max_connections.get();
                         warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections: refused with Busy", limit, refused);
                     }
+                    metrics::refused(Refusal::ConnectionBudget);
                     tracker.spawn(refuse(stream));
                     continue;
                 };
                 let (newcomer, evicted_one) = shared.newcomers.admit();
+                if evicted_one {
+                    metrics::refused(Refusal::PendingHellos);
+                }
                 if evicted_one && let Some(closed) = evicted.due() {
                     let limit = shared.config.max_pending_hellos.get();
                     warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections without Hello: the oldest closed with Busy", limit, closed);
                 }
                 let handler = Handler::new(shared.clone(), stream, peer, token, newcomer, permit);
-                ::metrics::gauge!("lottery_connections_open").increment(1.0);
+                metrics::connections_open(1.0);
                 tracker.spawn(async move {
                     // A panic is a bug, but it must cost one connection, not the central: the
                     // store's locks do not poison, and the handler's slot is released on unwind.
                     if AssertUnwindSafe(handler.run()).catch_unwind().await.is_err() {
                         error!(action = "connection", result = "fail", ip = %peer, error = "panic in the connection task");
                     }
-                    ::metrics::gauge!("lottery_connections_open").decrement(1.0);
+                    metrics::connections_open(-1.0);
                 });
             }
             Err(e) => {
@@ -92,21 +95,4 @@ async fn refuse(stream: TcpStream) {
         message: "the central is serving as many connections as it may; try again".into(),
     };
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, frames.send(busy)).await;
-}
-
-/// What an accept loop does after an accept error: goes on at once when the error was about one
-/// connection (reset, aborted, refused); otherwise (e.g. out of file descriptors) pauses for
-/// `ACCEPT_ERROR_PAUSE` rather than spin a core. False when `token` was cancelled meanwhile.
-pub(super) async fn pause_after_accept_error(e: &io::Error, token: &CancellationToken) -> bool {
-    is_connection_error(e)
-        || token.run_until_cancelled(tokio::time::sleep(ACCEPT_ERROR_PAUSE)).await.is_some()
-}
-
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
 }

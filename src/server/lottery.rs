@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use super::metrics;
 use crate::domain::{AgencyId, Draw};
 use crate::storage::{READY_POLL, SessionEpoch, StorageError, Store};
 
@@ -84,7 +85,6 @@ impl Lottery {
 
     /// Gives the agencies the store found ready at start-up (before a restart) their parties.
     pub(super) fn restore(self: &Arc<Self>, ready: &[AgencyId]) {
-        metrics::gauge!("lottery_agencies_ready").set(ready.len() as f64);
         for &agency in ready {
             if self.expects(agency) {
                 self.join_barrier(agency);
@@ -128,7 +128,7 @@ impl Lottery {
         let ready = joined.len();
         drop(joined);
         if first {
-            metrics::gauge!("lottery_agencies_ready").set(ready as f64);
+            metrics::agency_ready(agency, ready);
         }
         (first, ready)
     }
@@ -258,7 +258,7 @@ impl Lottery {
                         ganadores = draw.total_winners(),
                         sha256 = %draw.digest().hex()
                     );
-                    metrics::gauge!("lottery_draw_done").set(1.0);
+                    metrics::draw_done();
                     let draw = Arc::new(draw);
                     // The winners go out first: the summary reads every agency's progress and
                     // logs a line for each, which at thousands of agencies takes a while.

@@ -6,15 +6,16 @@
 //! - `shared.rs`: `Shared`, the state every connection task shares (configuration, store,
 //!   session registry, budgets, lottery);
 //! - `listener.rs`: the accept loop and its refusals; `newcomers.rs`: the connections without
-//!   `Hello` and the log throttle;
+//!   `Hello` and the log throttle; `accept.rs`: what an accept loop does after an accept error;
 //! - `handler.rs`: one connection's I/O loop under deadlines; `error.rs`: why a connection ends,
 //!   and the one mapping of frame and storage errors to protocol codes;
 //! - [`session`]: the connection's protocol state machine, without I/O;
 //! - `replies.rs`: the replies owed to an agency, and each batch's acknowledgement;
 //! - `registry.rs`: one session per agency (a newer connection fences the older one);
 //! - `lottery.rs`: ready → barrier → draw → winners;
-//! - `metrics.rs`: the Prometheus endpoint.
+//! - `metrics.rs`: the table of every metric, what records them, and the Prometheus endpoint.
 
+mod accept;
 #[cfg(test)]
 mod batch_oracle;
 mod error;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::error::{HandlerError, storage_code, storage_error};
+use super::metrics;
 use crate::domain::{AgencyId, BetBatch};
 use crate::protocol::{ErrorCode, RejectReason, ServerMessage};
 use crate::storage::{Ack, StorageError, Stored};
@@ -47,7 +48,7 @@ impl PendingAck {
         answer: Result<Stored, StorageError>,
     ) -> Result<ServerMessage, HandlerError> {
         let Self { agency, seq, count, bets, read_at, .. } = self;
-        metrics::histogram!("lottery_batch_ack_seconds").record(read_at.elapsed().as_secs_f64());
+        metrics::batch_acked(read_at.elapsed());
         match answer {
             Ok(Stored::New) => {
                 BatchOutcome::Stored.count(agency, count);
@@ -106,15 +107,12 @@ impl BatchOutcome {
 
     /// Counts a batch of `bets` bets of `agency` with this outcome.
     pub(super) fn count(self, agency: AgencyId, bets: usize) {
-        let agency = agency.to_string();
-        let result = self.label();
-        metrics::counter!("lottery_batches_total", "agency" => agency.clone(), "result" => result)
-            .increment(1);
-        let bets_counter = match self {
-            Self::Stored => metrics::counter!("lottery_bets_stored_total", "agency" => agency),
-            Self::Rejected => metrics::counter!("lottery_bets_rejected_total", "agency" => agency),
+        metrics::agency_counter(metrics::BATCHES, agency, &[("result", self.label())]).increment(1);
+        let bets_metric = match self {
+            Self::Stored => metrics::BETS_STORED,
+            Self::Rejected => metrics::BETS_REJECTED,
             Self::Duplicate => return,
         };
-        bets_counter.increment(bets as u64);
+        metrics::agency_counter(bets_metric, agency, &[]).increment(bets as u64);
     }
 }

@@ -72,6 +72,8 @@ pub async fn run(
     let (store, opened) = opening?;
     opened.log(&store);
     let store = Arc::new(store);
+    // Before the lottery restores the agencies that were ready before a restart: they count.
+    let recorder = config.metrics_addr.and_then(|_| metrics::install(&config, &store));
     let tracker = TaskTracker::new();
     let lottery =
         Arc::new(Lottery::new(store.clone(), config.agencies, tracker.clone(), token.clone()));
@@ -81,13 +83,14 @@ pub async fn run(
     let shared = Arc::new(Shared::new(config, store, lottery));
 
     if let Some(addr) = shared.config.metrics_addr
-        && let Some(handle) = metrics::install()
+        && let Some(handle) = recorder
     {
         let listener =
             TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
         info!(action = "metrics", result = "success", address = %bound, path = "/metrics");
-        let serving = metrics::serve(listener, handle, tracker.clone(), token.clone());
+        let serving =
+            metrics::serve(listener, handle, shared.store.clone(), tracker.clone(), token.clone());
         tracker.spawn(serving);
     }
 

@@ -3,7 +3,7 @@
 //! The server uses a store only through [`Store`] and the words defined here: a session's
 //! [`SessionEpoch`] and [`AgencyProgress`], a batch's [`Ack`] and what it resolves to
 //! ([`Stored`] or a [`StorageError`]), the [`Drawn`] draw, the
-//! [`StoreStats`], and the [`StoreOptions`] both stores apply. Nothing above this module names a
+//! [`StoreStats`] and [`StoreGauges`], and the [`StoreOptions`] both stores apply. Nothing above this module names a
 //! store's own types.
 //!
 //! Both stores decide each batch by one rule ([`decide`]: duplicate, gap, closed, limit) and
@@ -116,6 +116,38 @@ pub struct StoreStats {
     pub groups: u64,
     /// Syncs they made: the file store's fdatasyncs, the database's `COMMIT`s.
     pub syncs: u64,
+}
+
+/// The histogram both stores record each group commit's time in, in seconds. The central's
+/// metrics table (`server/metrics.rs`) describes it; the name is written here, once, because
+/// the stores record it.
+pub const COMMIT_SECONDS_METRIC: &str = "lottery_commit_seconds";
+
+/// What a store reads of its resources, for the central's gauges (read at each scrape).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreGauges {
+    /// The file store: free bytes on the bets file's filesystem, at its last reading (at open,
+    /// then at every group commit: the reading the `min_free_bytes` check makes).
+    pub free_bytes: Option<u64>,
+    /// The file store: `min_free_bytes`, the floor those free bytes are checked against.
+    pub min_free_bytes: Option<u64>,
+    /// PostgreSQL: each connection pool.
+    pub pools: Vec<PoolGauges>,
+}
+
+/// One connection pool, as it is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolGauges {
+    /// Which pool: `queries` (sessions, ready, draw) or `commit` (the committer's).
+    pub pool: &'static str,
+    /// Most connections it opens.
+    pub max: usize,
+    /// Connections open, idle ones included.
+    pub open: usize,
+    /// Open connections no task holds.
+    pub idle: usize,
+    /// Tasks waiting for a connection.
+    pub waiting: usize,
 }
 
 /// What checking a bets file found (`lottery-server verify`, and the file store's export): what

@@ -17,8 +17,8 @@ use super::error::interrupted;
 use super::file::{self, BetStore, Recovery};
 use super::postgres::{self, PgStore};
 use super::{
-    Ack, AgencyProgress, Drawn, ReadyFeed, SessionEpoch, StorageError, StoreOptions, StoreStats,
-    Verified,
+    Ack, AgencyProgress, Drawn, ReadyFeed, SessionEpoch, StorageError, StoreGauges, StoreOptions,
+    StoreStats, Verified,
 };
 use crate::config::DatabaseUrl;
 use crate::domain::{AgencyId, Bets};
@@ -259,6 +259,14 @@ impl Store {
         match self {
             Self::File(store) => store.stats(),
             Self::Postgres(store) => store.stats(),
+        }
+    }
+
+    /// What the store reads of its resources now: free bytes, or its pools.
+    pub fn gauges(&self) -> StoreGauges {
+        match self {
+            Self::File(store) => store.gauges(),
+            Self::Postgres(store) => store.gauges(),
         }
     }
 

@@ -25,12 +25,17 @@ use super::journal::Record;
 use crate::domain::{AgencyId, Bets, Document, is_winning};
 use crate::storage::decide::{Proposal, decide, take_group};
 use crate::storage::error::interrupted;
-use crate::storage::{Ack, AckSender, AgencyProgress, StorageError, StoreOptions, Stored, rows};
+use crate::storage::{
+    Ack, AckSender, AgencyProgress, COMMIT_SECONDS_METRIC, StorageError, StoreOptions, Stored, rows,
+};
 
 /// Most bytes of rows one group commit writes. Batches queued beyond it wait for the next group.
 /// Recovery of an older journal (rows written first) cuts at most this much past its last
 /// recorded batch (see `recovery.rs`).
 pub const MAX_GROUP_BYTES: u64 = 1 << 20;
+
+/// `Shared::free_bytes` before its first reading.
+const NOT_READ: u64 = u64::MAX;
 
 /// What the store and its committer task share.
 #[derive(Debug)]
@@ -45,6 +50,8 @@ pub(super) struct Shared {
     /// across the disk work of a commit, a ready or a draw record, and the draw.
     pub(super) files: Mutex<Files>,
     groups: AtomicU64,
+    /// Free bytes on the bets file's filesystem at the last reading ([`NOT_READ`]: none yet).
+    free_bytes: AtomicU64,
     /// When this process first committed a batch (the start of its ingest).
     first_commit: OnceLock<std::time::Instant>,
 }
@@ -66,6 +73,7 @@ impl Shared {
         options: StoreOptions,
         files: Files,
     ) -> Self {
+        let free_bytes = AtomicU64::new(free_bytes(&files.bets).unwrap_or(NOT_READ));
         Self {
             path,
             journal_path,
@@ -74,8 +82,15 @@ impl Shared {
             queued: Arc::new(Notify::new()),
             files: Mutex::new(files),
             groups: AtomicU64::new(0),
+            free_bytes,
             first_commit: OnceLock::new(),
         }
+    }
+
+    /// Free bytes on the bets file's filesystem at the last reading (at open, then at every
+    /// group commit's free-space check).
+    pub(super) fn free_bytes(&self) -> Option<u64> {
+        Some(self.free_bytes.load(Ordering::Relaxed)).filter(|&free| free != NOT_READ)
     }
 
     /// Group commits so far.
@@ -246,14 +261,15 @@ impl Shared {
         let floor = self.options.min_free_bytes;
         let started = std::time::Instant::now();
         let written = tokio::task::spawn_blocking(move || {
-            if floor > 0 {
-                // One statvfs per group commit; an error here is left to the write to report.
-                if let Ok(stats) = rustix::fs::fstatvfs(&*bets) {
-                    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
-                    let needed = (rows.len() + records.len()) as u64;
-                    if free.saturating_sub(needed) < floor {
-                        return (Err(WriteFailure::LowSpace { free }), dirty);
-                    }
+            // One statvfs per group commit (also read for the free-bytes gauge when the floor is
+            // off); an error here is left to the write to report.
+            let free = free_bytes(&bets);
+            if floor > 0
+                && let Some(free) = free
+            {
+                let needed = (rows.len() + records.len()) as u64;
+                if free.saturating_sub(needed) < floor {
+                    return (Err(WriteFailure::LowSpace { free }), dirty, Some(free));
                 }
             }
             let result = (|| {
@@ -275,14 +291,18 @@ impl Shared {
                 // Best effort: what cannot be cut now is cut before the next write, or at start-up
                 // (a group whose rows are short is never acknowledged: recovery cuts it).
                 let cut = cut_back(&bets, at, &journal, journal_at, sync);
-                return (Err(WriteFailure::Io(e)), cut.is_err());
+                return (Err(WriteFailure::Io(e)), cut.is_err(), free);
             }
-            (result.map_err(WriteFailure::Io), false)
+            (result.map_err(WriteFailure::Io), false, free)
         })
         .await;
-        let (result, still_dirty) = written
-            .unwrap_or_else(|e| (Err(WriteFailure::Io(io::Error::other(e.to_string()))), true));
-        metrics::histogram!("lottery_commit_seconds").record(started.elapsed().as_secs_f64());
+        let (result, still_dirty, free) = written.unwrap_or_else(|e| {
+            (Err(WriteFailure::Io(io::Error::other(e.to_string()))), true, None)
+        });
+        if let Some(free) = free {
+            self.free_bytes.store(free, Ordering::Relaxed);
+        }
+        metrics::histogram!(COMMIT_SECONDS_METRIC).record(started.elapsed().as_secs_f64());
         files.dirty = still_dirty;
         result
     }
@@ -358,6 +378,12 @@ impl WriteFailure {
 /// later record made the journal's shorter length durable: rows past the journal's end, which
 /// recovery refuses. In this order a crash in between leaves a last group short of its rows,
 /// which recovery cuts.
+/// Free bytes (for an unprivileged user) on `file`'s filesystem; `None` when it cannot be read.
+fn free_bytes(file: &File) -> Option<u64> {
+    let stats = rustix::fs::fstatvfs(file).ok()?;
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
 fn cut_back(bets: &File, at: u64, journal: &File, journal_at: u64, sync: bool) -> io::Result<()> {
     bets.set_len(at)?;
     if sync {

@@ -40,7 +40,8 @@ use crate::domain::{AgencyId, Bets, Draw, Receipts};
 use crate::storage::Stored;
 use crate::storage::error::interrupted;
 use crate::storage::{
-    Ack, AgencyProgress, ReceiptsBuilder, StorageError, StoreOptions, StoreStats, load_bets,
+    Ack, AgencyProgress, ReceiptsBuilder, StorageError, StoreGauges, StoreOptions, StoreStats,
+    load_bets,
 };
 
 /// The journal beside the bets file at `path`: `<path>.journal`.
@@ -102,6 +103,13 @@ impl BetStore {
     pub fn stats(&self) -> StoreStats {
         let groups = self.shared.groups();
         StoreStats { groups, syncs: if self.shared.options.sync { 2 * groups } else { 0 } }
+    }
+
+    /// The free bytes the last group commit (or the open) read, and the floor they are checked
+    /// against.
+    pub fn gauges(&self) -> StoreGauges {
+        let min_free_bytes = Some(self.shared.options.min_free_bytes);
+        StoreGauges { free_bytes: self.shared.free_bytes(), min_free_bytes, pools: Vec::new() }
     }
 
     /// The bets file's path.

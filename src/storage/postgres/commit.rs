@@ -18,7 +18,9 @@ use super::COMMIT_LOCK;
 use super::connect::{Shared, agency_id, describe, group_failed, progress};
 use crate::domain::{AgencyId, Bets};
 use crate::storage::decide::{Proposal, decide, take_group};
-use crate::storage::{AckSender, AgencyProgress, SessionEpoch, StorageError, Stored};
+use crate::storage::{
+    AckSender, AgencyProgress, COMMIT_SECONDS_METRIC, SessionEpoch, StorageError, Stored,
+};
 
 /// Most bets one group transaction stores; more queued wait for the next one.
 pub(super) const MAX_GROUP_BETS: u64 = 50_000;
@@ -124,6 +126,7 @@ pub(super) async fn run(shared: Arc<Shared>, queue: Arc<Queue>, stop: Cancellati
 
 /// Commits `group` in one transaction and answers each batch.
 async fn commit(shared: &Shared, group: Vec<Pending>) {
+    let started = Instant::now();
     let stored = match shared.commit_pool.get().await {
         Ok(mut client) => {
             let stored = store_group(shared, &mut client, &group).await;
@@ -138,6 +141,8 @@ async fn commit(shared: &Shared, group: Vec<Pending>) {
         }
         Err(e) => Err(e.to_string()),
     };
+    // As the file store's: from taking the connection to the end of `COMMIT` (or its failure).
+    metrics::histogram!(COMMIT_SECONDS_METRIC).record(started.elapsed().as_secs_f64());
     match stored {
         Ok(outcomes) => {
             for (pending, outcome) in group.into_iter().zip(outcomes) {

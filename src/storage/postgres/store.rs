@@ -15,7 +15,8 @@ use super::watch;
 use crate::config::DatabaseUrl;
 use crate::domain::{AgencyId, Bets};
 use crate::storage::{
-    Ack, AgencyProgress, ReadyFeed, SessionEpoch, StorageError, StoreOptions, StoreStats,
+    Ack, AgencyProgress, PoolGauges, ReadyFeed, SessionEpoch, StorageError, StoreGauges,
+    StoreOptions, StoreStats,
 };
 
 /// The bets in PostgreSQL. Share it behind the server's `Store`.
@@ -139,6 +140,23 @@ impl PgStore {
     pub fn stats(&self) -> StoreStats {
         let groups = self.shared.groups.load(Ordering::Relaxed);
         StoreStats { groups, syncs: groups }
+    }
+
+    /// Its two connection pools as they are now: `queries` (sessions, ready, the draw) and
+    /// `commit` (the committer's one connection).
+    pub fn gauges(&self) -> StoreGauges {
+        let pool = |pool, status: deadpool_postgres::Status| PoolGauges {
+            pool,
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        };
+        let pools = vec![
+            pool("queries", self.shared.pool.status()),
+            pool("commit", self.shared.commit_pool.status()),
+        ];
+        StoreGauges { free_bytes: None, min_free_bytes: None, pools }
     }
 
     /// Commits what is queued, then stops the committer and the listener and closes the pool.
