@@ -8,7 +8,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use chrono::NaiveDate;
+use jiff::civil::Date;
 
 use super::StorageError;
 use crate::csv_rows::{csv_reader, fields, record_line};
@@ -126,7 +126,7 @@ fn parse_row(record: &csv::StringRecord) -> Result<Bet, BetError> {
     let agency = AgencyId::parse(agency)?;
     // Rows were checked against the clock when stored; reading them back must not depend on it.
     let text = [first_name, last_name, document, birthdate, number];
-    Bet::from_text(agency, text, NaiveDate::MAX)
+    Bet::from_text(agency, text, Date::MAX)
 }
 
 #[cfg(test)]
