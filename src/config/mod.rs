@@ -13,10 +13,13 @@
 //!   read, gathered for one binary;
 //! - `files.rs`: the configuration files (`config.ini`, `config.yaml`);
 //! - `settings.rs`: the layered lookup and typed access shared by both sides;
+//! - `database.rs`: the database's connection string: its TLS parameters (`sslmode`,
+//!   `sslrootcert`) and `LOTTERY_DATABASE_URL_FILE`;
 //! - `tokens.rs`: the agency tokens file;
 //! - `error.rs`: [`ConfigError`].
 
 mod client;
+mod database;
 mod error;
 mod files;
 mod options;
@@ -28,6 +31,7 @@ mod tests;
 mod tokens;
 
 pub use client::{BetSource, ClientConfig, DEFAULT_CLIENT_READ_TIMEOUT, ServerAddresses};
+pub use database::{DatabaseTls, RootCerts, SslMode};
 pub use error::{ConfigError, MAX_ECHO_BYTES};
 pub use options::{CLIENT_OPTIONS, ConfigOption, SERVER_OPTIONS};
 pub use server::{DatabaseUrl, MAX_AGENCIES, ServerConfig, redact_password};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tracing::Level;
 
+use super::database::{self, DatabaseTls};
 use super::settings::{Vars, env_lookup, layered};
 use super::{AgencyTokens, ConfigError, sources};
 use crate::protocol::{FRAME_LEN_CAP, MAX_BATCH_BYTES};
@@ -80,6 +81,15 @@ impl DatabaseUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The connection string without its TLS parameters (for the driver), and the TLS settings
+    /// they make (see [`database::split_tls`]).
+    ///
+    /// # Errors
+    /// The TLS parameter that is wrong, and why (checked already when the string was read).
+    pub fn split_tls(&self) -> Result<(String, DatabaseTls), String> {
+        database::split_tls(&self.0)
+    }
 }
 
 impl std::fmt::Display for DatabaseUrl {
@@ -136,7 +146,7 @@ fn redact_url(url: &str, rest: &str) -> String {
 }
 
 /// `%XX` escapes decoded, as the driver decodes a URL parameter's name.
-fn percent_decode(text: &str) -> String {
+pub(super) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -331,26 +341,7 @@ impl ServerConfig {
                 "LOTTERY_MIN_FREE_BYTES",
                 "a whole number of bytes, such as 67108864 (64 MiB); 0 turns the check off",
             )?,
-            database_url: match vars.set("LOTTERY_DATABASE_URL") {
-                None => None,
-                Some(url) => {
-                    if let Err(e) = url.trim().parse::<tokio_postgres::Config>() {
-                        // The driver's "expected `=` but got `x`" would show a character that
-                        // may be the password's: its position is enough.
-                        let e = e.to_string();
-                        let e = e.split(": expected").next().unwrap_or_default();
-                        return Err(ConfigError::Invalid {
-                            var: "LOTTERY_DATABASE_URL",
-                            value: redact_password(&url),
-                            expected: format!(
-                                "a PostgreSQL connection string such as \
-                                 postgresql://lottery:secret@db:5432/lottery ({e})"
-                            ),
-                        });
-                    }
-                    Some(DatabaseUrl(url.trim().to_owned()))
-                }
-            },
+            database_url: database_url(&vars)?,
         })
     }
 
@@ -358,6 +349,48 @@ impl ServerConfig {
     pub fn expects(&self, agency: u32) -> bool {
         (1..=self.agencies.get()).contains(&agency)
     }
+}
+
+/// `LOTTERY_DATABASE_URL`, or the connection string in the file `LOTTERY_DATABASE_URL_FILE`
+/// names (not both), checked as the central will use it: its TLS parameters, then the rest as
+/// the driver reads it.
+fn database_url<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<'_, F>,
+) -> Result<Option<DatabaseUrl>, ConfigError> {
+    const FILE: &str = "LOTTERY_DATABASE_URL_FILE";
+    // What an error shows: the variable's value (password hidden), or the file's name.
+    let (var, url, shown, holding) = match (vars.set("LOTTERY_DATABASE_URL"), vars.set(FILE)) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(path)) => {
+            return Err(ConfigError::Invalid {
+                var: FILE,
+                value: path,
+                expected: "LOTTERY_DATABASE_URL unset: the connection string comes from one or \
+                           the other, not both"
+                    .into(),
+            });
+        }
+        (Some(url), None) => ("LOTTERY_DATABASE_URL", url.clone(), redact_password(&url), ""),
+        (None, Some(path)) => {
+            (FILE, database::read_url_file(FILE, &path)?, path, "a file holding ")
+        }
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        var,
+        value: shown.clone(),
+        expected: format!(
+            "{holding}a PostgreSQL connection string such as \
+             postgresql://lottery:secret@db:5432/lottery ({reason})"
+        ),
+    };
+    let (rest, _) = database::split_tls(url.trim()).map_err(invalid)?;
+    if let Err(e) = rest.parse::<tokio_postgres::Config>() {
+        // The driver's "expected `=` but got `x`" would show a character that may be the
+        // password's: its position is enough.
+        let e = e.to_string();
+        return Err(invalid(e.split(": expected").next().unwrap_or_default().to_owned()));
+    }
+    Ok(Some(DatabaseUrl(url.trim().to_owned())))
 }
 
 impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
