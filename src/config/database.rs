@@ -102,9 +102,9 @@ fn split_url(url: &str) -> (String, Vec<(String, String)>) {
     let mut kept = Vec::new();
     for param in query.split('&') {
         let (key, value) = param.split_once('=').unwrap_or((param, ""));
-        let key = super::server::percent_decode(key);
+        let key = percent_decode(key);
         if ours(&key) {
-            taken.push((key, super::server::percent_decode(value)));
+            taken.push((key, percent_decode(value)));
         } else {
             kept.push(param);
         }
@@ -162,6 +162,27 @@ fn key_values(text: &str) -> Option<Vec<(String, String)>> {
         }
         pairs.push((key, value));
     }
+}
+
+/// `%XX` escapes decoded, as the driver decodes a URL parameter (its name or its value).
+pub(super) fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// The connection string in the file `path`, which `var` names (`LOTTERY_DATABASE_URL_FILE`):

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tracing::Level;
 
-use super::database::{self, DatabaseTls};
+use super::database::{self, DatabaseTls, percent_decode};
 use super::settings::{Vars, env_lookup, layered};
 use super::{AgencyTokens, ConfigError, sources};
 use crate::protocol::{FRAME_LEN_CAP, MAX_BATCH_BYTES};
@@ -143,27 +143,6 @@ fn redact_url(url: &str, rest: &str) -> String {
         .collect();
     redacted.push_str(&params.join("&"));
     redacted
-}
-
-/// `%XX` escapes decoded, as the driver decodes a URL parameter's name.
-pub(super) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                decoded.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                decoded.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// A `key=value …` connection string, its `password` value (and everything from where it stops
