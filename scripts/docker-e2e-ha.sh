@@ -9,7 +9,8 @@
 #      on server2; every agency exits 0 with its winners (52/40/41/44/43), both centrals stored
 #      batches, exactly one created the schema, one `sorteo` in all (the other central restores
 #      it), one `draw` row, 79,070 rows in `bets`, and `lottery-server export -` in a central's
-#      container writes exactly the rows of the agency files;
+#      container writes exactly the rows of the agency files; `docker inspect` of postgres and
+#      the centrals shows no password (it comes from Compose secrets);
 #   1b. `down` and `up -d` again on the same database volume: the agencies learn from `Welcome`
 #      that everything is stored, nothing is stored again, the same winners and checks;
 #   2. failover: a new lottery (`down -v`, `up -d`) with the agencies paced (loop.period 25ms, so
@@ -164,6 +165,13 @@ done
 [[ $(grep -Ec "^server[12] +\| .*action: database \| result: success \| .*schema_version: [0-9]+ \| schema_found: 0 " \
     "$work/ha-1.log") == 1 ]] || fail "not exactly one central created the schema"
 check_lottery "$work/ha-1.log" server2
+# The password is a Compose secret: no container's configuration shows it.
+for name in postgres server1 server2; do
+    docker inspect "$name" >"$work/inspect-$name.json" || fail "docker inspect $name failed"
+    grep -Eq '"(POSTGRES_PASSWORD|LOTTERY_DATABASE_URL)=|lottery:lottery@' "$work/inspect-$name.json" &&
+        fail "docker inspect $name shows the database password"
+done
+echo "   docker inspect shows no password (postgres and the centrals read it from secrets)"
 dc down -t 10 >/dev/null 2>&1 || fail "down failed"
 
 say "1b. up -d again on the same database volume: nothing stored twice, the same winners"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The entrypoint of Dockerfile.postgres (runs as the `postgres` user).
 # On the first start (no cluster in $PGDATA) it creates one: initdb with POSTGRES_USER as the
-# superuser and POSTGRES_PASSWORD as its password (SCRAM-SHA-256), the database POSTGRES_DB,
-# connections from the network by password, local socket connections inside the container
-# trusted (the health check, `docker exec … psql`). The cluster is made in a scratch directory
+# superuser and POSTGRES_PASSWORD as its password (SCRAM-SHA-256; or the first line of the file
+# POSTGRES_PASSWORD_FILE names, a Compose secret, which `docker inspect` does not show), the
+# database POSTGRES_DB, connections from the network by password, local socket connections
+# inside the container trusted (the health check, `docker exec … psql`). The cluster is made in a scratch directory
 # beside $PGDATA and renamed into place only when whole: a start interrupted half-way leaves
 # no half-made cluster, and the next start begins again. Then, and on every later start, it
 # runs PostgreSQL in the foreground as PID 1 (docker stop: SIGINT, a fast shutdown).
@@ -26,6 +27,15 @@ if [[ ! -s $data/PG_VERSION ]]; then
         [[ ${pair#*=} =~ ^[A-Za-z_][A-Za-z0-9_]{0,62}$ ]] ||
             fail "${pair%%=*}=\"${pair#*=}\" is invalid: expected a name of letters, digits and _ (not starting with a digit), at most 63"
     done
+    if [[ -n ${POSTGRES_PASSWORD_FILE:-} ]]; then
+        [[ -z ${POSTGRES_PASSWORD:-} ]] ||
+            fail "POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are both set: expected one of them"
+        [[ -r $POSTGRES_PASSWORD_FILE ]] ||
+            fail "POSTGRES_PASSWORD_FILE=\"$POSTGRES_PASSWORD_FILE\" cannot be read: expected a file holding the password"
+        IFS= read -r POSTGRES_PASSWORD <"$POSTGRES_PASSWORD_FILE" || [[ -n $POSTGRES_PASSWORD ]] ||
+            fail "POSTGRES_PASSWORD_FILE=\"$POSTGRES_PASSWORD_FILE\" is empty: expected the password on its first line"
+        POSTGRES_PASSWORD=${POSTGRES_PASSWORD%$'\r'}
+    fi
     [[ -n ${POSTGRES_PASSWORD:-} ]] ||
         fail "POSTGRES_PASSWORD is empty: expected the password of POSTGRES_USER (\"$user\"), which the centrals use to connect"
     if [[ -e $data ]]; then

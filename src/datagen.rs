@@ -157,7 +157,6 @@ impl SplitMix64 {
 mod tests {
     use super::*;
     use crate::domain::{AgencyId, Bet};
-    use chrono::NaiveDate;
 
     #[test]
     fn rows_are_deterministic_valid_and_include_winners() {
@@ -165,7 +164,7 @@ mod tests {
         let b: Vec<Row> = agency_rows(1, 5000, 7).collect();
         assert_eq!(a, b);
         assert_ne!(a, agency_rows(2, 5000, 7).collect::<Vec<_>>());
-        let today = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let today = jiff::civil::date(2026, 1, 1);
         for row in &a {
             let number = row.number.to_string();
             let fields =

@@ -1,6 +1,6 @@
 //! Fixtures the library's unit tests share (integration tests have theirs in `tests/common`).
 
-use chrono::NaiveDate;
+use jiff::civil::Date;
 use proptest::prelude::*;
 
 use crate::domain::{AgencyId, Bet, BetNumber, Document};
@@ -18,9 +18,9 @@ pub(crate) fn named_bet(agency: u32, first: &str, last: &str, document: &str, nu
         first.into(),
         last.into(),
         Document::parse(document).unwrap(),
-        NaiveDate::from_ymd_opt(1985, 12, 1).unwrap(),
+        jiff::civil::date(1985, 12, 1),
         BetNumber::parse(number).unwrap(),
-        NaiveDate::MAX,
+        Date::MAX,
     )
     .unwrap()
 }

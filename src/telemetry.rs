@@ -60,7 +60,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let now = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+        let now = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S");
         let normalized = event.normalized_metadata();
         let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let level = *metadata.level();
@@ -242,7 +242,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         let (stamp, rest) = lines[0].split_at(20);
-        assert!(chrono::NaiveDateTime::parse_from_str(stamp.trim(), "%Y-%m-%d %H:%M:%S").is_ok());
+        assert!(jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", stamp.trim()).is_ok());
         assert_eq!(rest, "INFO     action: apuesta_recibida | result: success | cantidad: 150");
         assert!(lines[1].ends_with("WARN     action: x | result: fail | error: two\\nlines"));
     }

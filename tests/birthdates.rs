@@ -9,7 +9,9 @@ use common::{CLIENT_BIN, Process, SERVER_BIN, stored_multiset};
 async fn a_bet_dated_today_at_the_agency_is_stored_by_a_central_in_another_time_zone() {
     // UTC+14 (Kiribati) is always one or two calendar days ahead of UTC-12.
     let (agency_tz, central_tz) = ("<+14>-14", "<-12>12");
-    let agency_today = (chrono::Utc::now() + chrono::Duration::hours(14)).date_naive();
+    let agency_today = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(14))
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
     let dir = tempfile::tempdir().unwrap();
     let bets_file = dir.path().join("bets.csv");
     let env = [

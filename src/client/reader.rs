@@ -169,7 +169,7 @@ pub fn check_file(path: &Path) -> Result<CheckReport, ClientError> {
 /// An agency file's rows, each a checked bet or the line and reason it is not one.
 struct Rows<R> {
     records: RecordReader<R>,
-    latest_birthdate: chrono::NaiveDate,
+    latest_birthdate: jiff::civil::Date,
 }
 
 impl Rows<std::fs::File> {
@@ -181,7 +181,7 @@ impl Rows<std::fs::File> {
 }
 
 impl<R: io::Read> Rows<R> {
-    fn new(records: RecordReader<R>, latest_birthdate: chrono::NaiveDate) -> Self {
+    fn new(records: RecordReader<R>, latest_birthdate: jiff::civil::Date) -> Self {
         Self { records, latest_birthdate }
     }
 
@@ -307,8 +307,8 @@ mod tests {
     /// what passing over that many rows finds (rows passed over, winners).
     type Outcome = (Vec<Result<WireBet, (u64, String)>>, Vec<(u64, Vec<String>)>);
 
-    fn today() -> chrono::NaiveDate {
-        chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()
+    fn today() -> jiff::civil::Date {
+        jiff::civil::date(2026, 11, 26)
     }
 
     /// The reader before this one, kept as the reference: the csv crate's `StringRecord`s and

@@ -13,10 +13,14 @@
 //!   read, gathered for one binary;
 //! - `files.rs`: the configuration files (`config.ini`, `config.yaml`);
 //! - `settings.rs`: the layered lookup and typed access shared by both sides;
+//! - `database.rs`: the database's connection string (`LOTTERY_DATABASE_URL`, or the file
+//!   `LOTTERY_DATABASE_URL_FILE` names): its password hidden, its TLS parameters (`sslmode`,
+//!   `sslrootcert`);
 //! - `tokens.rs`: the agency tokens file;
 //! - `error.rs`: [`ConfigError`].
 
 mod client;
+mod database;
 mod error;
 mod files;
 mod options;
@@ -28,8 +32,9 @@ mod tests;
 mod tokens;
 
 pub use client::{BetSource, ClientConfig, DEFAULT_CLIENT_READ_TIMEOUT, ServerAddresses};
+pub use database::{DatabaseTls, DatabaseUrl, RootCerts, SslMode, redact_password};
 pub use error::{ConfigError, MAX_ECHO_BYTES};
 pub use options::{CLIENT_OPTIONS, ConfigOption, SERVER_OPTIONS};
-pub use server::{DatabaseUrl, MAX_AGENCIES, ServerConfig, redact_password};
+pub use server::{MAX_AGENCIES, ServerConfig};
 pub use settings::env_lookup;
 pub use tokens::AgencyTokens;

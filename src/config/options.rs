@@ -229,6 +229,14 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
     ))
     .shown(STORAGE, "URL"),
     described(option(
+        "database-url-file",
+        "LOTTERY_DATABASE_URL_FILE",
+        Some("LOTTERY_DATABASE_URL_FILE"),
+        "none",
+        "a file holding LOTTERY_DATABASE_URL (a secret), instead of it",
+    ))
+    .shown(STORAGE, "PATH"),
+    described(option(
         "config",
         "LOTTERY_CONFIG_FILE",
         None,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tracing::Level;
 
+use super::database::{DatabaseUrl, database_url};
 use super::settings::{Vars, env_lookup, layered};
 use super::{AgencyTokens, ConfigError, sources};
 use crate::protocol::{FRAME_LEN_CAP, MAX_BATCH_BYTES};
@@ -72,157 +73,6 @@ pub struct ServerConfig {
     /// `LOTTERY_DATABASE_URL`: a PostgreSQL connection string; when set, bets are stored there
     /// (several centrals may share it) instead of in `bets_file`. Default: unset (the bets file).
     pub database_url: Option<DatabaseUrl>,
-}
-
-/// A PostgreSQL connection string, checked when read. Its `Debug` and `Display` hide the
-/// password, so the configuration can be logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    /// The connection string, password included: for connecting, never for logging.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&redact_password(&self.0))
-    }
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DatabaseUrl({self})")
-    }
-}
-
-/// `url` with its password replaced by `***`, read the way the driver (`tokio-postgres`) reads
-/// it: in a URL, the `:password` before the first `@` and a `password` parameter of the query
-/// (its name percent-decoded); in a `key=value` string, the `password` value whatever its form
-/// (spaces around `=`, quoted with spaces, backslash escapes). A `key=value` string the driver
-/// would refuse is shown only up to where it stops reading as one: from there on `***`, since
-/// the rest may be a password with a space in it.
-pub fn redact_password(url: &str) -> String {
-    match ["postgresql://", "postgres://"].iter().find_map(|p| url.strip_prefix(p)) {
-        Some(rest) => redact_url(url, rest),
-        None => redact_key_values(url),
-    }
-}
-
-fn redact_url(url: &str, rest: &str) -> String {
-    let prefix = &url[..url.len() - rest.len()];
-    let (credentials, rest) = match rest.find('@') {
-        Some(at) => rest.split_at(at),
-        None => ("", rest),
-    };
-    let mut redacted = prefix.to_owned();
-    match credentials.split_once(':') {
-        Some((user, _)) => redacted.push_str(&format!("{user}:***")),
-        None => redacted.push_str(credentials),
-    }
-    let Some((before, query)) = rest.split_once('?') else {
-        redacted.push_str(rest);
-        return redacted;
-    };
-    redacted.push_str(before);
-    redacted.push('?');
-    let params: Vec<String> = query
-        .split('&')
-        .map(|param| match param.split_once('=') {
-            Some((key, _)) if percent_decode(key) == "password" => format!("{key}=***"),
-            _ => param.to_owned(),
-        })
-        .collect();
-    redacted.push_str(&params.join("&"));
-    redacted
-}
-
-/// `%XX` escapes decoded, as the driver decodes a URL parameter's name.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                decoded.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                decoded.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&decoded).into_owned()
-}
-
-/// A `key=value …` connection string, its `password` value (and everything from where it stops
-/// parsing) replaced; the rest, spacing included, as given.
-fn redact_key_values(text: &str) -> String {
-    let mut redacted = String::with_capacity(text.len());
-    let mut chars = text.char_indices().peekable();
-    let skip_ws = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
-        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
-    };
-    let at = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
-        chars.peek().map_or(text.len(), |&(i, _)| i)
-    };
-    let mut copied = 0;
-    loop {
-        skip_ws(&mut chars);
-        let key_start = at(&mut chars);
-        while chars.next_if(|&(_, c)| !c.is_whitespace() && c != '=').is_some() {}
-        let key = &text[key_start..at(&mut chars)];
-        if key.is_empty() {
-            redacted.push_str(&text[copied..]);
-            return redacted;
-        }
-        skip_ws(&mut chars);
-        let equals = chars.next_if(|&(_, c)| c == '=').is_some();
-        skip_ws(&mut chars);
-        let value_start = at(&mut chars);
-        let ended = equals
-            && if chars.next_if(|&(_, c)| c == '\'').is_some() {
-                let mut closed = false;
-                while let Some((_, c)) = chars.next() {
-                    match c {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '\'' => {
-                            closed = true;
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-                closed
-            } else {
-                let mut any = false;
-                while let Some((_, c)) = chars.next_if(|&(_, c)| !c.is_whitespace()) {
-                    any = true;
-                    if c == '\\' {
-                        chars.next();
-                    }
-                }
-                any
-            };
-        if !ended {
-            // Not a connection string the driver reads: nothing past here is shown.
-            redacted.push_str(&text[copied..key_start]);
-            redacted.push_str("***");
-            return redacted;
-        }
-        if key == "password" {
-            redacted.push_str(&text[copied..value_start]);
-            redacted.push_str("***");
-            copied = at(&mut chars);
-        }
-    }
 }
 
 impl ServerConfig {
@@ -343,26 +193,7 @@ impl ServerConfig {
                 "LOTTERY_MIN_FREE_BYTES",
                 "a whole number of bytes, such as 67108864 (64 MiB); 0 turns the check off",
             )?,
-            database_url: match vars.set("LOTTERY_DATABASE_URL") {
-                None => None,
-                Some(url) => {
-                    if let Err(e) = url.trim().parse::<tokio_postgres::Config>() {
-                        // The driver's "expected `=` but got `x`" would show a character that
-                        // may be the password's: its position is enough.
-                        let e = e.to_string();
-                        let e = e.split(": expected").next().unwrap_or_default();
-                        return Err(ConfigError::Invalid {
-                            var: "LOTTERY_DATABASE_URL",
-                            value: redact_password(&url),
-                            expected: format!(
-                                "a PostgreSQL connection string such as \
-                                 postgresql://lottery:secret@db:5432/lottery ({e})"
-                            ),
-                        });
-                    }
-                    Some(DatabaseUrl(url.trim().to_owned()))
-                }
-            },
+            database_url: database_url(&vars)?,
         })
     }
 

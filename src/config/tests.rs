@@ -615,3 +615,47 @@ fn a_rejected_value_is_echoed_once_cut_to_a_readable_length() {
     let err = ServerConfig::from_lookup(lookup(&[("SERVER_PORT", "abc")])).unwrap_err();
     assert!(err.to_string().starts_with("SERVER_PORT=\"abc\" is invalid"), "{err}");
 }
+
+#[test]
+fn the_database_url_comes_from_the_variable_or_a_file_never_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("database-url");
+    std::fs::write(&file, "postgresql://lottery:hunter2@db:5432/lottery?sslmode=verify-full\n")
+        .unwrap();
+    let path = file.to_str().unwrap();
+    let config = ServerConfig::from_lookup(lookup(&[("LOTTERY_DATABASE_URL_FILE", path)])).unwrap();
+    let url = config.database_url.unwrap();
+    assert_eq!(url.expose(), "postgresql://lottery:hunter2@db:5432/lottery?sslmode=verify-full");
+    assert_eq!(url.split_tls().unwrap().1.mode, crate::config::SslMode::VerifyFull);
+    let both = [("LOTTERY_DATABASE_URL", "host=db"), ("LOTTERY_DATABASE_URL_FILE", path)];
+    let e = ServerConfig::from_lookup(lookup(&both)).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "LOTTERY_DATABASE_URL_FILE={path:?} is invalid: expected LOTTERY_DATABASE_URL unset"
+        )),
+        "{e}"
+    );
+    // What the file holds is checked as the variable is, and named by the file's variable.
+    std::fs::write(&file, "postgresql://lottery:hunter2@db/x?sslmode=verify").unwrap();
+    let e = ServerConfig::from_lookup(lookup(&[("LOTTERY_DATABASE_URL_FILE", path)]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "LOTTERY_DATABASE_URL_FILE={path:?} is invalid: expected a file holding a PostgreSQL"
+        )),
+        "{e}"
+    );
+    assert!(e.contains("(sslmode=\"verify\" is invalid: expected disable, prefer"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    let e = ServerConfig::from_lookup(lookup(&[("LOTTERY_DATABASE_URL_FILE", missing)]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&format!("LOTTERY_DATABASE_URL_FILE: cannot read {missing}:")), "{e}");
+    // The TLS parameters the driver does not know pass in the variable too.
+    let url = "host=db sslmode=verify-ca sslrootcert=/etc/ssl/db.pem";
+    let config = ServerConfig::from_lookup(lookup(&[("LOTTERY_DATABASE_URL", url)])).unwrap();
+    assert_eq!(config.database_url.unwrap().expose(), url);
+}

@@ -38,11 +38,12 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::ops::Range;
 
-use chrono::NaiveDate;
+use jiff::civil::Date;
 
 use super::error::BetError;
 use super::rules::{
-    check_birthdate, check_name, date_from_bytes, parse_date, parse_digits, utf8_name_is_valid,
+    check_birthdate, check_name, check_wire_day, date_from_bytes, parse_date, parse_digits,
+    utf8_name_is_valid, wire_day,
 };
 
 /// The longest document accepted, in digits.
@@ -185,7 +186,7 @@ pub struct Bet {
     pub first_name: String,
     pub last_name: String,
     pub document: Document,
-    pub birthdate: NaiveDate,
+    pub birthdate: Date,
     pub number: BetNumber,
 }
 
@@ -200,9 +201,9 @@ impl Bet {
         first_name: String,
         last_name: String,
         document: Document,
-        birthdate: NaiveDate,
+        birthdate: Date,
         number: BetNumber,
-        latest_birthdate: NaiveDate,
+        latest_birthdate: Date,
     ) -> Result<Self, BetError> {
         check_name("first_name", &first_name)?;
         check_name("last_name", &last_name)?;
@@ -217,7 +218,7 @@ impl Bet {
     pub fn from_text(
         agency: AgencyId,
         [first_name, last_name, document, birthdate, number]: [&str; 5],
-        latest_birthdate: NaiveDate,
+        latest_birthdate: Date,
     ) -> Result<Self, BetError> {
         let text =
             BetText::parse([first_name, last_name, document, birthdate, number], latest_birthdate)?;
@@ -269,11 +270,9 @@ pub fn check_wire_bet(
     text_passed: bool,
     (year, month, day): (i32, u8, u8),
     number: u16,
-    latest_birthdate: NaiveDate,
-) -> Result<(NaiveDate, BetNumber), BetError> {
-    let birthdate = NaiveDate::from_ymd_opt(year, month.into(), day.into()).ok_or_else(|| {
-        BetError::new("birthdate", format!("{year:04}-{month:02}-{day:02}"), "a real calendar date")
-    })?;
+    latest_birthdate: Date,
+) -> Result<(Date, BetNumber), BetError> {
+    let birthdate = wire_day(year, month, day)?;
     let number = if text_passed {
         BetNumber::parse(number.into())?
     } else {
@@ -286,7 +285,7 @@ pub fn check_wire_bet(
         check_name("last_name", last_name)?;
         number
     };
-    check_birthdate(birthdate, latest_birthdate)?;
+    let birthdate = check_wire_day(birthdate, latest_birthdate)?;
     Ok((birthdate, number))
 }
 
@@ -299,7 +298,7 @@ pub struct BetText<'a> {
     last_name: &'a [u8],
     /// 1 to 10 ASCII digits.
     document: &'a [u8],
-    pub birthdate: NaiveDate,
+    pub birthdate: Date,
     pub number: BetNumber,
 }
 
@@ -311,7 +310,7 @@ impl<'a> BetText<'a> {
     /// number, first name, last name, and the birthdate against `latest_birthdate`.
     pub fn parse(
         [first_name, last_name, document, birthdate, number]: [&'a str; 5],
-        latest_birthdate: NaiveDate,
+        latest_birthdate: Date,
     ) -> Result<Self, BetError> {
         Document::check(document)?;
         let birthdate = parse_date(birthdate)?;
@@ -324,11 +323,7 @@ impl<'a> BetText<'a> {
     }
 
     /// A bet whose text `text` and values passed [`check_wire_bet`] (or come from a [`Bet`]).
-    pub(crate) fn from_checked(
-        text: WireText<'a>,
-        birthdate: NaiveDate,
-        number: BetNumber,
-    ) -> Self {
+    pub(crate) fn from_checked(text: WireText<'a>, birthdate: Date, number: BetNumber) -> Self {
         let [first_name, last_name, document] = text;
         Self { first_name, last_name, document, birthdate, number }
     }
@@ -367,7 +362,7 @@ impl<'a> BetText<'a> {
     pub fn from_line(
         line: &'a [u8],
         [first_name, last_name, document, birthdate, number]: [Range<usize>; 5],
-        latest_birthdate: NaiveDate,
+        latest_birthdate: Date,
     ) -> Option<Self> {
         let digits = |field: &[u8]| !field.is_empty() && field.iter().all(u8::is_ascii_digit);
         let number = line.get(number)?;
@@ -400,8 +395,8 @@ mod tests {
         Checker, NAME_MAX_CHARS, latest_birthdate_on, name_is_valid, write_date,
     };
 
-    fn today() -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, 11, 26).unwrap()
+    fn today() -> Date {
+        jiff::civil::date(2026, 11, 26)
     }
 
     fn row(fields: [&str; 5]) -> Result<Bet, BetError> {
@@ -413,7 +408,7 @@ mod tests {
         let bet = row(["Santiago Lionel", "Lorca", "30904465", "1999-03-17", "7574"]).unwrap();
         assert_eq!(bet.agency.get(), 3);
         assert_eq!(bet.document.as_str(), "30904465");
-        assert_eq!(bet.birthdate, NaiveDate::from_ymd_opt(1999, 3, 17).unwrap());
+        assert_eq!(bet.birthdate, jiff::civil::date(1999, 3, 17));
         assert_eq!(bet.number.get(), 7574);
     }
 
@@ -540,7 +535,8 @@ mod tests {
     fn dates_are_read_and_written_as_yyyy_mm_dd() {
         for text in ["0001-01-01", "1999-03-17", "2024-02-29", "2026-11-26"] {
             let date = parse_date(text).unwrap();
-            assert_eq!(date.format("%Y-%m-%d").to_string(), text);
+            assert_eq!(date.strftime("%Y-%m-%d").to_string(), text);
+            assert_eq!(date.to_string(), text);
             assert_eq!(write_date(date, &mut [0; 10]), text);
         }
         for bad in [
@@ -612,9 +608,9 @@ mod tests {
         let (agency, central) =
             (latest_birthdate_on(utc, Checker::Agency), latest_birthdate_on(utc, Checker::Central));
         // "Today" in UTC+14 is at most UTC's date plus one; the agency accepts it.
-        assert_eq!(agency, NaiveDate::from_ymd_opt(2026, 11, 27).unwrap());
+        assert_eq!(agency, jiff::civil::date(2026, 11, 27));
         // A central whose clock is behind the agency's, across UTC midnight, still accepts it.
-        let central_behind = latest_birthdate_on(utc.pred_opt().unwrap(), Checker::Central);
+        let central_behind = latest_birthdate_on(utc.yesterday().unwrap(), Checker::Central);
         assert!(central_behind >= agency && central > agency);
         let row = |date, latest| {
             let fields = ["Ana", "Paz", "1", date, "5"];
@@ -625,7 +621,46 @@ mod tests {
         assert_eq!((err.field, err.value.as_str()), ("birthdate", "2026-11-28"));
         assert!(err.to_string().contains("a day after today in UTC"), "{err}");
         assert!(row("2026-11-28", central).is_ok());
-        assert_eq!(latest_birthdate_on(NaiveDate::MAX, Checker::Central), NaiveDate::MAX);
+        assert_eq!(latest_birthdate_on(Date::MAX, Checker::Central), Date::MAX);
+    }
+
+    /// The wire's dates read as they always did (before jiff, whose years stop at ±9999): any
+    /// real day of a year up to ±262,142 is a date, refused by the birthdate rule after the
+    /// other fields, shown as ISO 8601's expanded years; anything else is not a calendar date.
+    #[test]
+    fn wire_dates_beyond_jiffs_years_keep_their_errors() {
+        let latest = today();
+        let refused = |(year, month, day): (i32, u8, u8)| {
+            let found = crate::domain::wire_day(year, month, day).unwrap();
+            let err = check_wire_day(found, latest).unwrap_err();
+            assert_eq!(err.field, "birthdate");
+            assert!(err.to_string().contains("a date from 0001-01-01 to today"), "{err}");
+            err.value
+        };
+        assert_eq!(refused((12000, 2, 29)), "+12000-02-29");
+        assert_eq!(refused((262_142, 12, 31)), "+262142-12-31");
+        assert_eq!(refused((-262_143, 1, 1)), "-262143-01-01");
+        assert_eq!(refused((-5, 3, 1)), "-0005-03-01");
+        assert_eq!(refused((0, 1, 1)), "0000-01-01");
+        assert_eq!(refused((2026, 11, 27)), "2026-11-27");
+        for (year, month, day, shown) in [
+            (262_143, 1, 1, "262143-01-01"),
+            (-262_144, 12, 31, "-262144-12-31"),
+            (10_001, 2, 29, "10001-02-29"),
+            (2023, 2, 29, "2023-02-29"),
+            (2024, 13, 1, "2024-13-01"),
+            (2024, 0, 1, "2024-00-01"),
+            (2024, 1, 0, "2024-01-00"),
+            (2024, 200, 1, "2024-200-01"),
+        ] {
+            let err = crate::domain::wire_day(year, month, day).unwrap_err();
+            assert_eq!((err.field, err.value.as_str()), ("birthdate", shown));
+            assert!(err.to_string().contains("a real calendar date"), "{err}");
+        }
+        // After the other fields: a bad document is named first.
+        let text = [&b"Ana"[..], b"Paz", b"x"];
+        let err = check_wire_bet(text, false, (12000, 1, 1), 5, latest).unwrap_err();
+        assert_eq!(err.field, "document");
     }
 
     fn arb_field() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {

@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use chrono::NaiveDate;
+use jiff::civil::Date;
 
 use super::{AgencyId, Bet, BetNumber, BetText, WireText};
 
@@ -57,7 +57,7 @@ impl Bets for Vec<Bet> {
 pub struct CheckedBet {
     /// `first_name`, `last_name`, `document`: byte ranges of UTF-8 text that passed the checks.
     pub(crate) text: [Range<u32>; 3],
-    pub(crate) birthdate: NaiveDate,
+    pub(crate) birthdate: Date,
     pub(crate) number: BetNumber,
 }
 

@@ -29,7 +29,10 @@ pub use bet_batch::{BetBatch, Bets, CheckedBet, text_at};
 pub use draw::{Draw, WINNING_NUMBER, has_won, is_winning};
 pub use error::BetError;
 pub use receipt::{Receipt, ReceiptHasher, Receipts, hex};
+#[cfg(test)]
+pub(crate) use rules::check_wire_day;
 pub(crate) use rules::write_date;
 pub use rules::{
-    Checker, NAME_MAX_CHARS, latest_birthdate, latest_birthdate_on, parse_date, parse_digits,
+    Checker, NAME_MAX_CHARS, WireDay, latest_birthdate, latest_birthdate_on, parse_date,
+    parse_digits, wire_day,
 };

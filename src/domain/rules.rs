@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use chrono::{Datelike, Days, NaiveDate, Utc};
+use jiff::civil::Date;
 
 use super::error::BetError;
 
@@ -26,17 +26,18 @@ pub enum Checker {
 /// agency is passes, whatever zone either machine runs in. The central allows one day more, so
 /// an agency whose clock runs ahead of the central's (by less than a day) never has a row it
 /// accepted refused by the central.
-pub fn latest_birthdate_on(today_utc: NaiveDate, checker: Checker) -> NaiveDate {
+pub fn latest_birthdate_on(today_utc: Date, checker: Checker) -> Date {
     let days = match checker {
         Checker::Agency => 1,
         Checker::Central => 2,
     };
-    today_utc.checked_add_days(Days::new(days)).unwrap_or(NaiveDate::MAX)
+    today_utc.checked_add(jiff::Span::new().days(days)).unwrap_or(Date::MAX)
 }
 
 /// [`latest_birthdate_on`] today, by this machine's clock.
-pub fn latest_birthdate(checker: Checker) -> NaiveDate {
-    latest_birthdate_on(Utc::now().date_naive(), checker)
+pub fn latest_birthdate(checker: Checker) -> Date {
+    let today_utc = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    latest_birthdate_on(today_utc, checker)
 }
 
 /// Parses a whole number written with ASCII digits only. Rust's `parse` also takes a leading
@@ -48,55 +49,121 @@ pub fn parse_digits<T: FromStr>(text: &str) -> Option<T> {
     text.parse().ok()
 }
 
-pub(super) fn check_birthdate(
-    birthdate: NaiveDate,
-    latest_birthdate: NaiveDate,
-) -> Result<(), BetError> {
+/// What the birthdate rule asks for.
+const BIRTHDATE_EXPECTED: &str =
+    "a date from 0001-01-01 to today (at most a day after today in UTC)";
+
+pub(super) fn check_birthdate(birthdate: Date, latest_birthdate: Date) -> Result<(), BetError> {
     // Year 1 is Python's `date.min`: the bets file must stay readable by the original helpers.
     if birthdate > latest_birthdate || birthdate.year() < 1 {
-        let expected = "a date from 0001-01-01 to today (at most a day after today in UTC)";
-        return Err(BetError::new("birthdate", birthdate, expected));
+        let (year, month, day) = (birthdate.year(), birthdate.month(), birthdate.day());
+        let shown = show_date(year.into(), month.unsigned_abs(), day.unsigned_abs());
+        return Err(BetError::new("birthdate", shown, BIRTHDATE_EXPECTED));
     }
     Ok(())
+}
+
+/// A date as error messages have always shown it: `YYYY-MM-DD` for years 0 to 9999, else the
+/// year signed and at least four digits (`-0005-03-01`, `+12000-01-01`; ISO 8601's expanded
+/// years as chrono wrote them, where jiff writes six digits).
+fn show_date(year: i32, month: u8, day: u8) -> String {
+    if (0..=9999).contains(&year) {
+        format!("{year:04}-{month:02}-{day:02}")
+    } else {
+        format!("{year:+05}-{month:02}-{day:02}")
+    }
+}
+
+/// The years the central has always read as dates on the wire (chrono's range, before jiff);
+/// jiff's dates stop at ±9999.
+const WIRE_YEARS: std::ops::RangeInclusive<i32> = -262_143..=262_142;
+
+/// A birthdate from the wire, once it is known to be a real day of the (proleptic Gregorian)
+/// calendar: one jiff holds, or one beyond its years, which no birthdate rule accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireDay {
+    /// Years -9999 to 9999.
+    Date(Date),
+    /// A real day of a year in [`WIRE_YEARS`] beyond ±9999: refused by the birthdate rule, in
+    /// its turn (after the other fields' checks), as it always was.
+    Beyond { year: i32, month: u8, day: u8 },
+}
+
+/// `year-month-day` from the wire as a [`WireDay`].
+///
+/// # Errors
+/// `BetError` ("a real calendar date") when no such day exists, or its year is beyond
+/// [`WIRE_YEARS`].
+pub fn wire_day(year: i32, month: u8, day: u8) -> Result<WireDay, BetError> {
+    let small = i16::try_from(year).ok().zip(i8::try_from(month).ok()).zip(i8::try_from(day).ok());
+    if let Some(date) = small.and_then(|((y, m), d)| Date::new(y, m, d).ok()) {
+        return Ok(WireDay::Date(date));
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => 0,
+    };
+    if !(-9999..=9999).contains(&year) && WIRE_YEARS.contains(&year) && (1..=days).contains(&day) {
+        return Ok(WireDay::Beyond { year, month, day });
+    }
+    Err(BetError::new(
+        "birthdate",
+        format!("{year:04}-{month:02}-{day:02}"),
+        "a real calendar date",
+    ))
+}
+
+/// The birthdate rule ([`check_birthdate`]) on a day from the wire.
+pub(crate) fn check_wire_day(day: WireDay, latest_birthdate: Date) -> Result<Date, BetError> {
+    match day {
+        WireDay::Date(date) => check_birthdate(date, latest_birthdate).map(|()| date),
+        WireDay::Beyond { year, month, day } => {
+            Err(BetError::new("birthdate", show_date(year, month, day), BIRTHDATE_EXPECTED))
+        }
+    }
 }
 
 /// Parses a `YYYY-MM-DD` calendar date.
 ///
 /// # Errors
 /// `BetError` for anything else, or a day that does not exist (2023-02-29).
-pub fn parse_date(text: &str) -> Result<NaiveDate, BetError> {
+pub fn parse_date(text: &str) -> Result<Date, BetError> {
     date_from_bytes(text.as_bytes())
         .ok_or_else(|| BetError::new("birthdate", text, "a real calendar date as YYYY-MM-DD"))
 }
 
 /// [`parse_date`]'s rule on bytes: `None` for anything it refuses.
 #[inline]
-pub(super) fn date_from_bytes(bytes: &[u8]) -> Option<NaiveDate> {
-    // By hand: on the hot path of every row, chrono's format parser costs several times more.
+pub(super) fn date_from_bytes(bytes: &[u8]) -> Option<Date> {
+    // By hand: on the hot path of every row, a format parser costs several times more.
     let digits = |range: std::ops::Range<usize>| {
         let part = bytes.get(range)?;
-        part.iter().try_fold(0u32, |n, b| b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0')))
+        part.iter().try_fold(0i16, |n, b| b.is_ascii_digit().then(|| n * 10 + i16::from(b - b'0')))
     };
     if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
         return None;
     }
     let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)
+    Date::new(year, i8::try_from(month).ok()?, i8::try_from(day).ok()?).ok()
 }
 
 /// Writes `date` as `YYYY-MM-DD` (years 0..=9999, as every valid birthdate has).
-pub(crate) fn write_date(date: NaiveDate, out: &mut [u8; 10]) -> &str {
-    let two = |n: u32, at: &mut [u8]| {
+pub(crate) fn write_date(date: Date, out: &mut [u8; 10]) -> &str {
+    let two = |n: u16, at: &mut [u8]| {
         at[0] = b'0' + (n / 10 % 10) as u8;
         at[1] = b'0' + (n % 10) as u8;
     };
-    let year = date.year().clamp(0, 9999) as u32;
+    let year = date.year().clamp(0, 9999).unsigned_abs();
     two(year / 100, &mut out[0..2]);
     two(year % 100, &mut out[2..4]);
     out[4] = b'-';
-    two(date.month(), &mut out[5..7]);
+    two(date.month().unsigned_abs().into(), &mut out[5..7]);
     out[7] = b'-';
-    two(date.day(), &mut out[8..10]);
+    two(date.day().unsigned_abs().into(), &mut out[8..10]);
     // Only ASCII digits and dashes were written.
     std::str::from_utf8(out).unwrap_or_default()
 }

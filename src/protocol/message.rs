@@ -4,7 +4,7 @@
 //! bincode writes enum variants by their index, so **new variants go at the end** and existing
 //! ones never change shape without bumping [`PROTOCOL_VERSION`].
 
-use chrono::{Datelike, NaiveDate};
+use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Bet, BetText};
@@ -120,10 +120,11 @@ pub struct WireDate {
     pub day: u8,
 }
 
-impl From<NaiveDate> for WireDate {
-    fn from(date: NaiveDate) -> Self {
-        // chrono's month() is 1..=12 and day() 1..=31: both fit a u8.
-        Self { year: date.year(), month: date.month() as u8, day: date.day() as u8 }
+impl From<Date> for WireDate {
+    fn from(date: Date) -> Self {
+        // jiff's month() is 1..=12 and day() 1..=31: both fit a u8.
+        let (month, day) = (date.month().unsigned_abs(), date.day().unsigned_abs());
+        Self { year: date.year().into(), month, day }
     }
 }
 

@@ -7,11 +7,14 @@
 use std::num::{NonZeroU32, NonZeroUsize};
 
 use bytes::BytesMut;
-use chrono::NaiveDate;
+use jiff::civil::Date;
 
 use super::session::{Rules, Session, Step};
 use crate::domain::AgencyId;
-use crate::domain::{Bet, BetError, BetNumber, Checker, Document, latest_birthdate};
+use crate::domain::{
+    Bet, BetError, BetNumber, Checker, Document, WireDay, check_wire_day, latest_birthdate,
+    wire_day,
+};
 use crate::protocol::codec::FromPayload;
 use crate::protocol::{
     ClientMessage, ErrorCode, Inbound, MAX_BATCH_BYTES, PROTOCOL_VERSION, RejectReason, WireBet,
@@ -73,13 +76,20 @@ fn outcome(step: Step) -> Outcome {
 
 /// A received bet checked by the domain's rules, as `WireBet::into_bet` did before the in-place
 /// reader.
-fn reference_bet(bet: WireBet, agency: AgencyId, latest: NaiveDate) -> Result<Bet, BetError> {
+fn reference_bet(bet: WireBet, agency: AgencyId, latest: Date) -> Result<Bet, BetError> {
     let WireDate { year, month, day } = bet.birthdate;
-    let birthdate = NaiveDate::from_ymd_opt(year, month.into(), day.into()).ok_or_else(|| {
-        BetError::new("birthdate", format!("{year:04}-{month:02}-{day:02}"), "a real calendar date")
-    })?;
+    let day = wire_day(year, month, day)?;
     let document = Document::from_string(bet.document)?;
     let number = BetNumber::parse(bet.number.into())?;
+    let birthdate = match day {
+        WireDay::Date(date) => date,
+        // A real day beyond jiff's years: the names are checked first, as `Bet::new` does,
+        // then the birthdate rule refuses it.
+        WireDay::Beyond { .. } => {
+            Bet::new(agency, bet.first_name, bet.last_name, document, latest, number, latest)?;
+            return Err(check_wire_day(day, latest).unwrap_err());
+        }
+    };
     Bet::new(agency, bet.first_name, bet.last_name, document, birthdate, number, latest)
 }
 

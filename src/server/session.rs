@@ -8,7 +8,7 @@
 use std::num::{NonZeroU32, NonZeroUsize};
 
 use bytes::BytesMut;
-use chrono::NaiveDate;
+use jiff::civil::Date;
 
 use crate::config::{AgencyTokens, ServerConfig};
 use crate::domain::{AgencyId, BetBatch, CheckedBet, check_wire_bet};
@@ -209,7 +209,7 @@ struct PendingBatch {
     max_bets: usize,
     problem: Option<(RejectReason, String)>,
     /// The latest birthdate accepted, read from the clock once per batch.
-    latest_birthdate: Option<NaiveDate>,
+    latest_birthdate: Option<Date>,
 }
 
 impl PendingBatch {

@@ -40,6 +40,11 @@ pub enum StorageError {
         "database {target} refused this central ({reason}): check LOTTERY_DATABASE_URL's user, password and database name"
     )]
     DatabaseRefused { target: String, reason: String },
+    /// TLS to the database failed in a way waiting does not fix (see `postgres/tls.rs`).
+    #[error(
+        "database {target}: TLS failed ({reason}): check sslmode and sslrootcert in LOTTERY_DATABASE_URL against the server's certificate"
+    )]
+    DatabaseTls { target: String, reason: String },
     #[error("database {target}: cannot {what}: {reason}")]
     Database { target: String, what: &'static str, reason: String },
     /// The database refused a statement for a reason waiting does not fix (its SQLSTATE class

@@ -9,7 +9,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use chrono::NaiveDate;
+use jiff::civil::Date;
 
 use super::StorageError;
 pub(crate) use crate::csv_rows::encode_rows;
@@ -86,7 +86,7 @@ fn parse_row(record: &csv::StringRecord) -> Result<Bet, BetError> {
     let agency = AgencyId::parse(agency)?;
     // Rows were checked against the clock when stored; reading them back must not depend on it.
     let text = [first_name, last_name, document, birthdate, number];
-    Bet::from_text(agency, text, NaiveDate::MAX)
+    Bet::from_text(agency, text, Date::MAX)
 }
 
 #[cfg(test)]

@@ -292,7 +292,7 @@ pub async fn replies_until_closed(
 pub fn assert_grader_line(line: &str) {
     let (stamp, rest) = line.split_at_checked(20).unwrap_or_else(|| panic!("short line {line:?}"));
     assert!(
-        chrono::NaiveDateTime::parse_from_str(stamp.trim_end(), "%Y-%m-%d %H:%M:%S").is_ok(),
+        jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", stamp.trim_end()).is_ok(),
         "timestamp in {line:?}"
     );
     let (level, message) = rest.split_at(9);

@@ -249,7 +249,7 @@ fn seq_id(value: u64) -> i64 {
 /// big-endian value; a date is days since 2000-01-01.
 fn copy_rows(seq: u64, bets: &(impl Bets + ?Sized)) -> Bytes {
     let mut rows = BytesMut::with_capacity(bets.bet_count() * 96);
-    let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+    let epoch = jiff::civil::date(2000, 1, 1);
     for (idx, (agency, bet)) in bets.bet_texts().enumerate() {
         rows.put_i16(8);
         rows.put_i32(4);
@@ -263,7 +263,7 @@ fn copy_rows(seq: u64, bets: &(impl Bets + ?Sized)) -> Bytes {
             rows.put_slice(text);
         }
         rows.put_i32(4);
-        let days = bet.birthdate.signed_duration_since(epoch).num_days();
+        let days = bet.birthdate.duration_since(epoch).as_secs() / 86_400;
         rows.put_i32(i32::try_from(days).unwrap_or(i32::MIN));
         rows.put_i32(4);
         rows.put_i32(i32::from(bet.number.get()));

@@ -7,12 +7,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tracing::warn;
 
-use super::schema;
 use super::{CONNECT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, POOL_SIZE, START_WAIT};
+use super::{schema, tls};
 use crate::config::DatabaseUrl;
 use crate::domain::AgencyId;
 use crate::storage::{AgencyProgress, ReadyInbox, StorageError, StoreOptions};
@@ -23,6 +22,8 @@ pub(super) struct Shared {
     pub(super) pool: Pool,
     /// The committer's connection (see [`POOL_SIZE`]).
     pub(super) commit_pool: Pool,
+    /// TLS as the connection string's `sslmode` asks (see `tls.rs`), for the ready listener.
+    pub(super) tls: tls::Connector,
     /// The database, password hidden: for log lines and errors.
     pub(super) target: String,
     /// This central, as the `draw` row records it.
@@ -61,11 +62,11 @@ impl Shared {
         central: String,
     ) -> Result<(Self, tokio_postgres::Config), StorageError> {
         let target = url.to_string();
-        let config = connection_config(url, &target)?;
+        let (config, tls) = connection_config(url, &target)?;
         let build = |size| {
             let manager = Manager::from_config(
                 config.clone(),
-                NoTls,
+                tls.0.clone(),
                 ManagerConfig { recycling_method: RecyclingMethod::Fast },
             );
             Pool::builder(manager)
@@ -81,6 +82,7 @@ impl Shared {
         let shared = Self {
             pool,
             commit_pool,
+            tls,
             target,
             central,
             options,
@@ -117,6 +119,11 @@ impl Shared {
             // Not retried: waiting does not fix a wrong password or database name.
             Some(reason) => StorageError::DatabaseRefused { target: self.target.clone(), reason },
             None => match &e {
+                // Nor a certificate the connection string does not trust, or no TLS where it
+                // requires it.
+                deadpool_postgres::PoolError::Backend(e) if tls::is_tls_refusal(e) => {
+                    StorageError::DatabaseTls { target: self.target.clone(), reason: describe(e) }
+                }
                 deadpool_postgres::PoolError::Backend(e) => self.error(what, e),
                 _ => database(&self.target, what, &e),
             },
@@ -223,13 +230,19 @@ impl Shared {
 /// and the server told to end a transaction its central stopped talking to (see
 /// [`IDLE_IN_TRANSACTION_TIMEOUT`]) and to probe the central's end of the connection. Notices
 /// (`relation … already exists, skipping` at every start but the first) are not sent: the
-/// driver would print them as log lines outside the graders' format.
+/// driver would print them as log lines outside the graders' format. And the TLS connector its
+/// `sslmode` and `sslrootcert` ask for (see `tls.rs`).
 pub(super) fn connection_config(
     url: &DatabaseUrl,
     target: &str,
-) -> Result<tokio_postgres::Config, StorageError> {
+) -> Result<(tokio_postgres::Config, tls::Connector), StorageError> {
+    let what = "read the connection string";
+    let (rest, settings) = url.split_tls().map_err(|e| database(target, what, &e))?;
+    let connector = tls::connector(&settings)
+        .map_err(|reason| StorageError::DatabaseTls { target: target.to_owned(), reason })?;
     let mut config: tokio_postgres::Config =
-        url.expose().parse().map_err(|e| database(target, "read the connection string", &e))?;
+        rest.parse().map_err(|e| database(target, what, &e))?;
+    config.ssl_mode(tls::driver_mode(settings.mode));
     let ours = format!(
         "-c synchronous_commit=on -c client_min_messages=warning \
          -c idle_in_transaction_session_timeout={} \
@@ -246,7 +259,7 @@ pub(super) fn connection_config(
         .connect_timeout(CONNECT_TIMEOUT)
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(10));
-    Ok(config)
+    Ok((config, connector))
 }
 
 pub(super) fn agency_id(agency: AgencyId) -> i32 {

@@ -33,6 +33,7 @@
 //! - `sessions.rs`: an agency's session (its epoch: fencing) and its `ReadyForLottery`;
 //! - `fence.rs`: ending a frozen central's transaction that holds an agency's row;
 //! - `commit.rs`: group commit, one transaction per group;
+//! - `tls.rs`: TLS to the database (rustls), as the connection string's `sslmode` asks;
 //! - `watch.rs`: the `LISTEN` connection that tells of agencies ready on other centrals;
 //! - `draw.rs`: the draw, and the export of every stored bet;
 //! - `receipts.rs`: the draw's receipts, computed from the bets and recorded with the draw.
@@ -45,6 +46,7 @@ mod receipts;
 mod schema;
 mod sessions;
 mod store;
+mod tls;
 mod watch;
 
 use std::time::Duration;

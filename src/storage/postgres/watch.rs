@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -26,7 +26,7 @@ pub(super) async fn listen(
     let mut failing = false;
     loop {
         let session = async {
-            let (client, mut connection) = config.connect(NoTls).await?;
+            let (client, mut connection) = config.connect(shared.tls.0.clone()).await?;
             let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
             let mut messages = std::pin::pin!(messages);
             let statement = format!("LISTEN {READY_CHANNEL}");
