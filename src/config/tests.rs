@@ -448,7 +448,9 @@ fn help_names_each_value_groups_settings_under_headings_and_fits_80_columns() {
         assert!(help.contains(value), "{value} in {help}");
     }
     assert!(help.contains("\nCommands:\n  export "), "{help}");
-    for usage in ["export <OUTPUT> [OPTIONS]", "verify [BETS_FILE] [OPTIONS]", "healthcheck"] {
+    let usages =
+        ["export <OUTPUT> [OPTIONS]", "verify [BETS_FILE] [OPTIONS]", "healthcheck [OPTIONS]"];
+    for usage in usages {
         assert!(help.contains(&format!("lottery-server {usage}\n")), "{usage} in {help}");
     }
     assert!(help_of("lottery-client").contains("--check "));
@@ -595,4 +597,27 @@ fn a_rejected_value_is_echoed_once_cut_to_a_readable_length() {
     // Short values are shown whole, as before.
     let err = ServerConfig::from_lookup(lookup(&[("SERVER_PORT", "abc")])).unwrap_err();
     assert!(err.to_string().starts_with("SERVER_PORT=\"abc\" is invalid"), "{err}");
+}
+
+#[test]
+fn http_addr_takes_over_from_its_older_name_metrics_addr() {
+    let config = ServerConfig::from_lookup(lookup(&[])).unwrap();
+    assert_eq!((config.http_addr, config.deprecated.len()), (None, 0));
+    let config = ServerConfig::from_lookup(lookup(&[("HTTP_ADDR", "127.0.0.1:8080")])).unwrap();
+    assert_eq!(config.http_addr, Some("127.0.0.1:8080".parse().unwrap()));
+    assert!(config.deprecated.is_empty());
+    // The older name still works, and is reported for the binary's warning.
+    let config = ServerConfig::from_lookup(lookup(&[("METRICS_ADDR", "0.0.0.0:9100")])).unwrap();
+    assert_eq!(config.http_addr, Some("0.0.0.0:9100".parse().unwrap()));
+    assert_eq!(config.deprecated, [("METRICS_ADDR", "HTTP_ADDR")]);
+    // Both: the current name wins, the older one is still reported.
+    let both = [("METRICS_ADDR", "0.0.0.0:9100"), ("HTTP_ADDR", "127.0.0.1:0")];
+    let config = ServerConfig::from_lookup(lookup(&both)).unwrap();
+    assert_eq!(config.http_addr, Some("127.0.0.1:0".parse().unwrap()));
+    assert_eq!(config.deprecated.len(), 1);
+    // A bad value names the variable it came from.
+    let error = ServerConfig::from_lookup(lookup(&[("METRICS_ADDR", "9100")])).unwrap_err();
+    assert!(error.to_string().contains("METRICS_ADDR"), "{error}");
+    let error = ServerConfig::from_lookup(lookup(&[("HTTP_ADDR", "nowhere")])).unwrap_err();
+    assert!(error.to_string().contains("HTTP_ADDR"), "{error}");
 }

@@ -13,12 +13,17 @@
 //! - `replies.rs`: the replies owed to an agency, and each batch's acknowledgement;
 //! - `registry.rs`: one session per agency (a newer connection fences the older one);
 //! - `lottery.rs`: ready → barrier → draw → winners;
-//! - `metrics.rs`: the Prometheus endpoint.
+//! - `activity.rs`: which agencies have a session here, and when each was last heard from;
+//! - `http/`: the HTTP listener (`HTTP_ADDR`): the status page, `/status.json`, `/healthz`,
+//!   `/readyz` and `/metrics`;
+//! - `metrics.rs`: the metrics and their recorder.
 
+mod activity;
 #[cfg(test)]
 mod batch_oracle;
 mod error;
 mod handler;
+mod http;
 mod listener;
 mod lottery;
 mod metrics;
@@ -29,4 +34,4 @@ pub mod session;
 mod shared;
 mod start;
 
-pub use start::{SHUTDOWN_GRACE, ServerError, bind, export, run, verify};
+pub use start::{SHUTDOWN_GRACE, ServerError, bind, bind_http, export, run, run_with_http, verify};

@@ -18,6 +18,7 @@
 //! - `error.rs`: [`StorageError`];
 //! - `ready.rs`: [`ReadyFeed`], the agencies a shared store says became ready on any central;
 //! - `rows.rs`: the bets file's row format (the file store's rows, and every store's export);
+//! - `status.rs`: [`LotteryRecord`], the whole lottery as the store holds it (the status page);
 //! - [`file`]: the bets file and its journal ([`file::BetStore`]), one central's;
 //! - [`postgres`]: the bets in PostgreSQL ([`postgres::PgStore`]), shared by several centrals.
 
@@ -27,6 +28,7 @@ pub mod file;
 pub mod postgres;
 mod ready;
 mod rows;
+mod status;
 mod store;
 
 use std::path::PathBuf;
@@ -42,6 +44,7 @@ pub(crate) use ready::ReadyInbox;
 pub use ready::{READY_POLL, ReadyFeed, ReadyNews};
 pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
+pub use status::{AgencyRecord, LotteryRecord};
 pub use store::{Location, Opened, Store, verify};
 
 /// The default of [`StoreOptions::max_bets_per_agency`] (`LOTTERY_MAX_BETS_PER_AGENCY`).

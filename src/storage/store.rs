@@ -17,8 +17,8 @@ use super::error::interrupted;
 use super::file::{self, BetStore, Recovery};
 use super::postgres::{self, PgStore};
 use super::{
-    Ack, AgencyProgress, Drawn, ReadyFeed, SessionEpoch, StorageError, StoreOptions, StoreStats,
-    Verified,
+    Ack, AgencyProgress, AgencyRecord, Drawn, LotteryRecord, ReadyFeed, SessionEpoch, StorageError,
+    StoreOptions, StoreStats, Verified,
 };
 use crate::config::DatabaseUrl;
 use crate::domain::{AgencyId, Bets};
@@ -243,6 +243,28 @@ impl Store {
         match self {
             Self::File(store) => Ok(store.agencies().await),
             Self::Postgres(store) => store.agencies().await,
+        }
+    }
+
+    /// The whole lottery as this store holds it, for the status page: with PostgreSQL, every
+    /// agency on any central, the central each one is on and when the draw was recorded; with
+    /// the bets file, every agency's progress. A database that cannot be reached says so.
+    ///
+    /// # Errors
+    /// `Database` when the database cannot be reached.
+    pub async fn record(&self) -> Result<LotteryRecord, StorageError> {
+        match self {
+            Self::File(store) => {
+                let agencies = store.agencies().await.into_iter();
+                let agencies = agencies.map(|(agency, progress)| AgencyRecord {
+                    agency,
+                    progress,
+                    central: None,
+                    active_at_ms: None,
+                });
+                Ok(LotteryRecord { agencies: agencies.collect(), drawn: None })
+            }
+            Self::Postgres(store) => store.record().await,
         }
     }
 

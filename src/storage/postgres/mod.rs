@@ -34,7 +34,8 @@
 //! - `fence.rs`: ending a frozen central's transaction that holds an agency's row;
 //! - `commit.rs`: group commit, one transaction per group;
 //! - `watch.rs`: the `LISTEN` connection that tells of agencies ready on other centrals;
-//! - `draw.rs`: the draw, and the export of every stored bet.
+//! - `draw.rs`: the draw, and the export of every stored bet;
+//! - `status.rs`: the whole lottery for the status page (agencies, their centrals, the draw).
 
 mod commit;
 mod connect;
@@ -42,6 +43,7 @@ mod draw;
 mod fence;
 mod schema;
 mod sessions;
+mod status;
 mod store;
 mod watch;
 

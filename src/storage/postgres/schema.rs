@@ -59,6 +59,9 @@ const MIGRATIONS: &[&str] = &[
     // test holds the two together): the draw reads them without scanning every bet, which took
     // longer than a second at 1,000,000 bets, once per central. One bet in 10,000 enters it.
     "CREATE INDEX bets_winning ON bets (agency, seq, idx) WHERE number = 7574;",
+    // 4: for the status page, which central took each agency's last session and when the
+    // agency was last heard from (its `Hello` or a stored batch), on any central.
+    "ALTER TABLE agencies ADD COLUMN central text, ADD COLUMN active_at timestamptz;",
 ];
 
 /// The schema version this central writes.
