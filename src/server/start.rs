@@ -90,6 +90,10 @@ pub async fn run_with_http(
     let central = format!("{}:{port} (pid {})", hostname(), std::process::id());
     let board = Board::new(central.clone(), config.agencies.get());
     let serving_http = http.is_some();
+    // The HTTP listener stops with the central, and also when it returns early (a store that
+    // cannot be opened).
+    let http_stop = token.child_token();
+    let _http_stop = http_stop.clone().drop_guard();
     if let Some(http) = http {
         let addr = http.local_addr().map_err(|source| {
             let addr = config.http_addr.unwrap_or_else(|| SocketAddr::new(config.ip, 0));
@@ -98,7 +102,7 @@ pub async fn run_with_http(
         info!(action = "http", result = "success", address = %addr, paths = "/ /status.json /healthz /readyz /metrics");
         // The line operators and scripts knew from METRICS_ADDR's time.
         info!(action = "metrics", result = "success", address = %addr, path = "/metrics");
-        tracker.spawn(http::serve(http, board.clone(), tracker.clone(), token.clone()));
+        tracker.spawn(http::serve(http, board.clone(), tracker.clone(), http_stop.clone()));
     }
     // Opening may wait a minute for a database that is not up yet: a signal ends the wait.
     let opening = async {

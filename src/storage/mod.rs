@@ -44,7 +44,7 @@ pub(crate) use ready::ReadyInbox;
 pub use ready::{READY_POLL, ReadyFeed, ReadyNews};
 pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
-pub use status::{AgencyRecord, LotteryRecord};
+pub use status::{AgencyRecord, LotteryRecord, RecordTotals};
 pub use store::{Location, Opened, Store, verify};
 
 /// The default of [`StoreOptions::max_bets_per_agency`] (`LOTTERY_MAX_BETS_PER_AGENCY`).

@@ -17,11 +17,22 @@ pub struct AgencyRecord {
     pub active_at_ms: Option<i64>,
 }
 
+/// Every agency the store holds, counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordTotals {
+    /// Agencies ready.
+    pub ready: u32,
+    pub bets: u64,
+    pub batches: u64,
+}
+
 /// The whole lottery as its store holds it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LotteryRecord {
-    /// Every agency the store has heard of, in agency order.
+    /// The agencies the store has heard of, in agency order, up to the number asked for.
     pub agencies: Vec<AgencyRecord>,
+    /// Every agency's, counted.
+    pub totals: RecordTotals,
     /// A store several centrals share: when the draw was recorded (milliseconds since the Unix
     /// epoch) and by which central.
     pub drawn: Option<(i64, String)>,

@@ -246,25 +246,33 @@ impl Store {
         }
     }
 
-    /// The whole lottery as this store holds it, for the status page: with PostgreSQL, every
-    /// agency on any central, the central each one is on and when the draw was recorded; with
-    /// the bets file, every agency's progress. A database that cannot be reached says so.
+    /// The whole lottery as this store holds it, for the status page: every agency counted,
+    /// and agencies 1 to `rows` one by one; with PostgreSQL, on any central, with the central
+    /// each one is on and when the draw was recorded. A database that cannot be reached says so.
     ///
     /// # Errors
     /// `Database` when the database cannot be reached.
-    pub async fn record(&self) -> Result<LotteryRecord, StorageError> {
+    pub async fn record(&self, rows: u32) -> Result<LotteryRecord, StorageError> {
         match self {
             Self::File(store) => {
-                let agencies = store.agencies().await.into_iter();
-                let agencies = agencies.map(|(agency, progress)| AgencyRecord {
-                    agency,
-                    progress,
-                    central: None,
-                    active_at_ms: None,
-                });
-                Ok(LotteryRecord { agencies: agencies.collect(), drawn: None })
+                let mut record = LotteryRecord::default();
+                for (agency, progress) in store.agencies().await {
+                    record.totals.ready += u32::from(progress.ready);
+                    record.totals.bets += progress.stored_bets;
+                    record.totals.batches += progress.last_seq;
+                    if agency.get() <= rows {
+                        let (central, active_at_ms) = (None, None);
+                        record.agencies.push(AgencyRecord {
+                            agency,
+                            progress,
+                            central,
+                            active_at_ms,
+                        });
+                    }
+                }
+                Ok(record)
             }
-            Self::Postgres(store) => store.record().await,
+            Self::Postgres(store) => store.record(rows).await,
         }
     }
 

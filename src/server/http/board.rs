@@ -91,7 +91,8 @@ impl Board {
                 (DrawStatus::Failed(e), _) => DrawSeen::Failed(e.to_string()),
                 (DrawStatus::Pending, _) => DrawSeen::Pending,
             };
-            let read = tokio::time::timeout(READ_TIMEOUT, sources.store.record()).await;
+            let read =
+                tokio::time::timeout(READ_TIMEOUT, sources.store.record(status::MAX_ROWS)).await;
             let store_error = match read {
                 Ok(Ok(read)) => {
                     record = read;
@@ -106,7 +107,7 @@ impl Board {
                     warn!(action = "status", result = "fail", error = %error);
                 }
             }
-            let total = record.agencies.iter().map(|a| a.progress.stored_bets).sum();
+            let total = record.totals.bets;
             let inputs = Inputs {
                 version: self.version.fetch_add(1, Ordering::Relaxed) + 1,
                 central: &self.central,

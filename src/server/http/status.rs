@@ -126,21 +126,22 @@ pub(super) fn build(inputs: &Inputs<'_>) -> Status {
         DrawSeen::Done(draw, _) => Some(draw),
         _ => None,
     };
-    let mut totals = Totals { agencies_expected: inputs.expected, ..Totals::default() };
+    let counted = inputs.record.totals;
+    let connected = |seen: &Seen| seen.sessions > 0;
+    let totals = Totals {
+        agencies_expected: inputs.expected,
+        agencies_connected: inputs.seen.values().filter(|s| connected(s)).count() as u32,
+        agencies_ready: counted.ready,
+        bets: counted.bets,
+        batches: counted.batches,
+    };
     let mut agencies = Vec::new();
-    for agency in 1..=inputs.expected {
+    for agency in 1..=inputs.expected.min(MAX_ROWS) {
         let record = records.get(&agency);
         let id = AgencyId::new(agency).ok();
         let seen = id.and_then(|id| inputs.seen.get(&id));
         let progress = record.map(|r| r.progress).unwrap_or_default();
-        let connected = seen.is_some_and(|s| s.sessions > 0);
-        totals.agencies_connected += u32::from(connected);
-        totals.agencies_ready += u32::from(progress.ready);
-        totals.bets += progress.stored_bets;
-        totals.batches += progress.last_seq;
-        if agency > MAX_ROWS {
-            continue;
-        }
+        let connected = seen.is_some_and(connected);
         let heard = [seen.map(|s| s.last_ms), record.and_then(|r| r.active_at_ms)];
         agencies.push(AgencyRow {
             agency,
@@ -248,7 +249,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::storage::{AgencyProgress, AgencyRecord};
+    use crate::storage::{AgencyProgress, AgencyRecord, RecordTotals};
 
     fn record(agency: u32, bets: u64, batches: u64, ready: bool) -> AgencyRecord {
         AgencyRecord {
@@ -263,6 +264,7 @@ mod tests {
     fn every_expected_agency_has_a_row_and_the_totals_count_them_all() {
         let record = LotteryRecord {
             agencies: vec![record(1, 300, 3, true), record(3, 50, 1, false)],
+            totals: RecordTotals { ready: 1, bets: 350, batches: 4 },
             drawn: None,
         };
         let seen = HashMap::from([(AgencyId::new(3).unwrap(), Seen { sessions: 1, last_ms: 7 })]);
@@ -290,9 +292,11 @@ mod tests {
     }
 
     #[test]
-    fn past_the_row_cap_agencies_are_counted_without_rows() {
-        let record =
-            LotteryRecord { agencies: vec![record(MAX_ROWS + 5, 10, 1, true)], drawn: None };
+    fn past_the_row_cap_agencies_are_counted_from_the_store_without_rows() {
+        let record = LotteryRecord {
+            totals: RecordTotals { ready: 1, bets: 10, batches: 1 },
+            ..LotteryRecord::default()
+        };
         let seen = HashMap::new();
         let inputs = Inputs {
             version: 1,
