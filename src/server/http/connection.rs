@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -56,15 +56,23 @@ pub(super) async fn accept_loop(
             continue;
         };
         let (served, token) = (served.clone(), token.clone());
+        let connection = Connection { _place: place, stream };
         tracker.spawn(async move {
-            token.run_until_cancelled(answer(stream, &served)).await;
-            drop(place);
+            token.run_until_cancelled(answer(connection, &served)).await;
         });
     }
 }
 
-/// Reads one request from `stream` and writes its response.
-async fn answer(mut stream: TcpStream, served: &Served) {
+/// One connection and its place. Fields drop in order: the place is free again before the
+/// client sees the connection close, so a client that read its whole answer finds it free.
+struct Connection {
+    _place: OwnedSemaphorePermit,
+    stream: TcpStream,
+}
+
+/// Reads one request from the connection and writes its response.
+async fn answer(mut connection: Connection, served: &Served) {
+    let stream = &mut connection.stream;
     let mut head = Vec::with_capacity(512);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut chunk = [0; 1024];
