@@ -54,7 +54,7 @@ pub async fn rows(browser: &Browser) -> Vec<Value> {
 }
 
 pub async fn shoot(browser: &Browser, name: &str, version_after: &str) {
-    for (width, height, suffix) in [(1280, 640, "1280"), (360, 1400, "360")] {
+    for (width, height, suffix) in [(1280, 640, "1280"), (1920, 900, "1920"), (360, 1400, "360")] {
         browser.resize(width, height).await;
         // A render after the resize: the page's own signal, a newer version than before it.
         browser
