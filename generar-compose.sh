@@ -77,16 +77,24 @@ services:
 $agencies_line
       BETS_FILE: /var/lib/lottery/bets.csv
       LOTTERY_CONFIG_FILE: /etc/lottery/config.ini
+      HTTP_ADDR: 0.0.0.0:8080
     volumes:
       - ./server/config.ini:/etc/lottery/config.ini:ro
     networks:
       - lottery
+    ports:
+      # The status page (docs/operations.md#status-page): on a free host port of 127.0.0.1, so
+      # \`up\` never fails on a taken port; \`docker compose port server 8080\` says which. Set
+      # LOTTERY_STATUS_PORT (shell or .env) to pin it.
+      - "127.0.0.1:\${LOTTERY_STATUS_PORT:-}:8080"
     healthcheck:
-      # Proves the central answers the protocol (Ping → Pong), not only that a port is open.
+      # Asks /readyz (HTTP_ADDR): start-up recovery done and the store reachable, not only an
+      # open port. start_period: a long recovery is "starting", not "unhealthy".
       test: ["CMD", "/usr/local/bin/lottery-server", "healthcheck"]
       interval: 500ms
       timeout: 5s
       retries: 60
+      start_period: 10m
 EOF
 for ((k = 1; k <= agencies; k++)); do
 cat <<EOF

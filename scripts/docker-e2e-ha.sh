@@ -172,6 +172,20 @@ for name in postgres server1 server2; do
         fail "docker inspect $name shows the database password"
 done
 echo "   docker inspect shows no password (postgres and the centrals read it from secrets)"
+# Each central's status page (a free port of 127.0.0.1) shows the whole lottery, from the database.
+for central in server1 server2; do
+    at=$(dc port "$central" 8080) || fail "$central: the status page is not published"
+    [[ $at == 127.0.0.1:* ]] || fail "$central: the status page is published on $at"
+    curl -fsS --max-time 5 "http://$at/status.json" >"$work/status.json" || fail "$central: no /status.json"
+    python3 - "$work/status.json" "$total_bets" <<'PY' || fail "$central: /status.json is not the whole lottery"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["shared_store"] and s["phase"] == "drawn" and s["totals"]["bets"] == int(sys.argv[2]), s["totals"]
+assert {a["central"].split(":")[0] for a in s["agencies"]} == {"server1", "server2"}, s["agencies"]
+PY
+    curl -fsS --max-time 5 "http://$at/readyz" | grep -qx ready || fail "$central: /readyz is not ready"
+done
+echo "   both centrals' status pages show all $total_bets bets and the agencies on each central"
 dc down -t 10 >/dev/null 2>&1 || fail "down failed"
 
 say "1b. up -d again on the same database volume: nothing stored twice, the same winners"

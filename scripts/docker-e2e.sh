@@ -9,6 +9,7 @@
 #      container names; docker-compose.yaml is exactly its output for 5;
 #   2. the default files, `up -d` twice with a `down` between: two independent lotteries of the
 #      default dataset (79,070 bets), each agency's winners, one sorteo, every row stored once;
+#      the status page, on a free port of 127.0.0.1, shows the drawn lottery, /readyz is ready;
 #      within the first, `docker restart server` keeps the bets and the draw;
 #   3. the opt-in persistent volume (docker-compose.persist.yaml): a second `up` after `down`
 #      stores nothing twice and gives the same winners;
@@ -140,6 +141,29 @@ check_stored() {
     py stored "$work/bets.csv" "$proj/.data" "$1"
 }
 
+# The status page of central $1, published on a free port of 127.0.0.1, shows the drawn lottery
+# of $2 bets; /readyz says ready and the container is healthy (its check asks /readyz).
+check_status_page() {
+    local at i
+    at=$(dc port "$1" 8080) || fail "$1: the status page is not published"
+    [[ $at == 127.0.0.1:* ]] || fail "$1: the status page is published on $at, not on 127.0.0.1"
+    for ((i = 0; i < 50; i++)); do
+        curl -fsS --max-time 5 "http://$at/status.json" >"$work/status.json" 2>/dev/null &&
+            grep -q '"phase":"drawn"' "$work/status.json" && break
+        sleep 0.2
+    done
+    python3 - "$work/status.json" "$2" <<'PY' || fail "$1: /status.json does not show the drawn lottery"
+import json, sys
+s = json.load(open(sys.argv[1]))
+t = s["totals"]
+assert s["phase"] == "drawn" and t["bets"] == int(sys.argv[2]) and t["agencies_ready"] == 5, t
+PY
+    curl -fsS --max-time 5 "http://$at/readyz" | grep -qx ready || fail "$1: /readyz is not ready"
+    curl -fsS --max-time 5 "http://$at/" | grep -q "<title>Lottery central" || fail "$1: no page at /"
+    [[ $(docker inspect -f '{{.State.Health.Status}}' "$1") == healthy ]] || fail "$1 is not healthy"
+    echo "   $1's status page at http://$at/: drawn, $2 bets, ready, healthy"
+}
+
 for name in server client1; do
     if docker container inspect "$name" >/dev/null 2>&1; then
         fail "a container named $name exists already (docker rm -f $name if it is a leftover)"
@@ -191,6 +215,7 @@ for cycle in 1 2; do
         "$work/default-$cycle.log" || fail "cycle $cycle did not start from an empty bets file"
     check_stored 5
     if ((cycle == 1)); then
+        check_status_page server 79070
         # Within one `up` the bets survive a restart of the central (they live in its container).
         docker restart -t 10 server >/dev/null || fail "docker restart server failed"
         for ((i = 0; i < 150; i++)); do

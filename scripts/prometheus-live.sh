@@ -54,14 +54,11 @@ wait_for_line() {
 cargo run --locked --quiet --example datagen -- "$work/data" 2 1000 >/dev/null
 sent=$(cat "$work"/data/agency-*.csv | wc -l)
 
-# The central's HTTP listener: HTTP_ADDR since issue 21 renamed METRICS_ADDR.
-http_var=METRICS_ADDR
-if "$bin_dir/lottery-server" --help | grep -q 'HTTP_ADDR'; then http_var=HTTP_ADDR; fi
 env SERVER_IP=127.0.0.1 SERVER_PORT=0 LOTTERY_AGENCIES=2 BETS_FILE="$work/bets.csv" \
-    "$http_var=127.0.0.1:0" "$bin_dir/lottery-server" >"$work/central.log" 2>&1 &
+    HTTP_ADDR=127.0.0.1:0 "$bin_dir/lottery-server" >"$work/central.log" 2>&1 &
 pids+=($!)
 central=$(wait_for_line "$work/central.log" 'action: listen \| result: success' | sed 's/.*address: //')
-metrics=$(wait_for_line "$work/central.log" 'action: (metrics|http) \| result: success' |
+metrics=$(wait_for_line "$work/central.log" 'action: http \| result: success' |
     sed -E 's/.*address: ([^ |]+).*/\1/')
 echo "== central at $central, metrics at http://$metrics/metrics"
 

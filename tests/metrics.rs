@@ -45,7 +45,7 @@ async fn file_store_metrics_parse_and_count_per_agency() {
         ("SERVER_IP", "127.0.0.1".to_owned()),
         ("SERVER_PORT", "0".to_owned()),
         ("LOTTERY_AGENCIES", "2".to_owned()),
-        ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
+        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
         ("BETS_FILE", bets_file),
     ];
     let (mut server, _, metrics_address) = start_central(&env).await;
@@ -108,7 +108,7 @@ async fn refusals_are_counted_by_reason() {
         ("SERVER_IP", "127.0.0.1".to_owned()),
         ("SERVER_PORT", "0".to_owned()),
         ("LOTTERY_AGENCIES", "2".to_owned()),
-        ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
+        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
         ("BETS_FILE", dir.path().join("bets.csv").display().to_string()),
         ("LOTTERY_AGENCY_TOKENS_FILE", tokens.display().to_string()),
         ("LOTTERY_MAX_CONNECTIONS", "2".to_owned()),
@@ -221,7 +221,7 @@ async fn run(dir: &std::path::Path, vars: &[(&str, String)]) -> Option<Scrape> {
         ("SERVER_IP", "127.0.0.1".to_owned()),
         ("SERVER_PORT", "0".to_owned()),
         ("LOTTERY_AGENCIES", "2".to_owned()),
-        ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
+        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
     ];
     env.extend(vars.iter().cloned());
     let (mut server, address, metrics_address) = start_central(&env).await;

@@ -70,7 +70,7 @@ async fn config_files_progress_summary_and_metrics() {
     std::fs::write(
         &ini,
         format!(
-            "[DEFAULT]\nSERVER_IP = 127.0.0.1\nSERVER_PORT = 0\nLOTTERY_AGENCIES = 2\nBETS_FILE = {}\nMETRICS_ADDR = 127.0.0.1:0\n",
+            "[DEFAULT]\nSERVER_IP = 127.0.0.1\nSERVER_PORT = 0\nLOTTERY_AGENCIES = 2\nBETS_FILE = {}\nHTTP_ADDR = 127.0.0.1:0\n",
             bets_file.display()
         ),
     )

@@ -380,8 +380,9 @@ async fn centrals_starting_together_on_an_empty_database_all_start() {
         common::postgres::central_address(central).await;
         central.wait_for_line("action: database | result: success").await;
     }
-    // Every migration applied once: version 4 is the draw's receipts.
-    assert_eq!(db.count("SELECT count(*) FROM lottery_schema_version").await, 4);
+    // Every migration applied once: version 4 is the draw's receipts, 5 the agencies' central
+    // (the status page).
+    assert_eq!(db.count("SELECT count(*) FROM lottery_schema_version").await, 5);
     assert_eq!(db.count("SELECT agencies::bigint FROM lottery").await, 3);
     for central in centrals {
         central.signal("TERM");

@@ -10,9 +10,10 @@
 //! `lottery-server verify [BETS_FILE]` checks the bets file and its journal as a start would
 //! (every group's rows against their check), changing nothing: exit 0 if whole, 1 naming the
 //! first damage.
-//! `lottery-server healthcheck` instead checks that the central configured by the same
-//! environment answers a protocol `Ping` on 127.0.0.1, or on `SERVER_IP` when that is one address
-//! (the container health check): exit 0 if so.
+//! `lottery-server healthcheck [settings…]` instead checks the central the same settings (flags,
+//! environment, config file) describe, on 127.0.0.1 or on `SERVER_IP` when that is one address
+//! (the container health check): with `HTTP_ADDR`, that its `/readyz` answers 200 (recovery done,
+//! the store reachable); else that it answers a protocol `Ping`. Exit 0 if so.
 
 use std::process::ExitCode;
 
@@ -36,7 +37,9 @@ fn main() -> ExitCode {
         return verify();
     }
     let loaded = if healthcheck_only {
-        ServerConfig::load(["lottery-server"], config::env_lookup)
+        // The central's own flags (a compose `command:` repeated in its healthcheck's `test:`).
+        let settings = std::iter::once("lottery-server".into()).chain(std::env::args_os().skip(2));
+        ServerConfig::load(settings, config::env_lookup)
     } else {
         ServerConfig::load_from_process()
     };
@@ -70,6 +73,15 @@ fn main() -> ExitCode {
         min_free_bytes = config.min_free_bytes,
         metrics_agency_labels = config.metrics_agency_labels,
     );
+    for (older, current) in &config.deprecated {
+        warn!(
+            action = "config_deprecated",
+            result = "success",
+            setting = older,
+            use_instead = current,
+            note = "the older name still works, for now"
+        );
+    }
     let result = tokio::runtime::Runtime::new()
         .context("cannot start the Tokio runtime")
         .and_then(|runtime| runtime.block_on(serve(config)));
@@ -257,20 +269,35 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 /// How long the health check waits for its `Pong`.
 const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// `lottery-server healthcheck [settings…]`: with the HTTP listener configured, whether the
+/// central says it can store (`/readyz`); else whether it answers a protocol `Ping`.
 fn healthcheck(config: &ServerConfig) -> ExitCode {
     // Where the central listens: loopback when it listens everywhere, else its own address
     // (`SERVER_IP = server` listens on the container's address only).
-    let ip = match config.ip {
+    let local = |ip: std::net::IpAddr| match ip {
         ip if !ip.is_unspecified() => ip,
         std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
         std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
     };
-    let address = std::net::SocketAddr::new(ip, config.port).to_string();
-    let ping = async { tokio::time::timeout(HEALTHCHECK_TIMEOUT, client::ping(&address)).await };
+    let http = config.http_addr.filter(|a| a.port() != 0);
+    let address = match http {
+        Some(http) => std::net::SocketAddr::new(local(http.ip()), http.port()),
+        None => std::net::SocketAddr::new(local(config.ip), config.port),
+    };
+    let check = async {
+        let asked = async {
+            match http {
+                Some(_) => readyz(address).await,
+                None => client::ping(&address.to_string()).await.map_err(|e| e.to_string()),
+            }
+        };
+        tokio::time::timeout(HEALTHCHECK_TIMEOUT, asked).await
+    };
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map(|rt| rt.block_on(ping));
+        .map(|rt| rt.block_on(check));
+    let asked = if http.is_some() { "an answer from /readyz" } else { "a Pong" };
     match result {
         Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
         Ok(Ok(Err(e))) => {
@@ -278,7 +305,7 @@ fn healthcheck(config: &ServerConfig) -> ExitCode {
             ExitCode::FAILURE
         }
         Ok(Err(_)) => {
-            eprintln!("healthcheck: no Pong from {address} within {HEALTHCHECK_TIMEOUT:?}");
+            eprintln!("healthcheck: no {asked} from {address} within {HEALTHCHECK_TIMEOUT:?}");
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -286,6 +313,27 @@ fn healthcheck(config: &ServerConfig) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `GET /readyz` at `address`: `Ok` for a `200`, else what the central said.
+async fn readyz(address: std::net::SocketAddr) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fail = |e: std::io::Error| format!("{address}: {e}");
+    let mut stream = tokio::net::TcpStream::connect(address).await.map_err(fail)?;
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(fail)?;
+    let mut answer = Vec::new();
+    // The answer is a few lines; a central that sends more is not one.
+    stream.take(4096).read_to_end(&mut answer).await.map_err(fail)?;
+    let answer = String::from_utf8_lossy(&answer);
+    if answer.starts_with("HTTP/1.1 200 ") {
+        return Ok(());
+    }
+    let status = answer.lines().next().unwrap_or("no answer");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body.trim());
+    Err(format!("http://{address}/readyz: {status}: {body}"))
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {

@@ -189,11 +189,20 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
     ))
     .shown(LOTTERY, "PATH"),
     described(option(
+        "http-addr",
+        "HTTP_ADDR",
+        Some("HTTP_ADDR"),
+        "off",
+        "serve the status page, /status.json, /healthz, /readyz and /metrics at http://ADDR/ \
+         (port 0: a free one)",
+    ))
+    .shown(LOGGING, "IP:PORT"),
+    described(option(
         "metrics-addr",
         "METRICS_ADDR",
         Some("METRICS_ADDR"),
         "off",
-        "serve Prometheus metrics at http://ADDR/metrics (port 0: a free one)",
+        "the older name of --http-addr (deprecated: logs a warning)",
     ))
     .shown(LOGGING, "IP:PORT"),
     option(

@@ -58,8 +58,11 @@ pub struct ServerConfig {
     /// `LOTTERY_AGENCY_TOKENS_FILE`: `agency:token` lines; when set, every agency must present its
     /// token in `Hello`. Default: no tokens.
     pub agency_tokens: Option<AgencyTokens>,
-    /// `METRICS_ADDR`: where to serve Prometheus metrics (`/metrics`). Default: off.
-    pub metrics_addr: Option<SocketAddr>,
+    /// `HTTP_ADDR` (or its older name, `METRICS_ADDR`): where to serve the status page,
+    /// `/status.json`, `/healthz`, `/readyz` and the Prometheus metrics (`/metrics`). Default: off.
+    pub http_addr: Option<SocketAddr>,
+    /// Settings given by an older name: `(older, current)`, for the binary to warn about.
+    pub deprecated: Vec<(&'static str, &'static str)>,
     /// `METRICS_AGENCY_LABELS`: the metrics carry an `agency` label only while
     /// `LOTTERY_AGENCIES` is at most this; above it, each per-agency metric is one series summed
     /// over the agencies (about six series per agency otherwise). 0: never. Default 1000.
@@ -73,6 +76,20 @@ pub struct ServerConfig {
     /// `LOTTERY_DATABASE_URL`: a PostgreSQL connection string; when set, bets are stored there
     /// (several centrals may share it) instead of in `bets_file`. Default: unset (the bets file).
     pub database_url: Option<DatabaseUrl>,
+}
+
+/// `HTTP_ADDR`, else its older name `METRICS_ADDR` (which the binary warns about).
+fn http_addr(
+    vars: &Vars<'_, impl Fn(&str) -> Option<String>>,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some((var, addr)) =
+        ["HTTP_ADDR", "METRICS_ADDR"].into_iter().find_map(|var| Some((var, vars.set(var)?)))
+    else {
+        return Ok(None);
+    };
+    let expected = "an address with a port, such as 0.0.0.0:8080 (port 0: a free one)";
+    let addr = addr.trim().parse().map_err(|_| vars.invalid(var, expected))?;
+    Ok(Some(addr))
 }
 
 impl ServerConfig {
@@ -167,12 +184,12 @@ impl ServerConfig {
             read_timeout: vars.duration("LOTTERY_READ_TIMEOUT")?,
             write_timeout: vars.duration("LOTTERY_WRITE_TIMEOUT")?,
             agency_tokens: vars.tokens("LOTTERY_AGENCY_TOKENS_FILE", agencies.get())?,
-            metrics_addr: match vars.get("METRICS_ADDR") {
-                None => None,
-                Some(addr) => Some(addr.trim().parse().map_err(|_| {
-                    vars.invalid("METRICS_ADDR", "an address with a port, such as 0.0.0.0:9100")
-                })?),
-            },
+            http_addr: http_addr(&vars)?,
+            deprecated: ["METRICS_ADDR"]
+                .into_iter()
+                .filter(|older| vars.set(older).is_some())
+                .map(|older| (older, "HTTP_ADDR"))
+                .collect(),
             metrics_agency_labels: {
                 let expected = "a whole number of agencies from 0 (no agency label) to 100000";
                 let most: u32 = vars.parse("METRICS_AGENCY_LABELS", expected)?;

@@ -49,9 +49,9 @@ pub(super) const SERVER: Program = Program {
         },
         Subcommand {
             name: "healthcheck",
-            usage: "healthcheck",
-            about: "exit 0 if the central at SERVER_IP:SERVER_PORT (environment, config file) \
-                    answers a Ping",
+            usage: "healthcheck [OPTIONS]",
+            about: "exit 0 if the central these settings describe is ready: /readyz at \
+                    HTTP_ADDR when set, else a Ping at SERVER_IP:SERVER_PORT",
         },
     ],
     config_var: "LOTTERY_CONFIG_FILE",

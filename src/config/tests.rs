@@ -465,9 +465,12 @@ fn help_names_each_value_groups_settings_under_headings_and_fits_80_columns() {
         assert!(help.contains(value), "{value} in {help}");
     }
     assert!(help.contains("\nCommands:\n  export "), "{help}");
-    for usage in
-        ["export [--agency <K>] <OUTPUT> [OPTIONS]", "verify [BETS_FILE] [OPTIONS]", "healthcheck"]
-    {
+    let usages = [
+        "export [--agency <K>] <OUTPUT> [OPTIONS]",
+        "verify [BETS_FILE] [OPTIONS]",
+        "healthcheck [OPTIONS]",
+    ];
+    for usage in usages {
         assert!(help.contains(&format!("lottery-server {usage}\n")), "{usage} in {help}");
     }
     assert!(help_of("lottery-client").contains("--check "));
@@ -658,4 +661,27 @@ fn the_database_url_comes_from_the_variable_or_a_file_never_both() {
     let url = "host=db sslmode=verify-ca sslrootcert=/etc/ssl/db.pem";
     let config = ServerConfig::from_lookup(lookup(&[("LOTTERY_DATABASE_URL", url)])).unwrap();
     assert_eq!(config.database_url.unwrap().expose(), url);
+}
+
+#[test]
+fn http_addr_takes_over_from_its_older_name_metrics_addr() {
+    let config = ServerConfig::from_lookup(lookup(&[])).unwrap();
+    assert_eq!((config.http_addr, config.deprecated.len()), (None, 0));
+    let config = ServerConfig::from_lookup(lookup(&[("HTTP_ADDR", "127.0.0.1:8080")])).unwrap();
+    assert_eq!(config.http_addr, Some("127.0.0.1:8080".parse().unwrap()));
+    assert!(config.deprecated.is_empty());
+    // The older name still works, and is reported for the binary's warning.
+    let config = ServerConfig::from_lookup(lookup(&[("METRICS_ADDR", "0.0.0.0:9100")])).unwrap();
+    assert_eq!(config.http_addr, Some("0.0.0.0:9100".parse().unwrap()));
+    assert_eq!(config.deprecated, [("METRICS_ADDR", "HTTP_ADDR")]);
+    // Both: the current name wins, the older one is still reported.
+    let both = [("METRICS_ADDR", "0.0.0.0:9100"), ("HTTP_ADDR", "127.0.0.1:0")];
+    let config = ServerConfig::from_lookup(lookup(&both)).unwrap();
+    assert_eq!(config.http_addr, Some("127.0.0.1:0".parse().unwrap()));
+    assert_eq!(config.deprecated.len(), 1);
+    // A bad value names the variable it came from.
+    let error = ServerConfig::from_lookup(lookup(&[("METRICS_ADDR", "9100")])).unwrap_err();
+    assert!(error.to_string().contains("METRICS_ADDR"), "{error}");
+    let error = ServerConfig::from_lookup(lookup(&[("HTTP_ADDR", "nowhere")])).unwrap_err();
+    assert!(error.to_string().contains("HTTP_ADDR"), "{error}");
 }

@@ -23,6 +23,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::activity::Presence;
 use super::error::{HandlerError, log_end, protocol, refusal, storage_error, unreadable};
 use super::lottery::DrawStatus;
 use super::metrics;
@@ -60,6 +61,8 @@ pub(super) struct Handler {
     slot: Option<OwnedSemaphorePermit>,
     /// Held while this connection is its agency's session (see `Registry`).
     _claim: Option<OwnedMutexGuard<()>>,
+    /// The agency's session on this central, for the status page, while this connection is it.
+    _presence: Option<Presence>,
     /// The session's epoch, from the store at `Welcome`: its batches carry it, so a store
     /// shared by several centrals refuses them once a newer session took over anywhere.
     epoch: SessionEpoch,
@@ -89,6 +92,7 @@ impl Handler {
             newcomer: Some(newcomer),
             slot: Some(slot),
             _claim: None,
+            _presence: None,
             epoch: 0,
         }
     }
@@ -137,6 +141,7 @@ impl Handler {
                     }
                 }
                 Step::Store { agency, seq, bets } => {
+                    self.shared.activity.touch(agency);
                     let ack = self.shared.store.submit(agency, self.epoch, seq, &bets);
                     let count = bets.len();
                     let bets = tracing::enabled!(tracing::Level::DEBUG).then_some(bets);
@@ -308,6 +313,7 @@ impl Handler {
             storage_error(&e)
         })?;
         self.epoch = epoch;
+        self._presence = Some(self.shared.activity.arrive(agency));
         let (next_seq, stored_bets) = (progress.last_seq + 1, progress.stored_bets);
         info!(action = "hello", result = "success", agency = %agency, ip = %self.peer, next_seq, stored_bets);
         self.send(ServerMessage::Welcome { version: PROTOCOL_VERSION, next_seq, stored_bets })

@@ -1,5 +1,6 @@
-//! Prometheus metrics for whoever runs the central: `METRICS_ADDR` (off by default) serves
-//! `GET /metrics` in the Prometheus text format, rendered by `metrics-exporter-prometheus`.
+//! Prometheus metrics for whoever runs the central: the HTTP listener (`HTTP_ADDR`, off by
+//! default; see `http/`) serves `GET /metrics` in the Prometheus text format, rendered by
+//! `metrics-exporter-prometheus` from the recorder [`install`] returns.
 //!
 //! [`METRICS`] is the one table of every metric: its name, type, unit and help (docs/operations.md
 //! lists their labels too). The
@@ -13,7 +14,7 @@
 //! metrics have one series per agency (six at most each); above it, one series summed over
 //! the agencies, and no `lottery_agency_ready`.
 
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -21,11 +22,7 @@ use metrics::{
     Counter, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::config::ServerConfig;
 use crate::domain::AgencyId;
@@ -34,10 +31,6 @@ use crate::storage::{COMMIT_SECONDS_METRIC, Store};
 
 /// Latency buckets, in seconds: from half a millisecond to two seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0];
-/// Most bytes of a scrape request read.
-const MAX_REQUEST: usize = 8 * 1024;
-/// Time a scraper has to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) const BUILD_INFO: &str = "lottery_build_info";
 pub(super) const AGENCIES_EXPECTED: &str = "lottery_agencies_expected";
@@ -220,12 +213,18 @@ impl Refusal {
     }
 }
 
-/// Whether the per-agency metrics carry the `agency` label (set by [`install`]).
+/// Whether the per-agency metrics carry the `agency` label (set by [`start`]).
 static AGENCY_LABELS: AtomicBool = AtomicBool::new(false);
 
-/// Installs the process-wide recorder, describes every metric and gives each its first value.
-/// `None` (logged) when one is already installed.
-pub(super) fn install(config: &ServerConfig, store: &Store) -> Option<PrometheusHandle> {
+/// The process's recorder, installed with every metric described (`# HELP`, `# TYPE`) by the
+/// first caller: several centrals in one process (the tests) share it. `None` (logged) when
+/// another recorder was installed first.
+pub(super) fn recorder() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE.get_or_init(install).clone()
+}
+
+fn install() -> Option<PrometheusHandle> {
     let builder = PrometheusBuilder::new().set_buckets(&BUCKETS).ok()?;
     let handle = match builder.install_recorder() {
         Ok(handle) => handle,
@@ -245,6 +244,13 @@ pub(super) fn install(config: &ServerConfig, store: &Store) -> Option<Prometheus
             (Kind::Histogram, None) => describe_histogram!(name, help),
         }
     }
+    Some(handle)
+}
+
+/// Gives every metric its first value for a central of `config` on the opened `store`, so every
+/// family is there from the first scrape. Called before the lottery restores the agencies that
+/// were ready before a restart: they count.
+pub(super) fn start(config: &ServerConfig, store: &Store) {
     let labelled = config.agencies.get() <= config.metrics_agency_labels;
     AGENCY_LABELS.store(labelled, Ordering::Relaxed);
     let store_kind = if store.is_shared() { "postgres" } else { "file" };
@@ -272,17 +278,17 @@ pub(super) fn install(config: &ServerConfig, store: &Store) -> Option<Prometheus
     let _ = histogram!(BATCH_ACK_SECONDS);
     let _ = histogram!(COMMIT_SECONDS_METRIC);
     refresh(store);
-    Some(handle)
 }
 
-/// Reads the store's gauges (free bytes, pools) and renders every metric: one scrape's body.
-pub(super) fn render(handle: &PrometheusHandle, store: &Store) -> String {
-    refresh(store);
+/// Every metric rendered: one scrape's body. The store's gauges are as [`refresh`] last read
+/// them (the status board does, once a second).
+pub(super) fn render(handle: &PrometheusHandle) -> String {
     handle.run_upkeep();
     handle.render()
 }
 
-fn refresh(store: &Store) {
+/// Reads the store's gauges: free bytes, the database pools.
+pub(super) fn refresh(store: &Store) {
     let gauges = store.gauges();
     if let Some(free) = gauges.free_bytes {
         gauge!(FREE_BYTES).set(free as f64);
@@ -345,62 +351,6 @@ pub(super) fn agency_ready(agency: AgencyId, ready: usize) {
 /// The draw has run.
 pub(super) fn draw_done() {
     gauge!(DRAW_DONE).set(1.0);
-}
-
-/// Serves scrapes on `listener` until `token` is cancelled, each connection a tracked task.
-pub(super) async fn serve(
-    listener: TcpListener,
-    handle: PrometheusHandle,
-    store: Arc<Store>,
-    tracker: TaskTracker,
-    token: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = token.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, _)) => {
-                tracker.spawn(answer(stream, handle.clone(), store.clone()));
-            }
-            Err(e) => {
-                debug!(action = "metrics", result = "fail", error = %e);
-                // Like the agencies' accept loop: out of file descriptors must not spin a core.
-                if !super::accept::pause_after_accept_error(&e, &token).await {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-async fn answer(mut stream: TcpStream, handle: PrometheusHandle, store: Arc<Store>) {
-    let mut request = Vec::with_capacity(512);
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut chunk = [0; 1024];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => request.extend_from_slice(&chunk[..n]),
-            }
-        }
-        true
-    });
-    if !matches!(read.await, Ok(true)) {
-        return;
-    }
-    let scrape = request.starts_with(b"GET /metrics ") || request.starts_with(b"GET / ");
-    let response = if scrape {
-        let body = render(&handle, &store);
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    } else {
-        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
-    };
-    let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.write_all(response.as_bytes())).await;
 }
 
 #[cfg(test)]

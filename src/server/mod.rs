@@ -13,13 +13,18 @@
 //! - `replies.rs`: the replies owed to an agency, and each batch's acknowledgement;
 //! - `registry.rs`: one session per agency (a newer connection fences the older one);
 //! - `lottery.rs`: ready → barrier → draw → winners;
-//! - `metrics.rs`: the table of every metric, what records them, and the Prometheus endpoint.
+//! - `activity.rs`: which agencies have a session here, and when each was last heard from;
+//! - `http/`: the HTTP listener (`HTTP_ADDR`): the status page, `/status.json`, `/healthz`,
+//!   `/readyz` and `/metrics`;
+//! - `metrics.rs`: the metrics and their recorder.
 
 mod accept;
+mod activity;
 #[cfg(test)]
 mod batch_oracle;
 mod error;
 mod handler;
+mod http;
 mod listener;
 mod lottery;
 mod metrics;
@@ -30,4 +35,4 @@ pub mod session;
 mod shared;
 mod start;
 
-pub use start::{SHUTDOWN_GRACE, ServerError, bind, export, run, verify};
+pub use start::{SHUTDOWN_GRACE, ServerError, bind, bind_http, export, run, run_with_http, verify};

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex as StdMutex};
 
+use super::activity::Activity;
 use super::lottery::Lottery;
 use super::newcomers::{Newcomers, Throttle};
 use super::registry::Registry;
@@ -20,10 +21,17 @@ pub(crate) struct Shared {
     /// Connections without `Hello` that ended with an error: one WARN line a second for all.
     pub(crate) stranger_failures: StdMutex<Throttle>,
     pub(crate) lottery: Arc<Lottery>,
+    /// Which agencies have a session here, and when each was last heard from (the status page).
+    pub(crate) activity: Arc<Activity>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: ServerConfig, store: Arc<Store>, lottery: Arc<Lottery>) -> Self {
+    pub(crate) fn new(
+        config: ServerConfig,
+        store: Arc<Store>,
+        lottery: Arc<Lottery>,
+        activity: Arc<Activity>,
+    ) -> Self {
         let rules = Rules::from_config(&config);
         let newcomers = Newcomers::new(config.max_pending_hellos.get());
         Self {
@@ -34,6 +42,7 @@ impl Shared {
             newcomers,
             stranger_failures: StdMutex::default(),
             lottery,
+            activity,
         }
     }
 }

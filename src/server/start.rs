@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use super::activity::Activity;
+use super::http::{self, Board, Sources};
 use super::listener::accept_loop;
 use super::lottery::Lottery;
 use super::metrics;
@@ -59,9 +61,61 @@ pub async fn run(
     config: ServerConfig,
     token: CancellationToken,
 ) -> Result<(), ServerError> {
+    let http = match config.http_addr {
+        Some(addr) => Some(bind_http(addr).await?),
+        None => None,
+    };
+    run_with_http(listener, http, config, token).await
+}
+
+/// Binds the HTTP listener (`HTTP_ADDR`).
+///
+/// # Errors
+/// `ServerError::Bind` when the address is taken or not local.
+pub async fn bind_http(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// [`run`], with the HTTP listener (the status page, health, metrics) already bound, or none:
+/// it answers from the start, `/readyz` saying 503 until the store is open.
+///
+/// # Errors
+/// `ServerError::Storage` when the store cannot be opened.
+pub async fn run_with_http(
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    config: ServerConfig,
+    token: CancellationToken,
+) -> Result<(), ServerError> {
+    let tracker = TaskTracker::new();
+    let port = listener.local_addr().map_or(config.port, |a| a.port());
+    let central = format!("{}:{port} (pid {})", hostname(), std::process::id());
+    let board = Board::new(central.clone(), config.agencies.get());
+    let serving_http = http.is_some();
+    // The HTTP listener stops with the central, and also when it returns early (a store that
+    // cannot be opened).
+    let http_stop = token.child_token();
+    let _http_stop = http_stop.clone().drop_guard();
+    if let Some(http) = http {
+        let addr = http.local_addr().map_err(|source| {
+            let addr = config.http_addr.unwrap_or_else(|| SocketAddr::new(config.ip, 0));
+            ServerError::Bind { addr, source }
+        })?;
+        info!(action = "http", result = "success", address = %addr, paths = "/ /status.json /healthz /readyz /metrics");
+        // The line operators and scripts knew from METRICS_ADDR's time.
+        info!(action = "metrics", result = "success", address = %addr, path = "/metrics");
+        let recorder = metrics::recorder();
+        tracker.spawn(http::serve(
+            http,
+            board.clone(),
+            recorder,
+            tracker.clone(),
+            http_stop.clone(),
+        ));
+    }
     // Opening may wait a minute for a database that is not up yet: a signal ends the wait.
     let opening = async {
-        let (store, opened) = Store::open(location(&config), options(&config)).await?;
+        let (store, opened) = Store::open(location(&config, central), options(&config)).await?;
         store.claim_agencies(config.agencies.get()).await?;
         Ok::<_, StorageError>((store, opened))
     };
@@ -72,27 +126,22 @@ pub async fn run(
     let (store, opened) = opening?;
     opened.log(&store);
     let store = Arc::new(store);
-    // Before the lottery restores the agencies that were ready before a restart: they count.
-    let recorder = config.metrics_addr.and_then(|_| metrics::install(&config, &store));
-    let tracker = TaskTracker::new();
+    if serving_http {
+        // Before the lottery restores the agencies that were ready before a restart: they count.
+        metrics::start(&config, &store);
+    }
     let lottery =
         Arc::new(Lottery::new(store.clone(), config.agencies, tracker.clone(), token.clone()));
     // Agencies that were ready before a restart keep their barrier party.
     lottery.restore(opened.ready());
     lottery.watch_ready();
-    let shared = Arc::new(Shared::new(config, store, lottery));
-
-    if let Some(addr) = shared.config.metrics_addr
-        && let Some(handle) = recorder
-    {
-        let listener =
-            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
-        let bound = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-        info!(action = "metrics", result = "success", address = %bound, path = "/metrics");
-        let serving =
-            metrics::serve(listener, handle, shared.store.clone(), tracker.clone(), token.clone());
-        tracker.spawn(serving);
+    let activity = Arc::new(Activity::default());
+    if serving_http {
+        let sources =
+            Sources { store: store.clone(), lottery: lottery.clone(), activity: activity.clone() };
+        tracker.spawn(board.run(sources, token.clone()));
     }
+    let shared = Arc::new(Shared::new(config, store, lottery, activity));
 
     accept_loop(&listener, &shared, &tracker, &token).await;
 
@@ -120,13 +169,10 @@ pub async fn run(
 }
 
 /// The store the configuration names: PostgreSQL when `LOTTERY_DATABASE_URL` is set, else the
-/// bets file.
-fn location(config: &ServerConfig) -> Location {
+/// bets file. `central` names this central in the database.
+fn location(config: &ServerConfig, central: String) -> Location {
     match &config.database_url {
-        Some(url) => {
-            let central = format!("{}:{} (pid {})", hostname(), config.port, std::process::id());
-            Location::Database { url: url.clone(), central }
-        }
+        Some(url) => Location::Database { url: url.clone(), central },
         None => Location::File(config.bets_file.clone()),
     }
 }
@@ -154,12 +200,7 @@ pub async fn export(
     out: &mut impl std::io::Write,
 ) -> Result<u64, ServerError> {
     let options = StoreOptions { min_free_bytes: 0, ..options(config) };
-    let location = match location(config) {
-        Location::Database { url, .. } => {
-            Location::Database { url, central: format!("{} export", hostname()) }
-        }
-        file => file,
-    };
+    let location = location(config, format!("{} export", hostname()));
     let mut counted = CountingWriter { out, bytes: 0 };
     Store::export(location, options, agency, &mut counted).await?;
     let write_error = |source| StorageError::Write { path: "the export's output".into(), source };

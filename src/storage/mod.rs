@@ -19,6 +19,7 @@
 //! - `ready.rs`: [`ReadyFeed`], the agencies a shared store says became ready on any central;
 //! - `rows.rs`: the bets file's row format (the file store's rows, and every store's export);
 //! - `receipts.rs`: every agency's receipt from the stored rows, and one agency's rows exported;
+//! - `status.rs`: [`LotteryRecord`], the whole lottery as the store holds it (the status page);
 //! - [`file`]: the bets file and its journal ([`file::BetStore`]), one central's;
 //! - [`postgres`]: the bets in PostgreSQL ([`postgres::PgStore`]), shared by several centrals.
 
@@ -29,6 +30,7 @@ pub mod postgres;
 mod ready;
 mod receipts;
 mod rows;
+mod status;
 mod store;
 
 use std::path::PathBuf;
@@ -45,6 +47,7 @@ pub use ready::{READY_POLL, ReadyFeed, ReadyNews};
 pub(crate) use receipts::{ReceiptsBuilder, copy_agency_rows};
 pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
+pub use status::{AgencyRecord, LotteryRecord, RecordTotals};
 pub use store::{Location, Opened, Store, verify};
 
 /// The default of [`StoreOptions::max_bets_per_agency`] (`LOTTERY_MAX_BETS_PER_AGENCY`).

@@ -17,8 +17,8 @@ use super::error::interrupted;
 use super::file::{self, BetStore, Recovery};
 use super::postgres::{self, PgStore};
 use super::{
-    Ack, AgencyProgress, Drawn, ReadyFeed, SessionEpoch, StorageError, StoreGauges, StoreOptions,
-    StoreStats, Verified,
+    Ack, AgencyProgress, AgencyRecord, Drawn, LotteryRecord, ReadyFeed, SessionEpoch, StorageError,
+    StoreGauges, StoreOptions, StoreStats, Verified,
 };
 use crate::config::DatabaseUrl;
 use crate::domain::{AgencyId, Bets};
@@ -243,6 +243,36 @@ impl Store {
         match self {
             Self::File(store) => Ok(store.agencies().await),
             Self::Postgres(store) => store.agencies().await,
+        }
+    }
+
+    /// The whole lottery as this store holds it, for the status page: every agency counted,
+    /// and agencies 1 to `rows` one by one; with PostgreSQL, on any central, with the central
+    /// each one is on and when the draw was recorded. A database that cannot be reached says so.
+    ///
+    /// # Errors
+    /// `Database` when the database cannot be reached.
+    pub async fn record(&self, rows: u32) -> Result<LotteryRecord, StorageError> {
+        match self {
+            Self::File(store) => {
+                let mut record = LotteryRecord::default();
+                for (agency, progress) in store.agencies().await {
+                    record.totals.ready += u32::from(progress.ready);
+                    record.totals.bets += progress.stored_bets;
+                    record.totals.batches += progress.last_seq;
+                    if agency.get() <= rows {
+                        let (central, active_at_ms) = (None, None);
+                        record.agencies.push(AgencyRecord {
+                            agency,
+                            progress,
+                            central,
+                            active_at_ms,
+                        });
+                    }
+                }
+                Ok(record)
+            }
+            Self::Postgres(store) => store.record(rows).await,
         }
     }
 

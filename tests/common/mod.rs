@@ -1,6 +1,7 @@
 //! Shared test harness: an in-process central on 127.0.0.1:0, agency data, and real processes.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod browser;
 pub mod postgres;
 pub mod proxy;
 
@@ -70,6 +71,27 @@ pub async fn spawn_server_in(dir: Arc<tempfile::TempDir>, vars: &[(&str, &str)])
     let token = CancellationToken::new();
     let handle = tokio::spawn(lottery::server::run(listener, config, token.clone()));
     TestServer { addr, token, handle, dir, bets_file }
+}
+
+/// A central like [`spawn_server_with`]'s, with its HTTP listener (the status page) on
+/// 127.0.0.1:0; returns it with the listener's address.
+pub async fn spawn_server_with_http(
+    dir: Arc<tempfile::TempDir>,
+    vars: &[(&str, &str)],
+) -> (TestServer, SocketAddr) {
+    let bets_file = dir.path().join("bets.csv");
+    let mut env: HashMap<String, String> =
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    env.insert("BETS_FILE".into(), bets_file.display().to_string());
+    let config = ServerConfig::from_lookup(|name| env.get(name).cloned()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = http.local_addr().unwrap();
+    let token = CancellationToken::new();
+    let run = lottery::server::run_with_http(listener, Some(http), config, token.clone());
+    let handle = tokio::spawn(run);
+    (TestServer { addr, token, handle, dir, bets_file }, http_addr)
 }
 
 impl TestServer {

@@ -51,7 +51,7 @@ const RECORD_BATCHES: &str = "WITH recorded AS (
             WITH ORDINALITY AS t(agency, seq, bets, n)
         ORDER BY n
     )
-    UPDATE agencies SET last_seq = t.last_seq, stored_bets = t.stored_bets
+    UPDATE agencies SET last_seq = t.last_seq, stored_bets = t.stored_bets, active_at = now()
     FROM unnest($4::integer[], $5::bigint[], $6::bigint[]) AS t(agency, last_seq, stored_bets)
     WHERE agencies.agency = t.agency";
 

@@ -37,6 +37,7 @@
 //! - `watch.rs`: the `LISTEN` connection that tells of agencies ready on other centrals;
 //! - `draw.rs`: the draw, and the export of every stored bet;
 //! - `receipts.rs`: the draw's receipts, computed from the bets and recorded with the draw.
+//! - `status.rs`: the whole lottery for the status page (agencies, their centrals, the draw).
 
 mod commit;
 mod connect;
@@ -45,6 +46,7 @@ mod fence;
 mod receipts;
 mod schema;
 mod sessions;
+mod status;
 mod store;
 mod tls;
 mod watch;

@@ -68,6 +68,9 @@ const MIGRATIONS: &[&str] = &[
         bets   bigint  NOT NULL CHECK (bets > 0),
         sha256 bytea   NOT NULL CHECK (length(sha256) = 32)
     );",
+    // 5: for the status page, which central took each agency's last session and when the
+    // agency was last heard from (its `Hello` or a stored batch), on any central.
+    "ALTER TABLE agencies ADD COLUMN central text, ADD COLUMN active_at timestamptz;",
 ];
 
 /// The schema version this central writes.

@@ -38,6 +38,9 @@ impl PgStore {
         let row = self.lock_agency_row(&tx, what, agency, bump).await?;
         // The upsert returns its row whether it inserted or updated.
         let row = row.ok_or_else(|| self.shared.corrupt(format!("agency {agency}: no row")))?;
+        // For the status page: the central the agency is on now.
+        let on = "UPDATE agencies SET central = $2, active_at = now() WHERE agency = $1";
+        tx.execute(on, &[&agency_id(agency), &self.shared.central]).await.map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         Ok((progress(row.get(1), row.get(2), row.get(3)), row.get::<_, SessionEpoch>(0)))
     }
