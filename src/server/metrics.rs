@@ -247,13 +247,14 @@ fn install() -> Option<PrometheusHandle> {
     Some(handle)
 }
 
-/// Gives every metric its first value for a central of `config` on the opened `store`, so every
-/// family is there from the first scrape. Called before the lottery restores the agencies that
-/// were ready before a restart: they count.
-pub(super) fn start(config: &ServerConfig, store: &Store) {
+/// Gives every metric its first value for a central of `config`, so every family is there from
+/// the first scrape (the store's gauges from the store's first [`refresh`]). Called as the HTTP
+/// listener starts, before the store opens and the lottery restores the agencies that were ready
+/// before a restart: they count.
+pub(super) fn start(config: &ServerConfig) {
     let labelled = config.agencies.get() <= config.metrics_agency_labels;
     AGENCY_LABELS.store(labelled, Ordering::Relaxed);
-    let store_kind = if store.is_shared() { "postgres" } else { "file" };
+    let store_kind = if config.database_url.is_some() { "postgres" } else { "file" };
     let version = env!("CARGO_PKG_VERSION");
     let protocol_version = PROTOCOL_VERSION.to_string();
     let build = gauge!(BUILD_INFO, "version" => version, "protocol_version" => protocol_version,
@@ -277,7 +278,6 @@ pub(super) fn start(config: &ServerConfig, store: &Store) {
     // Registered: rendered (empty) before their first sample.
     let _ = histogram!(BATCH_ACK_SECONDS);
     let _ = histogram!(COMMIT_SECONDS_METRIC);
-    refresh(store);
 }
 
 /// Every metric rendered: one scrape's body. The store's gauges are as [`refresh`] last read

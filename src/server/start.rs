@@ -105,6 +105,7 @@ pub async fn run_with_http(
         // The line operators and scripts knew from METRICS_ADDR's time.
         info!(action = "metrics", result = "success", address = %addr, path = "/metrics");
         let recorder = metrics::recorder();
+        metrics::start(&config);
         tracker.spawn(http::serve(
             http,
             board.clone(),
@@ -127,8 +128,7 @@ pub async fn run_with_http(
     opened.log(&store);
     let store = Arc::new(store);
     if serving_http {
-        // Before the lottery restores the agencies that were ready before a restart: they count.
-        metrics::start(&config, &store);
+        metrics::refresh(&store);
     }
     let lottery =
         Arc::new(Lottery::new(store.clone(), config.agencies, tracker.clone(), token.clone()));
