@@ -135,14 +135,20 @@ async fn refusals_are_counted_by_reason() {
         reason
     };
 
+    // A peer sees its connection closed a moment before the central's task for it ends and
+    // gives its place back: each step waits for the places to be free again, so that the next
+    // connection is never refused for the budget by a connection already over.
     tell(close_code(framed(&address, Some(hello(1, PROTOCOL_VERSION, "tok-2"))).await).await);
+    places_free(&metrics_address).await;
     tell(close_code(framed(&address, Some(hello(1, PROTOCOL_VERSION + 1, "tok-1"))).await).await);
+    places_free(&metrics_address).await;
     // Accepted in the order they connect: the newer one closes the older (unless the older's
     // Hello time ran out first), then runs out of time itself.
     let older = framed(&address, None).await;
     let newer = framed(&address, None).await;
     let evicted = tell(close_code(older).await);
     tell(close_code(newer).await);
+    places_free(&metrics_address).await;
     // Both places taken by sessions: the next connection is told Busy by the accept loop.
     let mut sessions = Vec::new();
     for (agency, token) in [(1, "tok-1"), (2, "tok-2")] {
@@ -180,6 +186,18 @@ async fn start_central(env: &[(&str, String)]) -> (Process, String, String) {
     let metrics_address =
         line.split(" | ").find_map(|f| f.strip_prefix("address: ")).unwrap().to_owned();
     (server, address, metrics_address)
+}
+
+/// Returns once the central has no agency connection open (its `lottery_connections_open`, which
+/// a connection's task lowers as it ends and gives its place back).
+async fn places_free(metrics_address: &str) {
+    within("every connection's place given back", async {
+        while Scrape::get(metrics_address).await.value("lottery_connections_open", "") != Some(0.0)
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
 }
 
 /// A connection to the central, having sent `first` if given.
