@@ -433,6 +433,34 @@ mod tests {
         assert_eq!(split("host=db sslmode=require user").0, "host=db sslmode=require user");
     }
 
+    /// Wherever the driver reads an `sslmode` it knows, ours is the same: never a weaker one
+    /// (the connection's mode is ours, set over the driver's).
+    #[test]
+    fn the_sslmode_is_read_where_the_driver_reads_it() {
+        use tokio_postgres::config::SslMode as Driver;
+        let cases = [
+            // A password with an unencoded `?` (libpq and the driver take it whole).
+            "postgresql://u:a?b@db/x?sslmode=require",
+            "postgresql://u:a?sslmode=disable&b@db/x?sslmode=require",
+            "postgres://u:?@db:5432/x?application_name=a&sslmode=require",
+            // An unquoted value ending in a backslash: the driver drops the backslash.
+            "host=db sslmode=require password=abc\\",
+            "sslmode=require host=db password=abc\\",
+            "postgresql://u:p@db/x?sslmode=require",
+            "host=db sslmode=disable",
+        ];
+        for url in cases {
+            let driver = url.parse::<tokio_postgres::Config>().unwrap().get_ssl_mode();
+            let (_, tls) = split_tls(url).unwrap();
+            let ours = match tls.mode {
+                SslMode::Disable => Driver::Disable,
+                SslMode::Prefer => Driver::Prefer,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Driver::Require,
+            };
+            assert_eq!(format!("{ours:?}"), format!("{driver:?}"), "{url}");
+        }
+    }
+
     #[test]
     fn bad_tls_parameters_are_named_with_their_values() {
         let e = split_tls("host=db sslmode=verify").unwrap_err();
