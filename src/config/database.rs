@@ -276,9 +276,15 @@ fn ours(key: &str) -> bool {
 }
 
 /// A `postgresql://…?k=v&…` URL: the query's `sslmode`/`sslrootcert` taken out (names and
-/// values percent-decoded, as the driver decodes them); everything else as given.
+/// values percent-decoded, as the driver decodes them); everything else as given. The query is
+/// found as the driver finds it: after the credentials, which end at the first `@` (a password
+/// may hold an unencoded `?`).
 fn split_url(url: &str) -> (String, Vec<(String, String)>) {
-    let Some((base, query)) = url.split_once('?') else { return (url.to_owned(), Vec::new()) };
+    let after_credentials = url.find('@').map_or(0, |at| at + 1);
+    let Some(mark) = url[after_credentials..].find('?') else {
+        return (url.to_owned(), Vec::new());
+    };
+    let (base, query) = (&url[..after_credentials + mark], &url[after_credentials + mark + 1..]);
     let mut taken = Vec::new();
     let mut kept = Vec::new();
     for param in query.split('&') {
@@ -336,7 +342,8 @@ fn key_values(text: &str) -> Option<Vec<(String, String)>> {
         } else {
             while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
                 match c {
-                    '\\' => value.push(chars.next()?),
+                    // A backslash ending the string escapes nothing: the driver drops it.
+                    '\\' => value.extend(chars.next()),
                     c => value.push(c),
                 }
             }
