@@ -137,12 +137,16 @@ async fn refusals_are_counted_by_reason() {
 
     tell(close_code(framed(&address, Some(hello(1, PROTOCOL_VERSION, "tok-2"))).await).await);
     tell(close_code(framed(&address, Some(hello(1, PROTOCOL_VERSION + 1, "tok-1"))).await).await);
+    // The refused connections' tasks end after the peer has read their answer: wait until they
+    // have, so the two below are not refused for places those still hold.
+    connections_open_reach(&metrics_address, 0.0).await;
     // Accepted in the order they connect: the newer one closes the older (unless the older's
     // Hello time ran out first), then runs out of time itself.
     let older = framed(&address, None).await;
     let newer = framed(&address, None).await;
     let evicted = tell(close_code(older).await);
     tell(close_code(newer).await);
+    connections_open_reach(&metrics_address, 0.0).await;
     // Both places taken by sessions: the next connection is told Busy by the accept loop.
     let mut sessions = Vec::new();
     for (agency, token) in [(1, "tok-1"), (2, "tok-2")] {
@@ -322,6 +326,21 @@ struct Scrape {
     families: BTreeMap<String, (bool, bool)>,
     /// Sample name with its labels as written (`name{a="b"}`) → value.
     samples: BTreeMap<String, f64>,
+}
+
+/// Waits until the central's `lottery_connections_open` is `open` (scraping it again each
+/// 20 ms): its connections' tasks have ended and released their places.
+async fn connections_open_reach(metrics_address: &str, open: f64) {
+    within("lottery_connections_open", async {
+        loop {
+            let scrape = Scrape::get(metrics_address).await;
+            if scrape.value("lottery_connections_open", "") == Some(open) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 impl Scrape {
