@@ -57,7 +57,13 @@ pub fn redact_password(url: &str) -> String {
 
 fn redact_url(url: &str, rest: &str) -> String {
     let prefix = &url[..url.len() - rest.len()];
-    let (credentials, rest) = match rest.find('@') {
+    // The driver ends the credentials at the first `@`; a password with an unencoded `@` (which
+    // it then cannot use) is hidden up to the last `@` before the query, so no part shows.
+    let credentials_end = rest.find('@').map(|first| {
+        let query = rest[first..].find('?').map_or(rest.len(), |q| first + q);
+        rest[..query].rfind('@').unwrap_or(first)
+    });
+    let (credentials, rest) = match credentials_end {
         Some(at) => rest.split_at(at),
         None => ("", rest),
     };
@@ -465,6 +471,21 @@ mod tests {
                 SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Driver::Require,
             };
             assert_eq!(format!("{ours:?}"), format!("{driver:?}"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_password_with_an_unencoded_at_sign_never_shows() {
+        for (url, shown) in [
+            ("postgresql://u:p@ss@db:5432/x", "postgresql://u:***@db:5432/x"),
+            (
+                "postgres://u:a@b@c@db/x?application_name=me@home",
+                "postgres://u:***@db/x?application_name=me@home",
+            ),
+            ("postgresql://u:pw@db/x", "postgresql://u:***@db/x"),
+            ("postgresql://db/x?sslmode=require", "postgresql://db/x?sslmode=require"),
+        ] {
+            assert_eq!(redact_password(url), shown, "{url}");
         }
     }
 
