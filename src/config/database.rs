@@ -51,7 +51,17 @@ impl std::fmt::Debug for DatabaseUrl {
 pub fn redact_password(url: &str) -> String {
     match ["postgresql://", "postgres://"].iter().find_map(|p| url.strip_prefix(p)) {
         Some(rest) => redact_url(url, rest),
-        None => redact_key_values(url),
+        None => redact_key_values(url, false),
+    }
+}
+
+/// `url` as a configuration error shows it: as [`redact_password`], and in a `key=value`
+/// string, nothing after the password either. The driver refused the string, so what follows
+/// the password may be more of it (`password=se cret=x`, a space left unquoted).
+fn redact_refused(url: &str) -> String {
+    match ["postgresql://", "postgres://"].iter().find_map(|p| url.strip_prefix(p)) {
+        Some(rest) => redact_url(url, rest),
+        None => redact_key_values(url, true),
     }
 }
 
@@ -90,8 +100,9 @@ fn redact_url(url: &str, rest: &str) -> String {
 }
 
 /// A `key=value …` connection string, its `password` value (and everything from where it stops
-/// parsing) replaced; the rest, spacing included, as given.
-fn redact_key_values(text: &str) -> String {
+/// parsing, or from the password on when `rest_too`) replaced; the rest, spacing included, as
+/// given.
+fn redact_key_values(text: &str, rest_too: bool) -> String {
     let mut redacted = String::with_capacity(text.len());
     let mut chars = text.char_indices().peekable();
     let skip_ws = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
@@ -149,6 +160,9 @@ fn redact_key_values(text: &str) -> String {
         if key == "password" {
             redacted.push_str(&text[copied..value_start]);
             redacted.push_str("***");
+            if rest_too {
+                return redacted;
+            }
             copied = at(&mut chars);
         }
     }
@@ -173,7 +187,7 @@ pub(super) fn database_url<F: Fn(&str) -> Option<String>>(
                     .into(),
             });
         }
-        (Some(url), None) => ("LOTTERY_DATABASE_URL", url.clone(), redact_password(&url), ""),
+        (Some(url), None) => ("LOTTERY_DATABASE_URL", url.clone(), redact_refused(&url), ""),
         (None, Some(path)) => (FILE, read_url_file(FILE, &path)?, path, "a file holding "),
     };
     let invalid = |reason: String| ConfigError::Invalid {
