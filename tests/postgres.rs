@@ -613,6 +613,52 @@ async fn a_draw_recorded_before_receipts_gets_them_from_the_stored_bets() {
     pg.close().await;
 }
 
+/// A bet changed or deleted in the database after the draw was recorded: a central reading the
+/// recorded draw (another central, or this one restarted) never hands out a receipt that the
+/// stored rows no longer reproduce (`export --agency K - | sha256sum`): it refuses the draw as
+/// corrupt, as the file store refuses a bets file changed since its draw.
+#[tokio::test]
+async fn a_row_changed_after_the_draw_is_never_vouched_for_by_a_recorded_receipt() {
+    use sha2::Digest;
+    for (name, tamper) in [
+        (
+            "receipts_after_update",
+            "UPDATE bets SET first_name = 'Mallory' WHERE agency = 1 AND idx = 1",
+        ),
+        ("receipts_after_delete", "DELETE FROM bets WHERE agency = 1 AND idx = 1"),
+    ] {
+        let Some(db) = test_database(name).await else { return };
+        let pg = open_store(&db, "first").await;
+        let agency = AgencyId::new(1).unwrap();
+        let (_, epoch) = pg.open_session(agency).await.unwrap();
+        // Bet 1 does not win: the winners stay the same, only the receipt can tell.
+        let bets = [store_bet(1, "10", 7574), store_bet(1, "11", 12), store_bet(1, "12", 7574)];
+        assert_eq!(
+            within("ack", pg.submit(agency, epoch, 1, &bets[..])).await.unwrap(),
+            Stored::New
+        );
+        pg.mark_ready(agency, epoch).await.unwrap();
+        let (_, recorded_now) = within("draw", pg.draw()).await.unwrap();
+        assert!(recorded_now);
+        pg.close().await;
+        assert_eq!(db.client().await.execute(tamper, &[]).await.unwrap(), 1, "{tamper}");
+        let other = open_store(&db, "second").await;
+        let mut rows = Vec::new();
+        other.export(Some(agency), &mut rows).await.unwrap();
+        let stored: [u8; 32] = sha2::Sha256::digest(&rows).into();
+        match within("draw again", other.draw()).await {
+            Err(lottery::storage::StorageError::Corrupt { .. }) => {}
+            Ok((draw, _)) => assert_eq!(
+                draw.receipt_for(agency).sha256,
+                stored,
+                "{tamper}: the receipt sent is not the stored rows'"
+            ),
+            Err(e) => panic!("{tamper}: {e}"),
+        }
+        other.close().await;
+    }
+}
+
 /// A bet changed in the database behind the centrals' backs (here an UPDATE) after its agency
 /// was acknowledged and before the draw: the acknowledgements said nothing, the receipt does.
 #[tokio::test]

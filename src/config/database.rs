@@ -51,13 +51,29 @@ impl std::fmt::Debug for DatabaseUrl {
 pub fn redact_password(url: &str) -> String {
     match ["postgresql://", "postgres://"].iter().find_map(|p| url.strip_prefix(p)) {
         Some(rest) => redact_url(url, rest),
-        None => redact_key_values(url),
+        None => redact_key_values(url, false),
+    }
+}
+
+/// `url` as a configuration error shows it: as [`redact_password`], and in a `key=value`
+/// string, nothing after the password either. The driver refused the string, so what follows
+/// the password may be more of it (`password=se cret=x`, a space left unquoted).
+fn redact_refused(url: &str) -> String {
+    match ["postgresql://", "postgres://"].iter().find_map(|p| url.strip_prefix(p)) {
+        Some(rest) => redact_url(url, rest),
+        None => redact_key_values(url, true),
     }
 }
 
 fn redact_url(url: &str, rest: &str) -> String {
     let prefix = &url[..url.len() - rest.len()];
-    let (credentials, rest) = match rest.find('@') {
+    // The driver ends the credentials at the first `@`; a password with an unencoded `@` (which
+    // it then cannot use) is hidden up to the last `@` before the query, so no part shows.
+    let credentials_end = rest.find('@').map(|first| {
+        let query = rest[first..].find('?').map_or(rest.len(), |q| first + q);
+        rest[..query].rfind('@').unwrap_or(first)
+    });
+    let (credentials, rest) = match credentials_end {
         Some(at) => rest.split_at(at),
         None => ("", rest),
     };
@@ -84,8 +100,9 @@ fn redact_url(url: &str, rest: &str) -> String {
 }
 
 /// A `key=value …` connection string, its `password` value (and everything from where it stops
-/// parsing) replaced; the rest, spacing included, as given.
-fn redact_key_values(text: &str) -> String {
+/// parsing, or from the password on when `rest_too`) replaced; the rest, spacing included, as
+/// given.
+fn redact_key_values(text: &str, rest_too: bool) -> String {
     let mut redacted = String::with_capacity(text.len());
     let mut chars = text.char_indices().peekable();
     let skip_ws = |chars: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
@@ -143,6 +160,9 @@ fn redact_key_values(text: &str) -> String {
         if key == "password" {
             redacted.push_str(&text[copied..value_start]);
             redacted.push_str("***");
+            if rest_too {
+                return redacted;
+            }
             copied = at(&mut chars);
         }
     }
@@ -167,7 +187,7 @@ pub(super) fn database_url<F: Fn(&str) -> Option<String>>(
                     .into(),
             });
         }
-        (Some(url), None) => ("LOTTERY_DATABASE_URL", url.clone(), redact_password(&url), ""),
+        (Some(url), None) => ("LOTTERY_DATABASE_URL", url.clone(), redact_refused(&url), ""),
         (None, Some(path)) => (FILE, read_url_file(FILE, &path)?, path, "a file holding "),
     };
     let invalid = |reason: String| ConfigError::Invalid {
@@ -276,9 +296,15 @@ fn ours(key: &str) -> bool {
 }
 
 /// A `postgresql://…?k=v&…` URL: the query's `sslmode`/`sslrootcert` taken out (names and
-/// values percent-decoded, as the driver decodes them); everything else as given.
+/// values percent-decoded, as the driver decodes them); everything else as given. The query is
+/// found as the driver finds it: after the credentials, which end at the first `@` (a password
+/// may hold an unencoded `?`).
 fn split_url(url: &str) -> (String, Vec<(String, String)>) {
-    let Some((base, query)) = url.split_once('?') else { return (url.to_owned(), Vec::new()) };
+    let after_credentials = url.find('@').map_or(0, |at| at + 1);
+    let Some(mark) = url[after_credentials..].find('?') else {
+        return (url.to_owned(), Vec::new());
+    };
+    let (base, query) = (&url[..after_credentials + mark], &url[after_credentials + mark + 1..]);
     let mut taken = Vec::new();
     let mut kept = Vec::new();
     for param in query.split('&') {
@@ -336,7 +362,8 @@ fn key_values(text: &str) -> Option<Vec<(String, String)>> {
         } else {
             while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
                 match c {
-                    '\\' => value.push(chars.next()?),
+                    // A backslash ending the string escapes nothing: the driver drops it.
+                    '\\' => value.extend(chars.next()),
                     c => value.push(c),
                 }
             }
@@ -431,6 +458,49 @@ mod tests {
         // Untouched when there is nothing of ours, or when the driver would refuse it anyway.
         assert_eq!(split("host=db user=x").0, "host=db user=x");
         assert_eq!(split("host=db sslmode=require user").0, "host=db sslmode=require user");
+    }
+
+    /// Wherever the driver reads an `sslmode` it knows, ours is the same: never a weaker one
+    /// (the connection's mode is ours, set over the driver's).
+    #[test]
+    fn the_sslmode_is_read_where_the_driver_reads_it() {
+        use tokio_postgres::config::SslMode as Driver;
+        let cases = [
+            // A password with an unencoded `?` (libpq and the driver take it whole).
+            "postgresql://u:a?b@db/x?sslmode=require",
+            "postgresql://u:a?sslmode=disable&b@db/x?sslmode=require",
+            "postgres://u:?@db:5432/x?application_name=a&sslmode=require",
+            // An unquoted value ending in a backslash: the driver drops the backslash.
+            "host=db sslmode=require password=abc\\",
+            "sslmode=require host=db password=abc\\",
+            "postgresql://u:p@db/x?sslmode=require",
+            "host=db sslmode=disable",
+        ];
+        for url in cases {
+            let driver = url.parse::<tokio_postgres::Config>().unwrap().get_ssl_mode();
+            let (_, tls) = split_tls(url).unwrap();
+            let ours = match tls.mode {
+                SslMode::Disable => Driver::Disable,
+                SslMode::Prefer => Driver::Prefer,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Driver::Require,
+            };
+            assert_eq!(format!("{ours:?}"), format!("{driver:?}"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_password_with_an_unencoded_at_sign_never_shows() {
+        for (url, shown) in [
+            ("postgresql://u:p@ss@db:5432/x", "postgresql://u:***@db:5432/x"),
+            (
+                "postgres://u:a@b@c@db/x?application_name=me@home",
+                "postgres://u:***@db/x?application_name=me@home",
+            ),
+            ("postgresql://u:pw@db/x", "postgresql://u:***@db/x"),
+            ("postgresql://db/x?sslmode=require", "postgresql://db/x?sslmode=require"),
+        ] {
+            assert_eq!(redact_password(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -54,13 +54,16 @@ pub(crate) fn log_end(
 }
 
 /// Why a connection that never had a session ended, as the refusals metric counts it; `None`
-/// when it was not refused (the peer left, or broke the connection), or was counted where it
-/// was refused (`Busy`: the accept loop counts the budgets).
+/// when it was not refused (the peer left, or broke the connection, or the central is
+/// shutting down). The accept loop counts the connection budget's refusals itself.
 pub(crate) fn refusal(e: &HandlerError) -> Option<Refusal> {
     match e {
         HandlerError::Protocol { code: ErrorCode::Timeout, .. } => Some(Refusal::HelloTimeout),
         HandlerError::Protocol { code: ErrorCode::Unauthorized, .. } => Some(Refusal::Token),
-        HandlerError::Protocol { code: ErrorCode::Busy | ErrorCode::ShuttingDown, .. } => None,
+        // A connection's handler says `Busy` only to the oldest without `Hello`, closed for a
+        // newer one; counted here, as it is told, so one that timed out meanwhile counts once.
+        HandlerError::Protocol { code: ErrorCode::Busy, .. } => Some(Refusal::PendingHellos),
+        HandlerError::Protocol { code: ErrorCode::ShuttingDown, .. } => None,
         HandlerError::Protocol { .. } => Some(Refusal::BadHello),
         HandlerError::Codec(_) | HandlerError::WriteTimeout(_) => None,
     }

@@ -55,10 +55,8 @@ pub(super) async fn accept_loop(
                     tracker.spawn(refuse(stream));
                     continue;
                 };
+                // The connection it evicts is counted when its handler tells it (`Busy`).
                 let (newcomer, evicted_one) = shared.newcomers.admit();
-                if evicted_one {
-                    metrics::refused(Refusal::PendingHellos);
-                }
                 if evicted_one && let Some(closed) = evicted.due() {
                     let limit = shared.config.max_pending_hellos.get();
                     warn!(action = "connection", result = "fail", ip = %peer, error = "too many connections without Hello: the oldest closed with Busy", limit, closed);

@@ -18,10 +18,12 @@ impl PgStore {
     /// Records the draw, or, when a central already has, reads it; `true` when this call
     /// recorded it. The winners are computed in SQL, in the order their bets were stored; the
     /// receipts from every stored bet by the central that records the draw, and recorded with it
-    /// (`receipts.rs`), so every central sends the same.
+    /// (`receipts.rs`), so every central sends the same; a central reading them computes them
+    /// again from the bets and refuses the draw when they differ.
     ///
     /// # Errors
-    /// `Corrupt` when the recorded draw covered a different number of bets than are stored;
+    /// `Corrupt` when the recorded draw covered a different number of bets than are stored, or
+    /// its receipts are not the stored bets' any more;
     /// `Database` when the database cannot be reached.
     pub async fn draw(&self) -> Result<(Draw, bool), StorageError> {
         let what = "run the draw";
@@ -45,7 +47,20 @@ impl PgStore {
                 );
                 return Err(self.shared.corrupt(reason));
             }
-            Some((_, Some(sha256))) => (false, receipts::read(&tx, &self.shared, &sha256).await?),
+            Some((_, Some(sha256))) => {
+                let recorded = receipts::read(&tx, &self.shared, &sha256).await?;
+                // Checked against the bets as they are now: a receipt is sent only while the
+                // stored rows still reproduce it (as the file store checks its rows at start).
+                let now = receipts::compute(&tx, &self.shared).await?;
+                if let Some(agency) = receipts::first_difference(&recorded, &now) {
+                    let reason = format!(
+                        "agency {agency}'s bets changed since the draw: its recorded receipt is \
+                         no longer its stored rows'"
+                    );
+                    return Err(self.shared.corrupt(reason));
+                }
+                (false, recorded)
+            }
             // Drawn by a central of before receipts: computed from the bets, as they are now.
             Some((_, None)) => (false, receipts::compute(&tx, &self.shared).await?),
             None => {

@@ -7,7 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio_postgres::Transaction;
 
 use super::connect::{Shared, read_agency};
-use crate::domain::{Receipt, Receipts};
+use crate::domain::{AgencyId, Receipt, Receipts};
 use crate::storage::{ReceiptsBuilder, StorageError, encode_rows};
 
 /// Every agency's receipt over the bets the database holds, each agency's in the order it sent
@@ -98,4 +98,11 @@ pub(super) async fn read(
         return Err(shared.corrupt(reason));
     }
     Ok(receipts)
+}
+
+/// The first agency (in agency order) whose receipt differs between `recorded` and `now`.
+pub(super) fn first_difference(recorded: &Receipts, now: &Receipts) -> Option<AgencyId> {
+    let agencies: std::collections::BTreeSet<AgencyId> =
+        recorded.iter().chain(now.iter()).map(|(agency, _)| agency).collect();
+    agencies.into_iter().find(|&a| recorded.receipt_for(a) != now.receipt_for(a))
 }
