@@ -69,8 +69,9 @@ impl AgencyId {
     /// # Errors
     /// `BetError` when `text` is not a whole number of 1 or more, in ASCII digits only.
     pub fn parse(text: &str) -> Result<Self, BetError> {
-        let id = parse_digits::<u32>(text)
-            .ok_or_else(|| BetError::new("agency", text, "an agency number of 1 or more"))?;
+        let expected = "an agency number from 1 to 4294967295";
+        let id =
+            parse_digits::<u32>(text).ok_or_else(|| BetError::new("agency", text, expected))?;
         Self::new(id)
     }
 
