@@ -183,7 +183,7 @@ s = json.load(open(sys.argv[1]))
 assert s["shared_store"] and s["phase"] == "drawn" and s["totals"]["bets"] == int(sys.argv[2]), s["totals"]
 assert {a["central"].split(":")[0] for a in s["agencies"]} == {"server1", "server2"}, s["agencies"]
 PY
-    curl -fsS --max-time 5 "http://$at/readyz" | grep -qx ready || fail "$central: /readyz is not ready"
+    grep -qx ready <<<"$(curl -fsS --max-time 5 "http://$at/readyz")" || fail "$central: /readyz is not ready"
 done
 echo "   both centrals' status pages show all $total_bets bets and the agencies on each central"
 dc down -t 10 >/dev/null 2>&1 || fail "down failed"

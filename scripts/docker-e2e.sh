@@ -158,8 +158,8 @@ s = json.load(open(sys.argv[1]))
 t = s["totals"]
 assert s["phase"] == "drawn" and t["bets"] == int(sys.argv[2]) and t["agencies_ready"] == 5, t
 PY
-    curl -fsS --max-time 5 "http://$at/readyz" | grep -qx ready || fail "$1: /readyz is not ready"
-    curl -fsS --max-time 5 "http://$at/" | grep -q "<title>Lottery central" || fail "$1: no page at /"
+    grep -qx ready <<<"$(curl -fsS --max-time 5 "http://$at/readyz")" || fail "$1: /readyz is not ready"
+    grep -q "<title>Lottery central" <<<"$(curl -fsS --max-time 5 "http://$at/")" || fail "$1: no page at /"
     [[ $(docker inspect -f '{{.State.Health.Status}}' "$1") == healthy ]] || fail "$1 is not healthy"
     echo "   $1's status page at http://$at/: drawn, $2 bets, ready, healthy"
 }
