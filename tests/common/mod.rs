@@ -3,6 +3,7 @@
 
 pub mod postgres;
 pub mod proxy;
+pub mod replicated;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

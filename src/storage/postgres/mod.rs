@@ -51,7 +51,7 @@ mod watch;
 
 use std::time::Duration;
 
-pub use connect::Opened;
+pub use connect::{Opened, Replication};
 pub use store::PgStore;
 
 /// How long connecting to the database may take.
