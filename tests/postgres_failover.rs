@@ -14,6 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::pg_proxy::{Lose, PgProxy};
 use common::postgres::{TestDb, agency_env, central_address, exported, spawn_central};
 use common::replicated::Replicated;
 use common::{AgencyData, CLIENT_BIN, Process, sorted, within};
@@ -218,14 +219,80 @@ async fn throughput_with_a_synchronous_standby_and_with_an_asynchronous_one() {
         let opened = common::line_with(&central.seen, "action: database | result: success");
         assert!(opened.contains(&format!("| replication: {mode}")), "{opened}");
         let data: Vec<AgencyData> =
-            (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 4_000)).collect();
+            (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 2_000)).collect();
+        // Small batches: many group commits, each waiting for the standby when synchronous.
+        let extra = [("CLI_BATCH_MAXAMOUNT", "10")];
         let started = Instant::now();
-        let results = within("the agencies", start_agencies(&data, &address, &[])).await.unwrap();
+        let agencies = start_agencies(&data, &address, &extra);
+        let results = within("the agencies", agencies).await.unwrap();
         let elapsed = started.elapsed();
         check_agencies(&results, &data);
-        let bets = 4_000 * AGENCIES;
+        let bets = 2_000 * AGENCIES;
         let rate = f64::from(bets) / elapsed.as_secs_f64();
         println!("{mode} standby: {bets} bets in {elapsed:?}: {rate:.0} bets/s");
+        check_database(&db, dir.path(), &data).await;
+        drop(central);
+    }
+}
+
+/// A group whose `COMMIT` result is lost (the connection cut right after the proxy forwarded it,
+/// or instead of forwarding it) is in doubt: the central refuses its batch (`Storage`), the
+/// agency opens a new session, and the `(agency, seq)` rule decides: the `Welcome` puts it past
+/// the batch when the `COMMIT` happened (found stored, not sent again), at it when not (resent
+/// and stored). Either way every bet is stored once.
+#[tokio::test]
+async fn a_group_whose_commit_result_was_lost_is_resolved_by_the_agencys_retry() {
+    let _serial = SERIAL.lock().await;
+    for lose in [Lose::Answer, Lose::Commit] {
+        let test = "failover_in_doubt";
+        let Some(cluster) = Replicated::start(test, true).await else { return };
+        let primary = format!("127.0.0.1:{}", cluster.nodes[cluster.primary].port);
+        let proxy = PgProxy::start(primary.parse().unwrap()).await;
+        let url = format!(
+            "host=127.0.0.1 port={} user={} dbname={} sslmode=disable",
+            proxy.port,
+            common::replicated::USER,
+            common::replicated::DATABASE
+        );
+        let db = TestDb { url, name: common::replicated::DATABASE.into() };
+        let dir = tempfile::tempdir().unwrap();
+        let mut central = spawn_central(&db, 0, 1);
+        let address = central_address(&mut central).await;
+        central.wait_for_line("action: database | result: success").await;
+        let data = [AgencyData::generate(dir.path(), 1, 600)];
+        let extra = [("CLI_BATCH_MAXAMOUNT", "10"), ("CLI_LOOP_PERIOD", "5ms")];
+        let agencies = start_agencies(&data, &address, &extra);
+        assert!(next_line(&mut central, ACK, &agencies).await.is_some(), "finished at once");
+        proxy.arm(lose);
+        within("the lost COMMIT", proxy.caught.notified()).await;
+        let failed = "action: apuesta_recibida | result: fail";
+        let failed = next_line(&mut central, failed, &agencies).await.expect("a refused batch");
+        let seq = failed.rsplit("seq: ").next().unwrap().split(' ').next().unwrap().to_owned();
+        let seq: u64 = seq.parse().unwrap();
+        // The agency reconnects after the refusal; the Welcome says where the database is: past
+        // the batch when its COMMIT happened (it is not sent again), at it when not (it is
+        // resent and stored).
+        let hello = "action: hello | result: success | agency: 1";
+        let hello = next_line(&mut central, hello, &agencies).await.expect("a new session");
+        let next_seq: u64 =
+            hello.rsplit("next_seq: ").next().unwrap().split(' ').next().unwrap().parse().unwrap();
+        let retried = match lose {
+            Lose::Answer => {
+                assert_eq!(next_seq, seq + 1, "committed, so stored: {hello}");
+                hello.clone()
+            }
+            Lose::Commit => {
+                assert_eq!(next_seq, seq, "rolled back, so not stored: {hello}");
+                let stored = format!("agency: 1 | seq: {seq}");
+                let line =
+                    next_line(&mut central, &stored, &agencies).await.expect("the batch resent");
+                assert!(line.contains("action: apuesta_recibida | result: success"), "{line}");
+                line
+            }
+        };
+        println!("{lose:?} lost: {failed} → {retried}");
+        let results = within("the agency", agencies).await.unwrap();
+        check_agencies(&results, &data);
         check_database(&db, dir.path(), &data).await;
         drop(central);
     }

@@ -1,6 +1,7 @@
 //! Shared test harness: an in-process central on 127.0.0.1:0, agency data, and real processes.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod pg_proxy;
 pub mod postgres;
 pub mod proxy;
 pub mod replicated;

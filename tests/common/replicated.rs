@@ -276,7 +276,7 @@ impl Replicated {
     }
 
     /// The servers' logs, for a failure's message.
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         let mut logs = String::new();
         for entry in std::fs::read_dir(self.root.path()).into_iter().flatten().flatten() {
             if entry.path().extension().is_some_and(|e| e == "log") {
@@ -295,7 +295,10 @@ impl Drop for Replicated {
     fn drop(&mut self) {
         for node in &self.nodes {
             for pid in processes_in(&node.dir) {
-                let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .stderr(std::process::Stdio::null())
+                    .status();
             }
         }
     }
