@@ -278,7 +278,8 @@ async fn a_group_whose_commit_result_was_lost_is_resolved_by_the_agencys_retry()
             hello.rsplit("next_seq: ").next().unwrap().split(' ').next().unwrap().parse().unwrap();
         let retried = match lose {
             Lose::Answer => {
-                assert_eq!(next_seq, seq + 1, "committed, so stored: {hello}");
+                // The group may have held later batches of the agency too (pipelined): all stored.
+                assert!(next_seq > seq, "committed, so stored: {hello}");
                 hello.clone()
             }
             Lose::Commit => {
