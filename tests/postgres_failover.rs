@@ -5,8 +5,10 @@
 //! it on the dead one's port. Every acknowledged bet is stored exactly once, there is one draw,
 //! and every agency gets its winners.
 //!
-//! The servers come from Debian's PostgreSQL binaries (`tests/common/replicated.rs`); without
-//! them the tests skip loudly (`LOTTERY_REQUIRE_POSTGRES=1` fails instead). The kill points come
+//! The servers come from Debian's PostgreSQL binaries (`tests/common/replicated.rs`). Like the
+//! other database suites they run under `pg_virtualenv` (`PGHOST` set; they do not use its
+//! server) or with `LOTTERY_REQUIRE_POSTGRES=1`, else skip loudly; without the binaries they
+//! skip, or fail under `LOTTERY_REQUIRE_POSTGRES=1`. The kill points come
 //! from `CHAOS_SEED` (printed; random when unset), so a failing run can be replayed. The tests of
 //! this binary take turns ([`SERIAL`]): they measure.
 

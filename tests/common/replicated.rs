@@ -3,8 +3,9 @@
 //! directory, on two loopback ports the test picks, for failover tests: kill the primary with
 //! `kill -9`, promote the standby (as a failover manager would), rebuild a standby on the dead
 //! one's port from the new primary. Run as root, the servers run as the `postgres` user
-//! (`runuser`), as `pg_virtualenv` does. Without the binaries the tests skip loudly;
-//! `LOTTERY_REQUIRE_POSTGRES=1` turns the skip into a failure.
+//! (`runuser`), as `pg_virtualenv` does. They run with the other database suites (`PGHOST` set,
+//! as under `pg_virtualenv`, or `LOTTERY_REQUIRE_POSTGRES=1`), else skip loudly; without the
+//! binaries they skip too, and `LOTTERY_REQUIRE_POSTGRES=1` turns that skip into a failure.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,6 +42,18 @@ pub struct Replicated {
 /// The newest Debian PostgreSQL's binaries, or `None` (after saying so on stderr) when there are
 /// none; under `LOTTERY_REQUIRE_POSTGRES` that fails instead.
 pub fn binaries(test: &str) -> Option<PathBuf> {
+    // Run with the other database suites (under `pg_virtualenv`, or LOTTERY_REQUIRE_POSTGRES),
+    // not by every `cargo test`: they take a minute.
+    let asked =
+        ["PGHOST", "LOTTERY_REQUIRE_POSTGRES"].iter().any(|v| std::env::var_os(v).is_some());
+    if !asked {
+        let message = format!(
+            "\n!!! SKIPPED {test}: a database suite (PGHOST is unset).\n!!! Run it with: {}\n",
+            super::postgres::HOW
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
+        return None;
+    }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
