@@ -10,6 +10,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tracing::warn;
 
+use super::replication::Replication;
 use super::{CONNECT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, POOL_SIZE, START_WAIT};
 use super::{schema, tls};
 use crate::config::DatabaseUrl;
@@ -53,29 +54,6 @@ pub struct Opened {
     pub synchronous_commit: String,
     /// What the server says of its standbys (see [`Replication`]).
     pub replication: Replication,
-}
-
-/// Whether an acknowledged batch is on a second server: what the primary reports at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replication {
-    /// `synchronous_standby_names` is set: a `COMMIT` returns once a standby has its WAL
-    /// (`synchronous_commit = on`, which every connection forces).
-    Synchronous,
-    /// Standbys stream from the server but none is synchronous: a failover may lose what they
-    /// had not received yet.
-    Asynchronous,
-    /// No standby: the server is the one copy.
-    None,
-}
-
-impl std::fmt::Display for Replication {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Synchronous => "synchronous",
-            Self::Asynchronous => "asynchronous",
-            Self::None => "none",
-        })
-    }
 }
 
 impl Shared {
@@ -191,7 +169,7 @@ impl Shared {
             .await
             .and_then(|row| row.try_get(0))
             .map_err(|e| self.error(what, &e))?;
-        let replication = replication(&committer).await.map_err(|e| self.error(what, &e))?;
+        let replication = Replication::read(&committer).await.map_err(|e| self.error(what, &e))?;
         drop(committer);
         let what = "read where the lottery is";
         let client = self.client(what).await?;
@@ -346,21 +324,6 @@ pub(super) fn refusal(error: &deadpool_postgres::PoolError) -> Option<String> {
         SqlState::INVALID_CATALOG_NAME,
     ];
     permanent.contains(db.code()).then(|| format!("{}: {}", db.severity(), db.message()))
-}
-
-/// What the server reports of its standbys: `synchronous_standby_names` set, or standbys
-/// streaming from it (`pg_stat_replication`), or neither.
-async fn replication(
-    client: &tokio_postgres::Client,
-) -> Result<Replication, tokio_postgres::Error> {
-    let names: String =
-        client.query_one("SHOW synchronous_standby_names", &[]).await?.try_get(0)?;
-    if !names.trim().is_empty() {
-        return Ok(Replication::Synchronous);
-    }
-    let standbys: i64 =
-        client.query_one("SELECT count(*) FROM pg_stat_replication", &[]).await?.try_get(0)?;
-    Ok(if standbys > 0 { Replication::Asynchronous } else { Replication::None })
 }
 
 /// Whether the server refused a write because it is read-only (SQLSTATE 25006): a standby, a
