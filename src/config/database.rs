@@ -442,6 +442,45 @@ mod tests {
         rest.parse::<tokio_postgres::Config>().unwrap();
     }
 
+    /// libpq's several hosts (failover: the driver tries them in order, and with
+    /// `target_session_attrs=read-write` keeps the first that takes writes): the TLS parameters
+    /// come out, the hosts, ports and `target_session_attrs` reach the driver, and the password
+    /// is hidden, in both forms.
+    #[test]
+    fn several_hosts_keep_their_tls_parameters_and_hidden_password() {
+        use tokio_postgres::config::{Host, TargetSessionAttrs};
+        let url = "postgresql://u:s3cret@pg1:5432,pg2:5433/lottery?sslmode=verify-full\
+                   &target_session_attrs=read-write&sslrootcert=%2Fca.pem";
+        let (rest, mode, roots) = split(url);
+        assert_eq!(
+            rest,
+            "postgresql://u:s3cret@pg1:5432,pg2:5433/lottery?target_session_attrs=read-write"
+        );
+        assert_eq!((mode, roots), (SslMode::VerifyFull, RootCerts::File("/ca.pem".into())));
+        let config: tokio_postgres::Config = rest.parse().unwrap();
+        let hosts = [Host::Tcp("pg1".into()), Host::Tcp("pg2".into())];
+        assert_eq!(config.get_hosts(), hosts);
+        assert_eq!(config.get_ports(), [5432, 5433]);
+        assert_eq!(config.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
+        assert_eq!(
+            redact_password(url),
+            "postgresql://u:***@pg1:5432,pg2:5433/lottery?sslmode=verify-full\
+             &target_session_attrs=read-write&sslrootcert=%2Fca.pem"
+        );
+
+        let text = "host=pg1,pg2 port=5432,5433 user=u password='s 3' dbname=lottery \
+                    target_session_attrs=read-write sslmode=require";
+        let (rest, mode, _) = split(text);
+        assert_eq!(mode, SslMode::Require);
+        let config: tokio_postgres::Config = rest.parse().unwrap();
+        assert_eq!(config.get_hosts(), hosts);
+        assert_eq!(config.get_ports(), [5432, 5433]);
+        assert_eq!(config.get_password(), Some(&b"s 3"[..]));
+        assert_eq!(config.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
+        let shown = redact_password(text);
+        assert!(!shown.contains("s 3") && shown.contains("host=pg1,pg2 port=5432,5433"), "{shown}");
+    }
+
     #[test]
     fn the_tls_parameters_are_taken_out_of_key_values() {
         let (rest, mode, roots) =

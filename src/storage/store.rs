@@ -83,6 +83,7 @@ impl Opened {
                 ready = opened.ready.len(),
                 drawn = opened.drawn,
                 synchronous_commit = %opened.synchronous_commit,
+                replication = %opened.replication,
             ),
         }
     }

@@ -2,8 +2,10 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod browser;
+pub mod pg_proxy;
 pub mod postgres;
 pub mod proxy;
+pub mod replicated;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -10,6 +10,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tracing::warn;
 
+use super::replication::Replication;
 use super::{CONNECT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, POOL_SIZE, START_WAIT};
 use super::{schema, tls};
 use crate::config::DatabaseUrl;
@@ -51,6 +52,8 @@ pub struct Opened {
     /// `SHOW synchronous_commit` on the committer's connection (forced `on`, whatever the role's
     /// or the database's default).
     pub synchronous_commit: String,
+    /// What the server says of its standbys (see [`Replication`]).
+    pub replication: Replication,
 }
 
 impl Shared {
@@ -128,7 +131,25 @@ impl Shared {
                 _ => database(&self.target, what, &e),
             },
         })?;
-        let found = schema::migrate(&mut client).await.map_err(|e| match e {
+        let found = schema::migrate(&mut client).await;
+        let in_recovery = match &found {
+            // A standby (or a demoted primary) refuses writes with 25006, as a read-only role
+            // does: only the role is permanent; a standby waits for a failover to end.
+            Err(schema::MigrateError::Database(e)) if is_read_only(e) => client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .and_then(|row| row.try_get::<_, bool>(0))
+                .unwrap_or(true),
+            _ => false,
+        };
+        let found = found.map_err(|e| match e {
+            schema::MigrateError::Database(e) if is_read_only(&e) && !in_recovery => {
+                StorageError::DatabaseRejected {
+                    target: self.target.clone(),
+                    what,
+                    reason: describe(&e),
+                }
+            }
             schema::MigrateError::Database(e) => self.error(what, &e),
             // Not retried: waiting does not make the schema older.
             schema::MigrateError::TooNew { found } => StorageError::SchemaTooNew {
@@ -148,6 +169,7 @@ impl Shared {
             .await
             .and_then(|row| row.try_get(0))
             .map_err(|e| self.error(what, &e))?;
+        let replication = Replication::read(&committer).await.map_err(|e| self.error(what, &e))?;
         drop(committer);
         let what = "read where the lottery is";
         let client = self.client(what).await?;
@@ -171,6 +193,7 @@ impl Shared {
             ready,
             drawn,
             synchronous_commit,
+            replication,
         };
         Ok((found, opened))
     }
@@ -303,8 +326,16 @@ pub(super) fn refusal(error: &deadpool_postgres::PoolError) -> Option<String> {
     permanent.contains(db.code()).then(|| format!("{}: {}", db.severity(), db.message()))
 }
 
+/// Whether the server refused a write because it is read-only (SQLSTATE 25006): a standby, a
+/// primary demoted under the connection, or a read-only role.
+pub(super) fn is_read_only(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| *db.code() == SqlState::READ_ONLY_SQL_TRANSACTION)
+}
+
 /// Whether waiting cannot fix `e`: the database refused the statement with an SQLSTATE whose
-/// class is not one of those a restart, a failover, a lock or load explain — 08 (connection),
+/// class is not one of those a restart, a failover, a lock or load explain — 25006 (a read-only
+/// transaction: a standby, or a primary demoted; start-up tells a read-only role apart),
+/// 08 (connection),
 /// 40 (transaction rollback: serialization, deadlock), 53 (insufficient resources), 55 (object
 /// not in prerequisite state: a lock not available), 57 (operator intervention: shutdown,
 /// cancelled, statement timeout), 58 (system error) — or a value of the wrong type came back
@@ -314,7 +345,8 @@ pub(super) fn is_permanent(e: &tokio_postgres::Error) -> bool {
     match e.as_db_error() {
         Some(db) => {
             let class = db.code().code().get(..2).unwrap_or_default();
-            !matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
+            *db.code() != SqlState::READ_ONLY_SQL_TRANSACTION
+                && !matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
         }
         None => std::error::Error::source(e)
             .is_some_and(|source| source.is::<tokio_postgres::types::WrongType>()),

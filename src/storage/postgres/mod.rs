@@ -29,6 +29,7 @@
 //! - `store.rs`: [`PgStore`], the database store's face: open, submit, read, close;
 //! - `connect.rs`: the pools, the connection settings, start-up (connect, migrate, read where
 //!   the lottery is) and the translation of database errors;
+//! - `replication.rs`: what the database reports of its standbys (synchronous or not);
 //! - `schema.rs`: the schema and its migrations;
 //! - `sessions.rs`: an agency's session (its epoch: fencing) and its `ReadyForLottery`;
 //! - `fence.rs`: ending a frozen central's transaction that holds an agency's row;
@@ -44,6 +45,7 @@ mod connect;
 mod draw;
 mod fence;
 mod receipts;
+mod replication;
 mod schema;
 mod sessions;
 mod status;
@@ -54,6 +56,7 @@ mod watch;
 use std::time::Duration;
 
 pub use connect::Opened;
+pub use replication::Replication;
 pub use store::PgStore;
 
 /// How long connecting to the database may take.
