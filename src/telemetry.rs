@@ -21,6 +21,9 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
+use std::sync::OnceLock;
+
+use jiff::tz::TimeZone;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -45,6 +48,24 @@ pub fn init(level: Level, rust_log: Option<&str>) {
         .try_init();
 }
 
+/// The time zone of the log lines' stamps, the machine's, read once. As `jiff::Zoned::now()`
+/// would, except that it reads `/etc/localtime` itself: jiff names the zone through its zone
+/// database, and opening that database lists every directory of `/usr/share/zoneinfo` (~25
+/// directories, ~80 system calls), a third of an agency's start-up before its first connection.
+/// With `TZ` set, or no readable `/etc/localtime`, jiff's own lookup decides (UTC without one).
+fn local_zone() -> &'static TimeZone {
+    static ZONE: OnceLock<TimeZone> = OnceLock::new();
+    ZONE.get_or_init(|| {
+        if std::env::var_os("TZ").is_none()
+            && let Ok(tzif) = std::fs::read("/etc/localtime")
+            && let Ok(zone) = TimeZone::tzif("Local", &tzif)
+        {
+            return zone;
+        }
+        TimeZone::system()
+    })
+}
+
 /// The `FormatEvent` behind [`init`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ActionFormat;
@@ -60,7 +81,8 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let now = jiff::Zoned::now().strftime("%Y-%m-%d %H:%M:%S");
+        let now =
+            jiff::Timestamp::now().to_zoned(local_zone().clone()).strftime("%Y-%m-%d %H:%M:%S");
         let normalized = event.normalized_metadata();
         let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let level = *metadata.level();
@@ -187,6 +209,17 @@ fn ends_with_ignore_case(haystack: &str, suffix: &str) -> bool {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn the_stamps_zone_is_the_one_jiff_finds() {
+        // Read without jiff's zone database, the machine's zone must still be jiff's own answer:
+        // the same offset now, and half a year from now (the other side of any summer time).
+        let now = jiff::Timestamp::now();
+        let later = now + jiff::SignedDuration::from_hours(24 * 182);
+        for at in [now, later] {
+            assert_eq!(local_zone().to_offset(at), TimeZone::system().to_offset(at));
+        }
+    }
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
