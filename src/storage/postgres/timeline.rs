@@ -118,7 +118,11 @@ impl Hosts {
             let place = where_am_i(&client, &mut link).await.ok()?;
             Some((host, place))
         });
-        for (host, place) in futures::future::join_all(places).await.into_iter().flatten() {
+        let mut places: Vec<_> =
+            futures::future::join_all(places).await.into_iter().flatten().collect();
+        // The newest first: it is the one logged.
+        places.sort_by_key(|(_, place)| std::cmp::Reverse(place.timeline));
+        for (host, place) in places {
             self.behind(host, place);
         }
     }
