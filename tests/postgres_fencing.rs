@@ -6,7 +6,9 @@
 //!   written there;
 //! - the standby promoted, the primary killed with `kill -9`, while a central is inside a
 //!   group's `COPY` (held there by the proxy of `tests/common/pg_proxy.rs`): the group is not
-//!   committed, the agency's retry is decided by `(agency, seq)`, every bet is stored once.
+//!   committed, the agency's retry is decided by `(agency, seq)`, every bet is stored once;
+//! - and, on `pg_virtualenv`'s server, a server that cannot say its timeline (the role may not
+//!   run `pg_control_system()`) used unchecked, said once.
 //!
 //! They run with the other database suites (`PGHOST` or `LOTTERY_REQUIRE_POSTGRES`), one at a
 //! time ([`SERIAL`]); the kill point of the first comes from `CHAOS_SEED` (printed).
@@ -182,4 +184,41 @@ async fn the_standby_promoted_while_a_central_is_inside_copy_loses_and_doubles_n
     check_agencies(&results, &data);
     check_database(&one_server(&cluster, cluster.primary), dir.path(), &data).await;
     drop(central);
+}
+
+/// A server that cannot say where it is (here the role may not run `pg_control_system()`, as on
+/// some managed databases) is used unchecked, said once, rather than not at all.
+#[tokio::test]
+async fn a_server_that_cannot_tell_its_timeline_is_used_unchecked_and_said_once() {
+    let Some(db) = common::postgres::test_database("fencing_unchecked").await else { return };
+    let role: String = format!("{}_r", db.name).chars().rev().take(63).collect();
+    let role: String = role.chars().rev().collect();
+    let admin = db.client().await;
+    let setup = format!(
+        "CREATE ROLE \"{role}\" LOGIN PASSWORD 'role-secret';
+         ALTER DATABASE \"{}\" OWNER TO \"{role}\";
+         REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC;",
+        db.name
+    );
+    admin.batch_execute(&setup).await.unwrap();
+    let user = db.url.split("user=").nth(1).unwrap().split(' ').next().unwrap();
+    let password = db.url.split("password=").nth(1).unwrap().split(' ').next().unwrap();
+    let url = db.url.replacen(&format!("user={user}"), &format!("user={role}"), 1).replacen(
+        &format!("password={password}"),
+        "password=role-secret",
+        1,
+    );
+    let limited = TestDb { url, name: db.name.clone() };
+    let (central, _) = start_central(&limited, 1).await;
+    central.signal("TERM");
+    let (code, lines) = central.finish().await;
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let unchecked: Vec<&String> =
+        lines.iter().filter(|l| l.contains("action: database_timeline | result: fail")).collect();
+    assert_eq!(unchecked.len(), 1, "said once: {lines:#?}");
+    assert!(
+        unchecked[0].contains("permission denied for function pg_control_system"),
+        "{lines:#?}"
+    );
+    assert!(unchecked[0].contains("(SQLSTATE 42501)"), "{lines:#?}");
 }

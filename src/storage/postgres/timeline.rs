@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex as StdMutex;
 use std::sync::PoisonError;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use tokio_postgres::config::Host;
@@ -61,12 +62,19 @@ pub(super) struct Hosts {
     tls: tls::Connector,
     /// The newest timeline seen, per system identifier.
     newest: StdMutex<HashMap<i64, i64>>,
+    /// Whether a server could not say where it is (said once).
+    unfenced: AtomicBool,
 }
 
 impl Hosts {
     /// The hosts of `config` (every other setting copied to each), connected with `tls`.
     pub(super) fn new(config: &Config, tls: tls::Connector) -> Self {
-        Self { each: split(config), tls, newest: StdMutex::default() }
+        Self {
+            each: split(config),
+            tls,
+            newest: StdMutex::default(),
+            unfenced: AtomicBool::new(false),
+        }
     }
 
     /// A connection to the first host that takes writes and is on the newest timeline this
@@ -87,10 +95,18 @@ impl Hosts {
             };
             let place = match where_am_i(&client, &mut link).await {
                 Ok(place) => place,
-                Err(e) => {
-                    last = Some(e);
-                    continue;
-                }
+                Err(e) => match e.as_db_error() {
+                    // The server cannot say (a role without the functions, an engine without
+                    // them): not fenced, said once, rather than no connection at all.
+                    Some(db) => {
+                        self.unfenced_once(host, db);
+                        return Ok((client, link));
+                    }
+                    None => {
+                        last = Some(e);
+                        continue;
+                    }
+                },
             };
             let Some(newest) = self.behind(host, place) else {
                 return Ok((client, link));
@@ -111,8 +127,12 @@ impl Hosts {
     }
 
     /// Connects to every host at once and remembers the newest timeline among those that take
-    /// writes; hosts that cannot be reached, or are standbys, are passed over.
+    /// writes; hosts that cannot be reached, or are standbys, are passed over. With one host
+    /// there is nothing to compare: no connection is made.
     pub(super) async fn survey(&self) {
+        if self.each.len() < 2 {
+            return;
+        }
         let places = self.each.iter().map(|(host, config)| async move {
             let (client, mut link) = config.connect(self.tls.0.clone()).await.ok()?;
             let place = where_am_i(&client, &mut link).await.ok()?;
@@ -125,6 +145,17 @@ impl Hosts {
         for (host, place) in places {
             self.behind(host, place);
         }
+    }
+
+    /// Says, the first time only, that a server could not tell its timeline.
+    fn unfenced_once(&self, host: &str, db: &tokio_postgres::error::DbError) {
+        if self.unfenced.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let error = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+        let consequence =
+            "its timeline is not checked: an old primary back after a failover is not told apart";
+        warn!(action = "database_timeline", result = "fail", host = %host, error = %error, consequence);
     }
 
     /// `None` when `place` is on the newest timeline known of its system (which it may raise),
