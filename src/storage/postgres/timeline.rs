@@ -38,13 +38,14 @@ use super::tls;
 pub(super) type Link =
     tokio_postgres::Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>;
 
-/// The server's database system identifier and its current timeline; on a standby the query
-/// fails (`pg_current_wal_lsn()` during recovery), but a standby was already refused by
-/// `target_session_attrs=read-write`. The timeline is the one WAL is inserted on, so a
-/// freshly promoted server shows its new one before its end-of-recovery checkpoint
+/// The server's database system identifier and its current timeline, `NULL` on a standby
+/// (which `target_session_attrs=read-write` refuses before; without it a standby is used as the
+/// driver would, unchecked: it takes no writes anyway). The timeline is the one WAL is inserted
+/// on, so a freshly promoted server shows its new one before its end-of-recovery checkpoint
 /// (`pg_control_checkpoint()` would still show the old one).
 const WHERE_AM_I: &str = "SELECT (SELECT system_identifier FROM pg_control_system()),
-    ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint";
+    CASE WHEN NOT pg_is_in_recovery()
+        THEN ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END";
 
 /// A server's place in its database system's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +95,8 @@ impl Hosts {
                 }
             };
             let place = match where_am_i(&client, &mut link).await {
-                Ok(place) => place,
+                Ok(Some(place)) => place,
+                Ok(None) => return Ok((client, link)),
                 Err(e) => match e.as_db_error() {
                     // The server cannot say (a role without the functions, an engine without
                     // them): not fenced, said once, rather than no connection at all.
@@ -135,7 +137,7 @@ impl Hosts {
         }
         let places = self.each.iter().map(|(host, config)| async move {
             let (client, mut link) = config.connect(self.tls.0.clone()).await.ok()?;
-            let place = where_am_i(&client, &mut link).await.ok()?;
+            let place = where_am_i(&client, &mut link).await.ok()??;
             Some((host, place))
         });
         let mut places: Vec<_> =
@@ -209,9 +211,14 @@ async fn drive<T>(
     query.await
 }
 
-async fn where_am_i(client: &Client, link: &mut Link) -> Result<Place, tokio_postgres::Error> {
+/// Where the server is in its history; `None` on a standby.
+async fn where_am_i(
+    client: &Client,
+    link: &mut Link,
+) -> Result<Option<Place>, tokio_postgres::Error> {
     let row = drive(link, client.query_one(WHERE_AM_I, &[])).await?;
-    Ok(Place { system: row.try_get(0)?, timeline: row.try_get(1)? })
+    let system = row.try_get(0)?;
+    Ok(row.try_get::<_, Option<i64>>(1)?.map(|timeline| Place { system, timeline }))
 }
 
 /// The refusal of `host` as an error of the driver's, raised by the server itself (the driver's
