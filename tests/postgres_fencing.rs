@@ -22,6 +22,7 @@ use common::pg_proxy::PgProxy;
 use common::postgres::{TestDb, central_address, spawn_central};
 use common::replicated::{DATABASE, Replicated, USER};
 use common::{AgencyData, Process, within};
+use lottery::storage::postgres::COMMIT_LOCK;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -91,6 +92,11 @@ async fn an_old_primary_back_writable_after_a_failover_takes_no_bet() {
     // `synchronous_mode_strict`).
     cluster.go_alone().await;
     let new = cluster.primary;
+    // The draw waits for the groups in flight (a shared COMMIT_LOCK): the test holds one on the
+    // promoted server until the old primary is back and checked, so the agencies cannot finish
+    // before, and the draw (with its ready flags, a write of every agency) always comes after.
+    let holder = one_server(&cluster, new).client().await;
+    holder.execute("SELECT pg_advisory_lock_shared($1)", &[&COMMIT_LOCK]).await.unwrap();
     // The central reaches the promoted server, on timeline 2, and stores there.
     loop {
         let seen = next_line(&mut central, "action: database_timeline", &agencies).await;
@@ -116,10 +122,11 @@ async fn an_old_primary_back_writable_after_a_failover_takes_no_bet() {
     assert!(ended > 0, "the central had connections to the promoted server");
     let old_host = format!("host: 127.0.0.1:{}", cluster.nodes[old].port);
     let refused = "action: database | result: fail";
-    let line = next_line(&mut central, refused, &agencies).await.expect("a refusal");
+    // Bounded: the agencies cannot finish while the draw is held.
+    let line = within("a refusal", next_line(&mut central, refused, &agencies)).await;
+    let line = line.expect("a refusal");
     assert!(line.contains(&old_host) && line.contains("| timeline: 1 |"), "{line}");
     assert!(line.contains("newest_timeline: 2"), "{line}");
-    assert!(next_line(&mut central, ACK, &agencies).await.is_some(), "finished early");
     // A central started now never saw the failover: it surveys every host at start.
     let (second, _) = start_central(&db, AGENCIES).await;
     let line = common::line_with(&second.seen, refused);
@@ -127,6 +134,7 @@ async fn an_old_primary_back_writable_after_a_failover_takes_no_bet() {
     second.signal("TERM");
     let (code, lines) = second.finish().await;
     assert_eq!(code, Some(0), "{lines:#?}");
+    drop(holder);
 
     let results = within("the agencies", agencies).await.unwrap();
     check_agencies(&results, &data);
