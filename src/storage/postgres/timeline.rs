@@ -16,9 +16,10 @@
 //! What a central cannot know on its own: a newer timeline it never reached. So at start-up, and
 //! at each start-up retry, it [`survey`](Hosts::survey)s every host of the URL and remembers the
 //! newest timeline among those that take writes; after that, every connection it makes raises
-//! what it knows. An old primary that comes back while the new one is unreachable to a central
-//! that never saw the new one is taken (see docs/postgres.md: that is the failover manager's
-//! job, Patroni's leader key).
+//! what it knows. An old primary that comes back before the central has reached the new one
+//! (the new one unreachable to it at start-up, or the old one back before any of a running
+//! central's connections tried the new one) is taken: see docs/postgres.md; deciding which
+//! server is the primary is the failover manager's job (Patroni's leader key).
 
 use std::collections::HashMap;
 use std::sync::Mutex as StdMutex;
