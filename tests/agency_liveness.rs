@@ -145,6 +145,56 @@ async fn a_central_that_welcomes_and_never_acknowledges_is_left_and_resumed() {
 /// On tokio's paused time (as every in-process case here that waits out a deadline): the clock
 /// moves only when every task waits, so the deadline passes at once, and only once the socket
 /// buffers are full.
+/// A central that acknowledged batches 1 and 2, then (its database failed over to a standby
+/// that had not received them) welcomes the agency back at batch 1: the agency says loudly that
+/// acknowledged bets were lost, naming both numbers, and sends them again from batch 1.
+#[tokio::test]
+async fn a_welcome_behind_what_was_acknowledged_is_a_loud_loss_and_the_bets_are_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = AgencyData::generate(dir.path(), 1, 120);
+    let (batches_tx, mut batches) = mpsc::unbounded_channel();
+    let (address, mut connections) = fake_central(move |connection, mut frames| {
+        let batches = batches_tx.clone();
+        async move {
+            welcome(&mut frames, 1, 0).await;
+            let mut acked = 0;
+            while let Some(Ok(message)) = frames.next().await {
+                let ClientMessage::Batch { seq, bets } = message else { continue };
+                let _ = batches.send((connection, seq));
+                // The first connection acknowledges two batches, then breaks; later ones
+                // acknowledge nothing.
+                if connection == 1 {
+                    let count = u32::try_from(bets.len()).unwrap();
+                    frames.send(ServerMessage::BatchAccepted { seq, count }).await.unwrap();
+                    acked += 1;
+                    if acked == 2 {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let agency = Process::start(CLIENT_BIN, &agency_env(&address, &data));
+
+    assert_eq!(within("first connection", connections.recv()).await, Some(1));
+    assert_eq!(within("the agency reconnects", connections.recv()).await, Some(2));
+    let resent = loop {
+        match within("batch 1 again", batches.recv()).await {
+            Some((2, seq)) => break seq,
+            Some(_) => continue,
+            None => panic!("the fake stopped"),
+        }
+    };
+    assert_eq!(resent, 1, "sent again from where the Welcome says");
+    let (code, lines) = agency.finish().await;
+    assert_eq!(code, Some(1), "the fake never acknowledges again: {lines:#?}");
+    let lost = line_with(&lines, "action: resume | result: fail");
+    common::assert_grader_line(lost);
+    assert!(lost.contains("acked_seq: 2 | next_seq: 1 | stored_bets: 0"), "{lost}");
+    assert!(lost.contains("acknowledged bets were lost"), "{lost}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn sends_to_a_central_that_never_reads_time_out() {
     let (address, _connections) = fake_central(|_, mut frames| async move {

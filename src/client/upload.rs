@@ -44,6 +44,11 @@ pub struct Outcome {
     pub reconnects: u32,
     /// The central's receipt for the agency's bets (it matched the agency's own).
     pub receipt: Option<Receipt>,
+    /// The highest batch sequence number acknowledged during this run (0: none yet).
+    pub acked_seq: u64,
+    /// Times a new session's `Welcome` said the central holds fewer batches than it had
+    /// acknowledged (see [`check_resume`]).
+    pub acknowledged_lost: u32,
 }
 
 /// Runs the agency: uploads every bet of `config.source`, then waits for and returns its winners.
@@ -91,6 +96,7 @@ pub async fn run_with_progress(
         pacer.step(token).await?;
         let connect = Connection::connect_until(config, &mut centrals, token, &mut last_progress);
         let mut connection = connect.await?;
+        check_resume(&connection, &mut outcome);
         let acked_before = outcome.ack_latencies.len();
         let session = session(
             &mut connection,
@@ -127,6 +133,27 @@ pub async fn run_with_progress(
         warn!(action = "reconnect", result = "in_progress", address, next_address, retry_in_ms, error = %error);
         pause(pause_for, token).await?;
     }
+}
+
+/// Says loudly when a new session's `Welcome` starts at or before a batch the central had
+/// acknowledged in this run: acknowledged bets were lost (a database failover to a standby that
+/// had not received them, a store wiped). The agency still has them and sends them again from
+/// where the `Welcome` says, which repairs the store; the line names both numbers so that the
+/// loss is seen, never silent.
+fn check_resume(connection: &Connection, outcome: &mut Outcome) {
+    let next_seq = connection.next_seq();
+    if next_seq > outcome.acked_seq {
+        return;
+    }
+    outcome.acknowledged_lost += 1;
+    error!(
+        action = "resume",
+        result = "fail",
+        acked_seq = outcome.acked_seq,
+        next_seq,
+        stored_bets = connection.stored_bets(),
+        error = "the central no longer holds batches it acknowledged: acknowledged bets were lost (a database failover to a standby that had not received them?); sending them again",
+    );
 }
 
 /// Checks that `received` are exactly the agency's own winning documents (`own`, from its file):
@@ -235,6 +262,7 @@ async fn session(
         let Some(&(expected, sent_at)) = in_flight.front() else { break };
         let count = cancellable(token, connection.receive_ack(expected)).await??;
         in_flight.pop_front();
+        outcome.acked_seq = outcome.acked_seq.max(expected);
         outcome.ack_latencies.push(sent_at.elapsed());
         acked_bets.fetch_add(u64::from(count), Ordering::Relaxed);
         sent += u64::from(count);

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod browser;
+pub mod failover;
 pub mod pg_proxy;
 pub mod postgres;
 pub mod proxy;

@@ -2,7 +2,9 @@
 //! result: once armed, on the first connection that has just ended a `COPY`, it either forwards
 //! the `COMMIT` and then cuts the connection (the transaction committed; the central never hears
 //! so) or cuts it without forwarding (the server rolls back). Either way the central's `COMMIT`
-//! fails with a broken connection: the group is in doubt. The central must connect with
+//! fails with a broken connection: the group is in doubt. Or, holding a `COPY`: the first
+//! `CopyData` of a connection is held back (the group's transaction waits inside its `COPY`)
+//! until the test releases it, then forwarded. The central must connect with
 //! `sslmode=disable` (the proxy reads the frontend's messages).
 
 use std::net::SocketAddr;
@@ -23,7 +25,10 @@ pub enum Lose {
 pub struct PgProxy {
     pub port: u16,
     armed: Arc<Mutex<Option<Lose>>>,
-    /// Set once the proxy caught a `COMMIT`.
+    /// Whether the next `CopyData` is held.
+    hold: Arc<Mutex<bool>>,
+    release: Arc<tokio::sync::Notify>,
+    /// Set once the proxy caught a `COMMIT`, or holds a `COPY`.
     pub caught: Arc<tokio::sync::Notify>,
 }
 
@@ -33,15 +38,28 @@ impl PgProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(Mutex::new(None));
+        let hold = Arc::new(Mutex::new(false));
+        let release = Arc::new(tokio::sync::Notify::new());
         let caught = Arc::new(tokio::sync::Notify::new());
-        let (shared, notify) = (armed.clone(), caught.clone());
+        let traps = Traps { armed: armed.clone(), hold: hold.clone(), release: release.clone() };
+        let notify = caught.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(backend).await else { continue };
-                tokio::spawn(relay(client, server, shared.clone(), notify.clone()));
+                tokio::spawn(relay(client, server, traps.clone(), notify.clone()));
             }
         });
-        Self { port, armed, caught }
+        Self { port, armed, hold, release, caught }
+    }
+
+    /// The next `CopyData` (of any connection) is held until [`release`](Self::release) (once).
+    pub fn hold_copy(&self) {
+        *self.hold.lock().unwrap() = true;
+    }
+
+    /// Forwards the held `CopyData`, and everything after it.
+    pub fn release(&self) {
+        self.release.notify_one();
     }
 
     /// The next group commit's `COMMIT` is lost as `lose` says (once).
@@ -50,12 +68,21 @@ impl PgProxy {
     }
 }
 
+/// What a connection's relay looks for.
+#[derive(Clone)]
+struct Traps {
+    armed: Arc<Mutex<Option<Lose>>>,
+    hold: Arc<Mutex<bool>>,
+    release: Arc<tokio::sync::Notify>,
+}
+
 async fn relay(
     client: TcpStream,
     server: TcpStream,
-    armed: Arc<Mutex<Option<Lose>>>,
+    traps: Traps,
     caught: Arc<tokio::sync::Notify>,
 ) {
+    let Traps { armed, hold, release } = traps;
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = server.into_split();
     // Set before a caught `COMMIT` goes on: nothing the server says after it reaches the central
@@ -100,6 +127,10 @@ async fn relay(
             break;
         }
         let (kind, commit) = (head[0], body.starts_with(b"COMMIT\0"));
+        if kind == b'd' && std::mem::take(&mut *hold.lock().unwrap()) {
+            caught.notify_one();
+            release.notified().await;
+        }
         let lose =
             if kind == b'Q' && commit && copied { armed.lock().unwrap().take() } else { None };
         copied = match kind {

@@ -232,6 +232,27 @@ impl Replicated {
         self.pg_ctl(i, &["start"]).await;
     }
 
+    /// Starts node `i` again from its directory as a primary that acknowledges commits alone
+    /// (`synchronous_standby_names` emptied): an old primary brought back writable, the worst
+    /// case a failover manager's fencing exists for.
+    pub async fn restart_alone(&self, i: usize) {
+        // In the file `ALTER SYSTEM` writes (read last), where the primary's `'*'` is.
+        let conf = self.nodes[i].dir.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\nsynchronous_standby_names = ''\n");
+        std::fs::write(&conf, text).unwrap();
+        self.pg_ctl(i, &["start"]).await;
+    }
+
+    /// The primary stops waiting for a standby (`synchronous_standby_names = ''`, reloaded), as
+    /// a failover manager does when no synchronous standby is left (Patroni without
+    /// `synchronous_mode_strict`).
+    pub async fn go_alone(&self) {
+        let admin = self.client(self.primary, "postgres").await;
+        admin.batch_execute("ALTER SYSTEM SET synchronous_standby_names = ''").await.unwrap();
+        admin.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    }
+
     /// Stops node `i` at once.
     pub async fn stop(&self, i: usize) {
         self.pg_ctl(i, &["stop", "-m", "immediate"]).await;

@@ -11,6 +11,7 @@ use tokio_postgres::error::SqlState;
 use tracing::warn;
 
 use super::replication::Replication;
+use super::timeline::{self, Hosts};
 use super::{CONNECT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, POOL_SIZE, START_WAIT};
 use super::{schema, tls};
 use crate::config::DatabaseUrl;
@@ -23,8 +24,9 @@ pub(super) struct Shared {
     pub(super) pool: Pool,
     /// The committer's connection (see [`POOL_SIZE`]).
     pub(super) commit_pool: Pool,
-    /// TLS as the connection string's `sslmode` asks (see `tls.rs`), for the ready listener.
-    pub(super) tls: tls::Connector,
+    /// The connection string's hosts, through which every connection is made (the pools', the
+    /// ready listener's): the first writable one not on an older timeline (see `timeline.rs`).
+    pub(super) hosts: Arc<Hosts>,
     /// The database, password hidden: for log lines and errors.
     pub(super) target: String,
     /// This central, as the `draw` row records it.
@@ -57,19 +59,19 @@ pub struct Opened {
 }
 
 impl Shared {
-    /// The pools for `url` (no connection is made yet), and the connection settings the ready
-    /// listener uses.
+    /// The pools for `url` (no connection is made yet).
     pub(super) fn connect(
         url: &DatabaseUrl,
         options: StoreOptions,
         central: String,
-    ) -> Result<(Self, tokio_postgres::Config), StorageError> {
+    ) -> Result<Self, StorageError> {
         let target = url.to_string();
         let (config, tls) = connection_config(url, &target)?;
+        let hosts = Arc::new(Hosts::new(&config, tls));
         let build = |size| {
-            let manager = Manager::from_config(
+            let manager = Manager::from_connect(
                 config.clone(),
-                tls.0.clone(),
+                timeline::Connector(hosts.clone()),
                 ManagerConfig { recycling_method: RecyclingMethod::Fast },
             );
             Pool::builder(manager)
@@ -85,7 +87,7 @@ impl Shared {
         let shared = Self {
             pool,
             commit_pool,
-            tls,
+            hosts,
             target,
             central,
             options,
@@ -93,7 +95,7 @@ impl Shared {
             groups: AtomicU64::new(0),
             first_commit: OnceLock::new(),
         };
-        Ok((shared, config))
+        Ok(shared)
     }
 
     /// Connects, migrates, and reads where the lottery is; retries while the database is not
@@ -117,6 +119,9 @@ impl Shared {
     }
 
     pub(super) async fn try_start(&self) -> Result<(i32, Opened), StorageError> {
+        // The newest timeline among the hosts that take writes, before the first connection
+        // takes the first of them: an old primary back beside the promoted one is refused.
+        self.hosts.survey().await;
         let what = "create or migrate the schema";
         let mut client = self.pool.get().await.map_err(|e| match refusal(&e) {
             // Not retried: waiting does not fix a wrong password or database name.

@@ -34,6 +34,8 @@
 //! - `sessions.rs`: an agency's session (its epoch: fencing) and its `ReadyForLottery`;
 //! - `fence.rs`: ending a frozen central's transaction that holds an agency's row;
 //! - `commit.rs`: group commit, one transaction per group;
+//! - `timeline.rs`: every connection, host by host: the first that takes writes and is not on
+//!   an older timeline than another seen (an old primary back after a failover is refused);
 //! - `tls.rs`: TLS to the database (rustls), as the connection string's `sslmode` asks;
 //! - `watch.rs`: the `LISTEN` connection that tells of agencies ready on other centrals;
 //! - `draw.rs`: the draw, and the export of every stored bet;
@@ -50,6 +52,7 @@ mod schema;
 mod sessions;
 mod status;
 mod store;
+mod timeline;
 mod tls;
 mod watch;
 

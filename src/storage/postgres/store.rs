@@ -44,13 +44,13 @@ impl PgStore {
         options: StoreOptions,
         central: String,
     ) -> Result<(Self, Opened), StorageError> {
-        let (shared, config) = Shared::connect(url, options, central)?;
+        let shared = Shared::connect(url, options, central)?;
         let shared = Arc::new(shared);
         let (schema_found, opened) = shared.start().await?;
         let stop = CancellationToken::new();
         let queue = Arc::new(Queue::default());
         let committer = tokio::spawn(commit::run(shared.clone(), queue.clone(), stop.clone()));
-        let listener = tokio::spawn(watch::listen(shared.clone(), config, stop.clone()));
+        let listener = tokio::spawn(watch::listen(shared.clone(), stop.clone()));
         let committer = StdMutex::new(Some(committer));
         let store = Self { shared, queue, committer, listener, stop };
         Ok((store, Opened { schema_found, ..opened }))

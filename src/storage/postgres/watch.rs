@@ -17,16 +17,12 @@ use crate::domain::AgencyId;
 /// Listens for `lottery_ready` on a connection of its own, reconnecting when it breaks: each
 /// notification puts the agency it names into the ready inbox, and every (re)connection, after
 /// which one may have been missed, marks the inbox missed.
-pub(super) async fn listen(
-    shared: Arc<Shared>,
-    config: tokio_postgres::Config,
-    stop: CancellationToken,
-) {
+pub(super) async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
     let mut delay = Duration::from_millis(100);
     let mut failing = false;
     loop {
         let session = async {
-            let (client, mut connection) = config.connect(shared.tls.0.clone()).await?;
+            let (client, mut connection) = shared.hosts.connect().await?;
             let messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
             let mut messages = std::pin::pin!(messages);
             let statement = format!("LISTEN {READY_CHANNEL}");
