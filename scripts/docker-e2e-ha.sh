@@ -21,10 +21,11 @@
 #      (their progress lines), `docker kill server1` (SIGKILL). Each of them logs its move to
 #      server2 and finishes there: the same checks as in 1, the draw recorded by server2 only;
 #      then `docker start server1` finds the lottery drawn in the database.
-#   3. the database leader restarts: a new lottery, paced as in 2; once every agency has
-#      batches acknowledged, `docker restart` of the Patroni leader (SIGTERM: Patroni stops
+#   3. the database leader restarts: a new lottery, paced (100 ms a batch); once every agency
+#      has batches acknowledged, `docker restart` of the Patroni leader (SIGTERM: Patroni stops
 #      PostgreSQL and gives up its key, the standby takes over at once); the centrals refuse
-#      what they cannot commit, the agencies retry and finish: the same checks as in 1.
+#      what they cannot commit, the agencies retry and finish (a batch acknowledged after the
+#      restart: it was mid-upload): the same checks as in 1.
 #   4. database failover: a new lottery, paced (100 ms a batch); once every agency has batches
 #      acknowledged, `docker kill` (SIGKILL) of the Patroni leader; Patroni promotes the standby
 #      once the dead leader's key expires (ttl 20 s); every agency finishes: the same checks as
@@ -290,9 +291,24 @@ wait_log server1 60 "action: database \| result: success \| .*schema_found: [1-9
 echo "   clients 1, 2, 5 moved to server2 and resumed; server2 drew; server1 restarted finds the draw"
 dc down -t 10 -v >/dev/null 2>&1 || fail "down -v failed"
 
+# The seconds from $1 (date +%s.%N: a kill or a restart of the leader) to the first batch a
+# central acknowledged at least $2 seconds after it (default 0).
+first_ack_after() {
+    local base=$1 since central t best=
+    since=$(python3 -c "print(f'{$base + ${2:-0}:.3f}')")
+    for central in server1 server2; do
+        t=$(docker logs -t --since "$(date -u -d "@$since" +%Y-%m-%dT%H:%M:%S.%NZ)" "$central" 2>&1 |
+            grep -E "action: apuesta_recibida \| result: success" | head -n 1 | cut -d' ' -f1) || true
+        [[ -n $t ]] || continue
+        t=$(date -d "$t" +%s.%N)
+        if [[ -z $best ]] || (($(python3 -c "print(int($t < $best))"))); then best=$t; fi
+    done
+    [[ -n $best ]] && python3 -c "print(f'{$best - $base:.1f}')"
+}
+
 say "3. the database leader restarts (docker restart) while every agency uploads"
 round_started=$SECONDS
-CLI_LOOP_PERIOD=25ms dc up -d >/dev/null 2>&1 || fail "up failed"
+CLI_LOOP_PERIOD=100ms dc up -d >/dev/null 2>&1 || fail "up failed"
 for ((k = 1; k <= agencies; k++)); do
     wait_log "client$k" 60 "action: upload \| result: in_progress \| .*acked: [1-9]"
 done
@@ -302,8 +318,12 @@ fi
 node=$(leader)
 [[ $node == pg[12] ]] || fail "no running leader before the restart"
 docker restart -t 10 "$node" >/dev/null || fail "docker restart $node failed"
+restarted_at=$(date +%s.%N)
 say "   the leader $node restarted $((SECONDS - round_started)) s after up; now $(leader) leads"
 wait_clients
+# The restart was mid-upload: a batch was acknowledged after it.
+first_ack_after "$restarted_at" >/dev/null ||
+    fail "no batch was acknowledged after the restart: $node restarted after the upload"
 say "   the agencies finished $((SECONDS - round_started)) s after up"
 logs_to "$work/ha-3.log"
 # Not a normal run: the centrals log the batches the database could not take.
@@ -314,24 +334,6 @@ check_lottery "$work/ha-3.log" server1
 echo "   $(grep -Ec "^server[12] +\| .*action: group_commit \| result: fail" "$work/ha-3.log") failed group commits" \
     "while the database was down, retried by the agencies; nothing lost or stored twice"
 dc down -t 10 -v >/dev/null 2>&1 || fail "down -v failed"
-
-# The seconds from $1 (date +%s.%N, a kill of the leader) to the first batch a central
-# acknowledged after the failover. It looks from 1 s after the kill: a COMMIT that returned
-# just before the kill may be logged just after it, and nothing can be acknowledged between the
-# kill and the promotion (the dead leader is gone, the standby takes no writes), which takes
-# longer than 1 s (the leader key's ttl).
-first_ack_after() {
-    local killed=$1 since central t best=
-    since=$(python3 -c "print(f'{$killed + 1:.3f}')")
-    for central in server1 server2; do
-        t=$(docker logs -t --since "$(date -u -d "@$since" +%Y-%m-%dT%H:%M:%S.%NZ)" "$central" 2>&1 |
-            grep -E "action: apuesta_recibida \| result: success" | head -n 1 | cut -d' ' -f1) || true
-        [[ -n $t ]] || continue
-        t=$(date -d "$t" +%s.%N)
-        if [[ -z $best ]] || (($(python3 -c "print(int($t < $best))"))); then best=$t; fi
-    done
-    [[ -n $best ]] && python3 -c "print(f'{$best - $killed:.1f}')"
-}
 
 # Kills the leader (SIGKILL) once every agency has batches acknowledged, waits for the other
 # node to lead, logs how long that and the next acknowledgement took; the round's checks.
@@ -354,8 +356,11 @@ kill_leader_mid_upload() {
     promoted=$(python3 -c "print(f'{$(date +%s.%N) - $killed_at:.1f}')")
     wait_clients
     say "   the agencies finished $((SECONDS - round_started)) s after up"
-    # The kill must have been mid-upload: a batch was acknowledged after the failover.
-    first_ack=$(first_ack_after "$killed_at") ||
+    # The kill must have been mid-upload: a batch was acknowledged after the failover. From 1 s
+    # after the kill: a COMMIT that returned just before it may be logged just after, and
+    # nothing can be acknowledged between the kill and the promotion (the dead leader is gone,
+    # the standby takes no writes), which takes longer than 1 s (the leader key's ttl).
+    first_ack=$(first_ack_after "$killed_at" 1) ||
         fail "no batch was acknowledged after the failover: $old was killed after the upload"
     echo "   $new promoted ${promoted} s after the kill (seen by polling patronictl); the first batch" \
         "acknowledged after the failover ${first_ack} s after the kill"
@@ -395,8 +400,8 @@ new_lottery_same_cluster() {
 
 # The agencies wait through the failover (the dead leader's key lives 20 s): CLI_CONNECT_TIMEOUT
 # (30 s by default, without progress) is raised so a loaded machine cannot end an agency first.
-# Paced at 100 ms a batch (an upload takes over 10 s), so the kill, once all five agencies have
-# batches acknowledged, still finds them uploading on a slow machine.
+# Paced at 100 ms a batch (an upload takes over 10 s), as in 3, so the kill, once all five
+# agencies have batches acknowledged, still finds them uploading on a slow machine.
 say "4. database failover: docker kill of the Patroni leader while every agency uploads"
 round_started=$SECONDS
 CLI_LOOP_PERIOD=100ms CLI_CONNECT_TIMEOUT=120s dc up -d >/dev/null 2>&1 || fail "up failed"
