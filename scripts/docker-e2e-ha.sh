@@ -40,7 +40,8 @@
 # not log `result: fail`.
 # Everything it creates (containers, the network, the database volume, the scratch directory,
 # dangling layers unless E2E_PRUNE=0) is removed on exit, also on failure (keeping the logs in
-# /tmp/lottery-e2e-ha-failed/); it stops itself after E2E_TIMEOUT seconds (default 600).
+# /tmp/lottery-e2e-ha-failed/); it stops itself after E2E_TIMEOUT seconds (default 900: five lotteries,
+# two of them waiting ~20 s each for Patroni to promote, take 320–360 s on a loaded machine).
 # Needs a Docker engine, the local base images (../shared/docker/prepare-local-images.sh; with
 # COMPOSE_V2=1 it installs Compose v2 too), python3 and git. It uses the container names
 # `etcd`, `pg1`, `pg2`, `server1`, `server2` and `clientK`, so nothing else may use them
@@ -50,7 +51,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 if [[ -z ${E2E_INNER:-} ]]; then
-    exec timeout --kill-after=30 "${E2E_TIMEOUT:-600}" env E2E_INNER=1 bash "$0" "$@"
+    exec timeout --kill-after=30 "${E2E_TIMEOUT:-900}" env E2E_INNER=1 bash "$0" "$@"
 fi
 
 case ${COMPOSE:-v2} in
