@@ -132,7 +132,8 @@ fn rows(batches: &[(i32, i64, Vec<Bet>)], agency: Option<i32>) -> Vec<u8> {
 }
 
 fn receipt(batches: &[(i32, i64, Vec<Bet>)], agency: i32) -> Receipt {
-    let bets = batches.iter().filter(|(a, _, _)| *a == agency).map(|(_, _, b)| b.len()).sum();
+    let bets: usize =
+        batches.iter().filter(|(a, _, _)| *a == agency).map(|(_, _, b)| b.len()).sum();
     let sha256 = sha2::Sha256::digest(rows(batches, Some(agency))).into();
     Receipt { bets: bets as u64, sha256 }
 }

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use futures::TryStreamExt;
 use tokio_postgres::Transaction;
 
-use super::schema::MigrateError;
 use crate::csv_rows::encode_rows_and_winners;
 use crate::domain::{AgencyId, Bet, BetNumber, Document, ReceiptHasher};
 
@@ -48,6 +47,16 @@ const FINISH: &str = r#"DROP TABLE bets;
         AS f(m)
     WHERE r.line <> '';"#;
 
+/// Why the bets of a version 5 database could not be moved.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConvertError {
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+    /// The bets are not the batches': what is wrong.
+    #[error("{0}")]
+    Unconvertible(String),
+}
+
 /// Rows of `bets` fetched at a time, and batches written back at a time.
 const FETCH: i32 = 20_000;
 const WRITE: usize = 1_000;
@@ -56,10 +65,10 @@ const WRITE: usize = 1_000;
 /// bets, and finishes the migration ([`FINISH`]).
 ///
 /// # Errors
-/// The database's; [`Unconvertible`](MigrateError::Unconvertible) when the bets are not the
+/// The database's; [`Unconvertible`](ConvertError::Unconvertible) when the bets are not the
 /// batches' (a bet that is not valid, a batch whose bets are missing or of another count): the
 /// migration rolls back and the database stays at version 5.
-pub(super) async fn convert(tx: &Transaction<'_>) -> Result<(), MigrateError> {
+pub(super) async fn convert(tx: &Transaction<'_>) -> Result<(), ConvertError> {
     let select = tx
         .prepare(
             "SELECT agency, seq, first_name, last_name, document, birthdate, number
@@ -106,17 +115,17 @@ pub(super) async fn convert(tx: &Transaction<'_>) -> Result<(), MigrateError> {
         tx.query_one("SELECT count(*) FROM batches WHERE rows IS NULL", &[]).await?.try_get(0)?;
     if empty > 0 {
         let reason = format!("{empty} batches have no bets in the bets table");
-        return Err(MigrateError::Unconvertible(reason));
+        return Err(ConvertError::Unconvertible(reason));
     }
     tx.batch_execute(FINISH).await?;
     Ok(())
 }
 
 /// A stored bet of version 5's `bets`.
-fn decode(row: &tokio_postgres::Row) -> Result<Bet, MigrateError> {
+fn decode(row: &tokio_postgres::Row) -> Result<Bet, ConvertError> {
     let agency: i32 = row.try_get(0)?;
     let bad = |e: &dyn std::fmt::Display| {
-        MigrateError::Unconvertible(format!("a bet of agency {agency} is not valid: {e}"))
+        ConvertError::Unconvertible(format!("a bet of agency {agency} is not valid: {e}"))
     };
     let number: i32 = row.try_get(6)?;
     Ok(Bet {
@@ -150,7 +159,7 @@ impl Writer {
         &mut self,
         tx: &Transaction<'_>,
         (agency, seq, bets): (i32, i64, Vec<Bet>),
-    ) -> Result<(), MigrateError> {
+    ) -> Result<(), ConvertError> {
         let (rows, winners) = encode_rows_and_winners(bets.as_slice());
         self.receipts.entry(agency).or_default().update(&rows, bets.len() as u64);
         self.agencies.push(agency);
@@ -166,7 +175,7 @@ impl Writer {
 
     /// Writes the batches pushed into their rows; each must exist, without rows yet, and hold
     /// as many bets as were found.
-    async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), MigrateError> {
+    async fn flush(&mut self, tx: &Transaction<'_>) -> Result<(), ConvertError> {
         if self.agencies.is_empty() {
             return Ok(());
         }
@@ -189,7 +198,7 @@ impl Writer {
                 self.agencies.last().unwrap_or(&0),
                 updated
             );
-            return Err(MigrateError::Unconvertible(reason));
+            return Err(ConvertError::Unconvertible(reason));
         }
         let receipts = std::mem::take(&mut self.receipts);
         *self = Self { receipts, ..Self::default() };

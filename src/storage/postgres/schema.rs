@@ -135,3 +135,12 @@ pub(super) enum MigrateError {
     )]
     Unconvertible(String),
 }
+
+impl From<batch_rows::ConvertError> for MigrateError {
+    fn from(e: batch_rows::ConvertError) -> Self {
+        match e {
+            batch_rows::ConvertError::Database(e) => Self::Database(e),
+            batch_rows::ConvertError::Unconvertible(reason) => Self::Unconvertible(reason),
+        }
+    }
+}
