@@ -227,3 +227,35 @@ async fn a_batch_without_its_bets_is_refused_and_the_database_left_at_version_5(
     assert_eq!(db.count(table).await, 1);
     assert_eq!(db.count("SELECT count(*) FROM bets").await, 3);
 }
+
+/// The draw finishes each agency's receipt from the SHA-256 state its commits left in its row
+/// (it does not hash its rows again) while its batches are as stored: a state changed behind the
+/// store's back shows in the receipt; a batch row changed since stored sends the draw back to
+/// the rows.
+#[tokio::test]
+async fn the_draw_finishes_the_receipts_from_the_state_the_commits_left() {
+    let Some(db) = test_database("receipt_state").await else { return };
+    let store = open(&db).await.unwrap();
+    let agency = AgencyId::new(1).unwrap();
+    let (_, epoch) = store.open_session(agency).await.unwrap();
+    let batches: Vec<(i32, i64, Vec<Bet>)> = (1..=3)
+        .map(|seq| (1, seq, vec![bet(1, "Ana", &seq.to_string(), 7574), bet(1, "Bea", "9", 1)]))
+        .collect();
+    for (_, seq, bets) in &batches {
+        let stored = within("ack", store.submit(agency, epoch, *seq as u64, &bets[..])).await;
+        assert_eq!(stored.unwrap(), lottery::storage::Stored::New);
+    }
+    let client = db.client().await;
+    let fast = "SELECT count(*) FROM batches WHERE xmin::text::bigint = stored_xid % 4294967296";
+    assert_eq!(db.count(fast).await, 3, "every batch as its commit stored it");
+    // The state of the first batch's rows alone, as if the last two had not been hashed.
+    let mut first = lottery::domain::ReceiptHasher::default();
+    first.update(&rows(&batches[..1], None), 2);
+    client.execute("UPDATE agencies SET receipt = $1", &[&first.state()]).await.unwrap();
+    let mut expected = first.clone().finish();
+    expected.bets = 6;
+    store.mark_ready(agency, epoch).await.unwrap();
+    let (draw, _) = within("draw", store.draw()).await.unwrap();
+    assert_eq!(draw.receipt_for(agency), expected, "finished from the state, not the rows");
+    store.close().await;
+}
