@@ -476,7 +476,7 @@ fn table_locks(table: &str, granted: bool) -> String {
 }
 
 /// A central frozen (`SIGSTOP`) inside its group's `COPY`, caught there every time: the test
-/// holds the `bets` table (`SHARE` mode) so that the group's `COPY` waits for it, holding its
+/// holds the `batches` table (`SHARE` mode) so that the group's `COPY` waits for it, holding its
 /// agencies' rows; the central is frozen then, and the table released, so the database accepts
 /// the `COPY` and waits for its data from a central that sends nothing, with no timeout. The
 /// agencies move to the other central, whose `Hello`s wait for their rows and end the frozen
@@ -493,7 +493,7 @@ async fn a_central_frozen_inside_copy_does_not_stall_the_other() {
         (1..=AGENCIES).map(|agency| AgencyData::generate(dir.path(), agency, 2_000)).collect();
     let mut holder = db.client().await;
     let table = holder.transaction().await.unwrap();
-    table.batch_execute("LOCK TABLE bets IN SHARE MODE").await.unwrap();
+    table.batch_execute("LOCK TABLE batches IN SHARE MODE").await.unwrap();
     // Every agency on A first, so the transaction caught is A's.
     let extra = [
         ("CLI_BATCH_MAXAMOUNT", "100"),
@@ -502,7 +502,7 @@ async fn a_central_frozen_inside_copy_does_not_stall_the_other() {
     ];
     let agencies = Agencies::start_with(&data, |_| format!("{a_address},{b_address}"), &extra);
     let watcher = db.client().await;
-    until_some(&watcher, "A's COPY waiting for the table", &table_locks("bets", false)).await;
+    until_some(&watcher, "A's COPY waiting for the table", &table_locks("batches", false)).await;
     a.process.signal("STOP");
     table.rollback().await.unwrap();
     // The database took the COPY and waits for its data, A's agency rows locked.
@@ -511,7 +511,7 @@ async fn a_central_frozen_inside_copy_does_not_stall_the_other() {
                             AND l.transactionid = g.xmax AND l.granted
                        JOIN pg_stat_activity s ON s.pid = l.pid
                        WHERE s.state = 'active' AND s.wait_event = 'ClientRead'
-                         AND s.query LIKE 'COPY bets%'";
+                         AND s.query LIKE 'COPY batches%'";
     until_some(&watcher, "A frozen inside COPY", inside_copy).await;
     agencies.check(&data).await;
     a.process.signal("CONT");
@@ -525,7 +525,7 @@ async fn a_central_frozen_inside_copy_does_not_stall_the_other() {
 
 /// A central killed (`kill -9`) inside the draw itself, caught there every time: its draw waits
 /// at the start for the lock groups hold (the test holds it too), then, let go, inserts the
-/// `draw` row and waits to read the winners, for the `batches` table the test now holds. Killed
+/// `draw` row and waits to record the receipts, for the `receipts` table the test now holds. Killed
 /// there, its transaction never commits; restarted, it draws again: one `draw` row, one
 /// `sorteo`, every bet once, every agency its winners.
 #[tokio::test]
@@ -546,11 +546,11 @@ async fn a_central_killed_inside_the_draw_draws_once_when_back() {
     until_some(&watcher, "the draw waiting for the groups' lock", draw_waits).await;
     let mut holder = db.client().await;
     let table = holder.transaction().await.unwrap();
-    table.batch_execute("LOCK TABLE batches IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    table.batch_execute("LOCK TABLE receipts IN ACCESS EXCLUSIVE MODE").await.unwrap();
     groups.execute("SELECT pg_advisory_unlock_shared($1)", &[&COMMIT_LOCK]).await.unwrap();
-    // The draw row inserted, not committed; the draw waiting to read the winners.
+    // The draw row inserted, not committed; the draw waiting to record the receipts.
     until_some(&watcher, "the draw row inserted", &table_locks("draw", true)).await;
-    until_some(&watcher, "the draw reading the winners", &table_locks("batches", false)).await;
+    until_some(&watcher, "the draw recording receipts", &table_locks("receipts", false)).await;
     a.kill_and_restart(&db).await;
     table.rollback().await.unwrap();
     a.wait_until_serving().await;

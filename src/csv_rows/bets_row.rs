@@ -3,7 +3,7 @@
 //! stored bet: the file store writes its rows with it, every export encodes with it, and an
 //! agency hashes its own rows with it for its receipt ([`RowHasher`]).
 
-use crate::domain::{AgencyId, BetText, Bets, Receipt, ReceiptHasher, write_date};
+use crate::domain::{AgencyId, BetText, Bets, Receipt, ReceiptHasher, is_winning, write_date};
 
 /// The bets-file rows of `bets`, exactly as Python's `csv.writer` (`QUOTE_MINIMAL`, `\r\n`)
 /// writes them. Written by hand: it is on every stored bet's path, and only the names can need
@@ -14,6 +14,21 @@ pub(crate) fn encode_rows(bets: &(impl Bets + ?Sized)) -> Vec<u8> {
         push_row(&mut rows, id, &bet);
     }
     rows
+}
+
+/// The bets-file rows of `bets` (as [`encode_rows`]), and apart the rows of its winning bets
+/// alone, in the same order: what the database store keeps of a batch.
+pub(crate) fn encode_rows_and_winners(bets: &(impl Bets + ?Sized)) -> (Vec<u8>, Vec<u8>) {
+    let mut rows = Vec::with_capacity(bets.bet_count() * 64);
+    let mut winners = Vec::new();
+    for (id, bet) in bets.bet_texts() {
+        let start = rows.len();
+        push_row(&mut rows, id, &bet);
+        if is_winning(bet.number) {
+            winners.extend_from_slice(&rows[start..]);
+        }
+    }
+    (rows, winners)
 }
 
 /// Appends `bet`'s row, as `agency`'s, to `rows`.

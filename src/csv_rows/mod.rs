@@ -15,6 +15,6 @@ mod csv_reader;
 mod quoted;
 mod record_reader;
 
-pub(crate) use bets_row::{RowHasher, encode_rows};
+pub(crate) use bets_row::{RowHasher, encode_rows, encode_rows_and_winners};
 pub(crate) use csv_reader::{csv_reader, fields, record_line};
 pub(crate) use record_reader::RecordReader;

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Digest, Sha256};
 
 use super::AgencyId;
@@ -71,6 +72,20 @@ impl ReceiptHasher {
         self.bets
     }
 
+    /// Its SHA-256's state so far (not the count), to carry on from with [`resume`](Self::resume)
+    /// later, in another process: the database store keeps each agency's with its row.
+    pub fn state(&self) -> Vec<u8> {
+        self.sha.serialize().to_vec()
+    }
+
+    /// A hasher that has hashed `bets` rows whose SHA-256 state is `state` (from
+    /// [`state`](Self::state)); `None` when `state` is not one (another length, or saved by a
+    /// SHA-256 implementation of another layout).
+    pub fn resume(bets: u64, state: &[u8]) -> Option<Self> {
+        let state = SerializedState::<Sha256>::try_from(state).ok()?;
+        Some(Self { bets, sha: Sha256::deserialize(&state).ok()? })
+    }
+
     /// The receipt of every row fed.
     pub fn finish(self) -> Receipt {
         Receipt { bets: self.bets, sha256: self.sha.finalize().into() }
@@ -118,6 +133,21 @@ impl Receipts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hasher_resumed_from_its_state_finishes_as_if_never_stopped() {
+        let rows = b"1,A,B,1,2000-01-01,5\r\n".repeat(7);
+        for cut in [0, 1, 63, 64, 65, 100, rows.len()] {
+            let mut whole = ReceiptHasher::default();
+            whole.update(&rows, 7);
+            let mut first = ReceiptHasher::default();
+            first.update(&rows[..cut], 3);
+            let mut resumed = ReceiptHasher::resume(3, &first.state()).unwrap();
+            resumed.update(&rows[cut..], 4);
+            assert_eq!(resumed.finish(), whole.clone().finish(), "cut at {cut}");
+        }
+        assert!(ReceiptHasher::resume(1, b"not a state").is_none());
+    }
 
     #[test]
     fn a_receipt_is_sha256sum_of_its_rows() {

@@ -10,6 +10,7 @@ use bytes::BytesMut;
 use jiff::civil::Date;
 
 use super::session::{Rules, Session, Step};
+use crate::csv_rows::encode_rows;
 use crate::domain::AgencyId;
 use crate::domain::{
     Bet, BetError, BetNumber, Checker, Document, WireDay, check_wire_day, latest_birthdate,
@@ -21,7 +22,6 @@ use crate::protocol::{
     WireDate, batch_end_frame_max_len,
 };
 use crate::protocol::{FRAME_HEADER_LEN, decode};
-use crate::storage::encode_rows;
 use proptest::prelude::*;
 
 /// What a session makes of one frame after `Hello`, in words and rows.

@@ -45,7 +45,6 @@ pub use error::StorageError;
 pub(crate) use ready::ReadyInbox;
 pub use ready::{READY_POLL, ReadyFeed, ReadyNews};
 pub(crate) use receipts::{ReceiptsBuilder, copy_agency_rows};
-pub(crate) use rows::encode_rows;
 pub use rows::{load_bets, store_bets};
 pub use status::{AgencyRecord, LotteryRecord, RecordTotals};
 pub use store::{Location, Opened, Store, verify};

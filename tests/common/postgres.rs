@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use tokio_postgres::NoTls;
 
 /// How to run the PostgreSQL tests, for the skip message.
-pub const HOW: &str = "pg_virtualenv -t cargo test --locked --test postgres --test postgres_chaos --test postgres_tls --test postgres_failover --test postgres_fencing";
+pub const HOW: &str = "pg_virtualenv -t cargo test --locked --test postgres --test postgres_chaos --test postgres_tls --test postgres_failover --test postgres_fencing --test postgres_migration";
 
 /// A database of its own for one test.
 pub struct TestDb {

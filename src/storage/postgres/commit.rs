@@ -16,7 +16,8 @@ use tracing::{error, info, warn};
 
 use super::COMMIT_LOCK;
 use super::connect::{Shared, agency_id, describe, group_failed, progress};
-use crate::domain::{AgencyId, Bets};
+use crate::csv_rows::encode_rows_and_winners;
+use crate::domain::{AgencyId, Bets, ReceiptHasher};
 use crate::storage::decide::{Proposal, decide, take_group};
 use crate::storage::{
     AckSender, AgencyProgress, COMMIT_SECONDS_METRIC, SessionEpoch, StorageError, Stored,
@@ -39,29 +40,32 @@ const SHARE_COMMIT_LOCK: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 /// and whether the draw is recorded. Run after [`SHARE_COMMIT_LOCK`], so its snapshot sees a draw
 /// that committed while the group waited for that lock.
 const LOCK_AGENCIES: &str = "SELECT agency, epoch, last_seq, stored_bets, ready,
-        EXISTS (SELECT 1 FROM draw) FROM agencies
+        EXISTS (SELECT 1 FROM draw), receipt FROM agencies
     WHERE agency = ANY($1) ORDER BY agency FOR UPDATE";
 
-/// Records the stored batches' `(agency, seq)` in the order given (their `position`), and moves
-/// their agencies' rows on: one statement, one round trip (a data-modifying `WITH` runs whether
-/// or not it is referenced).
-const RECORD_BATCHES: &str = "WITH recorded AS (
-        INSERT INTO batches (agency, seq, bets)
-        SELECT agency, seq, bets FROM unnest($1::integer[], $2::bigint[], $3::integer[])
-            WITH ORDINALITY AS t(agency, seq, bets, n)
-        ORDER BY n
-    )
-    UPDATE agencies SET last_seq = t.last_seq, stored_bets = t.stored_bets, active_at = now()
-    FROM unnest($4::integer[], $5::bigint[], $6::bigint[]) AS t(agency, last_seq, stored_bets)
+/// Moves the agencies of the stored batches on (their batches are in by then, `COPY`ed in the
+/// order given: their `position`), with their receipts' SHA-256 state past the new rows.
+const MOVE_AGENCIES: &str = "UPDATE agencies
+    SET last_seq = t.last_seq, stored_bets = t.stored_bets, receipt = t.receipt,
+        active_at = now()
+    FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::bytea[])
+        AS t(agency, last_seq, stored_bets, receipt)
     WHERE agencies.agency = t.agency";
 
-/// A batch waiting for its group, its bets already in `COPY` binary rows.
+/// The batches' `COPY`: one row per batch, its bets as the bets file's rows.
+const COPY_BATCHES: &str =
+    "COPY batches (agency, seq, bets, rows, winners) FROM STDIN (FORMAT binary)";
+
+/// A batch waiting for its group, already its `COPY` binary row (encoded by the session's task,
+/// not the committer's).
 #[derive(Debug)]
 pub(super) struct Pending {
     agency: AgencyId,
     epoch: SessionEpoch,
     seq: u64,
     bets: u64,
+    /// Its `COPY` row, and within it the bets' rows (for the receipt).
+    row: Bytes,
     rows: Bytes,
     done: AckSender,
 }
@@ -74,8 +78,9 @@ impl Pending {
         bets: &(impl Bets + ?Sized),
         done: AckSender,
     ) -> Self {
-        let rows = copy_rows(seq, bets);
-        Self { agency, epoch, seq, bets: bets.bet_count() as u64, rows, done }
+        let count = bets.bet_count() as u64;
+        let (row, rows) = copy_row(agency, seq, count, bets);
+        Self { agency, epoch, seq, bets: count, row, rows, done }
     }
 }
 
@@ -182,6 +187,8 @@ async fn store_group(
         .iter()
         .map(|row| (row.get(0), (row.get(1), progress(row.get(2), row.get(3), row.get(4)))))
         .collect();
+    let receipts: HashMap<i32, Option<ReceiptHasher>> =
+        rows.iter().map(|row| (row.get(0), resume(row.get(3), row.get(6)))).collect();
     let limit = shared.options.max_bets_per_agency;
     let mut outcomes = Vec::with_capacity(group.len());
     let mut accepted: Vec<&Pending> = Vec::new();
@@ -204,28 +211,28 @@ async fn store_group(
         // Nothing to write: the row locks go with the rollback.
         return Ok(outcomes);
     }
-    let copy = "COPY bets (agency, seq, idx, first_name, last_name, document, birthdate, number) \
-                FROM STDIN (FORMAT binary)";
-    let sink = tx.copy_in::<_, Bytes>(copy).await.map_err(describe)?;
+    let sink = tx.copy_in::<_, Bytes>(COPY_BATCHES).await.map_err(describe)?;
     let mut sink = std::pin::pin!(sink);
     sink.feed(Bytes::from_static(COPY_HEADER)).await.map_err(describe)?;
     for pending in &accepted {
-        sink.feed(pending.rows.clone()).await.map_err(describe)?;
+        sink.feed(pending.row.clone()).await.map_err(describe)?;
     }
     sink.feed(Bytes::from_static(COPY_TRAILER)).await.map_err(describe)?;
+    // Hashed while the database takes the `COPY`.
+    let receipts = carry_receipts(receipts, &accepted);
     sink.as_mut().finish().await.map_err(describe)?;
-    let batch_agencies: Vec<i32> = accepted.iter().map(|p| agency_id(p.agency)).collect();
-    let seqs: Vec<i64> = accepted.iter().map(|p| seq_id(p.seq)).collect();
-    let counts: Vec<i32> =
-        accepted.iter().map(|p| i32::try_from(p.bets).unwrap_or(i32::MAX)).collect();
     let mut moved: Vec<i32> = accepted.iter().map(|p| agency_id(p.agency)).collect();
     moved.sort_unstable();
     moved.dedup();
     let last_seqs: Vec<i64> = moved.iter().map(|a| seq_id(state[a].1.last_seq)).collect();
     let stored: Vec<i64> = moved.iter().map(|a| seq_id(state[a].1.stored_bets)).collect();
-    let record = tx.prepare_cached(RECORD_BATCHES).await.map_err(describe)?;
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-        [&batch_agencies, &seqs, &counts, &moved, &last_seqs, &stored];
+    let receipts: Vec<Option<Vec<u8>>> = moved
+        .iter()
+        .map(|a| receipts.get(a).and_then(|h| h.as_ref().map(ReceiptHasher::state)))
+        .collect();
+    let record = tx.prepare_cached(MOVE_AGENCIES).await.map_err(describe)?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&moved, &last_seqs, &stored, &receipts];
     tx.execute(&record, &params).await.map_err(describe)?;
     tx.commit().await.map_err(describe)?;
     shared.groups.fetch_add(1, Ordering::Relaxed);
@@ -240,33 +247,59 @@ async fn store_group(
     Ok(outcomes)
 }
 
+/// An agency's receipt hasher from its row: its SHA-256 state so far, or a new one while it has
+/// no bets; `None` when it has bets and no state this central can resume (NULL, or saved by
+/// another SHA-256 layout): its receipt stays unknown (NULL), and the draw hashes its rows.
+fn resume(stored_bets: i64, state: Option<&[u8]>) -> Option<ReceiptHasher> {
+    match state {
+        _ if stored_bets == 0 => Some(ReceiptHasher::default()),
+        Some(state) => ReceiptHasher::resume(0, state),
+        None => None,
+    }
+}
+
+/// `receipts` carried on past the rows of `accepted` (each agency's in `seq` order).
+fn carry_receipts(
+    mut receipts: HashMap<i32, Option<ReceiptHasher>>,
+    accepted: &[&Pending],
+) -> HashMap<i32, Option<ReceiptHasher>> {
+    for pending in accepted {
+        if let Some(Some(hasher)) = receipts.get_mut(&agency_id(pending.agency)) {
+            hasher.update(&pending.rows, pending.bets);
+        }
+    }
+    receipts
+}
+
 fn seq_id(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// `bets` as rows of `COPY bets (agency, seq, idx, first_name, last_name, document, birthdate,
-/// number) FROM STDIN (FORMAT binary)`: per row the field count, then each field's length and
-/// big-endian value; a date is days since 2000-01-01.
-fn copy_rows(seq: u64, bets: &(impl Bets + ?Sized)) -> Bytes {
-    let mut rows = BytesMut::with_capacity(bets.bet_count() * 96);
-    let epoch = jiff::civil::date(2000, 1, 1);
-    for (idx, (agency, bet)) in bets.bet_texts().enumerate() {
-        rows.put_i16(8);
-        rows.put_i32(4);
-        rows.put_i32(agency_id(agency));
-        rows.put_i32(8);
-        rows.put_i64(seq_id(seq));
-        rows.put_i32(4);
-        rows.put_i32(i32::try_from(idx).unwrap_or(i32::MAX));
-        for text in bet.text_bytes() {
-            rows.put_i32(i32::try_from(text.len()).unwrap_or(i32::MAX));
-            rows.put_slice(text);
-        }
-        rows.put_i32(4);
-        let days = bet.birthdate.duration_since(epoch).as_secs() / 86_400;
-        rows.put_i32(i32::try_from(days).unwrap_or(i32::MIN));
-        rows.put_i32(4);
-        rows.put_i32(i32::from(bet.number.get()));
+/// Batch `seq` of `agency` as a row of [`COPY_BATCHES`] (`FORMAT binary`): the field count, then
+/// each field's length and big-endian value: `agency`, `seq`, the bet count, the bets as the
+/// bets file's rows, and the winning bets' rows (NULL, length -1, when none won). Also the bets'
+/// rows alone, a slice of it.
+fn copy_row(agency: AgencyId, seq: u64, count: u64, bets: &(impl Bets + ?Sized)) -> (Bytes, Bytes) {
+    let (rows, winners) = encode_rows_and_winners(bets);
+    let mut row = BytesMut::with_capacity(rows.len() + winners.len() + 40);
+    row.put_i16(5);
+    row.put_i32(4);
+    row.put_i32(agency_id(agency));
+    row.put_i32(8);
+    row.put_i64(seq_id(seq));
+    row.put_i32(4);
+    row.put_i32(i32::try_from(count).unwrap_or(i32::MAX));
+    row.put_i32(i32::try_from(rows.len()).unwrap_or(i32::MAX));
+    let start = row.len();
+    row.put_slice(&rows);
+    let end = row.len();
+    if winners.is_empty() {
+        row.put_i32(-1);
+    } else {
+        row.put_i32(i32::try_from(winners.len()).unwrap_or(i32::MAX));
+        row.put_slice(&winners);
     }
-    rows.freeze()
+    let row = row.freeze();
+    let rows = row.slice(start..end);
+    (row, rows)
 }

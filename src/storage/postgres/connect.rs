@@ -156,7 +156,9 @@ impl Shared {
                 }
             }
             schema::MigrateError::Database(e) => self.error(what, &e),
-            // Not retried: waiting does not make the schema older.
+            // Not retried (the bets of a version 5 database that are not its batches'), nor:
+            schema::MigrateError::Unconvertible(_) => self.corrupt(e.to_string()),
+            // waiting does not make the schema older.
             schema::MigrateError::TooNew { found } => StorageError::SchemaTooNew {
                 target: self.target.clone(),
                 found,

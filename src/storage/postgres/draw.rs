@@ -1,23 +1,24 @@
 //! The draw, recorded once by whichever central gets there first (under [`DRAW_LOCK`], after the
-//! groups in flight: [`COMMIT_LOCK`]), its winners computed in SQL; and the export of every
-//! stored bet, encoded as the file store's rows.
+//! groups in flight: [`COMMIT_LOCK`]), its winners read from the batches that have any; and the
+//! export of every stored bet: the batches' rows, which are the file store's.
 
 use std::collections::HashMap;
 use std::io::Write;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 
-use super::connect::{Shared, read_agency};
+use super::connect::read_agency;
 use super::store::PgStore;
 use super::{COMMIT_LOCK, DRAW_LOCK};
 use super::{receipts, schema};
-use crate::domain::{AgencyId, Bet, BetNumber, Document, Draw};
-use crate::storage::{StorageError, encode_rows};
+use crate::domain::{AgencyId, Document, Draw};
+use crate::storage::StorageError;
+use crate::storage::rows::read_rows;
 
 impl PgStore {
     /// Records the draw, or, when a central already has, reads it; `true` when this call
-    /// recorded it. The winners are computed in SQL, in the order their bets were stored; the
-    /// receipts from every stored bet by the central that records the draw, and recorded with it
+    /// recorded it. The winners are the winning rows of the batches that have any (found at
+    /// commit), in the order their bets were stored; the receipts from every stored bet by the central that records the draw, and recorded with it
     /// (`receipts.rs`), so every central sends the same; a central reading them computes them
     /// again from the bets and refuses the draw when they differ.
     ///
@@ -76,14 +77,22 @@ impl PgStore {
                 (true, receipts)
             }
         };
-        let rows = tx.query(&schema::winners_query(), &[]).await.map_err(fail)?;
+        let rows = tx.query(schema::WINNERS_QUERY, &[]).await.map_err(fail)?;
         tx.commit().await.map_err(fail)?;
         let mut winners: HashMap<AgencyId, Vec<Document>> = HashMap::new();
         for row in rows {
             let agency = read_agency(row.get(0), &self.shared.target)?;
-            let document = Document::from_string(row.get(1))
-                .map_err(|e| self.shared.corrupt(format!("a stored document: {e}")))?;
-            winners.entry(agency).or_default().push(document);
+            for (_, bet) in read_rows(row.get(1)) {
+                let bet = bet.map_err(|e| self.shared.corrupt(format!("a winning bet: {e}")))?;
+                if bet.agency != agency {
+                    let reason = format!(
+                        "a winning bet of agency {} in agency {agency}'s batch",
+                        bet.agency
+                    );
+                    return Err(self.shared.corrupt(reason));
+                }
+                winners.entry(agency).or_default().push(bet.document);
+            }
         }
         let draw = Draw::from_winners(winners, u64::try_from(stored).unwrap_or(0));
         Ok((draw.with_receipts(receipts), fresh))
@@ -104,44 +113,22 @@ impl PgStore {
         let client = self.shared.client(what).await?;
         // Agency 0 never exists: `None` keeps every agency's rows.
         let only = agency.map_or(0, |a| i32::try_from(a.get()).unwrap_or(i32::MAX));
+        // Each batch's rows are the bets file's: the export is their concatenation.
         let rows = client
             .query_raw(
-                "SELECT b.agency, b.first_name, b.last_name, b.document, b.birthdate, b.number
-                 FROM bets b JOIN batches t USING (agency, seq)
-                 WHERE $1 = 0 OR b.agency = $1 ORDER BY t.position, b.idx",
+                "SELECT bets, rows FROM batches WHERE $1 = 0 OR agency = $1 ORDER BY position",
                 [only],
             )
             .await
             .map_err(fail)?;
-        let mut rows = std::pin::pin!(rows.map_err(fail).chunks(4096));
+        let mut rows = std::pin::pin!(rows);
         let mut written = 0;
-        while let Some(chunk) = rows.next().await {
-            let mut bets = Vec::with_capacity(chunk.len());
-            for row in chunk {
-                bets.push(self.shared.bet(&row?)?);
-            }
-            written += bets.len() as u64;
+        while let Some(row) = rows.try_next().await.map_err(fail)? {
+            let bets: i32 = row.get(0);
+            written += u64::try_from(bets).unwrap_or(0);
             let write = |e| StorageError::Write { path: "export output".into(), source: e };
-            out.write_all(&encode_rows(&bets)).map_err(write)?;
+            out.write_all(row.get::<_, &[u8]>(1)).map_err(write)?;
         }
         Ok(written)
-    }
-}
-
-impl Shared {
-    /// A stored bet, as the file store's rows hold it.
-    pub(super) fn bet(&self, row: &tokio_postgres::Row) -> Result<Bet, StorageError> {
-        let bad = |e: &dyn std::fmt::Display| self.corrupt(format!("a stored bet: {e}"));
-        let number: i32 = row.get(5);
-        Ok(Bet {
-            agency: read_agency(row.get(0), &self.target)?,
-            first_name: row.get(1),
-            last_name: row.get(2),
-            document: Document::from_string(row.get(3)).map_err(|e| bad(&e))?,
-            birthdate: row.get(4),
-            number: u32::try_from(number)
-                .map_err(|e| bad(&e))
-                .and_then(|n| BetNumber::parse(n).map_err(|e| bad(&e)))?,
-        })
     }
 }

@@ -8,8 +8,8 @@
 //! centrals never deadlock), decides each batch against them exactly as the file store does
 //! (duplicate, gap, closed, limit) and also refuses a batch whose session epoch is no longer the
 //! agency's (`Fenced`: a newer session took over, here or on another central), then copies the
-//! accepted batches' bets (`COPY … FROM STDIN BINARY`), records their `(agency, seq)` in
-//! `batches` and moves the agencies' rows on, and commits. A batch is acknowledged only after
+//! accepted batches, a row each with its bets as the bets file's rows (`COPY … FROM STDIN
+//! BINARY` into `batches`), moves the agencies' rows on, and commits. A batch is acknowledged only after
 //! `COMMIT` returns, with `synchronous_commit = on` (set on every connection): its bets are in
 //! the database's write-ahead log on disk. A retry of a stored batch, on any central, finds its
 //! `seq` at or below `last_seq` and is acknowledged without storing again. When the outcome of a
@@ -23,7 +23,7 @@
 //! and the server re-reads every ready agency every [`READY_POLL`](crate::storage::READY_POLL)
 //! in case a notification was lost; it counts each ready agency once in its barrier. The draw
 //! is one row of `draw`, written by whichever central gets there first (under an advisory
-//! lock); the others find it and check it covers the same bets. Winners are computed in SQL.
+//! lock); the others find it and check it covers the same bets. Winners are found at commit.
 //!
 //! # Layout
 //! - `store.rs`: [`PgStore`], the database store's face: open, submit, read, close;
@@ -31,6 +31,8 @@
 //!   the lottery is) and the translation of database errors;
 //! - `replication.rs`: what the database reports of its standbys (synchronous or not);
 //! - `schema.rs`: the schema and its migrations;
+//! - `batch_rows.rs`: migration 6, a row per batch (its bets as the bets file's rows), with the
+//!   bets of a version 5 database moved into their batches;
 //! - `sessions.rs`: an agency's session (its epoch: fencing) and its `ReadyForLottery`;
 //! - `fence.rs`: ending a frozen central's transaction that holds an agency's row;
 //! - `commit.rs`: group commit, one transaction per group;
@@ -42,6 +44,7 @@
 //! - `receipts.rs`: the draw's receipts, computed from the bets and recorded with the draw.
 //! - `status.rs`: the whole lottery for the status page (agencies, their centrals, the draw).
 
+mod batch_rows;
 mod commit;
 mod connect;
 mod draw;

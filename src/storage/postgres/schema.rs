@@ -6,6 +6,8 @@
 
 use tokio_postgres::Client;
 
+use super::batch_rows;
+
 /// Taken (`pg_advisory_xact_lock`) while migrating: one central at a time.
 const SCHEMA_LOCK: i64 = 0x6c6f_7474_6572_7901; // "lottery" 1
 
@@ -71,6 +73,10 @@ const MIGRATIONS: &[&str] = &[
     // 5: for the status page, which central took each agency's last session and when the
     // agency was last heard from (its `Hello` or a stored batch), on any central.
     "ALTER TABLE agencies ADD COLUMN central text, ADD COLUMN active_at timestamptz;",
+    // 6: a row per batch, not per bet: its bets as the bets file's rows, its winners apart, and
+    // `bets` a view; the bets of a version 5 database are moved into their batches (see
+    // `batch_rows.rs`, which finishes it).
+    batch_rows::ADD_COLUMNS,
 ];
 
 /// The schema version this central writes.
@@ -100,21 +106,19 @@ pub(super) async fn migrate(client: &mut Client) -> Result<i32, MigrateError> {
     }
     for (version, migration) in (1..).zip(MIGRATIONS).skip(found as usize) {
         tx.batch_execute(migration).await?;
+        if version == batch_rows::VERSION {
+            batch_rows::convert(&tx).await?;
+        }
         tx.execute("INSERT INTO lottery_schema_version (version) VALUES ($1)", &[&version]).await?;
     }
     tx.commit().await?;
     Ok(found)
 }
 
-/// The draw's query of the winning bets, in the order stored; its `number = …` is the literal
-/// the `bets_winning` index is built on, so the planner reads that index.
-pub(super) fn winners_query() -> String {
-    format!(
-        "SELECT b.agency, b.document FROM bets b JOIN batches t USING (agency, seq)
-         WHERE b.number = {} ORDER BY t.position, b.idx",
-        crate::domain::WINNING_NUMBER.get()
-    )
-}
+/// The draw's query of the winning bets: the rows of every batch that has any, in the order
+/// stored (the `batches_winning` index holds just those batches).
+pub(super) const WINNERS_QUERY: &str =
+    "SELECT agency, winners FROM batches WHERE winners IS NOT NULL ORDER BY position";
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum MigrateError {
@@ -124,16 +128,19 @@ pub(super) enum MigrateError {
         "the database's schema is version {found}, newer than this central's ({VERSION}): run a newer central"
     )]
     TooNew { found: i32 },
+    #[error(
+        "the bets of this version 5 database cannot be moved into their batches: {0}; \
+         the database is left as it was: fix or remove those rows (`bets`, `batches`), or \
+         export the bets with a central of version 5"
+    )]
+    Unconvertible(String),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_winners_index_and_query_name_the_winning_number() {
-        let number = format!("number = {}", crate::domain::WINNING_NUMBER.get());
-        assert!(MIGRATIONS.iter().any(|m| m.contains("bets_winning") && m.contains(&number)));
-        assert!(winners_query().contains(&number));
+impl From<batch_rows::ConvertError> for MigrateError {
+    fn from(e: batch_rows::ConvertError) -> Self {
+        match e {
+            batch_rows::ConvertError::Database(e) => Self::Database(e),
+            batch_rows::ConvertError::Unconvertible(reason) => Self::Unconvertible(reason),
+        }
     }
 }
