@@ -320,7 +320,7 @@ mod tests {
     /// A journal of this format: adopted rows, one group of two batches, ready, draw.
     fn sample() -> Vec<Record> {
         vec![
-            Record::Header { version: FORMAT_VERSION },
+            Record::Header { version: FORMAT_GROUPS },
             Record::Base { end: 10, agencies: vec![(agency(3), 1), (agency(1), 4)] },
             group(10, 7050),
             Record::Batch {
@@ -347,7 +347,7 @@ mod tests {
         records.push(Record::Batch { agency: agency(4), seq: 1, bets: 2, end: 9, winners: None });
         let text = text(&records);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], format!("journal 4 #{:08x}", crc32fast::hash(b"journal 4")));
+        assert_eq!(lines[0], format!("journal 3 #{:08x}", crc32fast::hash(b"journal 3")));
         assert!(lines[1].starts_with("base 10 3:1,1:4 #"), "{}", lines[1]);
         assert!(lines[2].starts_with("group 10 7050 0123abcd #"), "{}", lines[2]);
         assert!(lines[3].starts_with("batch 2 1 150 7000 7,0012 #"), "{}", lines[3]);

@@ -248,7 +248,9 @@ pub(super) fn examine(
                             // Format 3: the same records under a format-4 header.
                             recovery.journal_upgraded = true;
                             drop(journal);
-                            (Journal::Install(text), settled.ledger, end)
+                            let mut ledger = settled.ledger;
+                            ledger.carries = true;
+                            (Journal::Install(text), ledger, end)
                         }
                     }
                 }
@@ -411,7 +413,7 @@ mod tests {
             crc: crc32fast::hash(ROWS),
             carried: false,
         };
-        let first = [Record::Header { version: FORMAT_VERSION }, group, batch(1, 1, 29)];
+        let first = [Record::Header { version: journal::FORMAT_GROUPS }, group, batch(1, 1, 29)];
         lines(&[&first[..], &[batch(2, 1, ROWS.len())], more].concat())
     }
 
@@ -419,6 +421,16 @@ mod tests {
         let (start, end) = (ROWS.len() as u64, (ROWS.len() + MORE.len()) as u64);
         let group = Record::Group { start, end, crc: crc32fast::hash(MORE), carried: false };
         [&[group][..], batches].concat()
+    }
+
+    /// `journal` (format 3) with the header recovery gives it: format 4's, as long.
+    fn upgraded(journal: &[u8]) -> Vec<u8> {
+        let (three, four) =
+            (lines(&[Record::Header { version: 3 }]), lines(&[Record::Header { version: 4 }]));
+        match journal.strip_prefix(three.as_bytes()) {
+            Some(rest) => [four.as_bytes(), rest].concat(),
+            None => journal.to_vec(),
+        }
     }
 
     /// Runs recovery on `bets` and `journal`; on a refusal, checks nothing was changed.
@@ -487,6 +499,8 @@ mod tests {
         let check = |bets: &[u8], journal: &[u8], kept: (&[u8], &[u8]), what: &str| {
             let got = recover_bytes(bets, Some(journal)).unwrap_or_else(|e| panic!("{what}: {e}"));
             let (kept_bets, kept_journal) = kept;
+            // A format-3 journal is kept with a format-4 header (of the same length).
+            let kept_journal = &upgraded(kept_journal)[..];
             assert!(got.bets == kept_bets && got.journal == kept_journal, "{what}");
             let cut = (bets.len() - kept_bets.len(), journal.len() - kept_journal.len());
             let recovery = &got.recovery;
