@@ -173,8 +173,15 @@ pub(super) fn replay(bytes: &[u8], bets_len: u64) -> Result<Replay, Damage> {
                 .flatten()
                 .filter(|&g| {
                     g < bad
-                        && matches!(lines[g].read, Ok(Record::Group { start, .. })
-                            if start == bets_len || (carries && bets_len < start))
+                        && match lines[g].read {
+                            // Format 4: the damage inside the group's own write (its batch lines
+                            // not all read before it), no rows of it written.
+                            Ok(Record::Group { start, .. }) if carries => {
+                                bets_len <= start && inside_a_group(&lines[..bad])
+                            }
+                            Ok(Record::Group { start, .. }) => start == bets_len,
+                            _ => false,
+                        }
                         && lines[g + 1..]
                             .iter()
                             .all(|l| matches!(l.read, Ok(Record::Batch { .. }) | Err(_)))

@@ -32,6 +32,8 @@ mod store;
 #[cfg(test)]
 mod tests;
 mod wal;
+#[cfg(test)]
+mod wal_tests;
 
 pub use commit::MAX_GROUP_BYTES;
 pub(crate) use inspect::{Inspection, inspect};
