@@ -332,7 +332,7 @@ async fn a_crash_inside_the_last_group_commit_keeps_it_whole_or_cuts_only_that_g
         std::fs::write(&files.bets_file, &bets).unwrap();
         std::fs::write(&files.journal, &journal).unwrap();
         let (mut server, address) = start(&files.bets_file, 2, &[]).await;
-        let recovery = server.wait_for_line("action: recovery").await;
+        let recovery = server.wait_for_line("action: recovery |").await;
         let zeros_after = what.ends_with("zeros after it") || what.starts_with("zeros after");
         let (cut_bets, cut_journal) = match kept {
             true if zeros_after => (0, 4096),

@@ -22,7 +22,8 @@ use tracing::{info, warn};
 use super::disk::Files;
 use super::journal::Record;
 use super::wal::{
-    GroupWrite, StopAt, WriteFailure, compact, cut_back, free_bytes, sync_dir_of, write_group,
+    GroupWrite, StopAt, Where, WriteFailure, compact, cut_back, free_bytes, sync_dir_of,
+    write_group,
 };
 use crate::domain::{AgencyId, Bets, Document, is_winning};
 use crate::storage::decide::{Proposal, decide, take_group};
@@ -332,14 +333,19 @@ impl Shared {
     pub(super) async fn compact(&self, files: &mut Files) {
         let (bets, sync, committed) =
             (files.bets.clone(), self.options.sync, files.ledger.committed);
-        let (path, text, synced) =
-            (self.journal_path.clone(), files.compact.clone(), files.bets_synced);
+        let (path, text) = (self.journal_path.clone(), files.compact.clone());
+        // The bets file is synced first: a stop inside the compaction finds all of it synced.
+        let at = Where {
+            bets_synced: committed,
+            group_start: committed,
+            journal_start: files.journal_len,
+        };
         let before = files.journal_len;
         let started = std::time::Instant::now();
         let hook = self.stop_at.clone();
         let compacted = tokio::task::spawn_blocking(move || {
             let hook = hook.as_deref();
-            compact(&bets, &path, &text, sync, hook, synced)
+            compact(&bets, &path, &text, sync, hook, at)
         })
         .await
         .unwrap_or_else(|e| Err(interrupted(&self.journal_path, &e)));

@@ -89,7 +89,7 @@ impl StopAt {
     }
 
     /// Blocks for good if this is the point and the time to stop.
-    fn reached(&self, point: StopPoint, bets_synced: u64) {
+    fn reached(&self, point: StopPoint, at: Where) {
         if point != self.point || self.seen.fetch_add(1, Ordering::SeqCst) + 1 != self.nth {
             return;
         }
@@ -97,7 +97,9 @@ impl StopAt {
             action = "test_stop",
             result = "success",
             point = point.name(),
-            bets_synced_bytes = bets_synced
+            bets_synced_bytes = at.bets_synced,
+            group_start = at.group_start,
+            journal_start = at.journal_start,
         );
         loop {
             std::thread::park();
@@ -105,10 +107,21 @@ impl StopAt {
     }
 }
 
+/// Where the files stand at a [`StopPoint`], for the test that stops there.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Where {
+    /// The bets file's length at its last sync: what a power loss would leave of it.
+    pub(super) bets_synced: u64,
+    /// Where the group's rows start in the bets file (the committed end before it).
+    pub(super) group_start: u64,
+    /// Where the group's journal write starts (the journal's length before it).
+    pub(super) journal_start: u64,
+}
+
 /// Calls [`StopAt::reached`] when there is a hook.
-pub(super) fn stop_at(hook: Option<&StopAt>, point: StopPoint, bets_synced: u64) {
+pub(super) fn stop_at(hook: Option<&StopAt>, point: StopPoint, at: Where) {
     if let Some(hook) = hook {
-        hook.reached(point, bets_synced);
+        hook.reached(point, at);
     }
 }
 
@@ -125,6 +138,16 @@ pub(super) struct GroupWrite {
     pub(super) bets_synced: u64,
 }
 
+impl GroupWrite {
+    fn at(&self) -> Where {
+        Where {
+            bets_synced: self.bets_synced,
+            group_start: self.at,
+            journal_start: self.journal_at,
+        }
+    }
+}
+
 /// Writes `group` to the journal and syncs it, then writes its rows to the bets file (not
 /// synced). Returns the journal's new length. On failure the caller cuts both files back.
 pub(super) fn write_group(
@@ -135,18 +158,18 @@ pub(super) fn write_group(
     hook: Option<&StopAt>,
 ) -> io::Result<u64> {
     journal.write_all_at(&group.journal_bytes, group.journal_at)?;
-    stop_at(hook, StopPoint::JournalWritten, group.bets_synced);
+    stop_at(hook, StopPoint::JournalWritten, group.at());
     if sync {
         journal.sync_data()?;
     }
-    stop_at(hook, StopPoint::JournalSynced, group.bets_synced);
+    stop_at(hook, StopPoint::JournalSynced, group.at());
     // The group is durable: its rows go to the bets file, synced later (draw, close,
     // compaction); a crash that loses them is repaired from the journal's copy.
     let half = group.rows.len() / 2;
     bets.write_all_at(&group.rows[..half], group.at)?;
-    stop_at(hook, StopPoint::RowsHalfWritten, group.bets_synced);
+    stop_at(hook, StopPoint::RowsHalfWritten, group.at());
     bets.write_all_at(&group.rows[half..], group.at + half as u64)?;
-    stop_at(hook, StopPoint::RowsWritten, group.bets_synced);
+    stop_at(hook, StopPoint::RowsWritten, group.at());
     Ok(group.journal_at + group.journal_bytes.len() as u64)
 }
 
@@ -171,7 +194,7 @@ pub(super) fn compact(
     text: &str,
     sync: bool,
     hook: Option<&StopAt>,
-    bets_synced: u64,
+    at: Where,
 ) -> Result<Compacted, StorageError> {
     let write = |path: &Path| {
         let path = path.to_owned();
@@ -196,9 +219,9 @@ pub(super) fn compact(
     // The new journal is locked before it is the journal: no moment without a lock on it.
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|e| StorageError::Write { path: temporary.clone(), source: e.into() })?;
-    stop_at(hook, StopPoint::CompactionWritten, bets_synced);
+    stop_at(hook, StopPoint::CompactionWritten, at);
     std::fs::rename(&temporary, journal_path).map_err(write(journal_path))?;
-    stop_at(hook, StopPoint::CompactionRenamed, bets_synced);
+    stop_at(hook, StopPoint::CompactionRenamed, at);
     let dir_synced = !sync || sync_dir_of(journal_path).is_ok();
     Ok(Compacted { journal: file, dir_synced })
 }
