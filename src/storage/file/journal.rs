@@ -1,14 +1,15 @@
-//! The journal: a small append-only text file beside the bets file (`<BETS_FILE>.journal`) that
-//! records what the bets file's bytes mean. One record per line, each ending in a check field
+//! The journal: an append-only file beside the bets file (`<BETS_FILE>.journal`) that records
+//! what the bets file's bytes mean. One record per line, each ending in a check field
 //! ` #xxxxxxxx`, the CRC-32 (IEEE) of the text before it, in lowercase hex:
 //!
 //! ```text
-//! journal 3                           the first line: the journal's format
+//! journal 4                           the first line: the journal's format
 //! base <end> <counts>                 bytes 0..end were adopted from a bets file with no journal;
 //!                                     `counts` is `agency:rows,…` (or `-`)
-//! group <start> <end> <rows_crc>      a group commit: its rows are bytes start..end of the bets
-//!                                     file, `rows_crc` their CRC-32 (8 lowercase hex digits);
-//!                                     its `batch` lines follow it
+//! group <start> <end> <rows_crc> rows a group commit: its rows are bytes start..end of the bets
+//!                                     file, `rows_crc` their CRC-32; ` rows`: the rows follow
+//!                                     the line (end - start bytes), then its `batch` lines;
+//!                                     without it (compacted, or format 3) only its batch lines
 //! batch <agency> <seq> <bets> <end> <winners>
 //!                                     the agency's batch seq (bets rows) ends at byte `end`;
 //!                                     `winners` are its winning documents, comma-separated, `-`
@@ -17,19 +18,19 @@
 //! draw <bets> <end>                   the draw ran over `bets` rows, bytes 0..end
 //! ```
 //!
-//! The journal goes first: a group commit writes its `group` line and its `batch` lines in one
-//! write and syncs the journal, *then* writes the rows and syncs the bets file, *then*
-//! acknowledges. So the bets file never holds a byte past the last recorded `end`, and only the
-//! last group can be unacknowledged: its rows short of its `end`, or failing its `rows_crc`.
-//! [`replay`] accepts as a torn tail only what lies inside the journal's last write (see there)
-//! and reports any other damage, naming the line and its byte offset.
+//! The journal goes first, and carries the rows: a group commit writes its group line, rows and
+//! batch lines in one write and syncs the journal, *then* writes the rows to the bets file (not
+//! synced) and acknowledges (`wal.rs`). So the bets file never holds a byte past the last
+//! recorded `end`; only the last group's journal write can be torn; and rows the bets file lost
+//! are in the journal. [`replay`] accepts as a torn tail only what lies inside the journal's last
+//! write (see there) and reports any other damage, naming the line and its byte offset.
 //!
-//! Older journals are read too, and rewritten in this format at start-up: format 2 (`journal 2`,
-//! check fields but no `group` lines, rows written before their records) and legacy ones (no
-//! header, no check fields). In both, the rows were written first, so recovery keeps their rule
-//! (see `recovery`).
+//! Older journals are read too: format 3 (groups that carry no rows, the bets file synced per
+//! group: the last group's rows may be short), format 2 (`journal 2`, check fields but no `group`
+//! lines, rows written before their records) and legacy ones (no header, no check fields). In
+//! formats 2 and legacy the rows were written first, so recovery keeps their rule (see
+//! `recovery`).
 
-use super::record::is_lower_hex;
 pub(super) use super::record::{FORMAT_GROUPS, FORMAT_ROWS_FIRST, FORMAT_VERSION, Record};
 
 /// Which kind of lines a journal has.
