@@ -22,8 +22,7 @@ use tracing::{info, warn};
 use super::disk::Files;
 use super::journal::Record;
 use super::wal::{
-    GroupWrite, StopAt, Where, WriteFailure, compact, cut_back, free_bytes, sync_dir_of,
-    write_group,
+    GroupWrite, StopAt, WriteFailure, cut_back, free_bytes, sync_dir_of, write_group,
 };
 use crate::domain::{AgencyId, Bets, Document, is_winning};
 use crate::storage::decide::{Proposal, decide, take_group};
@@ -58,7 +57,7 @@ pub(super) struct Shared {
     /// When this process first committed a batch (the start of its ingest).
     first_commit: OnceLock<std::time::Instant>,
     /// `LOTTERY_TEST_STOP_AT`: where a test stops the committer ([`StopAt`]).
-    stop_at: Option<Arc<StopAt>>,
+    pub(super) stop_at: Option<Arc<StopAt>>,
 }
 
 #[derive(Debug)]
@@ -326,47 +325,6 @@ impl Shared {
         files.dirty = still_dirty;
         files.dir_unsynced &= !dir_synced;
         result
-    }
-
-    /// Syncs the bets file and rewrites the journal without the rows it carries (see `wal.rs`).
-    /// A failure is logged and leaves the journal as it was (it still carries them).
-    pub(super) async fn compact(&self, files: &mut Files) {
-        let (bets, sync, committed) =
-            (files.bets.clone(), self.options.sync, files.ledger.committed);
-        let (path, text) = (self.journal_path.clone(), files.compact.clone());
-        // The bets file is synced first: a stop inside the compaction finds all of it synced.
-        let at = Where {
-            bets_synced: committed,
-            group_start: committed,
-            journal_start: files.journal_len,
-        };
-        let before = files.journal_len;
-        let started = std::time::Instant::now();
-        let hook = self.stop_at.clone();
-        let compacted = tokio::task::spawn_blocking(move || {
-            let hook = hook.as_deref();
-            compact(&bets, &path, &text, sync, hook, at)
-        })
-        .await
-        .unwrap_or_else(|e| Err(interrupted(&self.journal_path, &e)));
-        match compacted {
-            Ok(new) => {
-                files.journal = Arc::new(new.journal);
-                files.journal_len = files.compact.len() as u64;
-                files.bets_synced = committed;
-                files.dir_unsynced = !new.dir_synced;
-                info!(
-                    action = "journal_compacted",
-                    result = "success",
-                    bytes_before = before,
-                    bytes_after = files.journal_len,
-                    ms = started.elapsed().as_millis() as u64
-                );
-            }
-            Err(e) => {
-                warn!(action = "journal_compacted", result = "fail", bytes = before, error = %e);
-            }
-        }
     }
 
     /// Appends one record (ready, draw) to the journal and syncs it, after cutting what a failed

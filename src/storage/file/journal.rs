@@ -32,6 +32,7 @@
 //! `recovery`).
 
 pub(super) use super::record::{FORMAT_GROUPS, FORMAT_ROWS_FIRST, FORMAT_VERSION, Record};
+use super::record::is_lower_hex;
 
 /// Which kind of lines a journal has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

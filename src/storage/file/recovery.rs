@@ -1,16 +1,20 @@
 //! Start-up recovery: lock the bets file and its journal, replay the journal, and cut what a crash
 //! left unacknowledged — and nothing else.
 //!
-//! The journal goes first (see [`journal`]): a group commit's records are synced before its rows
-//! are written, and the rows are synced before anything is acknowledged. So:
+//! The journal goes first (see [`journal`]) and carries the rows (format 4): a group commit's
+//! journal write (its records and rows) is synced before its rows are written to the bets file,
+//! which is synced only at the draw, at close and before a compaction. So:
 //!
 //! - bets-file bytes past the last recorded `end` cannot come from a crash: the journal lacks
 //!   records, and start-up is refused;
-//! - the journal's last group, when nothing but its own batch records follows it, was never
-//!   acknowledged if its rows are short of its `end` or fail its CRC: both files are cut back to
-//!   where it starts. Whole rows matching the CRC are kept;
+//! - a group whose journal line carries its rows, and whose rows in the bets file are short,
+//!   zeros or fail its CRC (the bets file's unsynced tail, lost), is rewritten from the journal;
 //! - a torn tail of the journal is cut only where [`journal::replay`] finds it inside the last
-//!   write.
+//!   write (a group's write torn: never acknowledged);
+//! - in a format-3 journal (rows not carried, synced per group), the last group, when nothing but
+//!   its own batch records follows it, was never acknowledged if its rows are short of its `end`
+//!   or fail its CRC: both files are cut back to where it starts. The journal is then given a
+//!   format-4 header.
 //!
 //! Journals whose rows went first (format 2 and legacy) are read with their rule, for the last
 //! time: up to one group commit's rows ([`MAX_GROUP_BYTES`](super::MAX_GROUP_BYTES)) past the last recorded end are cut
