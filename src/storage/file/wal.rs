@@ -8,9 +8,9 @@
 //! copy (`check.rs`). The bets file is synced at the draw, at close, and before every compaction.
 //!
 //! **Compaction.** Once the rows the journal carries pass `LOTTERY_JOURNAL_COMPACT_BYTES`, the
-//! bets file is synced (every row the journal carries is then durable in it), and the journal is rewritten
-//! without its rows: its records, header first, written to `<journal>.tmp`, synced, locked,
-//! renamed over the journal, and the directory synced. A crash before the rename leaves the old
+//! bets file is synced (every row the journal carries is then durable in it), and the journal is
+//! rewritten without its rows: its records, header first, written to `<journal>.tmp`, synced,
+//! locked, renamed over the journal, and the directory synced. A crash before the rename leaves the old
 //! journal (its rows still carried, the `.tmp` ignored and overwritten next time); after it, the
 //! new one, whose every group's rows the bets file holds, synced. The same happens at close.
 //!
