@@ -236,7 +236,8 @@ fn verify() -> ExitCode {
             eprintln!(
                 "action: verify | result: success | path: {path} | bytes: {} | bets: {} | \
                  batches: {} | groups_checked: {} | adopted: {} | journal_converted: {} | \
-                 cut_bets_bytes: {} | cut_journal_bytes: {} | ready: {} | drawn: {} | ms: {}",
+                 cut_bets_bytes: {} | cut_journal_bytes: {} | ready: {} | drawn: {} | ms: {} | \
+                 rewritten_bets_bytes: {}",
                 v.bytes,
                 v.bets,
                 v.batches,
@@ -247,7 +248,8 @@ fn verify() -> ExitCode {
                 v.cut_journal_bytes,
                 v.ready,
                 v.drawn,
-                started.elapsed().as_millis()
+                started.elapsed().as_millis(),
+                v.rewritten_bets_bytes
             );
             ExitCode::SUCCESS
         }

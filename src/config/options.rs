@@ -229,6 +229,14 @@ pub const SERVER_OPTIONS: &[ConfigOption] = &[
         "free bytes the bets file's filesystem keeps; below, batches are refused (0: off)",
     )
     .shown(LIMITS, "BYTES"),
+    option(
+        "journal-compact-bytes",
+        "LOTTERY_JOURNAL_COMPACT_BYTES",
+        Some("LOTTERY_JOURNAL_COMPACT_BYTES"),
+        "67108864",
+        "journal size past which the bets file is synced and the journal rewritten without rows",
+    )
+    .shown(STORAGE, "BYTES"),
     described(option(
         "database-url",
         "LOTTERY_DATABASE_URL",

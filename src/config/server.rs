@@ -73,6 +73,9 @@ pub struct ServerConfig {
     /// `LOTTERY_MIN_FREE_BYTES`: free bytes the bets file's filesystem must keep; below it
     /// batches are refused (`Storage`). 0 turns the check off. Default 64 MiB.
     pub min_free_bytes: u64,
+    /// `LOTTERY_JOURNAL_COMPACT_BYTES`: the file store's journal carries each group's rows; past
+    /// this size the bets file is synced and the journal rewritten without them. Default 64 MiB.
+    pub journal_compact_bytes: u64,
     /// `LOTTERY_DATABASE_URL`: a PostgreSQL connection string; when set, bets are stored there
     /// (several centrals may share it) instead of in `bets_file`. Default: unset (the bets file).
     pub database_url: Option<DatabaseUrl>,
@@ -210,6 +213,14 @@ impl ServerConfig {
                 "LOTTERY_MIN_FREE_BYTES",
                 "a whole number of bytes, such as 67108864 (64 MiB); 0 turns the check off",
             )?,
+            journal_compact_bytes: {
+                let expected = "a whole number of bytes of 1 or more, such as 67108864 (64 MiB)";
+                let bytes: u64 = vars.parse("LOTTERY_JOURNAL_COMPACT_BYTES", expected)?;
+                if bytes == 0 {
+                    return Err(vars.invalid("LOTTERY_JOURNAL_COMPACT_BYTES", expected));
+                }
+                bytes
+            },
             database_url: database_url(&vars)?,
         })
     }

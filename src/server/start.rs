@@ -182,6 +182,7 @@ fn options(config: &ServerConfig) -> StoreOptions {
         sync: config.fsync,
         max_bets_per_agency: config.max_bets_per_agency,
         min_free_bytes: config.min_free_bytes,
+        journal_compact_bytes: config.journal_compact_bytes,
     }
 }
 

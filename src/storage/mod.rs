@@ -65,7 +65,13 @@ pub struct StoreOptions {
     /// The file store: free bytes the bets file's filesystem must keep after a group commit;
     /// 0: no check.
     pub min_free_bytes: u64,
+    /// The file store: journal bytes past which the bets file is synced and the journal
+    /// rewritten without the rows it carries (`LOTTERY_JOURNAL_COMPACT_BYTES`).
+    pub journal_compact_bytes: u64,
 }
+
+/// The default of [`StoreOptions::journal_compact_bytes`]: 64 MiB.
+pub const DEFAULT_JOURNAL_COMPACT_BYTES: u64 = 64 << 20;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -73,6 +79,7 @@ impl Default for StoreOptions {
             sync: true,
             max_bets_per_agency: DEFAULT_MAX_BETS_PER_AGENCY,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            journal_compact_bytes: DEFAULT_JOURNAL_COMPACT_BYTES,
         }
     }
 }
@@ -174,6 +181,9 @@ pub struct Verified {
     pub cut_bets_bytes: u64,
     /// Bytes a start would cut from the journal (a torn tail, an unacknowledged group).
     pub cut_journal_bytes: u64,
+    /// Bytes a start would rewrite in the bets file from the journal's copy (rows its unsynced
+    /// tail lost in a crash); `export` writes them from there.
+    pub rewritten_bets_bytes: u64,
     /// Agencies ready.
     pub ready: usize,
     /// Whether the draw ran.

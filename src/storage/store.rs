@@ -72,6 +72,8 @@ impl Opened {
                 drawn = recovery.drawn,
                 adopted = recovery.adopted,
                 journal_converted = recovery.journal_converted,
+                rewritten_bets_bytes = recovery.rewritten_bets_bytes,
+                journal_upgraded = recovery.journal_upgraded,
             ),
             Self::Database(opened) => info!(
                 action = "database",

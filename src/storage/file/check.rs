@@ -66,7 +66,21 @@ pub(super) fn settle(
         cut_group: None,
         checked: Checked::default(),
     };
+    let carries = replay.carries;
     match settled.ledger.last_group {
+        // Format 4: the group's write is synced whole before its rows are written. Its batch
+        // lines short (the write cut at a line end) and no rows past its start: never
+        // acknowledged; with all its lines there, kept (its rows rewritten from the journal).
+        Some(group) if !group.followed && carries => {
+            if group.covered < group.end && bets_len <= group.start {
+                settled.ledger = Ledger::replay(&replay.records[..group.index])
+                    .map_err(Settling::Contradiction)?;
+                settled.journal_len = replay.offsets[group.index];
+                settled.cut_group = Some(group);
+            } else if group.covered < group.end {
+                return Err(refused(records_missing(&group)));
+            }
+        }
         Some(group) if !group.followed && (group.start..=group.end).contains(&bets_len) => {
             let whole = bets_len == group.end && crc(&group)? == group.crc;
             if !whole {
@@ -76,21 +90,13 @@ pub(super) fn settle(
                 settled.journal_len = replay.offsets[group.index];
                 settled.cut_group = Some(group);
             } else if group.covered < group.end {
-                return Err(refused(format!(
-                    "the journal's last group (line {}) holds bytes {}..{}, which are whole, but \
-                     its batch records end at byte {}: the journal lacks records of acknowledged \
-                     batches. Nothing was changed. To start, {ADOPT_HINT}",
-                    group.index + 1,
-                    group.start,
-                    group.end,
-                    group.covered
-                )));
+                return Err(refused(records_missing(&group)));
             }
         }
         _ => {}
     }
     let committed = settled.ledger.committed;
-    let len = settled.cut_group.map_or(bets_len, |g| g.start);
+    let len = if carries { bets_len } else { settled.cut_group.map_or(bets_len, |g| g.start) };
     if len > committed {
         return Err(refused(format!(
             "it has {} bytes past byte {committed}, where the journal's records end; the journal \
@@ -99,22 +105,72 @@ pub(super) fn settle(
             len - committed
         )));
     }
-    check_row_end(bets, path, len, committed).map_err(Settling::Refused)?;
-    // Every group kept, acknowledged, must still hold the rows it recorded.
+    let kept = settled.cut_group.map_or(replay.records.len(), |g| g.index);
+    let (records, rows) = (&replay.records[..kept], &replay.rows[..kept]);
+    // The bytes the bets file must hold itself: those no group of the journal carries.
+    let needed = if carries { uncarried_end(records) } else { committed };
+    check_row_end(bets, path, len, needed).map_err(Settling::Refused)?;
+    // Every group kept, acknowledged, must still hold the rows it recorded; a group the journal
+    // carries is rewritten from it when its rows are short or do not match.
     settled.checked =
-        check_groups(bets, path, &replay.records, committed).map_err(Settling::Refused)?;
+        check_groups(bets, path, records, rows, len, committed).map_err(Settling::Refused)?;
     Ok(settled)
 }
 
+/// The refusal of a last group whose rows are there but whose batch records are not.
+fn records_missing(group: &LastGroup) -> String {
+    format!(
+        "the journal's last group (line {}) holds bytes {}..{}, which are whole, but its batch \
+         records end at byte {}: the journal lacks records of acknowledged batches. Nothing was \
+         changed. To start, {ADOPT_HINT}",
+        group.index + 1,
+        group.start,
+        group.end,
+        group.covered
+    )
+}
+
+/// Where the bytes recorded by `records` that the journal does not carry end.
+fn uncarried_end(records: &[Record]) -> u64 {
+    records
+        .iter()
+        .filter_map(|r| match *r {
+            Record::Base { end, .. } | Record::Group { end, carried: false, .. } => Some(end),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// What [`check_groups`] read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Checked {
     /// Groups whose rows matched their check.
     pub(super) groups: u64,
+    /// Groups the journal carries whose rows the bets file lacks (short, or not matching their
+    /// CRC: a crash lost what the bets file had not synced): rewritten from the journal.
+    pub(super) rewrite: Vec<Rewrite>,
+}
+
+/// A group's rows to copy from the journal (bytes `at..at + end - start`) to the bets file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Rewrite {
+    pub(super) start: u64,
+    pub(super) end: u64,
+    pub(super) at: u64,
+}
+
+impl Checked {
+    /// Bytes of the bets file rewritten from the journal.
+    pub(super) fn rewritten_bytes(&self) -> u64 {
+        self.rewrite.iter().map(|r| r.end - r.start).sum()
+    }
 }
 
 /// Checks the rows of every group of `records` that ends at or before `up_to` against its
-/// recorded CRC-32.
+/// recorded CRC-32, in a bets file of `len` bytes. A group whose rows the journal carries
+/// (`rows[i]`: where they start in it) and the bets file lacks is not damage: it is listed to be
+/// rewritten.
 ///
 /// # Errors
 /// `Corrupt` naming the first group whose rows do not match (see the module's doc), ending in
@@ -123,17 +179,30 @@ pub(super) fn check_groups(
     bets: &File,
     path: &Path,
     records: &[Record],
+    rows: &[Option<u64>],
+    len: u64,
     up_to: u64,
 ) -> Result<Checked, StorageError> {
     let mut buffer = vec![0u8; READ_BYTES];
     let mut checked = Checked::default();
     for (index, record) in records.iter().enumerate() {
-        let Record::Group { start, end, crc } = *record else { continue };
+        let Record::Group { start, end, crc, .. } = *record else { continue };
         if end > up_to {
             break;
         }
+        let carried = rows.get(index).copied().flatten();
+        if let Some(at) = carried
+            && end > len
+        {
+            checked.rewrite.push(Rewrite { start, end, at });
+            continue;
+        }
         let found = rows_crc_with(bets, path, start, end, &mut buffer)?;
         if found != crc {
+            if let Some(at) = carried {
+                checked.rewrite.push(Rewrite { start, end, at });
+                continue;
+            }
             let batches = group_batches(records, index, start);
             let located = locate(bets, path, &batches)?;
             let reason = format!(

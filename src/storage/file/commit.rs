@@ -10,7 +10,6 @@
 //! read its next batches while earlier ones are being synced.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -22,6 +21,9 @@ use tracing::{info, warn};
 
 use super::disk::Files;
 use super::journal::Record;
+use super::wal::{
+    GroupWrite, StopAt, WriteFailure, cut_back, free_bytes, sync_dir_of, write_group,
+};
 use crate::domain::{AgencyId, Bets, Document, is_winning};
 use crate::storage::decide::{Proposal, decide, take_group};
 use crate::storage::error::interrupted;
@@ -54,6 +56,8 @@ pub(super) struct Shared {
     free_bytes: AtomicU64,
     /// When this process first committed a batch (the start of its ingest).
     first_commit: OnceLock<std::time::Instant>,
+    /// `LOTTERY_TEST_STOP_AT`: where a test stops the committer ([`StopAt`]).
+    pub(super) stop_at: Option<Arc<StopAt>>,
 }
 
 #[derive(Debug)]
@@ -84,6 +88,7 @@ impl Shared {
             groups: AtomicU64::new(0),
             free_bytes,
             first_commit: OnceLock::new(),
+            stop_at: StopAt::from_env().map(Arc::new),
         }
     }
 
@@ -194,14 +199,31 @@ impl Shared {
         if !rows.is_empty() {
             // The group's record first: its rows' byte range and CRC-32, then its batches.
             let end = start + rows.len() as u64;
-            let header = Record::Group { start, end, crc: crc32fast::hash(&rows) };
-            let mut text = String::with_capacity(batch_lines.len() + 48);
-            header.write_to(&mut text);
-            text.push_str(&batch_lines);
+            let crc = crc32fast::hash(&rows);
+            // The journal's write: the group line, the rows it carries, its batch lines.
+            let mut line = String::with_capacity(64);
+            Record::Group { start, end, crc, carried: true }.write_to(&mut line);
+            let mut journal_bytes = Vec::with_capacity(line.len() + rows.len() + batch_lines.len());
+            journal_bytes.extend_from_slice(line.as_bytes());
+            journal_bytes.extend_from_slice(&rows);
+            journal_bytes.extend_from_slice(batch_lines.as_bytes());
+            // What the journal holds once compacted: the same records, without the rows.
+            let header = Record::Group { start, end, crc, carried: false };
+            let mut compact_lines = String::with_capacity(batch_lines.len() + 48);
+            header.write_to(&mut compact_lines);
+            compact_lines.push_str(&batch_lines);
             records.insert(0, header);
-            let written = self.write(files, start, rows, journal_start, text).await;
+            let write = GroupWrite {
+                at: start,
+                rows,
+                journal_at: journal_start,
+                journal_bytes,
+                bets_synced: files.bets_synced,
+            };
+            let written = self.write(files, write).await;
             match written {
                 Ok(journal_len) => {
+                    files.compact.push_str(&compact_lines);
                     self.groups.fetch_add(1, Ordering::Relaxed);
                     if files.low_space {
                         files.low_space = false;
@@ -213,6 +235,11 @@ impl Shared {
                         let _ = files.ledger.apply(record);
                     }
                     files.journal_len = journal_len;
+                    // The rows the journal carries (its bytes past what it holds compacted).
+                    let carried = journal_len.saturating_sub(files.compact.len() as u64);
+                    if carried > self.options.journal_compact_bytes {
+                        self.compact(files).await;
+                    }
                 }
                 Err(failure) => {
                     if let WriteFailure::LowSpace { free } = failure
@@ -245,65 +272,60 @@ impl Shared {
         }
     }
 
-    /// Writes `records` at `journal_at` and syncs the journal, *then* writes `rows` at `at` and
-    /// syncs the bets file; on failure cuts both files back. Returns the journal's new length.
+    /// Writes `group`'s journal write and syncs the journal, *then* writes its rows to the bets
+    /// file (see `wal.rs`); on failure cuts both files back. Returns the journal's new length.
     /// Writes nothing when the filesystem would be left with less than `min_free_bytes` free.
-    async fn write(
-        &self,
-        files: &mut Files,
-        at: u64,
-        rows: Vec<u8>,
-        journal_at: u64,
-        records: String,
-    ) -> Result<u64, WriteFailure> {
+    async fn write(&self, files: &mut Files, group: GroupWrite) -> Result<u64, WriteFailure> {
         let (bets, journal, sync, dirty) =
             (files.bets.clone(), files.journal.clone(), self.options.sync, files.dirty);
+        let dir_unsynced = files.dir_unsynced.then(|| self.journal_path.clone());
         let floor = self.options.min_free_bytes;
         let started = std::time::Instant::now();
+        let hook = self.stop_at.clone();
         let written = tokio::task::spawn_blocking(move || {
+            let hook = hook.as_deref();
             // One statvfs per group commit (also read for the free-bytes gauge when the floor is
-            // off); an error here is left to the write to report.
+            // off); an error here is left to the write to report. Both files grow: the journal
+            // by its write (rows included), the bets file by the rows.
             let free = free_bytes(&bets);
             if floor > 0
                 && let Some(free) = free
             {
-                let needed = (rows.len() + records.len()) as u64;
+                let needed = (group.rows.len() + group.journal_bytes.len()) as u64;
                 if free.saturating_sub(needed) < floor {
-                    return (Err(WriteFailure::LowSpace { free }), dirty, Some(free));
+                    return (Err(WriteFailure::LowSpace { free }), dirty, Some(free), false);
                 }
             }
+            let (at, journal_at) = (group.at, group.journal_at);
+            let mut dir_synced = false;
             let result = (|| {
+                if let Some(journal_path) = &dir_unsynced {
+                    sync_dir_of(journal_path)?;
+                    dir_synced = true;
+                }
                 if dirty {
                     cut_back(&bets, at, &journal, journal_at, sync)?;
                 }
-                // The journal first: the bets file never holds rows it does not describe.
-                journal.write_all_at(records.as_bytes(), journal_at)?;
-                if sync {
-                    journal.sync_data()?;
-                }
-                bets.write_all_at(&rows, at)?;
-                if sync {
-                    bets.sync_data()?;
-                }
-                Ok(journal_at + records.len() as u64)
+                write_group(&bets, &journal, &group, sync, hook)
             })();
             if let Err(e) = result {
                 // Best effort: what cannot be cut now is cut before the next write, or at start-up
-                // (a group whose rows are short is never acknowledged: recovery cuts it).
+                // (a group torn in the journal is never acknowledged: recovery cuts it).
                 let cut = cut_back(&bets, at, &journal, journal_at, sync);
-                return (Err(WriteFailure::Io(e)), cut.is_err(), free);
+                return (Err(WriteFailure::Io(e)), cut.is_err(), free, dir_synced);
             }
-            (result.map_err(WriteFailure::Io), false, free)
+            (result.map_err(WriteFailure::Io), false, free, dir_synced)
         })
         .await;
-        let (result, still_dirty, free) = written.unwrap_or_else(|e| {
-            (Err(WriteFailure::Io(io::Error::other(e.to_string()))), true, None)
+        let (result, still_dirty, free, dir_synced) = written.unwrap_or_else(|e| {
+            (Err(WriteFailure::Io(io::Error::other(e.to_string()))), true, None, false)
         });
         if let Some(free) = free {
             self.free_bytes.store(free, Ordering::Relaxed);
         }
         metrics::histogram!(COMMIT_SECONDS_METRIC).record(started.elapsed().as_secs_f64());
         files.dirty = still_dirty;
+        files.dir_unsynced &= !dir_synced;
         result
     }
 
@@ -321,10 +343,15 @@ impl Shared {
         record.write_to(&mut line);
         let (journal, at, sync) = (files.journal.clone(), files.journal_len, self.options.sync);
         let (bets, committed, dirty) = (files.bets.clone(), files.ledger.committed, files.dirty);
+        // The draw runs over rows the bets file holds durably: it is synced first.
+        let sync_bets = sync && matches!(record, Record::Draw { .. });
         let written = tokio::task::spawn_blocking(move || {
             if dirty {
                 // What a failed write left past the committed ends goes before the record.
                 cut_back(&bets, committed, &journal, at, sync)?;
+            }
+            if sync_bets {
+                bets.sync_data()?;
             }
             journal.write_all_at(line.as_bytes(), at)?;
             if sync {
@@ -338,6 +365,12 @@ impl Shared {
             Ok(len) => {
                 files.journal_len = len;
                 files.dirty = false;
+                if let Record::Ready { .. } | Record::Draw { .. } = record {
+                    record.write_to(&mut files.compact);
+                }
+                if sync_bets {
+                    files.bets_synced = committed;
+                }
                 // The record was built from the ledger's own state: applying it cannot fail.
                 let _ = files.ledger.apply(&record);
                 Ok(())
@@ -348,50 +381,4 @@ impl Shared {
             }
         }
     }
-}
-
-/// Why a group commit wrote nothing.
-enum WriteFailure {
-    /// Free space would fall below `min_free_bytes`: nothing was written.
-    LowSpace { free: u64 },
-    /// A write or sync failed; what was written is cut back.
-    Io(io::Error),
-}
-
-impl WriteFailure {
-    /// What a batch of the failed group is answered.
-    fn to_error(&self, path: &std::path::Path, floor: u64) -> StorageError {
-        match self {
-            Self::LowSpace { free } => {
-                StorageError::LowDiskSpace { path: path.to_owned(), free: *free, floor }
-            }
-            Self::Io(e) => StorageError::Write {
-                path: path.to_owned(),
-                source: io::Error::new(e.kind(), e.to_string()),
-            },
-        }
-    }
-}
-
-/// Cuts what a failed write left past the committed ends: the bets file first and synced, then
-/// the journal and synced. A cut that is not durable could reappear after a power loss once a
-/// later record made the journal's shorter length durable: rows past the journal's end, which
-/// recovery refuses. In this order a crash in between leaves a last group short of its rows,
-/// which recovery cuts.
-/// Free bytes (for an unprivileged user) on `file`'s filesystem; `None` when it cannot be read.
-fn free_bytes(file: &File) -> Option<u64> {
-    let stats = rustix::fs::fstatvfs(file).ok()?;
-    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
-}
-
-fn cut_back(bets: &File, at: u64, journal: &File, journal_at: u64, sync: bool) -> io::Result<()> {
-    bets.set_len(at)?;
-    if sync {
-        bets.sync_data()?;
-    }
-    journal.set_len(journal_at)?;
-    if sync {
-        journal.sync_data()?;
-    }
-    Ok(())
 }

@@ -8,9 +8,12 @@ use std::sync::{Arc, PoisonError, Weak};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{error, info, warn};
 
 use super::commit::Shared;
+use super::disk::Files;
+use super::wal::{Where, compact};
+use crate::storage::error::interrupted;
 
 /// The task that commits submitted batches as they come, each group while the next one queues.
 /// Owned by the store (mini-redis's `DbDropGuard` is the model): [`Committer::stop`] commits what
@@ -64,5 +67,50 @@ async fn run(shared: Weak<Shared>, queued: Arc<Notify>, token: CancellationToken
     }
     if let Some(shared) = shared.upgrade() {
         shared.commit_queued().await;
+    }
+}
+
+/// Compaction: the committer's too (after a group that took the journal past its bound, and at
+/// close).
+impl Shared {
+    /// Syncs the bets file and rewrites the journal without the rows it carries (see `wal.rs`).
+    /// A failure is logged and leaves the journal as it was (it still carries them).
+    pub(super) async fn compact(&self, files: &mut Files) {
+        let (bets, sync, committed) =
+            (files.bets.clone(), self.options.sync, files.ledger.committed);
+        let (path, text) = (self.journal_path.clone(), files.compact.clone());
+        // The bets file is synced first: a stop inside the compaction finds all of it synced.
+        let at = Where {
+            bets_synced: committed,
+            group_start: committed,
+            journal_start: files.journal_len,
+        };
+        let before = files.journal_len;
+        let started = std::time::Instant::now();
+        let hook = self.stop_at.clone();
+        let compacted = tokio::task::spawn_blocking(move || {
+            let hook = hook.as_deref();
+            compact(&bets, &path, &text, sync, hook, at)
+        })
+        .await
+        .unwrap_or_else(|e| Err(interrupted(&self.journal_path, &e)));
+        match compacted {
+            Ok(new) => {
+                files.journal = Arc::new(new.journal);
+                files.journal_len = files.compact.len() as u64;
+                files.bets_synced = committed;
+                files.dir_unsynced = !new.dir_synced;
+                info!(
+                    action = "journal_compacted",
+                    result = "success",
+                    bytes_before = before,
+                    bytes_after = files.journal_len,
+                    ms = started.elapsed().as_millis() as u64
+                );
+            }
+            Err(e) => {
+                warn!(action = "journal_compacted", result = "fail", bytes = before, error = %e);
+            }
+        }
     }
 }

@@ -29,11 +29,26 @@ pub(super) struct Files {
     pub(super) limit_logged: HashSet<AgencyId>,
     /// Whether the free-space floor was hit and not yet left (logged once each way).
     pub(super) low_space: bool,
+    /// The journal's records without the rows it carries, header first: the journal a compaction
+    /// writes (see `wal.rs`).
+    pub(super) compact: String,
+    /// The bets file's length when it was last synced (a test hook reports it).
+    pub(super) bets_synced: u64,
+    /// A compaction renamed the new journal over the old one but could not sync the directory:
+    /// synced before the next write (or the rename could be lost with records after it).
+    pub(super) dir_unsynced: bool,
 }
 
 impl Files {
-    pub(super) fn new(bets: File, journal: File, ledger: Ledger, journal_len: u64) -> Self {
+    pub(super) fn new(
+        bets: File,
+        journal: File,
+        ledger: Ledger,
+        journal_len: u64,
+        compact: String,
+    ) -> Self {
         Self {
+            bets_synced: ledger.committed,
             bets: Arc::new(bets),
             journal: Arc::new(journal),
             ledger,
@@ -42,6 +57,8 @@ impl Files {
             closed: false,
             limit_logged: HashSet::new(),
             low_space: false,
+            compact,
+            dir_unsynced: false,
         }
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct Inspection {
     bets: Option<File>,
     /// What a start would find, keep and cut.
     pub(crate) verified: Verified,
+    /// Rows a start would rewrite from the journal's copy, `(start, rows)`: exported from there.
+    rewrite: Vec<(u64, Vec<u8>)>,
 }
 
 /// Reads and checks the bets file at `path` and its journal `<path>.journal` (blocking).
@@ -34,7 +36,8 @@ pub(crate) fn inspect(path: &Path) -> Result<Inspection, StorageError> {
         Some(bets) => bets,
         None => {
             let verified = Verified { exists: false, ..Verified::default() };
-            return Ok(Inspection { path: path.to_owned(), bets: None, verified });
+            let rewrite = Vec::new();
+            return Ok(Inspection { path: path.to_owned(), bets: None, verified, rewrite });
         }
     };
     lock_shared(&bets, path)?;
@@ -44,7 +47,8 @@ pub(crate) fn inspect(path: &Path) -> Result<Inspection, StorageError> {
     }
     let plan = examine(&bets, path, journal, &journal_path)?;
     let verified = verified(&plan.recovery, plan.ledger.bets, plan.checked.groups);
-    Ok(Inspection { path: path.to_owned(), bets: Some(bets), verified })
+    let rewrite = plan.rewrite;
+    Ok(Inspection { path: path.to_owned(), bets: Some(bets), verified, rewrite })
 }
 
 impl Inspection {
@@ -54,7 +58,7 @@ impl Inspection {
     /// `Open` when the bets file cannot be read; `Write` when `out` fails.
     pub(crate) fn export(&self, out: &mut impl io::Write) -> Result<u64, StorageError> {
         let Some(bets) = &self.bets else { return Ok(0) };
-        let mut committed = io::Read::take(bets, self.verified.bytes);
+        let mut committed = io::Read::take(self.committed(bets), self.verified.bytes);
         let copied = io::copy(&mut committed, out)
             .map_err(|source| StorageError::Write { path: "the export's output".into(), source })?;
         if copied < self.verified.bytes {
@@ -79,7 +83,7 @@ impl Inspection {
     ) -> Result<u64, StorageError> {
         let Some(bets) = &self.bets else { return Ok(0) };
         let mut out = WriteErrors { out, error: None };
-        let copied = copy_agency_rows(bets, self.verified.bytes, agency, &mut out);
+        let copied = copy_agency_rows(self.committed(bets), self.verified.bytes, agency, &mut out);
         if let Some(source) = out.error {
             return Err(StorageError::Write { path: "the export's output".into(), source });
         }
@@ -94,6 +98,45 @@ impl Inspection {
             }
             Err(source) => Err(StorageError::Open { path: self.path.clone(), source }),
         }
+    }
+}
+
+impl Inspection {
+    /// The committed bytes: the bets file's, with the rows a start would rewrite taken from the
+    /// journal's copy instead.
+    fn committed<'a>(&'a self, bets: &'a File) -> Patched<'a> {
+        Patched { bets, rewrite: &self.rewrite, at: 0 }
+    }
+}
+
+/// The bets file read from the start, with `rewrite`'s rows (sorted, not overlapping) read in
+/// place of its bytes there.
+struct Patched<'a> {
+    bets: &'a File,
+    rewrite: &'a [(u64, Vec<u8>)],
+    at: u64,
+}
+
+impl io::Read for Patched<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let at = self.at;
+        let next = self.rewrite.iter().find(|(start, rows)| start + rows.len() as u64 > at);
+        let n = match next {
+            Some((start, rows)) if *start <= at => {
+                let from = usize::try_from(at - start).unwrap_or(usize::MAX);
+                let n = buf.len().min(rows.len() - from);
+                buf[..n].copy_from_slice(&rows[from..from + n]);
+                n
+            }
+            Some((start, _)) => {
+                let room = usize::try_from(start - at).unwrap_or(usize::MAX).min(buf.len());
+                self.bets.read_at(&mut buf[..room], at)?
+            }
+            None => self.bets.read_at(buf, at)?,
+        };
+        self.at += n as u64;
+        Ok(n)
     }
 }
 
@@ -126,6 +169,7 @@ fn verified(recovery: &Recovery, bets: u64, groups: u64) -> Verified {
         journal_converted: recovery.journal_converted,
         cut_bets_bytes: recovery.cut_bets_bytes,
         cut_journal_bytes: recovery.cut_journal_bytes,
+        rewritten_bets_bytes: recovery.rewritten_bets_bytes,
         ready: recovery.ready.len(),
         drawn: recovery.drawn,
     }

@@ -1,14 +1,15 @@
-//! The journal: a small append-only text file beside the bets file (`<BETS_FILE>.journal`) that
-//! records what the bets file's bytes mean. One record per line, each ending in a check field
+//! The journal: an append-only file beside the bets file (`<BETS_FILE>.journal`) that records
+//! what the bets file's bytes mean. One record per line, each ending in a check field
 //! ` #xxxxxxxx`, the CRC-32 (IEEE) of the text before it, in lowercase hex:
 //!
 //! ```text
-//! journal 3                           the first line: the journal's format
+//! journal 4                           the first line: the journal's format
 //! base <end> <counts>                 bytes 0..end were adopted from a bets file with no journal;
 //!                                     `counts` is `agency:rows,…` (or `-`)
-//! group <start> <end> <rows_crc>      a group commit: its rows are bytes start..end of the bets
-//!                                     file, `rows_crc` their CRC-32 (8 lowercase hex digits);
-//!                                     its `batch` lines follow it
+//! group <start> <end> <rows_crc> rows a group commit: its rows are bytes start..end of the bets
+//!                                     file, `rows_crc` their CRC-32; ` rows`: the rows follow
+//!                                     the line (end - start bytes), then its `batch` lines;
+//!                                     without it (compacted, or format 3) only its batch lines
 //! batch <agency> <seq> <bets> <end> <winners>
 //!                                     the agency's batch seq (bets rows) ends at byte `end`;
 //!                                     `winners` are its winning documents, comma-separated, `-`
@@ -17,168 +18,21 @@
 //! draw <bets> <end>                   the draw ran over `bets` rows, bytes 0..end
 //! ```
 //!
-//! The journal goes first: a group commit writes its `group` line and its `batch` lines in one
-//! write and syncs the journal, *then* writes the rows and syncs the bets file, *then*
-//! acknowledges. So the bets file never holds a byte past the last recorded `end`, and only the
-//! last group can be unacknowledged: its rows short of its `end`, or failing its `rows_crc`.
-//! [`replay`] accepts as a torn tail only what lies inside the journal's last write (see there)
-//! and reports any other damage, naming the line and its byte offset.
+//! The journal goes first, and carries the rows: a group commit writes its group line, rows and
+//! batch lines in one write and syncs the journal, *then* writes the rows to the bets file (not
+//! synced) and acknowledges (`wal.rs`). So the bets file never holds a byte past the last
+//! recorded `end`; only the last group's journal write can be torn; and rows the bets file lost
+//! are in the journal. [`replay`] accepts as a torn tail only what lies inside the journal's last
+//! write (see there) and reports any other damage, naming the line and its byte offset.
 //!
-//! Older journals are read too, and rewritten in this format at start-up: format 2 (`journal 2`,
-//! check fields but no `group` lines, rows written before their records) and legacy ones (no
-//! header, no check fields). In both, the rows were written first, so recovery keeps their rule
-//! (see `recovery`).
+//! Older journals are read too: format 3 (groups that carry no rows, the bets file synced per
+//! group: the last group's rows may be short), format 2 (`journal 2`, check fields but no `group`
+//! lines, rows written before their records) and legacy ones (no header, no check fields). In
+//! formats 2 and legacy the rows were written first, so recovery keeps their rule (see
+//! `recovery`).
 
-use std::fmt::Write as _;
-
-use crate::domain::{AgencyId, Document};
-
-/// The format [`Record::Header`] names in the journals this version writes.
-pub(super) const FORMAT_VERSION: u64 = 3;
-
-/// The format before groups: check fields, rows written before their records. Still read.
-pub(super) const FORMAT_ROWS_FIRST: u64 = 2;
-
-/// One journal line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Record {
-    /// The first line of a checked journal.
-    Header {
-        version: u64,
-    },
-    /// Adopted rows; `agencies` counts each agency's rows (empty in legacy lines, which did not
-    /// count them).
-    Base {
-        end: u64,
-        agencies: Vec<(AgencyId, u64)>,
-    },
-    /// A group commit's rows, bytes `start..end`, and their CRC-32; its batches follow it.
-    Group {
-        start: u64,
-        end: u64,
-        crc: u32,
-    },
-    /// `winners` is `None` when not known (lines written before the winners index existed).
-    Batch {
-        agency: AgencyId,
-        seq: u64,
-        bets: u64,
-        end: u64,
-        winners: Option<Vec<Document>>,
-    },
-    Ready {
-        agency: AgencyId,
-    },
-    Draw {
-        bets: u64,
-        end: u64,
-    },
-}
-
-impl Record {
-    /// Appends the record's line, check field and `\n` included, to `out`.
-    pub(super) fn write_to(&self, out: &mut String) {
-        let start = out.len();
-        self.write_text(out);
-        let crc = crc32fast::hash(&out.as_bytes()[start..]);
-        // Writing to a String cannot fail.
-        let _ = writeln!(out, " #{crc:08x}");
-    }
-
-    /// The record's text, without check field or line end.
-    fn write_text(&self, out: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = match *self {
-            Self::Header { version } => write!(out, "journal {version}"),
-            Self::Base { end, ref agencies } => {
-                let _ = write!(out, "base {end} ");
-                if agencies.is_empty() {
-                    out.push('-');
-                }
-                for (i, (agency, rows)) in agencies.iter().enumerate() {
-                    let comma = if i > 0 { "," } else { "" };
-                    let _ = write!(out, "{comma}{agency}:{rows}");
-                }
-                Ok(())
-            }
-            Self::Group { start, end, crc } => write!(out, "group {start} {end} {crc:08x}"),
-            Self::Batch { agency, seq, bets, end, ref winners } => {
-                let _ = write!(out, "batch {agency} {seq} {bets} {end} ");
-                match winners.as_deref() {
-                    None => out.push('?'),
-                    Some([]) => out.push('-'),
-                    Some(docs) => {
-                        for (i, doc) in docs.iter().enumerate() {
-                            if i > 0 {
-                                out.push(',');
-                            }
-                            out.push_str(doc.as_str());
-                        }
-                    }
-                }
-                Ok(())
-            }
-            Self::Ready { agency } => write!(out, "ready {agency}"),
-            Self::Draw { bets, end } => write!(out, "draw {bets} {end}"),
-        };
-    }
-
-    /// Parses a record's text (no check field, no line end). `legacy` accepts the lines of
-    /// journals from before the check field: `base <end>` without counts, `batch` without
-    /// winners, and no header nor group.
-    fn parse(line: &str, legacy: bool) -> Option<Self> {
-        let mut words = line.split(' ');
-        let kind = words.next()?;
-        let mut number = || words.next()?.parse::<u64>().ok();
-        let agency = |n: u64| AgencyId::new(u32::try_from(n).ok()?).ok();
-        let record = match kind {
-            "journal" if !legacy => Self::Header { version: number()? },
-            "base" => {
-                let end = number()?;
-                let agencies = match words.next() {
-                    None if legacy => Vec::new(),
-                    Some("-") if !legacy => Vec::new(),
-                    Some(list) if !legacy => list
-                        .split(',')
-                        .map(|pair| {
-                            let (a, rows) = pair.split_once(':')?;
-                            Some((agency(a.parse().ok()?)?, rows.parse().ok()?))
-                        })
-                        .collect::<Option<_>>()?,
-                    _ => return None,
-                };
-                Self::Base { end, agencies }
-            }
-            "group" if !legacy => {
-                let (start, end) = (number()?, number()?);
-                let hex = words.next().filter(|h| h.len() == 8 && is_lower_hex(h))?;
-                Self::Group { start, end, crc: u32::from_str_radix(hex, 16).ok()? }
-            }
-            "batch" => {
-                let (agency, seq, bets, end) =
-                    (agency(number()?)?, number()?, number()?, number()?);
-                let winners = match words.next() {
-                    None if legacy => None,
-                    None => return None,
-                    Some("?") if !legacy => None,
-                    Some("-") => Some(Vec::new()),
-                    Some(list) => Some(
-                        list.split(',').map(|d| Document::parse(d).ok()).collect::<Option<_>>()?,
-                    ),
-                };
-                Self::Batch { agency, seq, bets, end, winners }
-            }
-            "ready" => Self::Ready { agency: agency(number()?)? },
-            "draw" => Self::Draw { bets: number()?, end: number()? },
-            _ => return None,
-        };
-        words.next().is_none().then_some(record)
-    }
-}
-
-fn is_lower_hex(text: &str) -> bool {
-    text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
+use super::record::is_lower_hex;
+pub(super) use super::record::{FORMAT_GROUPS, FORMAT_ROWS_FIRST, FORMAT_VERSION, Record};
 
 /// Which kind of lines a journal has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,11 +49,16 @@ pub(super) struct Replay {
     pub(super) records: Vec<Record>,
     /// Where each record's line starts.
     pub(super) offsets: Vec<u64>,
+    /// For each record, where the rows it carries start in the journal (a format-4 group's).
+    pub(super) rows: Vec<Option<u64>>,
     /// `None` when no line could be read at all.
     pub(super) format: Option<Format>,
     /// Whether the journal's rows went first (legacy or format 2), so its tail is read with
     /// their rule: only the last line can be torn.
     pub(super) rows_first: bool,
+    /// Whether its groups carry their rows (format 4): the bets file is not synced per group,
+    /// so it may lack the rows of groups the journal carries (recovery rewrites them from it).
+    pub(super) carries: bool,
     /// Bytes of the journal that hold `records`; anything after is a torn tail.
     pub(super) valid_len: u64,
 }
@@ -222,6 +81,8 @@ struct Line {
     torn: bool,
     /// Holds zero bytes: what a power loss leaves where a write's data never reached the disk.
     zeros: bool,
+    /// A carried group's line: where its rows start in the journal.
+    rows: Option<u64>,
 }
 
 /// Reads a journal next to a bets file of `bets_len` bytes, and tells its torn tail (left out
@@ -249,7 +110,12 @@ pub(super) fn replay(bytes: &[u8], bets_len: u64) -> Result<Replay, Damage> {
     let mut lines = Vec::new();
     let mut format = None;
     let mut offset = 0u64;
-    for segment in bytes.split_inclusive(|b| *b == b'\n') {
+    let mut carries = false;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let len = rest.iter().position(|b| *b == b'\n').map_or(rest.len(), |n| n + 1);
+        let segment = &rest[..len];
+        rest = &rest[len..];
         let read = match segment.strip_suffix(b"\n") {
             Some(text) => read_line(text, format).map(|(record, line_format)| {
                 format = Some(line_format);
@@ -257,10 +123,42 @@ pub(super) fn replay(bytes: &[u8], bets_len: u64) -> Result<Replay, Damage> {
             }),
             None => Err("the line has no line end".to_owned()),
         };
+        if lines.is_empty() {
+            carries = matches!(read, Ok(Record::Header { version }) if version == FORMAT_VERSION);
+        }
         let torn = segment.strip_suffix(b"\n").is_none_or(torn);
         let zeros = segment.contains(&0);
-        lines.push(Line { offset, read, torn, zeros });
+        let rows = match read {
+            Ok(Record::Group { start, end, crc, carried: true }) => Some((start, end, crc)),
+            _ => None,
+        };
+        let line_offset = offset;
         offset += segment.len() as u64;
+        let Some((start, end, crc)) = rows else {
+            lines.push(Line { offset: line_offset, read, torn, zeros, rows: None });
+            continue;
+        };
+        // The group's rows follow its line: `end - start` bytes, their CRC-32 on that line.
+        let want = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
+        let rows_at = offset;
+        let (rows, whole) = if rest.len() < want {
+            (rest, false)
+        } else {
+            (&rest[..want], crc32fast::hash(&rest[..want]) == crc)
+        };
+        rest = &rest[rows.len()..];
+        offset += rows.len() as u64;
+        lines.push(Line { offset: line_offset, read, torn, zeros, rows: Some(rows_at) });
+        if !whole {
+            let reason = format!(
+                "the rows its group line (byte {line_offset}) carries, bytes {rows_at}..{}, are \
+                 {}",
+                rows_at + want as u64,
+                if rows.len() < want { "cut short" } else { "not the ones its CRC recorded" }
+            );
+            let zeros = rows.contains(&0);
+            lines.push(Line { offset: rows_at, read: Err(reason), torn: true, zeros, rows: None });
+        }
     }
     let rows_first = match lines.first().map(|l| &l.read) {
         Some(Ok(Record::Header { version })) => *version == FORMAT_ROWS_FIRST,
@@ -277,7 +175,15 @@ pub(super) fn replay(bytes: &[u8], bets_len: u64) -> Result<Replay, Damage> {
                 .flatten()
                 .filter(|&g| {
                     g < bad
-                        && matches!(lines[g].read, Ok(Record::Group { start, .. }) if start == bets_len)
+                        && match lines[g].read {
+                            // Format 4: the damage inside the group's own write (its batch lines
+                            // not all read before it), no rows of it written.
+                            Ok(Record::Group { start, .. }) if carries => {
+                                bets_len <= start && inside_a_group(&lines[..bad])
+                            }
+                            Ok(Record::Group { start, .. }) => start == bets_len,
+                            _ => false,
+                        }
                         && lines[g + 1..]
                             .iter()
                             .all(|l| matches!(l.read, Ok(Record::Batch { .. }) | Err(_)))
@@ -288,7 +194,8 @@ pub(super) fn replay(bytes: &[u8], bets_len: u64) -> Result<Replay, Damage> {
             let group_line_torn = !rows_first
                 && lines[bad].zeros
                 && !inside_a_group(&lines[..bad])
-                && last_end(&lines[..bad]) == bets_len
+                && (last_end(&lines[..bad]) == bets_len
+                    || (carries && bets_len < last_end(&lines[..bad])))
                 && lines[bad + 1..]
                     .iter()
                     .all(|l| matches!(l.read, Ok(Record::Batch { .. }) | Err(_)));
@@ -306,9 +213,10 @@ pub(super) fn replay(bytes: &[u8], bets_len: u64) -> Result<Replay, Damage> {
     };
     let valid_len = lines.get(valid).map_or(offset, |l| l.offset);
     let offsets = lines[..valid].iter().map(|l| l.offset).collect();
+    let rows = lines[..valid].iter().filter(|l| l.read.is_ok()).map(|l| l.rows).collect();
     let records = lines.into_iter().take(valid).filter_map(|l| l.read.ok()).collect::<Vec<_>>();
     let format = if records.is_empty() { None } else { format };
-    Ok(Replay { records, offsets, format, rows_first, valid_len })
+    Ok(Replay { records, offsets, rows, format, rows_first, carries, valid_len })
 }
 
 /// Where the bytes the readable records of `lines` describe end.
@@ -393,6 +301,7 @@ fn quoted(text: &str) -> String {
 mod tests {
     use super::super::ledger::{LastGroup, Ledger};
     use super::*;
+    use crate::domain::{AgencyId, Document};
     use crate::storage::AgencyProgress;
 
     fn agency(n: u32) -> AgencyId {
@@ -414,13 +323,13 @@ mod tests {
     }
 
     fn group(start: u64, end: u64) -> Record {
-        Record::Group { start, end, crc: 0x0123_abcd }
+        Record::Group { start, end, crc: 0x0123_abcd, carried: false }
     }
 
     /// A journal of this format: adopted rows, one group of two batches, ready, draw.
     fn sample() -> Vec<Record> {
         vec![
-            Record::Header { version: FORMAT_VERSION },
+            Record::Header { version: FORMAT_GROUPS },
             Record::Base { end: 10, agencies: vec![(agency(3), 1), (agency(1), 4)] },
             group(10, 7050),
             Record::Batch {
@@ -641,7 +550,7 @@ mod tests {
         assert!(ledger.grouped && !ledger.bets_unknown);
         let late_header = [Record::Ready { agency: agency(1) }, Record::Header { version: 3 }];
         assert!(Ledger::replay(&late_header).unwrap_err().contains("line 2"));
-        assert!(Ledger::replay(&[Record::Header { version: 4 }]).is_err());
+        assert!(Ledger::replay(&[Record::Header { version: 5 }]).is_err());
         let late_base = [
             Record::Header { version: 3 },
             group(0, 9),

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::journal::{FORMAT_ROWS_FIRST, FORMAT_VERSION, Record};
+use super::journal::{FORMAT_GROUPS, FORMAT_ROWS_FIRST, FORMAT_VERSION, Record};
 use crate::domain::{AgencyId, Document};
 use crate::storage::AgencyProgress;
 
@@ -40,8 +40,10 @@ pub(super) struct Ledger {
     pub(super) winners_unknown: bool,
     /// True when rows were adopted without counts (a legacy `base`): `bets` undercounts them.
     pub(super) bets_unknown: bool,
-    /// Batch records come in groups (format 3).
+    /// Batch records come in groups (formats 3 and 4).
     pub(super) grouped: bool,
+    /// Groups may carry their rows (format 4).
+    pub(super) carries: bool,
     /// The last group record.
     pub(super) last_group: Option<LastGroup>,
     /// Records applied so far.
@@ -68,16 +70,17 @@ impl Ledger {
         }
         match *record {
             Record::Header { version } => {
-                if version != FORMAT_VERSION && version != FORMAT_ROWS_FIRST {
+                if ![FORMAT_VERSION, FORMAT_GROUPS, FORMAT_ROWS_FIRST].contains(&version) {
                     return Err(format!(
                         "journal format {version}; this central reads formats \
-                         {FORMAT_ROWS_FIRST} and {FORMAT_VERSION}"
+                         {FORMAT_ROWS_FIRST} to {FORMAT_VERSION}"
                     ));
                 }
                 if self.seen_records > 1 {
                     return Err("a journal header after other records".into());
                 }
-                self.grouped = version == FORMAT_VERSION;
+                self.grouped = version >= FORMAT_GROUPS;
+                self.carries = version == FORMAT_VERSION;
             }
             Record::Base { end, ref agencies } => {
                 if self.committed > 0 || self.batches > 0 {
@@ -91,10 +94,15 @@ impl Ledger {
                 self.bets_unknown |= agencies.is_empty() && end > 0;
                 self.advance(end)?;
             }
-            Record::Group { start, end, crc } => {
+            Record::Group { start, end, crc, carried } => {
                 if !self.grouped {
                     return Err(format!(
                         "a group record in a journal of format {FORMAT_ROWS_FIRST} or older"
+                    ));
+                }
+                if carried && !self.carries {
+                    return Err(format!(
+                        "a group carrying its rows in a journal of format {FORMAT_GROUPS}"
                     ));
                 }
                 if start != self.committed {

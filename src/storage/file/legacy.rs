@@ -49,7 +49,8 @@ pub(super) fn convert(records: &[Record], bets: &File, path: &Path) -> Result<St
             Record::Base { end: base, .. } => end = base,
             Record::Batch { end: batch_end, .. } => {
                 let crc = rows_crc(bets, path, end, batch_end).map_err(Converting::Read)?;
-                Record::Group { start: end, end: batch_end, crc }.write_to(&mut text);
+                Record::Group { start: end, end: batch_end, crc, carried: false }
+                    .write_to(&mut text);
                 end = batch_end;
             }
             Record::Group { .. } | Record::Ready { .. } | Record::Draw { .. } => {}

@@ -8,7 +8,10 @@
 //!   store owns;
 //! - `disk.rs`: the open, locked files ([`Files`](disk::Files)) and the file-system steps
 //!   (lock, install a journal, sync a directory, check a row's end, CRC of rows);
-//! - `journal.rs`: the journal's records and their replay; `ledger.rs`: what they add up to;
+//! - `wal.rs`: a group's disk steps (the journal carries the rows; one sync), the journal's
+//!   compaction, and the test hook `LOTTERY_TEST_STOP_AT`;
+//! - `record.rs`: the journal's records; `journal.rs`: their replay; `ledger.rs`: what they add
+//!   up to;
 //! - `recovery.rs`: start-up recovery ([`Recovery`]): every check, then the cuts;
 //!   `check.rs`: every group's rows against their CRC, and where damage lies; `adopt.rs`: a bets
 //!   file without a journal; `legacy.rs`: older journals' check and conversion;
@@ -23,10 +26,14 @@ mod inspect;
 mod journal;
 mod ledger;
 mod legacy;
+mod record;
 mod recovery;
 mod store;
 #[cfg(test)]
 mod tests;
+mod wal;
+#[cfg(test)]
+mod wal_tests;
 
 pub use commit::MAX_GROUP_BYTES;
 pub(crate) use inspect::{Inspection, inspect};

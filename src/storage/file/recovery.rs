@@ -1,16 +1,20 @@
 //! Start-up recovery: lock the bets file and its journal, replay the journal, and cut what a crash
 //! left unacknowledged — and nothing else.
 //!
-//! The journal goes first (see [`journal`]): a group commit's records are synced before its rows
-//! are written, and the rows are synced before anything is acknowledged. So:
+//! The journal goes first (see [`journal`]) and carries the rows (format 4): a group commit's
+//! journal write (its records and rows) is synced before its rows are written to the bets file,
+//! which is synced only at the draw, at close and before a compaction. So:
 //!
 //! - bets-file bytes past the last recorded `end` cannot come from a crash: the journal lacks
 //!   records, and start-up is refused;
-//! - the journal's last group, when nothing but its own batch records follows it, was never
-//!   acknowledged if its rows are short of its `end` or fail its CRC: both files are cut back to
-//!   where it starts. Whole rows matching the CRC are kept;
+//! - a group whose journal line carries its rows, and whose rows in the bets file are short,
+//!   zeros or fail its CRC (the bets file's unsynced tail, lost), is rewritten from the journal;
 //! - a torn tail of the journal is cut only where [`journal::replay`] finds it inside the last
-//!   write.
+//!   write (a group's write torn: never acknowledged);
+//! - in a format-3 journal (rows not carried, synced per group), the last group, when nothing but
+//!   its own batch records follows it, was never acknowledged if its rows are short of its `end`
+//!   or fail its CRC: both files are cut back to where it starts. The journal is then given a
+//!   format-4 header.
 //!
 //! Journals whose rows went first (format 2 and legacy) are read with their rule, for the last
 //! time: up to one group commit's rows ([`MAX_GROUP_BYTES`](super::MAX_GROUP_BYTES)) past the last recorded end are cut
@@ -48,12 +52,18 @@ pub struct Recovery {
     /// Bytes of the journal that were cut: a torn tail, or the records of a group commit that was
     /// never acknowledged.
     pub cut_journal_bytes: u64,
+    /// Bytes of the bets file rewritten from the journal's copy: the rows of groups the journal
+    /// carries that the bets file lacked (its unsynced tail, lost in a crash).
+    pub rewritten_bets_bytes: u64,
     /// The bets file had no journal: its rows, every one a valid bet, were adopted as they are,
     /// counted per agency.
     pub adopted: bool,
     /// The journal was of an older format (rows written first: format 2, or legacy lines without
     /// check fields); it was rewritten in the current one.
     pub journal_converted: bool,
+    /// The journal was of format 3 (groups, rows not carried): its records were rewritten under
+    /// a format-4 header.
+    pub journal_upgraded: bool,
     /// Batches recorded in the journal.
     pub batches: u64,
     /// Agencies that had declared ReadyForLottery.
@@ -115,6 +125,10 @@ pub(super) struct Plan {
     pub(super) checked: Checked,
     /// The last group, when it was never acknowledged and is cut.
     cut_group: Option<LastGroup>,
+    /// Rows to write into the bets file from the journal's copy: `(start, rows)`.
+    pub(super) rewrite: Vec<(u64, Vec<u8>)>,
+    /// The journal's records without the rows it carries, header first: what compaction writes.
+    compact: String,
 }
 
 /// Reads the bets file and its journal (`None`: there is none) and runs every check recovery
@@ -133,6 +147,8 @@ pub(super) fn examine(
     let mut recovery = Recovery::default();
     let mut checked = Checked::default();
     let mut cut_group = None;
+    let mut rewrite = Vec::new();
+    let mut compact = None;
     let corrupt = |path: &Path, reason: String| StorageError::Corrupt { path: path.into(), reason };
     let contradiction = |e: String| {
         corrupt(journal_path, format!("{e}. Nothing was changed. To start, {ADOPT_HINT}"))
@@ -221,15 +237,32 @@ pub(super) fn examine(
                         recovery.cut_journal_bytes = journal_len - settled.journal_len;
                         cut_group = settled.cut_group;
                         checked = settled.checked;
+                        for r in &checked.rewrite {
+                            let (at, len) = (r.at as usize, (r.end - r.start) as usize);
+                            rewrite.push((r.start, bytes[at..at + len].to_vec()));
+                        }
+                        recovery.rewritten_bets_bytes = checked.rewritten_bytes();
+                        let kept = cut_group.map_or(replay.records.len(), |g| g.index);
+                        let text = compact_text(&replay.records[..kept]);
                         let end = settled.ledger.committed;
-                        (Journal::Keep(journal, settled.journal_len), settled.ledger, end)
+                        if replay.carries {
+                            compact = Some(text);
+                            (Journal::Keep(journal, settled.journal_len), settled.ledger, end)
+                        } else {
+                            // Format 3: the same records under a format-4 header.
+                            recovery.journal_upgraded = true;
+                            drop(journal);
+                            let mut ledger = settled.ledger;
+                            ledger.carries = true;
+                            (Journal::Install(text), ledger, end)
+                        }
                     }
                 }
             }
         }
     };
 
-    recovery.cut_bets_bytes = bets_len - bets_end;
+    recovery.cut_bets_bytes = bets_len.saturating_sub(bets_end);
     recovery.bets_len = ledger.committed;
     recovery.batches = ledger.batches;
     recovery.drawn = ledger.draw.is_some();
@@ -237,7 +270,12 @@ pub(super) fn examine(
         ledger.agencies.iter().filter(|(_, p)| p.ready).map(|(a, _)| *a).collect();
     ready.sort();
     recovery.ready = ready;
-    Ok(Plan { journal, ledger, bets_end, recovery, checked, cut_group })
+    let compact = match (&journal, compact) {
+        (Journal::Install(text) | Journal::Rewrite { text, .. }, _) => text.clone(),
+        (Journal::Keep(..), Some(text)) => text,
+        (Journal::Keep(..), None) => String::new(),
+    };
+    Ok(Plan { journal, ledger, bets_end, recovery, checked, cut_group, rewrite, compact })
 }
 
 /// Carries out `plan`: cuts what was never acknowledged, installs or rewrites the journal,
@@ -249,7 +287,7 @@ fn apply(
     plan: Plan,
     sync: bool,
 ) -> Result<(Files, Recovery), StorageError> {
-    let Plan { journal, ledger, bets_end, recovery, cut_group, .. } = plan;
+    let Plan { journal, ledger, bets_end, recovery, cut_group, rewrite, compact, .. } = plan;
     if let Some(group) = cut_group {
         info!(
             action = "recovery_cut",
@@ -272,6 +310,21 @@ fn apply(
             bets.sync_all().map_err(write_error(path))?;
         }
     }
+    // Rows the journal carries that the bets file lost: written back, then synced below, before
+    // anything is acknowledged again (and before a compaction can drop the journal's copy).
+    for (start, rows) in &rewrite {
+        bets.write_all_at(rows, *start).map_err(write_error(path))?;
+    }
+    if !rewrite.is_empty() {
+        info!(
+            action = "recovery_rewrite",
+            result = "success",
+            groups = rewrite.len(),
+            rewritten_bets_bytes = recovery.rewritten_bets_bytes,
+            reason = "the bets file lacked rows of groups its journal carries (its unsynced tail \
+                      was lost): rewritten from the journal",
+        );
+    }
     let (journal, journal_len) = match journal {
         Journal::Keep(file, journal_len) => {
             if recovery.cut_journal_bytes > 0 {
@@ -290,7 +343,7 @@ fn apply(
         bets.sync_all().map_err(write_error(path))?;
         journal.sync_all().map_err(write_error(journal_path))?;
     }
-    let files = Files::new(bets, journal, ledger, journal_len);
+    let files = Files::new(bets, journal, ledger, journal_len, compact);
     Ok((files, recovery))
 }
 
@@ -302,6 +355,23 @@ enum Journal {
     Rewrite { file: File, text: String },
     /// A new journal with `text` replaces the old one (or none), atomically.
     Install(String),
+}
+
+/// The text of a format-4 journal holding `records` without the rows they carry (a format-3
+/// journal's records, or a format-4 one's, compacted).
+pub(super) fn compact_text(records: &[Record]) -> String {
+    let mut text = String::new();
+    for record in records {
+        let record = match *record {
+            Record::Header { .. } => Record::Header { version: FORMAT_VERSION },
+            Record::Group { start, end, crc, .. } => {
+                Record::Group { start, end, crc, carried: false }
+            }
+            ref other => other.clone(),
+        };
+        record.write_to(&mut text);
+    }
+    text
 }
 
 /// A journal's text (its header, then `first`) and its ledger.
@@ -341,15 +411,30 @@ mod tests {
 
     /// Header, a group of ROWS (two batches), then `more`.
     fn journal(more: &[Record]) -> String {
-        let group = Record::Group { start: 0, end: ROWS.len() as u64, crc: crc32fast::hash(ROWS) };
-        let first = [Record::Header { version: FORMAT_VERSION }, group, batch(1, 1, 29)];
+        let group = Record::Group {
+            start: 0,
+            end: ROWS.len() as u64,
+            crc: crc32fast::hash(ROWS),
+            carried: false,
+        };
+        let first = [Record::Header { version: journal::FORMAT_GROUPS }, group, batch(1, 1, 29)];
         lines(&[&first[..], &[batch(2, 1, ROWS.len())], more].concat())
     }
 
     fn more_group(batches: &[Record]) -> Vec<Record> {
         let (start, end) = (ROWS.len() as u64, (ROWS.len() + MORE.len()) as u64);
-        let group = Record::Group { start, end, crc: crc32fast::hash(MORE) };
+        let group = Record::Group { start, end, crc: crc32fast::hash(MORE), carried: false };
         [&[group][..], batches].concat()
+    }
+
+    /// `journal` (format 3) with the header recovery gives it: format 4's, as long.
+    fn upgraded(journal: &[u8]) -> Vec<u8> {
+        let (three, four) =
+            (lines(&[Record::Header { version: 3 }]), lines(&[Record::Header { version: 4 }]));
+        match journal.strip_prefix(three.as_bytes()) {
+            Some(rest) => [four.as_bytes(), rest].concat(),
+            None => journal.to_vec(),
+        }
     }
 
     /// Runs recovery on `bets` and `journal`; on a refusal, checks nothing was changed.
@@ -418,6 +503,8 @@ mod tests {
         let check = |bets: &[u8], journal: &[u8], kept: (&[u8], &[u8]), what: &str| {
             let got = recover_bytes(bets, Some(journal)).unwrap_or_else(|e| panic!("{what}: {e}"));
             let (kept_bets, kept_journal) = kept;
+            // A format-3 journal is kept with a format-4 header (of the same length).
+            let kept_journal = &upgraded(kept_journal)[..];
             assert!(got.bets == kept_bets && got.journal == kept_journal, "{what}");
             let cut = (bets.len() - kept_bets.len(), journal.len() - kept_journal.len());
             let recovery = &got.recovery;
@@ -564,7 +651,8 @@ mod tests {
         ];
         let Ok(text) = convert(&records, &file, &path) else { panic!("converted") };
         let read = journal::replay(text.as_bytes(), 55).unwrap();
-        let group = Record::Group { start: 26, end: 55, crc: crc32fast::hash(&ROWS[..29]) };
+        let group =
+            Record::Group { start: 26, end: 55, crc: crc32fast::hash(&ROWS[..29]), carried: false };
         let expected = [
             Record::Header { version: FORMAT_VERSION },
             records[0].clone(),

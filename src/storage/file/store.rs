@@ -1,16 +1,17 @@
 //! `BetStore`: the bets file, its journal, and the per-agency state that changes with them.
 //!
 //! # Durability
-//! A batch is acknowledged only once its journal record *and* its rows are on disk, the journal
-//! first: a group commit appends its `group` record (the rows' byte range and CRC-32) and its
-//! `batch` records to the journal in one write and `fdatasync`s it, then writes the rows at the
-//! committed end of the bets file and `fdatasync`s that (see `journal.rs` for the format). So the
-//! bets file never holds bytes the journal does not describe, and recovery at start-up can tell
-//! the one unacknowledged group a crash can leave (its rows short, or failing their CRC) from a
-//! journal that lost records (rows past its last `end`: refused). A crash at any point leaves
-//! exactly the acknowledged batches, each whole, and a file the original Python `load_bets`
-//! reads. Recovery cuts nothing else: damage it cannot explain by a crash stops start-up instead
-//! (see `recovery.rs`). Both files are locked (`flock`) while a store has them
+//! A batch is acknowledged only once its group is durable in the journal, which carries the rows:
+//! a group commit appends its `group … rows` line (the rows' byte range and CRC-32), the rows and
+//! its `batch` records to the journal in one write and `fdatasync`s it, then writes the rows at
+//! the committed end of the bets file, not synced (see `wal.rs`, `journal.rs`). The bets file is
+//! synced at the draw, at close and before the journal is compacted. So the bets file never holds
+//! bytes the journal does not describe, recovery at start-up cuts the one unacknowledged group a
+//! crash can leave (its journal write torn), rewrites from the journal rows the bets file lost,
+//! and refuses a journal that lost records (rows past its last `end`). A crash at any point
+//! leaves exactly the acknowledged batches, each whole, and a file the original Python
+//! `load_bets` reads. Recovery cuts nothing else: damage it cannot explain by a crash stops
+//! start-up instead (see `recovery.rs`). Both files are locked (`flock`) while a store has them
 //! open, so a second central on the same files refuses to start.
 //!
 //! # Limits
@@ -19,7 +20,7 @@
 //! is refused before anything is written; each condition is logged once when it starts.
 //!
 //! # Group commit
-//! Batches are queued and committed in groups, one write and one sync per file for every batch
+//! Batches are queued and committed in groups, one journal write and one sync for every batch
 //! waiting (see `commit.rs`). The committer task that does it belongs to the store: `open` starts
 //! it, `close` (or dropping the store) stops it.
 //!
@@ -102,7 +103,7 @@ impl BetStore {
     /// Commits and syncs so far.
     pub fn stats(&self) -> StoreStats {
         let groups = self.shared.groups();
-        StoreStats { groups, syncs: if self.shared.options.sync { 2 * groups } else { 0 } }
+        StoreStats { groups, syncs: if self.shared.options.sync { groups } else { 0 } }
     }
 
     /// The free bytes the last group commit (or the open) read, and the floor they are checked
@@ -277,6 +278,11 @@ impl BetStore {
     pub async fn close(&self) {
         self.committer.stop().await;
         let mut files = self.shared.files.lock().await;
+        if !files.closed && files.journal_len > files.compact.len() as u64 {
+            // The bets file synced, the journal without the rows it carries: a restart reads a
+            // short journal.
+            self.shared.compact(&mut files).await;
+        }
         files.closed = true;
         disk::unlock(&files.bets);
         disk::unlock(&files.journal);

@@ -178,7 +178,7 @@ async fn rows_first_journals_are_rewritten_in_the_current_format() {
         let text = fs::read_to_string(&journal_path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{what}: {text}");
-        assert!(lines[0].starts_with("journal 3 #"), "{what}: {text}");
+        assert!(lines[0].starts_with("journal 4 #"), "{what}: {text}");
         let crc = crc32fast::hash(rows.as_bytes());
         let group = format!("group 0 {} {crc:08x} #", rows.len());
         assert!(lines[1].starts_with(&group), "{what}: {text}");
@@ -288,7 +288,8 @@ async fn concurrent_batches_share_group_commits() {
     assert_eq!(loaded(&store).len(), 50);
     let stats = store.stats();
     assert!(stats.groups < 50, "batches waiting for a sync share the next one: {stats:?}");
-    assert_eq!(stats.syncs, 2 * stats.groups);
+    // One sync per group: the journal's (it carries the rows; the bets file is synced later).
+    assert_eq!(stats.syncs, stats.groups);
 }
 
 #[tokio::test]
