@@ -31,8 +31,8 @@
 //! formats 2 and legacy the rows were written first, so recovery keeps their rule (see
 //! `recovery`).
 
-pub(super) use super::record::{FORMAT_GROUPS, FORMAT_ROWS_FIRST, FORMAT_VERSION, Record};
 use super::record::is_lower_hex;
+pub(super) use super::record::{FORMAT_GROUPS, FORMAT_ROWS_FIRST, FORMAT_VERSION, Record};
 
 /// Which kind of lines a journal has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
