@@ -202,6 +202,10 @@ fn run(args: &Args) -> Result<bool, String> {
         if let Some(database) = &database {
             env.push(("LOTTERY_DATABASE_URL", database.url.clone()));
         }
+        // Passed through, to measure what compaction costs (the central's env is cleared).
+        if let Ok(bytes) = std::env::var("LOTTERY_JOURNAL_COMPACT_BYTES") {
+            env.push(("LOTTERY_JOURNAL_COMPACT_BYTES", bytes));
+        }
         centrals.push(Central::start(&env)?);
     }
     let addresses: Vec<String> = centrals.iter().map(|c| c.address.clone()).collect();

@@ -73,8 +73,8 @@ pub struct ServerConfig {
     /// `LOTTERY_MIN_FREE_BYTES`: free bytes the bets file's filesystem must keep; below it
     /// batches are refused (`Storage`). 0 turns the check off. Default 64 MiB.
     pub min_free_bytes: u64,
-    /// `LOTTERY_JOURNAL_COMPACT_BYTES`: the file store's journal carries each group's rows; past
-    /// this size the bets file is synced and the journal rewritten without them. Default 64 MiB.
+    /// `LOTTERY_JOURNAL_COMPACT_BYTES`: the file store's journal carries each group's rows; once
+    /// they pass this many bytes the bets file is synced and the journal rewritten without them. Default 64 MiB.
     pub journal_compact_bytes: u64,
     /// `LOTTERY_DATABASE_URL`: a PostgreSQL connection string; when set, bets are stored there
     /// (several centrals may share it) instead of in `bets_file`. Default: unset (the bets file).

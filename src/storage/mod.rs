@@ -65,8 +65,8 @@ pub struct StoreOptions {
     /// The file store: free bytes the bets file's filesystem must keep after a group commit;
     /// 0: no check.
     pub min_free_bytes: u64,
-    /// The file store: journal bytes past which the bets file is synced and the journal
-    /// rewritten without the rows it carries (`LOTTERY_JOURNAL_COMPACT_BYTES`).
+    /// The file store: bytes of rows the journal carries past which the bets file is synced and
+    /// the journal rewritten without them (`LOTTERY_JOURNAL_COMPACT_BYTES`).
     pub journal_compact_bytes: u64,
 }
 

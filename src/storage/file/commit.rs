@@ -235,7 +235,9 @@ impl Shared {
                         let _ = files.ledger.apply(record);
                     }
                     files.journal_len = journal_len;
-                    // The rows the journal carries (its bytes past what it holds compacted).
+                    // The rows carried since the last compaction (the journal past its records):
+                    // not the journal's length, which records alone may pass for good, so that
+                    // every group would compact again.
                     let carried = journal_len.saturating_sub(files.compact.len() as u64);
                     if carried > self.options.journal_compact_bytes {
                         self.compact(files).await;

@@ -164,3 +164,39 @@ async fn compaction_drops_the_rows_from_the_journal_and_a_crash_inside_it_is_har
     let err = BetStore::open(&path, true).await.unwrap_err().to_string();
     assert!(err.contains("acknowledged bets"), "{err}");
 }
+
+// ---- wal-attack findings (an independent review of the `wal` branch) ----
+
+/// wal-attack F1: once the compacted journal (its records without rows) is itself past
+/// `journal_compact_bytes`, every later group commit compacts again: a bets-file sync, the whole
+/// compacted journal rewritten and synced, a rename and a directory sync per group, inside the
+/// commit path, before the group's acknowledgements. A compaction should come once per
+/// `journal_compact_bytes` of rows carried, not once per group.
+#[tokio::test]
+async fn attack_f1_compaction_does_not_run_at_every_group_once_the_records_pass_the_threshold() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bets.csv");
+    let journal_path = dir.path().join("bets.csv.journal");
+    let options = StoreOptions { journal_compact_bytes: 1500, ..StoreOptions::default() };
+    let (store, _) = BetStore::open_with(&path, options).await.unwrap();
+    // One bet per batch, one batch per group: ~100 bytes of records per group, ~30 of rows.
+    for seq in 1..=40 {
+        store.store_batch(agency(1), seq, &[bet(1, &format!("{seq}"), 1)]).await.unwrap();
+    }
+    store.close().await;
+    drop(store);
+    let compacted = fs::metadata(&journal_path).unwrap().len();
+    assert!(compacted > 1500, "the records alone pass the threshold: {compacted}");
+    let (store, _) = BetStore::open_with(&path, options).await.unwrap();
+    let mut inode = fs::metadata(&journal_path).unwrap().ino();
+    let mut compactions = 0;
+    for seq in 41..=60 {
+        store.store_batch(agency(1), seq, &[bet(1, &format!("{seq}"), 1)]).await.unwrap();
+        let now = fs::metadata(&journal_path).unwrap().ino();
+        compactions += u32::from(now != inode);
+        inode = now;
+    }
+    // 20 groups carry ~20 × 35 bytes of rows: less than the threshold.
+    assert!(compactions <= 1, "{compactions} compactions in 20 group commits");
+}
