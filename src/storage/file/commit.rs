@@ -164,6 +164,7 @@ impl Shared {
         let mut rows = Vec::new();
         let mut batch_lines = String::new();
         let mut outcomes = Vec::with_capacity(group.len());
+        let mut compact_due = false;
         for pending in &group {
             let progress = tentative
                 .entry(pending.agency)
@@ -239,9 +240,8 @@ impl Shared {
                     // not the journal's length, which records alone may pass for good, so that
                     // every group would compact again.
                     let carried = journal_len.saturating_sub(files.compact.len() as u64);
-                    if carried > self.options.journal_compact_bytes {
-                        self.compact(files).await;
-                    }
+                    compact_due = carried > self.options.journal_compact_bytes
+                        && journal_len >= files.compact_retry_at;
                 }
                 Err(failure) => {
                     if let WriteFailure::LowSpace { free } = failure
@@ -271,6 +271,11 @@ impl Shared {
         for (pending, outcome) in group.into_iter().zip(outcomes) {
             // The agency's task may be gone (its connection closed); its batch still counts.
             let _ = pending.done.send(outcome);
+        }
+        // After the acknowledgements: the group is durable in the synced journal, and a
+        // compaction syncs up to LOTTERY_JOURNAL_COMPACT_BYTES of the bets file.
+        if compact_due {
+            self.compact(files).await;
         }
     }
 
@@ -347,7 +352,13 @@ impl Shared {
         let (bets, committed, dirty) = (files.bets.clone(), files.ledger.committed, files.dirty);
         // The draw runs over rows the bets file holds durably: it is synced first.
         let sync_bets = sync && matches!(record, Record::Draw { .. });
+        // A compaction's rename not yet durable: a power loss could bring back the old journal,
+        // without this record (see `Files::dir_unsynced`).
+        let dir_unsynced = files.dir_unsynced.then(|| self.journal_path.clone());
         let written = tokio::task::spawn_blocking(move || {
+            if let Some(journal_path) = &dir_unsynced {
+                sync_dir_of(journal_path)?;
+            }
             if dirty {
                 // What a failed write left past the committed ends goes before the record.
                 cut_back(&bets, committed, &journal, at, sync)?;
@@ -367,6 +378,7 @@ impl Shared {
             Ok(len) => {
                 files.journal_len = len;
                 files.dirty = false;
+                files.dir_unsynced = false;
                 if let Record::Ready { .. } | Record::Draw { .. } = record {
                     record.write_to(&mut files.compact);
                 }

@@ -109,7 +109,9 @@ impl Shared {
                 );
             }
             Err(e) => {
-                warn!(action = "journal_compacted", result = "fail", bytes = before, error = %e);
+                files.compact_retry_at =
+                    files.journal_len.saturating_add(self.options.journal_compact_bytes);
+                warn!(action = "journal_compacted", result = "fail", bytes = before, error = %e, retry_at_bytes = files.compact_retry_at);
             }
         }
     }

@@ -37,6 +37,10 @@ pub(super) struct Files {
     /// A compaction renamed the new journal over the old one but could not sync the directory:
     /// synced before the next write (or the rename could be lost with records after it).
     pub(super) dir_unsynced: bool,
+    /// After a failed compaction, the journal length below which none is tried again (another
+    /// `LOTTERY_JOURNAL_COMPACT_BYTES` of rows later), so a failure that lasts (a full disk, a
+    /// read-only directory) costs one attempt and one warning per bound, not one per group.
+    pub(super) compact_retry_at: u64,
 }
 
 impl Files {
@@ -59,6 +63,7 @@ impl Files {
             low_space: false,
             compact,
             dir_unsynced: false,
+            compact_retry_at: 0,
         }
     }
 }
