@@ -350,8 +350,6 @@ impl Shared {
         record.write_to(&mut line);
         let (journal, at, sync) = (files.journal.clone(), files.journal_len, self.options.sync);
         let (bets, committed, dirty) = (files.bets.clone(), files.ledger.committed, files.dirty);
-        // The draw runs over rows the bets file holds durably: it is synced first.
-        let sync_bets = sync && matches!(record, Record::Draw { .. });
         // A compaction's rename not yet durable: a power loss could bring back the old journal,
         // without this record (see `Files::dir_unsynced`).
         let dir_unsynced = files.dir_unsynced.then(|| self.journal_path.clone());
@@ -362,9 +360,6 @@ impl Shared {
             if dirty {
                 // What a failed write left past the committed ends goes before the record.
                 cut_back(&bets, committed, &journal, at, sync)?;
-            }
-            if sync_bets {
-                bets.sync_data()?;
             }
             journal.write_all_at(line.as_bytes(), at)?;
             if sync {
@@ -381,9 +376,6 @@ impl Shared {
                 files.dir_unsynced = false;
                 if let Record::Ready { .. } | Record::Draw { .. } = record {
                     record.write_to(&mut files.compact);
-                }
-                if sync_bets {
-                    files.bets_synced = committed;
                 }
                 // The record was built from the ledger's own state: applying it cannot fail.
                 let _ = files.ledger.apply(&record);

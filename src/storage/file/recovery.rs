@@ -3,7 +3,7 @@
 //!
 //! The journal goes first (see [`journal`]) and carries the rows (format 4): a group commit's
 //! journal write (its records and rows) is synced before its rows are written to the bets file,
-//! which is synced only at the draw, at close and before a compaction. So:
+//! which is synced only at close and before a compaction. So:
 //!
 //! - bets-file bytes past the last recorded `end` cannot come from a crash: the journal lacks
 //!   records, and start-up is refused;

@@ -5,7 +5,7 @@
 //! a group commit appends its `group … rows` line (the rows' byte range and CRC-32), the rows and
 //! its `batch` records to the journal in one write and `fdatasync`s it, then writes the rows at
 //! the committed end of the bets file, not synced (see `wal.rs`, `journal.rs`). The bets file is
-//! synced at the draw, at close and before the journal is compacted. So the bets file never holds
+//! synced at close and before the journal is compacted. So the bets file never holds
 //! bytes the journal does not describe, recovery at start-up cuts the one unacknowledged group a
 //! crash can leave (its journal write torn), rewrites from the journal rows the bets file lost,
 //! and refuses a journal that lost records (rows past its last `end`). A crash at any point

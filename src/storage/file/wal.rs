@@ -5,7 +5,8 @@
 //! to the journal, and `fdatasync`s the journal: that one sync makes the group durable, and the
 //! batches are acknowledged after it. The rows are then written to the bets file, *not* synced:
 //! a crash that loses the bets file's unsynced tail is repaired at start-up from the journal's
-//! copy (`check.rs`). The bets file is synced at the draw, at close, and before every compaction.
+//! copy (`check.rs`). The bets file is synced at close and before every compaction (not at the draw: its rows are
+//! durable in the journal until a compaction, which syncs them first).
 //!
 //! **Compaction.** Once the rows the journal carries pass `LOTTERY_JOURNAL_COMPACT_BYTES`, the
 //! bets file is synced (every row the journal carries is then durable in it), and the journal is
