@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::COMMIT_LOCK;
-use super::connect::{Shared, agency_id, describe, group_failed, progress};
+use super::connect::{Shared, agency_id, describe, describe_pool, group_failed, progress};
 use crate::csv_rows::encode_rows_and_winners;
 use crate::domain::{AgencyId, Bets, ReceiptHasher};
 use crate::storage::decide::{Proposal, decide, take_group};
@@ -144,7 +144,7 @@ async fn commit(shared: &Shared, group: Vec<Pending>) {
             }
             stored
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(describe_pool(&e)),
     };
     // As the file store's: from taking the connection to the end of `COMMIT` (or its failure).
     metrics::histogram!(COMMIT_SECONDS_METRIC).record(started.elapsed().as_secs_f64());

@@ -169,8 +169,11 @@ impl Shared {
         // What the database says the committer's own connection runs with: its `COMMIT`s are
         // the acknowledgements.
         let what = "read the committer's synchronous_commit";
-        let committer =
-            self.commit_pool.get().await.map_err(|e| database(&self.target, what, &e))?;
+        let committer = self
+            .commit_pool
+            .get()
+            .await
+            .map_err(|e| database(&self.target, what, &describe_pool(&e)))?;
         let synchronous_commit: String = committer
             .query_one("SHOW synchronous_commit", &[])
             .await
@@ -209,7 +212,7 @@ impl Shared {
         &self,
         what: &'static str,
     ) -> Result<deadpool_postgres::Object, StorageError> {
-        self.pool.get().await.map_err(|e| database(&self.target, what, &e))
+        self.pool.get().await.map_err(|e| database(&self.target, what, &describe_pool(&e)))
     }
 
     pub(super) async fn ready_agencies(&self) -> Result<Vec<AgencyId>, StorageError> {
@@ -389,6 +392,17 @@ pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// A pool's failure to give a connection, with the driver's causes: deadpool's text stops at
+/// `error connecting to server`, hiding why (a host name that no longer resolves, a standby).
+pub(super) fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => {
+            format!("Error occurred while creating a new object: {}", describe(e))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// The answer to a batch whose group failed as a whole.
 pub(super) fn group_failed(target: &str, reason: &str) -> StorageError {
     database(
@@ -396,4 +410,32 @@ pub(super) fn group_failed(target: &str, reason: &str) -> StorageError {
         "store the batch (nothing of it was stored, or it was and a retry finds it)",
         &reason,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_pool;
+    use deadpool_postgres::{PoolError, TimeoutType};
+
+    /// A pool's connection failure says why the connection failed, not only that it did (a
+    /// network cut showed `error connecting to server` and nothing more in every `Hello`).
+    #[tokio::test]
+    async fn a_pool_failure_carries_the_cause_of_the_connection_failure() {
+        let path = std::env::temp_dir().join("lottery-no-such-dir-for-a-socket");
+        let mut config = tokio_postgres::Config::new();
+        config.host_path(&path).port(5432).user("lottery");
+        let Err(e) = config.connect(tokio_postgres::NoTls).await else {
+            panic!("a connection to a socket in {} should fail", path.display());
+        };
+        let text = describe_pool(&PoolError::Backend(e));
+        assert!(
+            text.starts_with(
+                "Error occurred while creating a new object: error connecting to server: "
+            ),
+            "{text}"
+        );
+        assert!(text.contains("No such file or directory"), "{text}");
+        let timeout = describe_pool(&PoolError::Timeout(TimeoutType::Create));
+        assert_eq!(timeout, "Timeout occurred while creating a new object");
+    }
 }
