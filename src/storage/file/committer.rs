@@ -78,7 +78,10 @@ impl Shared {
     pub(super) async fn compact(&self, files: &mut Files) {
         let (bets, sync, committed) =
             (files.bets.clone(), self.options.sync, files.ledger.committed);
-        let (path, text) = (self.journal_path.clone(), files.compact.clone());
+        // The records are lent to the blocking task, not copied (they grow with every batch);
+        // they come back whether it finishes or panics (its clone is dropped either way).
+        let text = Arc::new(std::mem::take(&mut files.compact));
+        let (path, lent) = (self.journal_path.clone(), Arc::clone(&text));
         // The bets file is synced first: a stop inside the compaction finds all of it synced.
         let at = Where {
             bets_synced: committed,
@@ -90,10 +93,11 @@ impl Shared {
         let hook = self.stop_at.clone();
         let compacted = tokio::task::spawn_blocking(move || {
             let hook = hook.as_deref();
-            compact(&bets, &path, &text, sync, hook, at)
+            compact(&bets, &path, &lent, sync, hook, at)
         })
         .await
         .unwrap_or_else(|e| Err(interrupted(&self.journal_path, &e)));
+        files.compact = Arc::try_unwrap(text).unwrap_or_else(|shared| (*shared).clone());
         match compacted {
             Ok(new) => {
                 files.journal = Arc::new(new.journal);
